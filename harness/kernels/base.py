@@ -1,0 +1,67 @@
+"""The prepared-kernel interface every convolution method implements."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..convspec import ConvSpec
+from ..errors import HarnessError, ShapeError
+
+
+class KernelError(HarnessError):
+    """A kernel failed at run time (a C error code, a library exception)."""
+
+
+def as_float32_array(name: str, a, shape=None) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise ShapeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != np.float32:
+        raise ShapeError(f"{name} must be float32, got {a.dtype}")
+    if shape is not None and a.shape != tuple(shape):
+        raise ShapeError(f"{name} has shape {a.shape}, expected {tuple(shape)}")
+    return np.ascontiguousarray(a)
+
+
+def check_weights(w, bias, groups_out: int | None = None):
+    """Validate weights and bias; non-finite weights are refused (sparse methods skip zeros,
+    so 0 * inf would differ between methods)."""
+    w = as_float32_array("weight", w)
+    if w.ndim != 4:
+        raise ShapeError(f"weight must be 4-D (M, C/groups, KH, KW), got shape {w.shape}")
+    if not np.isfinite(w).all():
+        raise ShapeError("weight contains NaN or Inf")
+    if bias is not None:
+        bias = as_float32_array("bias", bias, (w.shape[0],))
+        if not np.isfinite(bias).all():
+            raise ShapeError("bias contains NaN or Inf")
+    return w, bias
+
+
+class PreparedConv:
+    """Weights converted once for one input shape; calling it runs the convolution."""
+
+    method = "abstract"
+
+    def __init__(self, spec: ConvSpec, *, relu: bool, threads: int):
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ShapeError(f"threads must be a positive integer, got {threads!r}")
+        self.spec, self.relu, self.threads = spec, bool(relu), threads
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        x = as_float32_array("input", x, self.spec.input_shape)
+        if out is None:
+            out = np.empty(self.spec.output_shape, dtype=np.float32)
+        elif out.shape != self.spec.output_shape or out.dtype != np.float32 or \
+                not out.flags.c_contiguous:
+            raise ShapeError(f"out must be a C-contiguous float32 array of shape "
+                             f"{self.spec.output_shape}")
+        if self.spec.batch:
+            self._run(x, out)
+        return out
+
+    def _run(self, x: np.ndarray, out: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Method-specific facts recorded with every timing (plan, library, settings)."""
+        return {}

@@ -1,0 +1,82 @@
+"""Direct sparse convolution (kernels_c/direct.c) behind the prepared-kernel interface."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..sparsity import channel_block_pointers, direct_csr, phase_plane
+from . import native
+from .base import PreparedConv
+
+
+@dataclass(frozen=True)
+class DirectPlan:
+    """Run-time tuning choices of the direct kernel (no recompilation to change them)."""
+
+    tile_vectors: int        # accumulator vectors kept in registers
+    out_channel_block: int   # output channels per work item
+    channel_block: int       # input channels per cache block
+
+
+def default_plan(spec, built, threads: int) -> DirectPlan:
+    """A sound untuned plan: widest register tile, input-channel blocks whose slice of the
+    padded input fits in about 32 KiB, and enough work items to keep every thread busy."""
+    plane_h, plane_w = phase_plane(spec)
+    plane_bytes = 4 * spec.stride[0] * spec.stride[1] * plane_h * plane_w
+    channel_block = max(1, min(spec.in_channels, (32 * 1024) // plane_bytes))
+    items_wanted = 4 * threads
+    per_image = max(1, -(-items_wanted // max(1, spec.batch)))
+    out_block = max(1, min(16, -(-spec.out_channels // per_image)))
+    return DirectPlan(built.lib.spconv_max_tile_vectors(), out_block, channel_block)
+
+
+class DirectSparseConv(PreparedConv):
+    method = "direct_sparse"
+
+    def __init__(self, w, bias, spec, *, relu, threads, kernels=None, plan: DirectPlan | None = None):
+        super().__init__(spec, relu=relu, threads=threads)
+        built = self.built = native.resolve(kernels)
+        ffi, lib = built.ffi, built.lib
+        self.plan = plan or default_plan(spec, built, threads)
+        if not 1 <= self.plan.tile_vectors <= lib.spconv_max_tile_vectors():
+            raise ShapeError(f"tile_vectors must be in [1, {lib.spconv_max_tile_vectors()}] "
+                             f"for {built.isa}, got {self.plan.tile_vectors}")
+        if self.plan.out_channel_block < 1 or self.plan.channel_block < 1:
+            raise ShapeError(f"plan blocks must be positive: {self.plan}")
+        csr = direct_csr(w, spec)
+        self.nnz = csr.nnz
+        self._colidx, self._values = csr.colidx, csr.values
+        self._blkptr = channel_block_pointers(csr, spec, self.plan.channel_block)
+        self._bias = None if bias is None else bias.copy()
+        plane_h, plane_w = phase_plane(spec)
+        self._geometry = ffi.new("spconv_geometry *", dict(
+            batch=spec.batch, channels=spec.in_channels, height=spec.height, width=spec.width,
+            out_channels=spec.out_channels, out_height=spec.out_height,
+            out_width=spec.out_width, pad_h=spec.padding[0], pad_w=spec.padding[1],
+            stride_h=spec.stride[0], stride_w=spec.stride[1], plane_h=plane_h, plane_w=plane_w))
+        self._plan = ffi.new("spconv_plan *", dict(
+            tile_vectors=self.plan.tile_vectors, out_channel_block=self.plan.out_channel_block,
+            channel_blocks=self._blkptr.shape[1] - 1, threads=threads))
+        # Zeroed once: the kernel only ever writes the interior, so the padding stays zero.
+        self._padded = np.zeros(lib.spconv_padded_floats(self._geometry), dtype=np.float32)
+        self._scratch = np.zeros(lib.spconv_scratch_floats(self._geometry, self._plan),
+                                 dtype=np.float32)
+        self._ptrs = (
+            native.int_ptr(built, self._blkptr), native.int_ptr(built, self._colidx),
+            native.float_ptr(built, self._values),
+            ffi.NULL if self._bias is None else native.float_ptr(built, self._bias))
+        self._work = (native.float_ptr(built, self._padded), native.float_ptr(built, self._scratch))
+
+    def _run(self, x, out):
+        built = self.built
+        rc = built.lib.spconv_direct(
+            self._geometry, self._plan, *self._ptrs, int(self.relu),
+            native.float_ptr(built, x), *self._work, native.float_ptr(built, out))
+        native.check_rc(rc, "spconv_direct")
+
+    def describe(self) -> dict:
+        return {"plan": asdict(self.plan), "nnz": self.nnz, "isa": self.built.isa,
+                "build_key": self.built.key}

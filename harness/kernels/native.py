@@ -1,0 +1,41 @@
+"""Access to the compiled C kernels: the host profile's build unless a caller passes one."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ..build import BuiltKernels, build
+from ..profiles import HOST_PROFILE, build_target, load_profile
+from .base import KernelError
+
+
+@functools.lru_cache(maxsize=1)
+def host_kernels() -> BuiltKernels:
+    return build(build_target(load_profile(HOST_PROFILE)))
+
+
+def resolve(kernels: BuiltKernels | None) -> BuiltKernels:
+    return kernels if kernels is not None else host_kernels()
+
+
+def float_ptr(built: BuiltKernels, a: np.ndarray):
+    return built.ffi.from_buffer("float[]", a)
+
+
+def int_ptr(built: BuiltKernels, a: np.ndarray):
+    return built.ffi.from_buffer("int[]", a)
+
+
+def check_rc(rc: int, what: str) -> None:
+    if rc != 0:
+        raise KernelError(f"{what} rejected its arguments (error code {rc})")
+
+
+def im2col(built: BuiltKernels, image_ptr, spec, cols_ptr, threads: int) -> None:
+    """Lower one image (all groups at once: the group's channels are consecutive)."""
+    check_rc(built.lib.spconv_im2col(
+        image_ptr, spec.in_channels, spec.height, spec.width, spec.kernel_h, spec.kernel_w,
+        *spec.padding, *spec.stride, *spec.dilation, spec.out_height, spec.out_width,
+        cols_ptr, threads), "spconv_im2col")

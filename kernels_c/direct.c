@@ -1,0 +1,147 @@
+/* Direct sparse convolution (Park et al. 2017), generalised to any stride and dilation.
+
+   The padded input is stored split by stride phase: element (h, w) of channel c lands in
+   plane (h % stride_h, w % stride_w) at row h / stride_h, column w / stride_w. A weight at
+   (c, r, s) then reads, for output (y, x), phase-plane element (r*dil_h / stride_h + y,
+   s*dil_w / stride_w + x): a constant offset plus y * plane_w + x. So every output channel is
+   one contiguous run of out_height * plane_w values (columns past out_width are junk and never
+   stored) and each non-zero is one vectorised multiply-add over that run, for any stride. With
+   stride 1 this is the paper's padded-row layout. */
+#include <stdint.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "spconv_api.h"
+#include "simd.h"
+#include "tile.h"
+
+long spconv_channel_plane(const spconv_geometry *g)
+{
+    return (long)g->stride_h * g->stride_w * g->plane_h * g->plane_w;
+}
+
+/* Outputs computed per channel, junk columns included, rounded to whole vectors. */
+static long run_floats(const spconv_geometry *g)
+{
+    return round_up_vec((long)g->out_height * g->plane_w);
+}
+
+long spconv_padded_floats(const spconv_geometry *g)
+{
+    /* A non-zero's offset is below channels * plane; its run reads run_floats() past it. */
+    return (long)g->batch * g->channels * spconv_channel_plane(g) + run_floats(g) + VEC_FLOATS;
+}
+
+long spconv_scratch_floats(const spconv_geometry *g, const spconv_plan *p)
+{
+    return (long)p->threads * p->out_channel_block * run_floats(g);
+}
+
+static int check(const spconv_geometry *g, const spconv_plan *p)
+{
+    if (g->batch < 0 || g->channels <= 0 || g->out_channels <= 0 || g->out_height <= 0 ||
+        g->out_width <= 0 || g->stride_h <= 0 || g->stride_w <= 0 || g->pad_h < 0 || g->pad_w < 0)
+        return -1;
+    if ((long)g->plane_w * g->stride_w < g->width + 2L * g->pad_w ||
+        (long)g->plane_h * g->stride_h < g->height + 2L * g->pad_h || g->plane_w < g->out_width)
+        return -2;
+    if (p->tile_vectors < 1 || p->tile_vectors > MAX_TILE || p->out_channel_block < 1 ||
+        p->channel_blocks < 1 || p->threads < 1)
+        return -3;
+    return 0;
+}
+
+/* Copy one channel of one image into its phase planes; padding positions are left as they
+   are (zero since the buffer was cleared). */
+static void pad_channel(const spconv_geometry *g, const float *src, float *dst)
+{
+    const int sh = g->stride_h, sw = g->stride_w;
+    const long phase = (long)g->plane_h * g->plane_w;
+    for (int h = 0; h < g->height; ++h) {
+        const int hp = h + g->pad_h;
+        const float *row = src + (long)h * g->width;
+        if (sw == 1) {
+            float *out = dst + (long)(hp % sh) * phase + (long)(hp / sh) * g->plane_w + g->pad_w;
+            memcpy(out, row, sizeof(float) * g->width);
+            continue;
+        }
+        for (int w = 0; w < g->width; ++w) {
+            const int wp = w + g->pad_w;
+            dst[(long)((hp % sh) * sw + wp % sw) * phase + (long)(hp / sh) * g->plane_w + wp / sw] = row[w];
+        }
+    }
+}
+
+/* Write one output channel from its accumulator run: drop junk columns, apply ReLU. */
+static void store_channel(const spconv_geometry *g, const float *acc, int relu, float *out)
+{
+    for (int y = 0; y < g->out_height; ++y) {
+        const float *src = acc + (long)y * g->plane_w;
+        float *dst = out + (long)y * g->out_width;
+        if (relu)
+            for (int x = 0; x < g->out_width; ++x) dst[x] = src[x] > 0.0f ? src[x] : 0.0f;
+        else
+            memcpy(dst, src, sizeof(float) * g->out_width);
+    }
+}
+
+int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
+                  const int *blkptr, const int *colidx, const float *values,
+                  const float *bias, int relu, const float *input,
+                  float *padded, float *scratch, float *output)
+{
+    const int err = check(g, p);
+    if (err)
+        return err;
+    const long plane = spconv_channel_plane(g);
+    const long image_floats = (long)g->channels * plane;
+    const long run = run_floats(g);
+    const long out_plane = (long)g->out_height * g->out_width;
+    const int mb = p->out_channel_block, ncb = p->channel_blocks;
+    const int mblocks = (g->out_channels + mb - 1) / mb;
+    const long items = (long)g->batch * mblocks;
+
+#pragma omp parallel num_threads(p->threads)
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num();
+#else
+        const int tid = 0;
+#endif
+        float *acc_base = scratch + (long)tid * mb * run;
+
+#pragma omp for schedule(static)
+        for (long nc = 0; nc < (long)g->batch * g->channels; ++nc)
+            pad_channel(g, input + nc * g->height * g->width, padded + nc * plane);
+
+        /* implicit barrier: every image is padded before any channel reads it */
+#pragma omp for schedule(dynamic, 1)
+        for (long item = 0; item < items; ++item) {
+            const long n = item / mblocks;
+            const int m0 = (int)(item % mblocks) * mb;
+            const int m1 = m0 + mb < g->out_channels ? m0 + mb : g->out_channels;
+            const float *image = padded + n * image_floats;
+
+            for (int m = m0; m < m1; ++m) {
+                float *acc = acc_base + (long)(m - m0) * run;
+                const float b = bias ? bias[m] : 0.0f;
+                for (long i = 0; i < run; ++i) acc[i] = b;
+            }
+            /* Channel blocks outermost: a block's slice of the input stays in cache while
+               every output channel of the work item streams its non-zeros through it. */
+            for (int cb = 0; cb < ncb; ++cb)
+                for (int m = m0; m < m1; ++m) {
+                    const int *ptr = blkptr + (long)m * (ncb + 1) + cb;
+                    spconv_accumulate(acc_base + (long)(m - m0) * run, run, image,
+                                      colidx + ptr[0], values + ptr[0], ptr[1] - ptr[0],
+                                      p->tile_vectors);
+                }
+            for (int m = m0; m < m1; ++m)
+                store_channel(g, acc_base + (long)(m - m0) * run, relu,
+                              output + (n * g->out_channels + m) * out_plane);
+        }
+    }
+    return 0;
+}

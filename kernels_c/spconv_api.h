@@ -1,0 +1,50 @@
+/* Public interface of the kernels: plain declarations only (cffi parses this file). */
+
+typedef struct {
+    int batch, channels, height, width;      /* input N, C, H, W */
+    int out_channels, out_height, out_width; /* M, OH, OW */
+    int pad_h, pad_w, stride_h, stride_w;
+    int plane_h, plane_w;   /* rows and columns of one stride phase of the padded input */
+} spconv_geometry;
+
+typedef struct {
+    int tile_vectors;       /* register block: accumulator vectors held in registers */
+    int out_channel_block;  /* output channels one work item covers */
+    int channel_blocks;     /* input-channel blocks: width of the block pointer rows - 1 */
+    int threads;            /* OpenMP threads for this call */
+} spconv_plan;
+
+/* Build-path smoke test and facts about the compiled code path. */
+void spconv_axpy(long n, float a, const float *x, float *y);
+const char *spconv_isa(void);
+int spconv_vector_floats(void);
+int spconv_max_tile_vectors(void);
+int spconv_openmp_enabled(void);
+
+/* Workspace sizes in floats (they include the slack vector over-reads need). */
+long spconv_padded_floats(const spconv_geometry *g);
+long spconv_scratch_floats(const spconv_geometry *g, const spconv_plan *p);
+long spconv_channel_plane(const spconv_geometry *g);
+
+/* Direct sparse convolution. blkptr has out_channels rows of channel_blocks + 1 entries
+   delimiting each output channel's non-zeros per input-channel block; colidx holds offsets into
+   the stride-phase-split padded input. padded must be spconv_padded_floats() long and zeroed
+   once before first use; the call fills its interior from input. Returns 0 or a negative
+   error code. */
+int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
+                  const int *blkptr, const int *colidx, const float *values,
+                  const float *bias, int relu, const float *input,
+                  float *padded, float *scratch, float *output);
+
+/* im2col of one image for every group: cols[group][(c, r, s)][(y, x)]. */
+int spconv_im2col(const float *image, int channels, int height, int width,
+                  int kernel_h, int kernel_w, int pad_h, int pad_w,
+                  int stride_h, int stride_w, int dilation_h, int dilation_w,
+                  int out_height, int out_width, float *cols, int threads);
+
+/* out[m][0..n) = act(bias[m] + sum_j values[j] * dense[colidx[j] + 0..n)) for m < rows:
+   CSR times a row-major dense matrix whose rows start at the offsets in colidx. dense must
+   be readable up to the largest offset + n rounded up to spconv_vector_floats(). */
+int spconv_csr_spmm(int rows, int n, const int *rowptr, const int *colidx,
+                    const float *values, const float *dense, const float *bias, int relu,
+                    int tile_vectors, float *scratch, float *out, int threads);
