@@ -113,7 +113,7 @@ class _Fields:
                 integer and not isinstance(value, int)):
             raise self.fail(key, f"must be {kind}, got {value!r}")
         if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-            raise self.fail(key, f"must be a positive finite {kind[2:] if integer else 'number'}, got {value!r}")
+            raise self.fail(key, f"must be a positive {'integer' if integer else 'finite number'}, got {value!r}")
         if value > maximum:
             raise self.fail(key, f"{value!r} is implausibly large (at most {maximum:g})")
         return value

@@ -1,0 +1,142 @@
+"""Every convolution method against the float64 reference on randomised shapes."""
+
+import numpy as np
+import pytest
+
+from harness import kernels
+from harness.convspec import ConvSpec
+from harness.errors import HarnessError, ShapeError
+from harness.sparsity import random_sparse_weights
+from harness.verify import expected_output, verify
+
+METHODS = [m for m in kernels.available_methods() if m != "reference"]
+
+
+def random_case(rng):
+    """A random convolution covering odd sizes, 1x1 to 11x11 kernels, strides 1-4, dilation,
+    groups and batches up to 4."""
+    groups = int(rng.choice([1, 1, 2, 3]))
+    cg = int(rng.integers(1, 6))
+    mg = int(rng.integers(1, 7))
+    kh, kw = (int(rng.choice([1, 2, 3, 5, 7, 11])) for _ in range(2))
+    stride = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+    dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    padding = (int(rng.integers(0, 4)), int(rng.integers(0, 4)))
+    h = max(1, dilation[0] * (kh - 1) + 1 - 2 * padding[0]) + int(rng.integers(0, 23))
+    w = max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1]) + int(rng.integers(0, 23))
+    batch = int(rng.integers(1, 5))
+    return dict(input_shape=(batch, groups * cg, h, w), weight_shape=(groups * mg, cg, kh, kw),
+                stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def check_method(method, case, sparsity, rng, *, relu, threads, bias=True):
+    x = rng.standard_normal(case["input_shape"]).astype(np.float32)
+    w = random_sparse_weights(case["weight_shape"], sparsity, rng)
+    b = rng.standard_normal(case["weight_shape"][0]).astype(np.float32) if bias else None
+    conv = {k: case[k] for k in ("stride", "padding", "dilation", "groups")}
+    spec = ConvSpec.from_shapes(case["input_shape"], case["weight_shape"], **conv)
+    expected = expected_output(x, w, b, spec, relu)
+    k = kernels.prepare(w, b, input_shape=case["input_shape"], relu=relu, method=method,
+                        threads=threads, **conv)
+    for _ in range(2):  # twice: workspaces reused across calls must not leak state
+        out = np.full(spec.output_shape, np.nan, dtype=np.float32)  # poisoned
+        k(x, out=out)
+        verdict = verify(out, expected)
+        assert verdict.ok, (method, case, sparsity, verdict)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("seed", range(12))
+def test_random_shapes_match_reference(method, seed):
+    rng = np.random.default_rng(1000 + seed)
+    case = random_case(rng)
+    sparsity = float(rng.choice([0.0, 0.3, 0.7, 0.9, 0.99, 0.999999]))
+    check_method(method, case, sparsity, rng, relu=bool(seed % 2), threads=1 + seed % 2,
+                 bias=seed % 3 != 0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("width", [1, 7, 15, 16, 17, 33])
+def test_widths_around_vector_length(method, width, rng):
+    case = dict(input_shape=(2, 4, 5, width), weight_shape=(6, 4, 3, 3), stride=1,
+                padding=1, dilation=1, groups=1)
+    check_method(method, case, 0.5, rng, relu=False, threads=2)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_all_zero_weights_give_bias(method, rng):
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    w = np.zeros((5, 3, 3, 3), dtype=np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    out = kernels.conv2d(x, w, b, padding=1, method=method)
+    np.testing.assert_array_equal(out, np.broadcast_to(b[None, :, None, None], out.shape))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_alexnet_conv3_shape_dense_and_sparse(method, rng):
+    for sparsity in (0.0, 0.9):
+        case = dict(input_shape=(1, 256, 13, 13), weight_shape=(384, 256, 3, 3), stride=1,
+                    padding=1, dilation=1, groups=1)
+        check_method(method, case, sparsity, rng, relu=True, threads=2)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_empty_batch(method, rng):
+    w = random_sparse_weights((4, 3, 3, 3), 0.5, rng)
+    out = kernels.conv2d(np.zeros((0, 3, 8, 8), np.float32), w, method=method)
+    assert out.shape == (0, 4, 6, 6)
+
+
+def test_direct_plan_variants_agree(rng):
+    case = dict(input_shape=(2, 12, 14, 15), weight_shape=(10, 12, 3, 3), stride=1,
+                padding=1, dilation=1, groups=1)
+    x = rng.standard_normal(case["input_shape"]).astype(np.float32)
+    w = random_sparse_weights(case["weight_shape"], 0.8, rng)
+    ref = kernels.conv2d(x, w, padding=1, method="reference")
+    for plan in (kernels.DirectPlan(1, 1, 1), kernels.DirectPlan(3, 4, 5),
+                 kernels.DirectPlan(8, 100, 100)):
+        for threads in (1, 2):
+            out = kernels.conv2d(x, w, padding=1, plan=plan, threads=threads)
+            np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(groups=2), "groups=2 must divide"),
+    (dict(stride=0), "stride must be positive"),
+    (dict(padding=-1), "padding must be non-negative"),
+    (dict(method="magic"), "unknown method"),
+    (dict(threads=0), "threads must be a positive integer"),
+])
+def test_bad_parameters_are_clear_errors(kwargs, message, rng):
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    with pytest.raises(HarnessError, match=message):
+        kernels.conv2d(x, w, **kwargs)
+
+
+def test_bad_arrays_are_clear_errors(rng):
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    with pytest.raises(ShapeError, match="float32"):
+        kernels.conv2d(x.astype(np.float64), w)
+    with pytest.raises(ShapeError, match="larger than the padded input"):
+        kernels.conv2d(x[:, :, :2, :2], w)
+    with pytest.raises(ShapeError, match="input channels per group"):
+        kernels.conv2d(x, w[:, :2])
+    bad = w.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ShapeError, match="NaN"):
+        kernels.conv2d(x, bad)
+    k = kernels.prepare(w, input_shape=x.shape)
+    with pytest.raises(ShapeError, match="shape"):
+        k(np.zeros((2, 3, 8, 8), np.float32))
+
+
+def test_nan_input_propagates_only_where_read(rng):
+    """NaN policy: non-finite inputs propagate through non-zero weights like a dense conv."""
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    x[0, 0, 3, 3] = np.nan
+    w = np.zeros((1, 2, 1, 1), np.float32)
+    w[0, 0] = 1.0
+    out = kernels.conv2d(x, w)
+    assert np.isnan(out[0, 0, 3, 3]) and np.isfinite(np.delete(out.ravel(), 3 * 6 + 3)).all()
