@@ -1,0 +1,222 @@
+"""Command line of run_sweep.py: time kernels over layers x sparsity x batch x threads."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import HarnessError
+
+DEFAULT_SPARSITIES = "0.5,0.6,0.7,0.8,0.85,0.9,0.95"
+RESULTS_ROOT = Path("results")
+
+
+def parse_sparsities(text: str) -> list[float]:
+    """'0.5,0.9' or a range 'start:stop:step' (stop included when on the grid)."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(v) for v in text.split(":"))
+            if step <= 0:
+                raise ValueError
+            values = np.arange(start, stop + step / 2, step)
+        else:
+            values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise HarnessError(f"--sparsity: expected numbers like 0.5,0.9 or 0.5:0.95:0.05, "
+                           f"got {text!r}") from None
+    out = sorted({round(float(v), 6) for v in values})
+    bad = [v for v in out if not 0.0 <= v < 1.0]
+    if not out or bad:
+        raise HarnessError(f"--sparsity: every sparsity must be in [0, 1), got {text!r}")
+    return out
+
+
+def parse_ints(text: str, option: str) -> list[int]:
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise HarnessError(f"{option}: expected positive integers like 1,2, got {text!r}") from None
+    if not values or values[0] < 1:
+        raise HarnessError(f"{option}: expected positive integers like 1,2, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_sweep.py",
+        description="Time direct sparse convolution against dense and lowered-sparse baselines "
+                    "over layer shapes x sparsity x batch x threads, verifying every output.")
+    p.add_argument("--profile", default=None,
+                   help="architecture profile YAML (default: arch_profiles/host.yaml)")
+    p.add_argument("--network", default="alexnet",
+                   help="network of the layer catalog: alexnet, vgg16, resnet50, googlenet")
+    p.add_argument("--layers", default=None, help="comma-separated layer names to keep")
+    p.add_argument("--layer-file", default=None, help="YAML file of layers (replaces --network)")
+    p.add_argument("--sparsity", default=DEFAULT_SPARSITIES,
+                   help=f"sparsity list or start:stop:step (default {DEFAULT_SPARSITIES})")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated methods (default: every available one)")
+    p.add_argument("--batch", default="1", help="batch sizes, e.g. 1,16")
+    p.add_argument("--threads", default="1", help="thread counts, e.g. 1,2")
+    p.add_argument("--repeats", type=int, default=7, help="timing samples per point")
+    p.add_argument("--min-time", type=float, default=0.05,
+                   help="minimum seconds per timing sample (short kernels loop)")
+    p.add_argument("--pattern", default="random", choices=["random", "magnitude"],
+                   help="how generated weights are made sparse")
+    p.add_argument("--weights", default=None,
+                   help=".npz of real weights named by layer (their own sparsity is used)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cold-cache", action="store_true",
+                   help="evict the last-level cache before every sample")
+    p.add_argument("--out", default=None,
+                   help="run directory (default results/<profile>-<time>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run: skip points already measured (with --out, or the "
+                        "latest run of the profile)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: AlexNet conv3-5, sparsity 0.5 and 0.9, few short samples")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _latest_run(profile_name: str) -> Path | None:
+    runs = sorted(RESULTS_ROOT.glob(f"{profile_name}-*"), key=lambda p: p.stat().st_mtime)
+    return runs[-1] if runs else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args, sys.argv if argv is None else ["run_sweep.py", *argv])
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args, argv: list[str]) -> int:
+    # Imports that load native libraries come after the OpenMP environment is set.
+    import psutil
+
+    from . import kernels
+    from .build import build
+    from .hostinfo import detect_host
+    from .layers import load_layer_file, network_layers
+    from .metadata import finish_metadata, start_metadata
+    from .profiles import HOST_PROFILE, build_target, load_profile
+    from .store import METADATA, RunStore
+    from .sweep import (SweepConfig, pending_points, plan_points, results_table, run_sweep,
+                        summary_table)
+    from .weights import load_weight_file
+
+    host = detect_host()
+    profile = load_profile(args.profile or HOST_PROFILE, host=host)
+    target = build_target(profile, host=host)  # refuses an ISA the host lacks, before building
+
+    layers = load_layer_file(args.layer_file) if args.layer_file else network_layers(args.network)
+    sparsities = parse_sparsities(args.sparsity)
+    repeats, min_time = args.repeats, args.min_time
+    if args.quick:
+        if not args.layers and not args.layer_file and args.network == "alexnet":
+            args.layers = "conv3,conv4,conv5"
+        sparsities, repeats, min_time = [0.5, 0.9], min(repeats, 3), min(min_time, 0.01)
+    if args.layers:
+        wanted = [n.strip() for n in args.layers.split(",") if n.strip()]
+        missing = [n for n in wanted if n not in {l.name for l in layers}]
+        if missing:
+            raise HarnessError(f"--layers: no layer {missing[0]!r} (have: "
+                               f"{', '.join(l.name for l in layers)})")
+        layers = [l for l in layers if l.name in wanted]
+    if repeats < 1 or min_time < 0:
+        raise HarnessError("--repeats must be >= 1 and --min-time >= 0")
+    methods = ([m.strip() for m in args.methods.split(",") if m.strip()] if args.methods
+               else kernels.available_methods())
+    methods = [m for m in methods if m != "reference"] or methods
+    batches = parse_ints(args.batch, "--batch")
+    max_threads = min(profile.total_cores * profile.threads_per_core, host.logical_cpus)
+    asked = parse_ints(args.threads, "--threads")
+    threads = sorted({min(t, max_threads) for t in asked})
+    if threads != asked:
+        print(f"note: threads capped at {max_threads} (profile {profile.name} on this host)",
+              file=sys.stderr)
+    weight_files = load_weight_file(args.weights, layers) if args.weights else {}
+
+    if args.out:
+        run_dir = Path(args.out)
+    elif args.resume:
+        run_dir = _latest_run(profile.name)
+        if run_dir is None:
+            raise HarnessError(f"--resume: no earlier run of profile {profile.name} under "
+                               f"{RESULTS_ROOT}/; give --out")
+    else:
+        run_dir = RESULTS_ROOT / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run_dir.exists() and any(run_dir.iterdir()) and not args.resume:
+        raise HarnessError(f"{run_dir} already holds a run; add --resume to continue it or "
+                           "choose another --out")
+    store = RunStore(run_dir)
+
+    # Pin to the first CPUs the largest thread count needs, so runs are repeatable.
+    try:
+        cpus = sorted(psutil.Process().cpu_affinity())
+        psutil.Process().cpu_affinity(cpus[:max(threads)])
+    except (AttributeError, OSError, ValueError):
+        pass
+
+    built = build(target)
+    cfg = SweepConfig(profile=profile, built=built, host=host, layers=layers,
+                      sparsities=sparsities, methods=methods, batches=batches, threads=threads,
+                      pattern=args.pattern, seed=args.seed, repeats=repeats, min_time=min_time,
+                      cold_cache=args.cold_cache, weight_files=weight_files)
+    points = plan_points(cfg)
+    todo = pending_points(points, store, cfg)
+    settings = {"layers": [l.key for l in layers], "sparsities": sparsities, "methods": methods,
+                "batches": batches, "threads": threads, "pattern": args.pattern,
+                "seed": args.seed, "repeats": repeats, "min_time_s": min_time,
+                "cold_cache": args.cold_cache, "weights_file": args.weights,
+                "points_planned": len(points), "points_to_measure": len(todo)}
+    meta = start_metadata(profile=profile, built=built, host=host, argv=argv, settings=settings)
+    previous = store.read_json(METADATA)
+    if previous:
+        meta["previous_sessions"] = previous.get("previous_sessions", []) + [
+            {k: previous.get(k) for k in ("start_time", "end_time", "command_line")}]
+    store.write_json(METADATA, meta)
+
+    where = f"{profile.name} on {host.cpu_model}" + (" (emulated ISA)" if built.emulated else "")
+    print(f"run {run_dir}: {len(todo)} of {len(points)} points to measure; {where}",
+          file=sys.stderr)
+    interrupted = False
+    try:
+        run_sweep(cfg, store, todo, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        interrupted = True
+    frame = results_table(store.rows())
+    store.write_table(frame)
+    summary = summary_table(frame)
+    store.write_table(summary, "summary.csv")
+    store.write_json(METADATA, finish_metadata(meta, interrupted=interrupted))
+    _report(frame, summary, run_dir, profile.name)
+    if interrupted:
+        print(f"interrupted; finished points are saved. Resume with: "
+              f"python run_sweep.py --profile {profile.path} --out {run_dir} --resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def _report(frame, summary, run_dir: Path, profile_name: str) -> None:
+    bad = frame[frame["status"] != "ok"]
+    noisy = frame[(frame["status"] == "ok") & (frame["noisy"] == True)]  # noqa: E712
+    if len(summary):
+        print(summary.to_string(index=False))
+    for _, r in bad.iterrows():
+        print(f"warning: {r['layer']} {r['method']} s={r['sparsity']}: {r['status']}: "
+              f"{r['reason']}", file=sys.stderr)
+    if len(noisy):
+        print(f"warning: {len(noisy)} points have an IQR above 10% of their median "
+              "(machine busy?)", file=sys.stderr)
+    print(f"results: {run_dir / 'results.csv'}  ({len(frame)} rows, "
+          f"{int((frame['status'] == 'ok').sum())} ok)")

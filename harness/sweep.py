@@ -1,0 +1,271 @@
+"""The sweep: a plan of points (layer x sparsity x method x batch x threads), each made,
+verified against the reference and timed, with rows stored as they finish."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from . import kernels
+from .build import BuiltKernels
+from .errors import BuildError, HarnessError
+from .hostinfo import HostInfo
+from .kernels.base import KernelError
+from .layers import LayerShape
+from .profiles import Profile
+from .sparsity import check_sparsity, sparsity_of
+from .store import RunStore
+from .timing import CacheEvictor, measure
+from .verify import expected_output, verify
+from .weights import generated_weights, sweep_input
+
+SPARSE_METHODS = ("direct_sparse", "lowered_sparse")
+STATUSES = ("ok", "incorrect", "build_error", "runtime_error", "skipped")
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    layer: LayerShape
+    sparsity: float        # target fraction of zero weights (file weights: their own)
+    method: str
+    batch: int
+    threads: int
+    pattern: str           # random | magnitude | file
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return (f"{self.layer.key}|s={self.sparsity:.6f}|{self.method}|b={self.batch}"
+                f"|t={self.threads}|{self.pattern}|seed={self.seed}")
+
+    @property
+    def weights_key(self) -> tuple:
+        return (self.layer.key, self.sparsity, self.pattern, self.seed, self.batch)
+
+
+@dataclass
+class SweepConfig:
+    profile: Profile
+    built: BuiltKernels
+    host: HostInfo
+    layers: list[LayerShape]
+    sparsities: list[float]
+    methods: list[str]
+    batches: list[int] = field(default_factory=lambda: [1])
+    threads: list[int] = field(default_factory=lambda: [1])
+    pattern: str = "random"
+    seed: int = 0
+    repeats: int = 7
+    min_time: float = 0.05
+    cold_cache: bool = False
+    weight_files: dict[str, np.ndarray] = field(default_factory=dict)  # layer key -> weights
+
+
+def plan_points(cfg: SweepConfig) -> list[SweepPoint]:
+    """Every point, grouped so that points sharing weights run together; groups and the
+    methods within them are shuffled (seeded) so slow drift of the machine spreads over all
+    methods instead of biasing one."""
+    for s in cfg.sparsities:
+        check_sparsity(s)
+    unknown = [m for m in cfg.methods if m not in kernels.METHODS]
+    if unknown:
+        raise HarnessError(f"unknown method {unknown[0]!r} (known: {', '.join(kernels.METHODS)})")
+    groups: list[list[SweepPoint]] = []
+    for layer in cfg.layers:
+        from_file = layer.key in cfg.weight_files
+        pattern = "file" if from_file else cfg.pattern
+        for batch in cfg.batches:
+            if from_file:
+                levels = {None: cfg.methods}  # the file's own sparsity, every method
+            else:
+                dense = [m for m in cfg.methods if m in kernels.DENSE_METHODS]
+                sparse = [m for m in cfg.methods if m not in kernels.DENSE_METHODS]
+                levels = {s: sparse for s in cfg.sparsities}
+                if dense:  # a dense method's time does not depend on the zeros: time it once
+                    levels[0.0] = sorted(set(levels.get(0.0, [])) | set(dense),
+                                         key=cfg.methods.index)
+            for sparsity, methods in levels.items():
+                if not methods:
+                    continue
+                s = sparsity_of(cfg.weight_files[layer.key]) if from_file else sparsity
+                groups.append([SweepPoint(layer, round(float(s), 6), m, batch, t, pattern, cfg.seed)
+                               for m in methods for t in cfg.threads])
+    rng = random.Random(cfg.seed)
+    rng.shuffle(groups)
+    for g in groups:
+        rng.shuffle(g)
+    return [p for g in groups for p in g]
+
+
+class PointRunner:
+    """Runs points, keeping the current group's weights, input and reference output."""
+
+    def __init__(self, cfg: SweepConfig):
+        self.cfg = cfg
+        self._group_key = None
+        self._group = None
+        llc = max(cfg.host.caches_kib.values(), default=32 * 1024)
+        self._evictor = CacheEvictor(llc) if cfg.cold_cache else None
+
+    def _group_data(self, point: SweepPoint):
+        if point.weights_key != self._group_key:
+            layer = point.layer
+            if point.pattern == "file":
+                w = self.cfg.weight_files[layer.key]
+            else:
+                w = generated_weights(layer, point.sparsity, point.pattern, point.seed)
+            x = sweep_input(layer, point.batch, point.seed)
+            spec = layer.spec(point.batch)
+            self._group = (w, x, spec, expected_output(x, w, None, spec, relu=False))
+            self._group_key = point.weights_key
+        return self._group
+
+    def run(self, point: SweepPoint) -> dict:
+        row = base_row(point, self.cfg)
+        try:
+            w, x, spec, expected = self._group_data(point)
+        except HarnessError as exc:
+            return {**row, "status": "skipped", "reason": str(exc)}
+        row.update(sparsity=round(sparsity_of(w), 6), nnz=int(np.count_nonzero(w)),
+                   dense_flops=spec.dense_flops(),
+                   useful_flops=spec.dense_flops() * np.count_nonzero(w) // w.size)
+        options = {"kernels": self.cfg.built} if point.method in (
+            "direct_sparse", "lowered_sparse", "dense_gemm") else {}
+        try:
+            k = kernels.prepare(w, input_shape=spec.input_shape, stride=spec.stride,
+                                padding=spec.padding, dilation=spec.dilation,
+                                groups=spec.groups, method=point.method,
+                                threads=point.threads, **options)
+        except BuildError as exc:
+            return {**row, "status": "build_error", "reason": str(exc)}
+        except HarnessError as exc:
+            return {**row, "status": "skipped", "reason": str(exc)}
+        row["details"] = k.describe()
+        out = np.full(spec.output_shape, np.nan, dtype=np.float32)
+        try:
+            k(x, out=out)
+            verdict = verify(out, expected)
+            row.update(max_error=verdict.max_error, error_ratio=verdict.error_ratio)
+            if not verdict.ok:
+                return {**row, "status": "incorrect",
+                        "reason": f"output differs from the reference (max error "
+                                  f"{verdict.max_error:.3g}, {verdict.error_ratio:.3g}x tolerance)"}
+            timing = measure(lambda: k(x, out=out), repeats=self.cfg.repeats,
+                             min_time=self.cfg.min_time, evict=self._evictor)
+        except (KernelError, HarnessError, RuntimeError, MemoryError) as exc:
+            return {**row, "status": "runtime_error", "reason": str(exc).splitlines()[0]}
+        row.update(status="ok", median_s=timing.median, min_s=timing.minimum,
+                   iqr_s=timing.iqr, cv=timing.cv, noisy=timing.noisy,
+                   calls_per_sample=timing.calls_per_sample, samples_s=timing.samples,
+                   useful_gflops=row["useful_flops"] / timing.median / 1e9,
+                   effective_gflops=row["dense_flops"] / timing.median / 1e9)
+        return row
+
+
+def base_row(point: SweepPoint, cfg: SweepConfig) -> dict:
+    layer = point.layer
+    return {
+        "key": point.key, "network": layer.network, "layer": layer.name,
+        "in_channels": layer.in_channels, "height": layer.height, "width": layer.width,
+        "out_channels": layer.out_channels, "kernel": layer.kernel, "stride": layer.stride,
+        "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups,
+        "method": point.method, "target_sparsity": point.sparsity, "sparsity": point.sparsity,
+        "pattern": point.pattern, "seed": point.seed, "batch": point.batch,
+        "threads": point.threads, "profile": cfg.profile.name, "isa": cfg.built.isa,
+        "emulated": cfg.built.emulated, "host": cfg.host.cpu_model,
+        "build_key": cfg.built.key, "status": "", "reason": "", "repeats": cfg.repeats,
+        "cold_cache": cfg.cold_cache, "timestamp": time.time(),
+    }
+
+
+def pending_points(points: list[SweepPoint], store: RunStore, cfg: SweepConfig) -> list[SweepPoint]:
+    """Points not yet measured in this run directory with the same build, profile and host."""
+    done = {r["key"] for r in store.rows()
+            if r.get("build_key") == cfg.built.key and r.get("profile") == cfg.profile.name
+            and r.get("host") == cfg.host.cpu_model}
+    return [p for p in points if p.key not in done]
+
+
+def run_sweep(cfg: SweepConfig, store: RunStore, points: list[SweepPoint], *,
+              progress: bool = True) -> int:
+    """Measure ``points``, appending each row to ``store`` as it finishes. Returns the count."""
+    runner = PointRunner(cfg)
+    bar = tqdm(points, desc="sweep", unit="pt", disable=not progress, dynamic_ncols=True)
+    for n, point in enumerate(bar, 1):
+        bar.set_postfix_str(f"{point.layer.name} s={point.sparsity:.2f} {point.method}")
+        store.append(runner.run(point))
+    return len(points)
+
+
+# ---------------------------------------------------------------------------- results table
+
+TABLE_COLUMNS = [
+    "network", "layer", "method", "sparsity", "target_sparsity", "batch", "threads", "status",
+    "median_s", "min_s", "iqr_s", "cv", "noisy", "useful_gflops", "effective_gflops",
+    "best_dense_method", "best_dense_s", "speedup", "nnz", "dense_flops", "useful_flops",
+    "max_error", "error_ratio", "profile", "isa", "emulated", "host", "build_key", "pattern",
+    "seed", "in_channels", "height", "width", "out_channels", "kernel", "stride", "padding",
+    "dilation", "groups", "repeats", "calls_per_sample", "cold_cache", "reason", "key",
+]
+
+
+def results_table(rows: list[dict]) -> pd.DataFrame:
+    """Tidy table, one row per point, with each row's speedup against the fastest correct
+    dense baseline measured in the same run for the same layer, batch and threads."""
+    frame = pd.DataFrame(rows)
+    for col in TABLE_COLUMNS:
+        if col not in frame:
+            frame[col] = np.nan
+    frame = frame[TABLE_COLUMNS].copy()
+    if frame.empty:
+        return frame
+    group = ["network", "layer", "batch", "threads", "profile", "host"]
+    dense = frame[frame["method"].isin(kernels.DENSE_METHODS) & (frame["status"] == "ok")]
+    if not dense.empty:
+        best = dense.loc[dense.groupby(group)["median_s"].idxmin(), group + ["method", "median_s"]]
+        best = best.rename(columns={"method": "_bdm", "median_s": "_bds"})
+        frame = frame.merge(best, on=group, how="left")
+        frame["best_dense_method"], frame["best_dense_s"] = frame["_bdm"], frame["_bds"]
+        frame = frame.drop(columns=["_bdm", "_bds"])
+    ok = frame["status"] == "ok"
+    frame["speedup"] = np.where(ok, frame["best_dense_s"] / frame["median_s"], np.nan)
+    return frame.sort_values(["network", "layer", "batch", "threads", "method", "sparsity"],
+                             kind="stable").reset_index(drop=True)
+
+
+def crossover_sparsity(sparsity: np.ndarray, speedup: np.ndarray) -> float:
+    """Lowest sparsity where the speedup reaches 1, interpolated linearly between measured
+    points; NaN when it never does, the lowest measured sparsity when it always does."""
+    order = np.argsort(sparsity)
+    s, v = np.asarray(sparsity)[order], np.asarray(speedup)[order]
+    if len(s) == 0 or not (v >= 1).any():
+        return float("nan")
+    i = int(np.argmax(v >= 1))
+    if i == 0:
+        return float(s[0])
+    s0, s1, v0, v1 = s[i - 1], s[i], v[i - 1], v[i]
+    return float(s0 + (1 - v0) * (s1 - s0) / (v1 - v0))
+
+
+def summary_table(frame: pd.DataFrame, method: str = "direct_sparse") -> pd.DataFrame:
+    """Per layer, batch and threads: best speedup of ``method`` and where it starts to win."""
+    sel = frame[(frame["method"] == method) & (frame["status"] == "ok")]
+    rows = []
+    for (net, layer, batch, threads), g in sel.groupby(["network", "layer", "batch", "threads"],
+                                                       sort=False):
+        g = g.dropna(subset=["speedup"])
+        if g.empty:
+            continue
+        best = g.loc[g["speedup"].idxmax()]
+        rows.append({"network": net, "layer": layer, "batch": batch, "threads": threads,
+                     "best_dense": best["best_dense_method"],
+                     "best_speedup": round(float(best["speedup"]), 2),
+                     "at_sparsity": best["sparsity"],
+                     "crossover_sparsity": round(crossover_sparsity(
+                         g["sparsity"].to_numpy(), g["speedup"].to_numpy()), 3)})
+    return pd.DataFrame(rows)

@@ -1,0 +1,85 @@
+"""Measuring a kernel: warm-up, repeated samples of a calibrated minimum duration, robust
+statistics, and an optional cold-cache mode."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NOISY_IQR = 0.10  # a point whose IQR exceeds 10% of its median is flagged
+
+
+@dataclass(frozen=True)
+class Timing:
+    samples: list[float] = field(repr=False)  # seconds per call, one per sample
+    calls_per_sample: int
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.samples))
+
+    @property
+    def minimum(self) -> float:
+        return float(np.min(self.samples))
+
+    @property
+    def iqr(self) -> float:
+        q1, q3 = np.percentile(self.samples, [25, 75])
+        return float(q3 - q1)
+
+    @property
+    def cv(self) -> float:
+        mean = float(np.mean(self.samples))
+        return float(np.std(self.samples) / mean) if mean > 0 else 0.0
+
+    @property
+    def noisy(self) -> bool:
+        return self.iqr > NOISY_IQR * self.median
+
+
+class CacheEvictor:
+    """Streams through a buffer larger than the last-level cache to push the kernel's data out."""
+
+    def __init__(self, llc_kib: int):
+        self._buffer = np.ones(max(4 * llc_kib * 1024 // 8, 1 << 20), dtype=np.float64)
+
+    def __call__(self) -> None:
+        self._buffer += 1.0
+
+
+def measure(run, *, repeats: int = 7, min_time: float = 0.02, warmup: int = 1,
+            evict: CacheEvictor | None = None) -> Timing:
+    """Time ``run()``: ``warmup`` calls, then ``repeats`` samples. Warm cache: each sample
+    loops the call enough times to last ``min_time`` seconds, so timer resolution and the
+    per-call overhead of Python (a few microseconds, see :func:`call_overhead`) vanish.
+    Cold cache: each sample is one call after the cache has been evicted."""
+    for _ in range(max(warmup, 1)):
+        run()
+    if evict is not None:
+        samples = []
+        for _ in range(repeats):
+            evict()
+            t0 = time.perf_counter()
+            run()
+            samples.append(time.perf_counter() - t0)
+        return Timing(samples, 1)
+    t0 = time.perf_counter()
+    run()
+    once = max(time.perf_counter() - t0, 1e-7)
+    calls = max(1, int(np.ceil(min_time / once)))
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            run()
+        samples.append((time.perf_counter() - t0) / calls)
+    return Timing(samples, calls)
+
+
+def call_overhead(repeats: int = 2000) -> float:
+    """Seconds the timing loop itself costs per call (a no-op callable), for the metadata."""
+    def noop():
+        return None
+    return measure(noop, repeats=5, min_time=0.005).median

@@ -1,0 +1,66 @@
+"""Weights for sweep points: generated patterns (seeded and reproducible) or loaded from files."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .errors import HarnessError
+from .layers import LayerShape
+from .sparsity import magnitude_pruned_weights, random_sparse_weights
+
+PATTERNS = ("random", "magnitude")
+
+
+def stable_seed(*parts) -> int:
+    """A seed derived from the parts' text: the same in every process (unlike hash())."""
+    return zlib.crc32("|".join(map(str, parts)).encode())
+
+
+def generated_weights(layer: LayerShape, sparsity: float, pattern: str, seed: int) -> np.ndarray:
+    shape = layer.spec(1).weight_shape
+    rng = np.random.default_rng(stable_seed(seed, layer.key, f"{sparsity:.6f}", pattern))
+    if pattern == "random":
+        return random_sparse_weights(shape, sparsity, rng)
+    if pattern == "magnitude":
+        return magnitude_pruned_weights(shape, sparsity, rng)
+    raise HarnessError(f"unknown weight pattern {pattern!r} (known: {', '.join(PATTERNS)})")
+
+
+def sweep_input(layer: LayerShape, batch: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(stable_seed(seed, layer.key, batch, "input"))
+    return rng.standard_normal(layer.spec(batch).input_shape).astype(np.float32)
+
+
+def load_weight_file(path: str | Path, layers: list[LayerShape]) -> dict[str, np.ndarray]:
+    """Weights from a ``.npz`` whose arrays are named by layer (``conv2`` or
+    ``alexnet/conv2``); each is checked against the layer's weight shape."""
+    path = Path(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise HarnessError(f"{path}: weight file not found") from None
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"{path}: not a readable .npz file ({exc})") from None
+    found = {}
+    with archive:
+        for layer in layers:
+            name = layer.key if layer.key in archive.files else layer.name
+            if name not in archive.files:
+                continue
+            w = archive[name]
+            expected = layer.spec(1).weight_shape
+            if w.shape != expected:
+                raise HarnessError(f"{path}: '{name}' has shape {w.shape}, layer {layer.key} "
+                                   f"needs {expected}")
+            if not np.issubdtype(w.dtype, np.floating):
+                raise HarnessError(f"{path}: '{name}' has dtype {w.dtype}, expected floating point")
+            if not np.isfinite(w).all():
+                raise HarnessError(f"{path}: '{name}' contains NaN or Inf")
+            found[layer.key] = w.astype(np.float32)
+    if not found:
+        raise HarnessError(f"{path}: no array named after any of the sweep's layers "
+                           f"({', '.join(l.name for l in layers)})")
+    return found
