@@ -265,7 +265,7 @@ def summary_table(frame: pd.DataFrame, method: str = "direct_sparse") -> pd.Data
         rows.append({"network": net, "layer": layer, "batch": batch, "threads": threads,
                      "best_dense": best["best_dense_method"],
                      "best_speedup": round(float(best["speedup"]), 2),
-                     "at_sparsity": best["sparsity"],
+                     "at_sparsity": round(float(best["sparsity"]), 3),
                      "crossover_sparsity": round(crossover_sparsity(
                          g["sparsity"].to_numpy(), g["speedup"].to_numpy()), 3)})
     return pd.DataFrame(rows)

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Direct sparse vs oneDNN vs dense_gemm vs lowered_sparse on AlexNet conv2-5 at 90% sparsity.
+
+All methods are timed in one run, layer by layer, in interleaved rounds so that drift of the
+machine hits every method alike; the median over rounds is reported. Usage:
+    python bench/alexnet_90.py [--sparsity 0.9] [--batch 1] [--threads 1] [--rounds 5]
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("OMP_PROC_BIND", "close")
+os.environ.setdefault("OMP_PLACES", "cores")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+
+from harness import kernels  # noqa: E402
+from harness.blas import blas_summary  # noqa: E402
+from harness.hostinfo import detect_host  # noqa: E402
+from harness.layers import network_layers  # noqa: E402
+from harness.timing import measure  # noqa: E402
+from harness.weights import generated_weights, sweep_input  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sparsity", type=float, default=0.9)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--layers", default="conv2,conv3,conv4,conv5")
+    args = ap.parse_args()
+
+    methods = [m for m in ("direct_sparse", "onednn", "dense_gemm", "lowered_sparse")
+               if m in kernels.available_methods()]
+    host = detect_host()
+    print(f"host: {host.cpu_model}, {host.physical_cores} cores; BLAS: {blas_summary()}; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"sparsity {args.sparsity}, batch {args.batch}, threads {args.threads}, "
+          f"median of {args.rounds} interleaved rounds\n")
+    header = f"{'layer':6} " + " ".join(f"{m + ' ms':>17}" for m in methods) + \
+        "  direct GF/s  " + " ".join(f"{'x vs ' + m:>18}" for m in methods[1:])
+    print(header)
+    ratios = {m: [] for m in methods[1:]}
+    wanted = args.layers.split(",")
+    for layer in [l for l in network_layers("alexnet") if l.name in wanted]:
+        spec = layer.spec(args.batch)
+        w = generated_weights(layer, args.sparsity, "random", seed=0)
+        x = sweep_input(layer, args.batch, seed=0)
+        prepared = {m: kernels.prepare(w, input_shape=spec.input_shape, stride=spec.stride,
+                                       padding=spec.padding, groups=spec.groups, method=m,
+                                       threads=args.threads) for m in methods}
+        ref = kernels.reference_conv(x, w, None, spec, False)
+        for m, k in prepared.items():
+            err = np.abs(k(x) - ref).max()
+            assert err < 1e-2 * max(1.0, np.abs(ref).max()), f"{m} wrong on {layer.name}: {err}"
+        samples = {m: [] for m in methods}
+        for _ in range(args.rounds):
+            for m, k in prepared.items():
+                samples[m].append(measure(lambda: k(x), repeats=3, min_time=0.05).median)
+        t = {m: float(np.median(s)) for m, s in samples.items()}
+        useful = 2 * np.count_nonzero(w) * spec.out_height * spec.out_width * args.batch
+        row = f"{layer.name:6} " + " ".join(f"{t[m] * 1e3:17.3f}" for m in methods)
+        row += f"  {useful / t['direct_sparse'] / 1e9:11.1f}  "
+        row += " ".join(f"{t[m] / t['direct_sparse']:18.2f}" for m in methods[1:])
+        print(row)
+        for m in methods[1:]:
+            ratios[m].append(t[m] / t["direct_sparse"])
+    print("\ngeometric mean speedup of direct_sparse: " + ", ".join(
+        f"{np.exp(np.mean(np.log(r))):.2f}x vs {m}" for m, r in ratios.items()))
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Run the randomised kernel checks on a build instrumented with AddressSanitizer and
+UndefinedBehaviorSanitizer. Started by test_sanitizers.py in a process that preloads the
+sanitizer runtimes; exits non-zero on the first wrong output (the sanitizers abort on their
+own on the first memory or UB error)."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import kernels  # noqa: E402
+from harness.build import SANITIZE_FLAGS, build  # noqa: E402
+from harness.convspec import ConvSpec  # noqa: E402
+from harness.profiles import HOST_PROFILE, build_target, load_profile  # noqa: E402
+from harness.sparsity import random_sparse_weights  # noqa: E402
+from harness.verify import expected_output, verify  # noqa: E402
+from test_kernels import random_case  # noqa: E402
+
+
+def main(cache_dir: str, cases: int) -> int:
+    built = build(build_target(load_profile(HOST_PROFILE)), extra_cflags=SANITIZE_FLAGS,
+                  cache_dir=Path(cache_dir))
+    rng = np.random.default_rng(7)
+    for i in range(cases):
+        case = random_case(rng)
+        conv = {k: case[k] for k in ("stride", "padding", "dilation", "groups")}
+        spec = ConvSpec.from_shapes(case["input_shape"], case["weight_shape"], **conv)
+        x = rng.standard_normal(case["input_shape"]).astype(np.float32)
+        w = random_sparse_weights(case["weight_shape"], float(rng.choice([0, 0.5, 0.9, 1 - 1e-9])), rng)
+        b = rng.standard_normal(spec.out_channels).astype(np.float32)
+        expected = expected_output(x, w, b, spec, True)
+        for method in ("direct_sparse", "lowered_sparse", "dense_gemm"):
+            k = kernels.prepare(w, b, input_shape=spec.input_shape, relu=True, method=method,
+                                threads=1 + i % 2, kernels=built, **conv)
+            out = np.full(spec.output_shape, np.nan, np.float32)
+            k(x, out=out)
+            if not verify(out, expected).ok:
+                print(f"wrong output: {method} {case}", file=sys.stderr)
+                return 1
+    print(f"sanitized kernels clean on {cases} random cases")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], int(sys.argv[2])))

@@ -1,0 +1,183 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import kernels
+from harness.cli import main, parse_sparsities
+from harness.errors import HarnessError
+from harness.hostinfo import detect_host
+from harness.kernels.direct import DirectSparseConv
+from harness.kernels.native import host_kernels
+from harness.layers import LayerShape, load_layer_file, network_layers
+from harness.profiles import HOST_PROFILE, load_profile
+from harness.store import RunStore
+from harness.sweep import (SweepConfig, crossover_sparsity, pending_points, plan_points,
+                           results_table, run_sweep)
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = ["--layers", "conv5", "--sparsity", "0.5,0.9", "--repeats", "2", "--min-time", "0",
+         "--no-progress"]
+
+
+def small_config(methods, sparsities=(0.5, 0.9)):
+    layer = LayerShape("test", "small", 8, 9, 9, 12, 3, 1, 1)
+    return SweepConfig(profile=load_profile(HOST_PROFILE), built=host_kernels(),
+                       host=detect_host(), layers=[layer], sparsities=list(sparsities),
+                       methods=methods, repeats=2, min_time=0.0)
+
+
+def test_quick_sweep_resumes_without_remeasuring(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--out", str(out), *SMALL]) == 0
+    first = pd.read_csv(out / "results.csv")
+    assert (first["status"] == "ok").all() and len(first) >= 4
+    sparse = first[first["method"] == "direct_sparse"]
+    assert sparse["speedup"].notna().all() and (sparse["speedup"] > 0).all()
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["build"]["compile_command"] and meta["blas"] and meta["git"]
+    assert "load_average_end" in meta and meta["host"]["cpu_model"]
+
+    capsys.readouterr()
+    assert main(["--out", str(out), "--resume", *SMALL]) == 0
+    assert f"0 of {len(first)} points to measure" in capsys.readouterr().err
+    second = pd.read_csv(out / "results.csv")
+    assert len(second) == len(first)
+    assert sorted(second["key"]) == sorted(first["key"])
+
+
+def test_existing_run_dir_needs_resume(tmp_path):
+    out = tmp_path / "run"
+    assert main(["--out", str(out), *SMALL]) == 0
+    assert main(["--out", str(out), *SMALL]) == 2
+
+
+def test_plan_times_dense_methods_once_per_layer():
+    cfg = small_config(["direct_sparse", "dense_gemm"], sparsities=(0.5, 0.7, 0.9))
+    points = plan_points(cfg)
+    dense = [p for p in points if p.method == "dense_gemm"]
+    assert len(dense) == 1 and dense[0].sparsity == 0.0
+    assert sorted(p.sparsity for p in points if p.method == "direct_sparse") == [0.5, 0.7, 0.9]
+    assert len({p.key for p in points}) == len(points)
+
+
+class WrongConv(DirectSparseConv):
+    """A deliberately wrong kernel: right shape, one output off."""
+
+    method = "wrong"
+
+    def _run(self, x, out):
+        super()._run(x, out)
+        out.flat[len(out.flat) // 2] += 1.0
+
+
+def test_incorrect_kernel_is_flagged_and_never_a_speedup(tmp_path, monkeypatch):
+    monkeypatch.setitem(kernels.METHODS, "wrong", WrongConv)
+    cfg = small_config(["direct_sparse", "wrong", "dense_gemm"])
+    store = RunStore(tmp_path)
+    run_sweep(cfg, store, plan_points(cfg), progress=False)
+    table = results_table(store.rows())
+    wrong = table[table["method"] == "wrong"]
+    assert (wrong["status"] == "incorrect").all() and wrong["speedup"].isna().all()
+    assert wrong["median_s"].isna().all()
+    good = table[table["method"] == "direct_sparse"]
+    assert (good["status"] == "ok").all() and good["speedup"].notna().all()
+
+
+def test_store_drops_torn_line(tmp_path):
+    store = RunStore(tmp_path)
+    store.append({"key": "a"})
+    with open(store.points_path, "a") as f:
+        f.write('{"key": "b", "sta')
+    store = RunStore(tmp_path)
+    assert [r["key"] for r in store.rows()] == ["a"]
+    store.append({"key": "c"})
+    assert [r["key"] for r in store.rows()] == ["a", "c"]
+
+
+def test_sigkill_then_resume_has_every_point_once(tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, str(REPO / "run_sweep.py"), "--out", str(out), "--layers",
+            "conv3,conv4,conv5", "--sparsity", "0.6,0.7,0.8,0.9", "--repeats", "3",
+            "--min-time", "0.01", "--no-progress"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    points = out / "points.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if points.exists() and points.read_text().count("\n") >= 4:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    measured_before = points.read_text().count("\n")
+    resumed = subprocess.run([*args, "--resume"], cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    table = pd.read_csv(out / "results.csv")
+    assert table["key"].is_unique
+    assert len(table) == 3 * (4 * 2 + 2) and (table["status"] == "ok").all()
+    assert measured_before < len(table)
+
+
+def test_crossover_interpolates():
+    s = np.array([0.5, 0.7, 0.9])
+    assert crossover_sparsity(s, np.array([0.5, 1.5, 4.0])) == pytest.approx(0.6)
+    assert crossover_sparsity(s, np.array([1.2, 2, 3])) == 0.5
+    assert np.isnan(crossover_sparsity(s, np.array([0.2, 0.5, 0.9])))
+
+
+@pytest.mark.parametrize("text", ["1.0", "-0.1", "0.5,abc", "0.9:0.5:-1", ""])
+def test_bad_sparsity_lists(text):
+    with pytest.raises(HarnessError):
+        parse_sparsities(text)
+
+
+def test_sparsity_range():
+    assert parse_sparsities("0.5:0.9:0.2") == [0.5, 0.7, 0.9]
+
+
+def test_catalog():
+    assert [l.name for l in network_layers("alexnet")] == [f"conv{i}" for i in range(1, 6)]
+    for net in ("vgg16", "resnet50", "googlenet"):
+        for layer in network_layers(net):
+            assert layer.spec(1).dense_flops() > 0
+    assert network_layers("alexnet")[2].spec(1).dense_flops() == pytest.approx(299.0e6, rel=2e-3)
+
+
+def test_layer_file(tmp_path):
+    good = tmp_path / "mine.yaml"
+    good.write_text("layers:\n  - {name: a, in_channels: 4, height: 8, width: 8, "
+                    "out_channels: 6, kernel: 3, padding: 1}\n")
+    assert load_layer_file(good)[0].spec(2).output_shape == (2, 6, 8, 8)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("layers:\n  - {name: a, in_channels: 4, height: 2, width: 2, "
+                   "out_channels: 6, kernel: 5}\n")
+    with pytest.raises(HarnessError, match="empty output"):
+        load_layer_file(bad)
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, str(REPO / "run_sweep.py"), *args], cwd=REPO,
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args", [
+    ["--profile", "tests/data/bad_profiles/negative_bandwidth.yaml"],
+    ["--profile", "no/such/profile.yaml"],
+    ["--sparsity", "1.5"],
+    ["--layers", "conv9"],
+    ["--network", "lenet"],
+    ["--methods", "magic"],
+    ["--weights", "no/such/weights.npz"],
+])
+def test_cli_bad_input_exits_2_with_one_line(args, tmp_path):
+    proc = run_cli(*args, "--out", str(tmp_path / "r"), "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
