@@ -48,3 +48,10 @@ int spconv_im2col(const float *image, int channels, int height, int width,
 int spconv_csr_spmm(int rows, int n, const int *rowptr, const int *colidx,
                     const float *values, const float *dense, const float *bias, int relu,
                     int tile_vectors, float *scratch, float *out, int threads);
+
+/* Calibration: a register-only FMA loop (spconv_fma_flops_per_iteration() FLOPs per
+   iteration and thread) and the STREAM triad a = b + s * c. */
+float spconv_fma_loop(long iterations, int threads);
+long spconv_fma_flops_per_iteration(void);
+void spconv_triad(long n, int repeats, float s, float *a, const float *b, const float *c,
+                  int threads);
