@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: AlexNet conv3-5, sparsity 0.5 and 0.9, few short samples")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--refit", metavar="RUN_DIR", default=None,
+                   help="refit the models and sweet spots of a stored run, without timing")
+    p.add_argument("--no-fit", action="store_true",
+                   help="skip calibration and the model fit after the sweep")
     return p
 
 
@@ -116,6 +120,8 @@ def _run(args, argv: list[str]) -> int:
     host = detect_host()
     profile = load_profile(args.profile or HOST_PROFILE, host=host)
     target = build_target(profile, host=host)  # refuses an ISA the host lacks, before building
+    if args.refit:
+        return _refit(Path(args.refit), profile, host, build(target))
 
     layers = load_layer_file(args.layer_file) if args.layer_file else network_layers(args.network)
     sparsities = parse_sparsities(args.sparsity)
@@ -199,11 +205,44 @@ def _run(args, argv: list[str]) -> int:
     store.write_table(summary, "summary.csv")
     store.write_json(METADATA, finish_metadata(meta, interrupted=interrupted))
     _report(frame, summary, run_dir, profile.name)
+    if not args.no_fit and not interrupted:
+        _fit(store, frame, profile, host, built, max(threads))
     if interrupted:
         print(f"interrupted; finished points are saved. Resume with: "
               f"python run_sweep.py --profile {profile.path} --out {run_dir} --resume",
               file=sys.stderr)
         return 130
+    return 0
+
+
+def _fit(store, frame, profile, host, built, threads: int) -> None:
+    """Calibrate (cached), fit the models and write sweet spots and targets; a fit that the
+    run's points cannot support is a warning, not a failure of the sweep."""
+    from .analysis import analyse, print_analysis
+    from .calibrate import calibration
+
+    cal = calibration(built, host, threads)
+    l2 = host.caches_kib.get("l2", 1024) * 1024
+    try:
+        result = analyse(store, frame, profile, cal, l2, built.isa)
+    except (HarnessError, ValueError) as exc:
+        print(f"warning: no model fit: {exc}", file=sys.stderr)
+        return
+    print_analysis(result)
+    print(f"model: {store.dir / 'model_fit.json'}, sweet spots: {store.dir / 'sweet_spots.csv'}, "
+          f"targets: {store.dir / 'targets.yaml'}")
+
+
+def _refit(run_dir: Path, profile, host, built) -> int:
+    import pandas as pd
+
+    from .store import RESULTS, RunStore
+    if not (run_dir / RESULTS).exists():
+        raise HarnessError(f"--refit: {run_dir} has no {RESULTS}")
+    store = RunStore(run_dir)
+    frame = pd.read_csv(run_dir / RESULTS)
+    threads = int(frame["threads"].max()) if len(frame) else 1
+    _fit(store, frame, profile, host, built, threads)
     return 0
 
 

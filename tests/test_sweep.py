@@ -24,7 +24,7 @@ from harness.sweep import (SweepConfig, crossover_sparsity, pending_points, plan
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = ["--layers", "conv5", "--sparsity", "0.5,0.9", "--repeats", "2", "--min-time", "0",
-         "--no-progress"]
+         "--no-progress", "--no-fit"]
 
 
 def small_config(methods, sparsities=(0.5, 0.9)):
@@ -51,6 +51,19 @@ def test_quick_sweep_resumes_without_remeasuring(tmp_path, capsys):
     second = pd.read_csv(out / "results.csv")
     assert len(second) == len(first)
     assert sorted(second["key"]) == sorted(first["key"])
+
+
+def test_quick_sweep_fits_the_model(tmp_path):
+    out = tmp_path / "run"
+    assert main(["--quick", "--out", str(out), "--no-progress"]) == 0
+    fit = json.loads((out / "model_fit.json").read_text())
+    assert fit["validation"]["median_rel_error"] >= 0
+    assert fit["calibration"]["fma_gflops_1"]["median"] > 0
+    targets = (out / "targets.yaml").read_text()
+    assert "conv3" in targets and "target_sparsity" in targets
+    spots = pd.read_csv(out / "sweet_spots.csv")
+    assert set(spots["layer"]) == {"conv3", "conv4", "conv5"}
+    assert main(["--refit", str(out)]) == 0
 
 
 def test_existing_run_dir_needs_resume(tmp_path):
@@ -106,7 +119,7 @@ def test_sigkill_then_resume_has_every_point_once(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, str(REPO / "run_sweep.py"), "--out", str(out), "--layers",
             "conv3,conv4,conv5", "--sparsity", "0.6,0.7,0.8,0.9", "--repeats", "3",
-            "--min-time", "0.01", "--no-progress"]
+            "--min-time", "0.01", "--no-progress", "--no-fit"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     points = out / "points.jsonl"
     deadline = time.time() + 120

@@ -1,0 +1,182 @@
+"""A performance model fitted to a sweep's measurements, its validation and the sweet spots.
+
+Direct sparse time is modelled from what the kernel does (kernels_c/direct.c) per call:
+    t = t_fixed + a_pad * padded input floats + a_out * output-run floats
+        + a_tile * non-zeros x register tiles + (a_fma + d_class) * non-zeros x vectors
+        + d_level * non-zeros x vectors [input beyond L2]
+all over the batch and divided by the threads. d_class adjusts the vector-FMA cost per layer
+class (kernel size and stride), d_level for inputs that do not fit the L2 cache; both are
+ridge-penalised so a class or level absent from the data falls back to the shared cost.
+Dense time comes from the measured efficiency of the best dense baseline per layer.
+Parameters are fitted by least squares on relative error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import lsq_linear
+
+from .convspec import ConvSpec
+from .profiles import ISA_WIDTH
+from .sparsity import phase_plane
+
+MAX_TILE = {"avx512": 28, "avx2": 14, "sse4.2": 14, "portable": 8}
+RIDGE = 1e-2
+GAIN_LIMIT = 1.10  # "extra sparsity gains less than 10% speed"
+
+
+def row_spec(r) -> ConvSpec:
+    k = int(r["kernel"])
+    return ConvSpec.from_shapes(
+        (int(r["batch"]), int(r["in_channels"]), int(r["height"]), int(r["width"])),
+        (int(r["out_channels"]), int(r["in_channels"]) // int(r["groups"]), k, k),
+        int(r["stride"]), int(r["padding"]), int(r["dilation"]), int(r["groups"]))
+
+
+def layer_class(r) -> str:
+    return f"k{int(r['kernel'])}s{int(r['stride'])}"
+
+
+def work_terms(spec: ConvSpec, nnz: float, isa: str, threads: int, l2_bytes: float) -> dict:
+    vec = ISA_WIDTH[isa]
+    plane_h, plane_w = phase_plane(spec)
+    plane = spec.stride[0] * spec.stride[1] * plane_h * plane_w
+    run = -(-spec.out_height * plane_w // vec) * vec
+    vectors = run // vec
+    tiles = -(-vectors // MAX_TILE[isa])
+    b, t = spec.batch, threads
+    fma = b * nnz * vectors / t
+    return {"fixed": 1.0, "pad": b * spec.in_channels * plane / t,
+            "out": b * spec.out_channels * run / t, "tile": b * nnz * tiles / t, "fma": fma,
+            "beyond_l2": fma * float(4 * spec.in_channels * plane > l2_bytes)}
+
+
+@dataclass
+class FittedModel:
+    columns: list[str]
+    coef: np.ndarray
+    dense_gflops: dict       # (layer key, batch, threads) -> measured best dense GFLOP/s
+    isa: str
+    l2_bytes: float
+
+    def _features(self, spec, nnz, threads, cls) -> np.ndarray:
+        terms = work_terms(spec, nnz, self.isa, threads, self.l2_bytes)
+        return np.array([terms.get(c, terms["fma"] if c == f"class:{cls}" else 0.0)
+                         for c in self.columns])
+
+    def sparse_time(self, spec: ConvSpec, sparsity: float, threads: int, cls: str) -> float:
+        nnz = (1.0 - sparsity) * spec.out_channels * spec.reduction_length
+        return float(self._features(spec, nnz, threads, cls) @ self.coef)
+
+    def dense_time(self, spec: ConvSpec, key) -> float:
+        gflops = self.dense_gflops.get(key) or float(np.median(list(self.dense_gflops.values())))
+        return spec.dense_flops() / (gflops * 1e9)
+
+    def speedup(self, spec, sparsity, threads, cls, key) -> float:
+        return self.dense_time(spec, key) / self.sparse_time(spec, sparsity, threads, cls)
+
+    def as_dict(self) -> dict:
+        return {"form": __doc__.split("\n\n")[1], "isa": self.isa, "l2_bytes": self.l2_bytes,
+                "parameters_s": dict(zip(self.columns, map(float, self.coef))),
+                "dense_gflops": {"|".join(map(str, k)): v for k, v in self.dense_gflops.items()}}
+
+
+def _design(rows: pd.DataFrame, isa: str, l2_bytes: float, classes: list[str]):
+    cols = ["fixed", "pad", "out", "tile", "fma", "beyond_l2"] + [f"class:{c}" for c in classes]
+    X = np.zeros((len(rows), len(cols)))
+    for i, (_, r) in enumerate(rows.iterrows()):
+        terms = work_terms(row_spec(r), float(r["nnz"]), isa, int(r["threads"]), l2_bytes)
+        for j, c in enumerate(cols):
+            X[i, j] = terms["fma"] * (layer_class(r) == c[6:]) if c.startswith("class:") else terms[c]
+    return cols, X
+
+
+def _dense_efficiency(frame: pd.DataFrame) -> dict:
+    ok = frame[(frame["status"] == "ok") & frame["best_dense_s"].notna()]
+    out = {}
+    for (net, layer, b, t), g in ok.groupby(["network", "layer", "batch", "threads"]):
+        spec = row_spec(g.iloc[0])
+        out[(f"{net}/{layer}", int(b), int(t))] = spec.dense_flops() / g["best_dense_s"].iloc[0] / 1e9
+    return out
+
+
+def direct_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[(frame["method"] == "direct_sparse") & (frame["status"] == "ok")].copy()
+
+
+def fit_model(frame: pd.DataFrame, isa: str, l2_bytes: float) -> FittedModel:
+    rows = direct_rows(frame)
+    if len(rows) < 3:
+        raise ValueError("too few direct_sparse points to fit (need 3)")
+    classes = sorted({layer_class(r) for _, r in rows.iterrows()})
+    cols, X = _design(rows, isa, l2_bytes, classes)
+    y = rows["median_s"].to_numpy()
+    Xw, yw = X / y[:, None], np.ones_like(y)  # relative error
+    scale = np.abs(Xw).max(axis=0)
+    scale[scale == 0] = 1.0
+    Xs = Xw / scale
+    penalised = [j for j, c in enumerate(cols) if c.startswith("class:") or c == "beyond_l2"]
+    A = np.vstack([Xs, np.sqrt(RIDGE) * np.eye(len(cols))[penalised]])
+    b = np.concatenate([yw, np.zeros(len(penalised))])
+    # Costs of real work are non-negative; class adjustments may go either way.
+    lower = np.array([-np.inf if c.startswith("class:") else 0.0 for c in cols])
+    coef = lsq_linear(A, b, bounds=(lower, np.inf)).x / scale
+    return FittedModel(cols, coef, _dense_efficiency(frame), isa, l2_bytes)
+
+
+def predict_rows(model: FittedModel, rows: pd.DataFrame) -> np.ndarray:
+    return np.array([float(model._features(row_spec(r), float(r["nnz"]), int(r["threads"]),
+                                           layer_class(r)) @ model.coef)
+                     for _, r in rows.iterrows()])
+
+
+def validate(frame: pd.DataFrame, isa: str, l2_bytes: float) -> dict:
+    """Fit on all points, and leave each layer out in turn: relative errors of time."""
+    rows = direct_rows(frame)
+    model = fit_model(frame, isa, l2_bytes)
+    rel = np.abs(predict_rows(model, rows) / rows["median_s"].to_numpy() - 1)
+    lolo = {}
+    for layer, g in rows.groupby("layer"):
+        rest = frame[~((frame["method"] == "direct_sparse") & (frame["layer"] == layer))]
+        if len(direct_rows(rest)) < 3:
+            continue
+        held = fit_model(rest, isa, l2_bytes)
+        err = np.abs(predict_rows(held, g) / g["median_s"].to_numpy() - 1)
+        lolo[layer] = {"median": float(np.median(err)), "worst": float(err.max())}
+    return {"model": model, "points": pd.DataFrame({
+        "layer": rows["layer"].to_numpy(), "sparsity": rows["sparsity"].to_numpy(),
+        "batch": rows["batch"].to_numpy(), "threads": rows["threads"].to_numpy(),
+        "measured_s": rows["median_s"].to_numpy(), "predicted_s": predict_rows(model, rows)}),
+        "median_rel_error": float(np.median(rel)), "worst_rel_error": float(rel.max()),
+        "leave_one_layer_out": lolo,
+        "worst_lolo_median": max((v["median"] for v in lolo.values()), default=float("nan"))}
+
+
+def crossing(f, lo: float, hi: float, target: float) -> float:
+    """Smallest s in [lo, hi] with f(s) >= target for increasing f (bisection); NaN if none."""
+    if f(hi) < target:
+        return float("nan")
+    if f(lo) >= target:
+        return lo
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
+    return hi
+
+
+def measured_upper(s: np.ndarray, v: np.ndarray) -> float:
+    """Sparsity past which the measured speedup gains less than 10% up to the top of the grid."""
+    order = np.argsort(s)
+    s, v = s[order], v[order]
+    top = v[-1]
+    for i in range(len(s)):
+        if top / v[i] < GAIN_LIMIT:
+            if i == 0:
+                return float(s[0])
+            # interpolate where v reaches top / GAIN_LIMIT
+            goal = top / GAIN_LIMIT
+            return float(s[i - 1] + (goal - v[i - 1]) * (s[i] - s[i - 1]) / (v[i] - v[i - 1]))
+    return float(s[-1])
