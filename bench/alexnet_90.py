@@ -33,7 +33,7 @@ def main() -> int:
     ap.add_argument("--layers", default="conv2,conv3,conv4,conv5")
     args = ap.parse_args()
 
-    methods = [m for m in ("direct_sparse", "onednn", "dense_gemm", "lowered_sparse")
+    methods = [m for m in ("direct_sparse", "onednn", "dense_gemm", "lowered_sparse", "lowered_scipy")
                if m in kernels.available_methods()]
     host = detect_host()
     print(f"host: {host.cpu_model}, {host.physical_cores} cores; BLAS: {blas_summary()}; "

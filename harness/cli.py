@@ -113,6 +113,7 @@ def _run(args, argv: list[str]) -> int:
     from .metadata import finish_metadata, start_metadata
     from .profiles import HOST_PROFILE, build_target, load_profile
     from .store import METADATA, RunStore
+    from .timing import call_overhead
     from .sweep import (SweepConfig, pending_points, plan_points, results_table, run_sweep,
                         summary_table)
     from .weights import load_weight_file
@@ -184,6 +185,7 @@ def _run(args, argv: list[str]) -> int:
                 "seed": args.seed, "repeats": repeats, "min_time_s": min_time,
                 "cold_cache": args.cold_cache, "weights_file": args.weights,
                 "points_planned": len(points), "points_to_measure": len(todo)}
+    settings["call_overhead_s"] = call_overhead(built)
     meta = start_metadata(profile=profile, built=built, host=host, argv=argv, settings=settings)
     previous = store.read_json(METADATA)
     if previous:

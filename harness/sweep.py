@@ -24,7 +24,7 @@ from .timing import CacheEvictor, measure
 from .verify import expected_output, verify
 from .weights import generated_weights, sweep_input
 
-SPARSE_METHODS = ("direct_sparse", "lowered_sparse")
+NATIVE_METHODS = ("direct_sparse", "lowered_sparse", "lowered_scipy", "dense_gemm")
 STATUSES = ("ok", "incorrect", "build_error", "runtime_error", "skipped")
 
 
@@ -134,8 +134,7 @@ class PointRunner:
         row.update(sparsity=round(sparsity_of(w), 6), nnz=int(np.count_nonzero(w)),
                    dense_flops=spec.dense_flops(),
                    useful_flops=spec.dense_flops() * np.count_nonzero(w) // w.size)
-        options = {"kernels": self.cfg.built} if point.method in (
-            "direct_sparse", "lowered_sparse", "dense_gemm") else {}
+        options = {"kernels": self.cfg.built} if point.method in NATIVE_METHODS else {}
         try:
             k = kernels.prepare(w, input_shape=spec.input_shape, stride=spec.stride,
                                 padding=spec.padding, dilation=spec.dilation,

@@ -119,7 +119,8 @@ def test_sigkill_then_resume_has_every_point_once(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, str(REPO / "run_sweep.py"), "--out", str(out), "--layers",
             "conv3,conv4,conv5", "--sparsity", "0.6,0.7,0.8,0.9", "--repeats", "3",
-            "--min-time", "0.01", "--no-progress", "--no-fit"]
+            "--min-time", "0.01", "--no-progress", "--no-fit",
+            "--methods", "direct_sparse,lowered_sparse,dense_gemm"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     points = out / "points.jsonl"
     deadline = time.time() + 120
@@ -175,6 +176,15 @@ def test_layer_file(tmp_path):
         load_layer_file(bad)
 
 
+@pytest.mark.parametrize("bad", sorted((REPO / "tests/data/bad_profiles").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_malformed_profile_exits_2(bad, tmp_path, capsys):
+    assert main(["--profile", str(bad), "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bad}")
+    assert not (tmp_path / "r").exists()
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, str(REPO / "run_sweep.py"), *args], cwd=REPO,
                           capture_output=True, text=True)
@@ -194,3 +204,29 @@ def test_cli_bad_input_exits_2_with_one_line(args, tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+
+
+def test_weights_from_npz_and_state_dict(tmp_path):
+    torch = pytest.importorskip("torch")
+    layers = [l for l in network_layers("alexnet") if l.name == "conv5"]
+    w = np.zeros(layers[0].spec(1).weight_shape, np.float32)
+    w[:, :, 1, 1] = 1.0
+    np.savez(tmp_path / "w.npz", conv5=w)
+    torch.save({"conv5.weight": torch.from_numpy(w)}, tmp_path / "w.pt")
+    from harness.weights import load_weight_file
+    for name in ("w.npz", "w.pt"):
+        got = load_weight_file(tmp_path / name, layers)
+        np.testing.assert_array_equal(got["alexnet/conv5"], w)
+    np.savez(tmp_path / "bad.npz", conv5=w[:, :3])
+    with pytest.raises(HarnessError, match="shape"):
+        load_weight_file(tmp_path / "bad.npz", layers)
+    np.savez(tmp_path / "int.npz", conv5=w.astype(np.int32))
+    with pytest.raises(HarnessError, match="dtype"):
+        load_weight_file(tmp_path / "int.npz", layers)
+    # A sweep over the file's weights uses their own sparsity.
+    out = tmp_path / "run"
+    assert main(["--weights", str(tmp_path / "w.npz"), "--layers", "conv5", "--out", str(out),
+                 "--repeats", "1", "--min-time", "0", "--no-progress", "--no-fit"]) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert (table["pattern"] == "file").all()
+    assert table.loc[table["method"] == "direct_sparse", "sparsity"].iloc[0] == pytest.approx(8 / 9, abs=1e-5)

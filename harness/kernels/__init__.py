@@ -2,8 +2,8 @@
 
 ``prepare(w, ...)`` converts the weights once for an input shape and returns a callable;
 ``conv2d(x, w, ...)`` is the one-shot form with ``torch.nn.functional.conv2d`` semantics plus an
-optional fused ReLU. Methods: direct_sparse, lowered_sparse, dense_gemm, onednn (with PyTorch),
-reference (numpy, float64 accumulation).
+optional fused ReLU. Methods: direct_sparse, lowered_sparse, lowered_scipy, dense_gemm, onednn
+(with PyTorch), reference (numpy, float64 accumulation).
 """
 
 from __future__ import annotations
@@ -14,18 +14,30 @@ from .base import KernelError, PreparedConv, as_float32_array, check_weights
 from .dense_gemm import DenseGemmConv
 from .direct import DirectPlan, DirectSparseConv, default_plan
 from .lowered import LoweredSparseConv
+from .lowered_scipy import LoweredScipyConv
 from .onednn import OneDNNConv, onednn_available
 from .reference import ReferenceConv, reference_conv
 
 METHODS: dict[str, type[PreparedConv]] = {
     cls.method: cls
-    for cls in (DirectSparseConv, LoweredSparseConv, DenseGemmConv, OneDNNConv, ReferenceConv)
+    for cls in (DirectSparseConv, LoweredSparseConv, LoweredScipyConv, DenseGemmConv, OneDNNConv,
+                ReferenceConv)
 }
 DENSE_METHODS = ("dense_gemm", "onednn")
 
 
+def _scipy_available() -> bool:
+    try:
+        import scipy.sparse  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def available_methods() -> list[str]:
-    return [m for m in METHODS if m != "onednn" or onednn_available()]
+    """Methods that can run here (onednn needs PyTorch, lowered_scipy needs scipy)."""
+    optional = {"onednn": onednn_available, "lowered_scipy": _scipy_available}
+    return [m for m in METHODS if m not in optional or optional[m]()]
 
 
 def prepare(w, bias=None, *, input_shape, stride=1, padding=0, dilation=1, groups=1,
