@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import HarnessError
 
-DEFAULT_SPARSITIES = "0.5,0.6,0.7,0.8,0.85,0.9,0.95"
+DEFAULT_SPARSITIES = "0.3,0.4,0.5,0.6,0.7,0.8,0.85,0.9,0.95"
 RESULTS_ROOT = Path("results")
 
 
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--refit", metavar="RUN_DIR", default=None,
                    help="refit the models and sweet spots of a stored run, without timing")
+    p.add_argument("--report", metavar="RUN_DIR", nargs="+", default=None,
+                   help="redraw the figures and report of stored runs without timing; with "
+                        "several runs, also compare them (into --out or results/compare-<time>)")
     p.add_argument("--no-fit", action="store_true",
                    help="skip calibration and the model fit after the sweep")
     return p
@@ -96,6 +99,8 @@ def _latest_run(profile_name: str) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.report:
+            return _report_runs([Path(p) for p in args.report], args.out)
         return _run(args, sys.argv if argv is None else ["run_sweep.py", *argv])
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -231,8 +236,21 @@ def _fit(store, frame, profile, host, built, threads: int) -> None:
         print(f"warning: no model fit: {exc}", file=sys.stderr)
         return
     print_analysis(result)
+    from .report import write_report
+    md, _ = write_report(store.dir)
     print(f"model: {store.dir / 'model_fit.json'}, sweet spots: {store.dir / 'sweet_spots.csv'}, "
-          f"targets: {store.dir / 'targets.yaml'}")
+          f"targets: {store.dir / 'targets.yaml'}, report: {md}")
+
+
+def _report_runs(run_dirs: list[Path], out: str | None) -> int:
+    from .report import compare, write_report
+    for run_dir in run_dirs:
+        md, html = write_report(run_dir)
+        print(f"report: {md} and {html}")
+    if len(run_dirs) > 1:
+        target = Path(out) if out else RESULTS_ROOT / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+        print(f"comparison: {compare(run_dirs, target)}")
+    return 0
 
 
 def _refit(run_dir: Path, profile, host, built) -> int:
