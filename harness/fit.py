@@ -21,7 +21,7 @@ from scipy.optimize import lsq_linear
 
 from .convspec import ConvSpec
 from .profiles import ISA_WIDTH
-from .sparsity import phase_plane
+from .sparsity import direct_layout
 
 MAX_TILE = {"avx512": 28, "avx2": 14, "sse4.2": 14, "portable": 8}
 RIDGE = 1e-2
@@ -40,11 +40,12 @@ def layer_class(r) -> str:
     return f"k{int(r['kernel'])}s{int(r['stride'])}"
 
 
-def work_terms(spec: ConvSpec, nnz: float, isa: str, threads: int, l2_bytes: float) -> dict:
+def work_terms(spec: ConvSpec, nnz: float, isa: str, threads: int, l2_bytes: float,
+               aligned: bool = False) -> dict:
     vec = ISA_WIDTH[isa]
-    plane_h, plane_w = phase_plane(spec)
-    plane = spec.stride[0] * spec.stride[1] * plane_h * plane_w
-    run = -(-spec.out_height * plane_w // vec) * vec
+    layout = direct_layout(spec, aligned, vec)
+    plane = layout.plane * layout.copies
+    run = -(-spec.out_height * layout.plane_w // vec) * vec
     vectors = run // vec
     tiles = -(-vectors // MAX_TILE[isa])
     b, t = spec.batch, threads

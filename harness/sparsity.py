@@ -15,16 +15,49 @@ from .errors import HarnessError, ShapeError
 
 @dataclass(frozen=True)
 class CSR:
-    """One row per output channel; colidx are offsets in whatever layout the kernel reads."""
+    """One row per output channel; colidx are offsets in whatever layout the kernel reads.
+    Within a row the non-zeros are ordered by input channel, then offset."""
 
     rowptr: np.ndarray   # int32, rows + 1
     colidx: np.ndarray   # int32, nnz
     values: np.ndarray   # float32, nnz
-    rows_of_nnz: np.ndarray  # int64, the row of each non-zero (for blocking)
+    rows_of_nnz: np.ndarray  # int64, the row of each non-zero
+    channel_of_nnz: np.ndarray  # int64, the input channel each non-zero reads
 
     @property
     def nnz(self) -> int:
         return int(self.values.size)
+
+
+@dataclass(frozen=True)
+class DirectLayout:
+    """How the padded input is stored for the direct kernel (see kernels_c/direct.c).
+
+    Generic: one copy, split by stride phase; each phase plane_h x plane_w.
+    Aligned (stride 1 only): rows padded to a whole number of vectors and one copy of the
+    input per kernel column, shifted left by that column's offset, so every load of the kernel
+    starts on a vector boundary and none straddles two cache lines."""
+
+    plane_h: int
+    plane_w: int
+    copies: int       # 1, or kernel width for the aligned layout
+    plane: int        # floats per channel in one copy
+    copy_floats: int  # floats per copy of one image
+
+    @property
+    def aligned(self) -> bool:
+        return self.copies > 1
+
+
+def direct_layout(spec: ConvSpec, aligned: bool = False, vector: int = 16) -> DirectLayout:
+    sh, sw = spec.stride
+    if aligned and (sh, sw) == (1, 1) and spec.kernel_w > 1:
+        plane_w = -(-spec.padded_w // vector) * vector
+        plane = spec.padded_h * plane_w
+        return DirectLayout(spec.padded_h, plane_w, spec.kernel_w, plane, spec.in_channels * plane)
+    plane_h, plane_w = -(-spec.padded_h // sh), -(-spec.padded_w // sw)
+    plane = sh * sw * plane_h * plane_w
+    return DirectLayout(plane_h, plane_w, 1, plane, spec.in_channels * plane)
 
 
 def _flat_nonzeros(w: np.ndarray):
@@ -34,49 +67,45 @@ def _flat_nonzeros(w: np.ndarray):
     return rows.astype(np.int64), cols.astype(np.int64), flat[rows, cols].astype(np.float32)
 
 
-def _assemble(rows: np.ndarray, offsets: np.ndarray, values: np.ndarray, m_count: int) -> CSR:
+def _assemble(rows, offsets, values, m_count: int, channels=None) -> CSR:
     if offsets.size and offsets.max() >= np.iinfo(np.int32).max:
         raise ShapeError("layer too large: input offsets overflow 32-bit indices")
-    order = np.lexsort((offsets, rows))
-    rows, offsets, values = rows[order], offsets[order], values[order]
+    channels = np.zeros_like(rows) if channels is None else channels
+    order = np.lexsort((offsets, channels, rows))
+    rows, offsets, values, channels = rows[order], offsets[order], values[order], channels[order]
     rowptr = np.zeros(m_count + 1, dtype=np.int32)
     np.cumsum(np.bincount(rows, minlength=m_count), out=rowptr[1:])
-    return CSR(rowptr, offsets.astype(np.int32), np.ascontiguousarray(values), rows)
+    return CSR(rowptr, offsets.astype(np.int32), np.ascontiguousarray(values), rows, channels)
 
 
-def phase_plane(spec: ConvSpec) -> tuple[int, int]:
-    """Rows and columns of one stride phase of the padded input (see kernels_c/direct.c)."""
-    sh, sw = spec.stride
-    return -(-spec.padded_h // sh), -(-spec.padded_w // sw)
-
-
-def direct_csr(w: np.ndarray, spec: ConvSpec) -> CSR:
-    """CSR whose column index is the non-zero's offset in the stride-phase-split padded input."""
+def direct_csr(w: np.ndarray, spec: ConvSpec, layout: DirectLayout | None = None) -> CSR:
+    """CSR whose column index is the non-zero's offset in the kernel's padded-input layout."""
+    layout = layout or direct_layout(spec)
     rows, cols, values = _flat_nonzeros(w)
     m_per_group = spec.out_channels // spec.groups
     c_per_group = spec.in_channels // spec.groups
     area = spec.kernel_h * spec.kernel_w
     sh, sw = spec.stride
     dh, dw = spec.dilation
-    plane_h, plane_w = phase_plane(spec)
-    plane = sh * sw * plane_h * plane_w
     channel = rows // m_per_group * c_per_group + cols // area
-    rh = (cols // spec.kernel_w % spec.kernel_h) * dh
-    cw = (cols % spec.kernel_w) * dw
-    offsets = (channel * plane + ((rh % sh) * sw + cw % sw) * plane_h * plane_w
-               + (rh // sh) * plane_w + cw // sw)
-    return _assemble(rows, offsets, values, spec.out_channels)
+    r = cols // spec.kernel_w % spec.kernel_h
+    s = cols % spec.kernel_w
+    if layout.aligned:  # copy s holds the input shifted by s * dw: the column offset vanishes
+        offsets = s * layout.copy_floats + channel * layout.plane + r * dh * layout.plane_w
+    else:
+        rh, cw = r * dh, s * dw
+        offsets = (channel * layout.plane
+                   + ((rh % sh) * sw + cw % sw) * layout.plane_h * layout.plane_w
+                   + (rh // sh) * layout.plane_w + cw // sw)
+    return _assemble(rows, offsets, values, spec.out_channels, channel)
 
 
 def channel_block_pointers(csr: CSR, spec: ConvSpec, channel_block: int) -> np.ndarray:
     """(M, blocks + 1) int32: where each row's non-zeros of each input-channel block start."""
-    plane_h, plane_w = phase_plane(spec)
-    plane = spec.stride[0] * spec.stride[1] * plane_h * plane_w
     blocks = -(-spec.in_channels // channel_block)
-    limit = spec.in_channels * plane
-    keys = csr.rows_of_nnz * limit + csr.colidx  # sorted: rows, then offsets
-    bounds = np.minimum(np.arange(blocks + 1, dtype=np.int64) * channel_block * plane, limit)
-    queries = np.arange(spec.out_channels, dtype=np.int64)[:, None] * limit + bounds[None, :]
+    keys = csr.rows_of_nnz * spec.in_channels + csr.channel_of_nnz  # sorted within CSR order
+    bounds = np.minimum(np.arange(blocks + 1, dtype=np.int64) * channel_block, spec.in_channels)
+    queries = np.arange(spec.out_channels, dtype=np.int64)[:, None] * spec.in_channels + bounds[None, :]
     return np.searchsorted(keys, queries.ravel()).reshape(spec.out_channels, blocks + 1).astype(np.int32)
 
 

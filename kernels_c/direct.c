@@ -6,7 +6,11 @@
    s*dil_w / stride_w + x): a constant offset plus y * plane_w + x. So every output channel is
    one contiguous run of out_height * plane_w values (columns past out_width are junk and never
    stored) and each non-zero is one vectorised multiply-add over that run, for any stride. With
-   stride 1 this is the paper's padded-row layout. */
+   stride 1 this is the paper's padded-row layout.
+
+   Aligned layout (stride 1, copies = kernel width): rows padded to whole vectors and copy k of
+   the input shifted left by k * copy_shift columns, so a weight at kernel column k reads copy k
+   at a vector-aligned offset: no load straddles two cache lines. */
 #include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -28,10 +32,15 @@ static long run_floats(const spconv_geometry *g)
     return round_up_vec((long)g->out_height * g->plane_w);
 }
 
+static long image_floats(const spconv_geometry *g)
+{
+    return (long)g->copies * g->channels * spconv_channel_plane(g);
+}
+
 long spconv_padded_floats(const spconv_geometry *g)
 {
-    /* A non-zero's offset is below channels * plane; its run reads run_floats() past it. */
-    return (long)g->batch * g->channels * spconv_channel_plane(g) + run_floats(g) + VEC_FLOATS;
+    /* A non-zero's offset is below image_floats(); its run reads run_floats() past it. */
+    return (long)g->batch * image_floats(g) + run_floats(g) + VEC_FLOATS;
 }
 
 long spconv_scratch_floats(const spconv_geometry *g, const spconv_plan *p)
@@ -50,13 +59,36 @@ static int check(const spconv_geometry *g, const spconv_plan *p)
     if (p->tile_vectors < 1 || p->tile_vectors > MAX_TILE || p->out_channel_block < 1 ||
         p->channel_blocks < 1 || p->threads < 1)
         return -3;
+    if (g->copies < 1 || (g->copies > 1 && (g->stride_h != 1 || g->stride_w != 1 ||
+                                            g->copy_shift < 1 || g->plane_w % VEC_FLOATS)))
+        return -4;
     return 0;
+}
+
+/* Copy one channel of one image into its shifted copies (aligned layout): copy k, row h
+   holds padded columns k * copy_shift onwards. Padding positions are never written. */
+static void pad_channel_copies(const spconv_geometry *g, const float *src, float *dst)
+{
+    const long copy = (long)g->channels * spconv_channel_plane(g);
+    for (int k = 0; k < g->copies; ++k) {
+        const int shift = k * g->copy_shift;
+        const int w0 = shift > g->pad_w ? shift - g->pad_w : 0;  /* first column kept */
+        if (w0 >= g->width)
+            continue;
+        for (int h = 0; h < g->height; ++h)
+            memcpy(dst + k * copy + (long)(h + g->pad_h) * g->plane_w + (w0 + g->pad_w - shift),
+                   src + (long)h * g->width + w0, sizeof(float) * (g->width - w0));
+    }
 }
 
 /* Copy one channel of one image into its phase planes; padding positions are left as they
    are (zero since the buffer was cleared). */
 static void pad_channel(const spconv_geometry *g, const float *src, float *dst)
 {
+    if (g->copies > 1) {
+        pad_channel_copies(g, src, dst);
+        return;
+    }
     const int sh = g->stride_h, sw = g->stride_w;
     const long phase = (long)g->plane_h * g->plane_w;
     for (int h = 0; h < g->height; ++h) {
@@ -96,7 +128,7 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
     if (err)
         return err;
     const long plane = spconv_channel_plane(g);
-    const long image_floats = (long)g->channels * plane;
+    const long image = image_floats(g);
     const long run = run_floats(g);
     const long out_plane = (long)g->out_height * g->out_width;
     const int mb = p->out_channel_block, ncb = p->channel_blocks;
@@ -114,7 +146,8 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
 
 #pragma omp for schedule(static)
         for (long nc = 0; nc < (long)g->batch * g->channels; ++nc)
-            pad_channel(g, input + nc * g->height * g->width, padded + nc * plane);
+            pad_channel(g, input + nc * g->height * g->width,
+                        padded + nc / g->channels * image + nc % g->channels * plane);
 
         /* implicit barrier: every image is padded before any channel reads it */
 #pragma omp for schedule(dynamic, 1)
@@ -122,7 +155,7 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
             const long n = item / mblocks;
             const int m0 = (int)(item % mblocks) * mb;
             const int m1 = m0 + mb < g->out_channels ? m0 + mb : g->out_channels;
-            const float *image = padded + n * image_floats;
+            const float *in_n = padded + n * image;
 
             for (int m = m0; m < m1; ++m) {
                 float *acc = acc_base + (long)(m - m0) * run;
@@ -134,7 +167,7 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
             for (int cb = 0; cb < ncb; ++cb)
                 for (int m = m0; m < m1; ++m) {
                     const int *ptr = blkptr + (long)m * (ncb + 1) + cb;
-                    spconv_accumulate(acc_base + (long)(m - m0) * run, run, image,
+                    spconv_accumulate(acc_base + (long)(m - m0) * run, run, in_n,
                                       colidx + ptr[0], values + ptr[0], ptr[1] - ptr[0],
                                       p->tile_vectors);
                 }

@@ -5,6 +5,8 @@ typedef struct {
     int out_channels, out_height, out_width; /* M, OH, OW */
     int pad_h, pad_w, stride_h, stride_w;
     int plane_h, plane_w;   /* rows and columns of one stride phase of the padded input */
+    int copies;             /* 1, or kernel width: shifted copies of the input (stride 1) */
+    int copy_shift;         /* columns each further copy is shifted by (the dilation) */
 } spconv_geometry;
 
 typedef struct {

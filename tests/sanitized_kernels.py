@@ -32,9 +32,13 @@ def main(cache_dir: str, cases: int) -> int:
         w = random_sparse_weights(case["weight_shape"], float(rng.choice([0, 0.5, 0.9, 1 - 1e-9])), rng)
         b = rng.standard_normal(spec.out_channels).astype(np.float32)
         expected = expected_output(x, w, b, spec, True)
-        for method in ("direct_sparse", "lowered_sparse", "dense_gemm"):
-            k = kernels.prepare(w, b, input_shape=spec.input_shape, relu=True, method=method,
-                                threads=1 + i % 2, kernels=built, **conv)
+        plans = {"direct_sparse": kernels.DirectPlan(1 + i % 5, 1 + i % 3, 1 + i % 4),
+                 "direct_aligned": kernels.DirectPlan(1 + i % 7, 2, 3, aligned=True)}
+        for method in ("direct_sparse", "direct_aligned", "lowered_sparse", "dense_gemm"):
+            options = {"plan": plans[method]} if method in plans else {}
+            k = kernels.prepare(w, b, input_shape=spec.input_shape, relu=True,
+                                method=method.replace("direct_aligned", "direct_sparse"),
+                                threads=1 + i % 2, kernels=built, **conv, **options)
             out = np.full(spec.output_shape, np.nan, np.float32)
             k(x, out=out)
             if not verify(out, expected).ok:

@@ -29,7 +29,7 @@ def random_case(rng):
                 stride=stride, padding=padding, dilation=dilation, groups=groups)
 
 
-def check_method(method, case, sparsity, rng, *, relu, threads, bias=True):
+def check_method(method, case, sparsity, rng, *, relu, threads, bias=True, **options):
     x = rng.standard_normal(case["input_shape"]).astype(np.float32)
     w = random_sparse_weights(case["weight_shape"], sparsity, rng)
     b = rng.standard_normal(case["weight_shape"][0]).astype(np.float32) if bias else None
@@ -37,7 +37,7 @@ def check_method(method, case, sparsity, rng, *, relu, threads, bias=True):
     spec = ConvSpec.from_shapes(case["input_shape"], case["weight_shape"], **conv)
     expected = expected_output(x, w, b, spec, relu)
     k = kernels.prepare(w, b, input_shape=case["input_shape"], relu=relu, method=method,
-                        threads=threads, **conv)
+                        threads=threads, **conv, **options)
     for _ in range(2):  # twice: workspaces reused across calls must not leak state
         out = np.full(spec.output_shape, np.nan, dtype=np.float32)  # poisoned
         k(x, out=out)
@@ -53,6 +53,18 @@ def test_random_shapes_match_reference(method, seed):
     sparsity = float(rng.choice([0.0, 0.3, 0.7, 0.9, 0.99, 0.999999]))
     check_method(method, case, sparsity, rng, relu=bool(seed % 2), threads=1 + seed % 2,
                  bias=seed % 3 != 0)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_aligned_layout_matches_reference(seed):
+    """The shifted-copy layout (stride 1) on random shapes, dilations and plans."""
+    rng = np.random.default_rng(2000 + seed)
+    case = random_case(rng)
+    case["stride"] = (1, 1)
+    plan = kernels.DirectPlan(int(rng.integers(1, 9)), int(rng.integers(1, 9)),
+                              int(rng.integers(1, 9)), aligned=True)
+    check_method("direct_sparse", case, float(rng.choice([0.0, 0.5, 0.9])), rng,
+                 relu=bool(seed % 2), threads=1 + seed % 2, plan=plan)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -94,7 +106,8 @@ def test_direct_plan_variants_agree(rng):
     w = random_sparse_weights(case["weight_shape"], 0.8, rng)
     ref = kernels.conv2d(x, w, padding=1, method="reference")
     for plan in (kernels.DirectPlan(1, 1, 1), kernels.DirectPlan(3, 4, 5),
-                 kernels.DirectPlan(8, 100, 100)):
+                 kernels.DirectPlan(8, 100, 100), kernels.DirectPlan(2, 3, 4, aligned=True),
+                 kernels.DirectPlan(8, 16, 100, aligned=True)):
         for threads in (1, 2):
             out = kernels.conv2d(x, w, padding=1, plan=plan, threads=threads)
             np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)

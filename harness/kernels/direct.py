@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import ShapeError
-from ..sparsity import channel_block_pointers, direct_csr, phase_plane
+from ..sparsity import channel_block_pointers, direct_csr, direct_layout
 from . import native
 from .base import PreparedConv
 
@@ -19,18 +19,25 @@ class DirectPlan:
     tile_vectors: int        # accumulator vectors kept in registers
     out_channel_block: int   # output channels per work item
     channel_block: int       # input channels per cache block
+    aligned: bool = False    # shifted input copies so every load is vector-aligned (stride 1)
 
 
 def default_plan(spec, built, threads: int) -> DirectPlan:
     """A sound untuned plan: widest register tile, input-channel blocks whose slice of the
     padded input fits in about 32 KiB, and enough work items to keep every thread busy."""
-    plane_h, plane_w = phase_plane(spec)
-    plane_bytes = 4 * spec.stride[0] * spec.stride[1] * plane_h * plane_w
+    plane_bytes = 4 * direct_layout(spec).plane
     channel_block = max(1, min(spec.in_channels, (32 * 1024) // plane_bytes))
     items_wanted = 4 * threads
     per_image = max(1, -(-items_wanted // max(1, spec.batch)))
     out_block = max(1, min(16, -(-spec.out_channels // per_image)))
     return DirectPlan(built.lib.spconv_max_tile_vectors(), out_block, channel_block)
+
+
+def aligned_zeros(count: int, alignment: int) -> np.ndarray:
+    """Zeroed float32 array whose data starts on an ``alignment``-byte boundary."""
+    raw = np.zeros(count + alignment // 4, dtype=np.float32)
+    skip = (-raw.ctypes.data % alignment) // 4
+    return raw[skip:skip + count]
 
 
 class DirectSparseConv(PreparedConv):
@@ -46,22 +53,24 @@ class DirectSparseConv(PreparedConv):
                              f"for {built.isa}, got {self.plan.tile_vectors}")
         if self.plan.out_channel_block < 1 or self.plan.channel_block < 1:
             raise ShapeError(f"plan blocks must be positive: {self.plan}")
-        csr = direct_csr(w, spec)
+        vector = lib.spconv_vector_floats()
+        layout = self.layout = direct_layout(spec, self.plan.aligned, vector)
+        csr = direct_csr(w, spec, layout)
         self.nnz = csr.nnz
         self._colidx, self._values = csr.colidx, csr.values
         self._blkptr = channel_block_pointers(csr, spec, self.plan.channel_block)
         self._bias = None if bias is None else bias.copy()
-        plane_h, plane_w = phase_plane(spec)
         self._geometry = ffi.new("spconv_geometry *", dict(
             batch=spec.batch, channels=spec.in_channels, height=spec.height, width=spec.width,
             out_channels=spec.out_channels, out_height=spec.out_height,
             out_width=spec.out_width, pad_h=spec.padding[0], pad_w=spec.padding[1],
-            stride_h=spec.stride[0], stride_w=spec.stride[1], plane_h=plane_h, plane_w=plane_w))
+            stride_h=spec.stride[0], stride_w=spec.stride[1], plane_h=layout.plane_h,
+            plane_w=layout.plane_w, copies=layout.copies, copy_shift=spec.dilation[1]))
         self._plan = ffi.new("spconv_plan *", dict(
             tile_vectors=self.plan.tile_vectors, out_channel_block=self.plan.out_channel_block,
             channel_blocks=self._blkptr.shape[1] - 1, threads=threads))
         # Zeroed once: the kernel only ever writes the interior, so the padding stays zero.
-        self._padded = np.zeros(lib.spconv_padded_floats(self._geometry), dtype=np.float32)
+        self._padded = aligned_zeros(lib.spconv_padded_floats(self._geometry), 64)
         self._scratch = np.zeros(lib.spconv_scratch_floats(self._geometry, self._plan),
                                  dtype=np.float32)
         self._ptrs = (
