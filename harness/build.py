@@ -56,12 +56,17 @@ class BuiltKernels:
                 "compile_command": shlex.join(self.command), "module": str(self.path)}
 
 
-def default_cache_dir() -> Path:
+def cache_root() -> Path:
+    """Where builds, calibrations and the tuning database live ($SPCONV_CACHE_DIR)."""
     env = os.environ.get("SPCONV_CACHE_DIR")
     if env:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sparseconv-harness" / "kernels"
+    return Path(base) / "sparseconv-harness"
+
+
+def default_cache_dir() -> Path:
+    return cache_root() / "kernels"
 
 
 @functools.lru_cache(maxsize=None)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .blas import blas_summary, blas_threads
-from .build import BuiltKernels, default_cache_dir
+from .build import BuiltKernels, cache_root
 from .hostinfo import HostInfo
 from .profiles import Profile
 from .timing import measure, Timing
@@ -89,7 +89,7 @@ def run_calibration(built: BuiltKernels, host: HostInfo, threads: int, repeats: 
 def calibration(built: BuiltKernels, host: HostInfo, threads: int, *,
                 cache_dir: Path | None = None, refresh: bool = False) -> dict:
     """The host's calibration for this build, measured once and then read from the cache."""
-    cache = Path(cache_dir) if cache_dir else default_cache_dir().parent / "calibration"
+    cache = Path(cache_dir) if cache_dir else cache_root() / "calibration"
     key = f"{stable_seed(host.cpu_model, built.key, threads, os.environ.get('OPENBLAS_CORETYPE'))}"
     path = cache / f"calibration-{key}.json"
     if path.exists() and not refresh:

@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "latest run of the profile)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: AlexNet conv3-5, sparsity 0.5 and 0.9, few short samples")
+    p.add_argument("--tune", choices=["off", "cached", "search"], default="cached",
+                   help="direct kernel plans: the default plan, tuned plans from the tuning "
+                        "database when present (default), or search and store missing ones")
+    p.add_argument("--tune-budget", type=int, default=24, help="plans tried per tuning search")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--refit", metavar="RUN_DIR", default=None,
                    help="refit the models and sweet spots of a stored run, without timing")
@@ -182,13 +186,15 @@ def _run(args, argv: list[str]) -> int:
     cfg = SweepConfig(profile=profile, built=built, host=host, layers=layers,
                       sparsities=sparsities, methods=methods, batches=batches, threads=threads,
                       pattern=args.pattern, seed=args.seed, repeats=repeats, min_time=min_time,
-                      cold_cache=args.cold_cache, weight_files=weight_files)
+                      cold_cache=args.cold_cache, weight_files=weight_files, tune=args.tune,
+                      tune_budget=args.tune_budget)
     points = plan_points(cfg)
     todo = pending_points(points, store, cfg)
     settings = {"layers": [l.key for l in layers], "sparsities": sparsities, "methods": methods,
                 "batches": batches, "threads": threads, "pattern": args.pattern,
                 "seed": args.seed, "repeats": repeats, "min_time_s": min_time,
                 "cold_cache": args.cold_cache, "weights_file": args.weights,
+                "tune": args.tune, "tune_budget": args.tune_budget,
                 "points_planned": len(points), "points_to_measure": len(todo)}
     settings["call_overhead_s"] = call_overhead(built)
     meta = start_metadata(profile=profile, built=built, host=host, argv=argv, settings=settings)

@@ -21,6 +21,7 @@ from .profiles import Profile
 from .sparsity import check_sparsity, sparsity_of
 from .store import RunStore
 from .timing import CacheEvictor, measure
+from .tune import TuningDB, tune, tuning_key
 from .verify import expected_output, verify
 from .weights import generated_weights, sweep_input
 
@@ -64,6 +65,8 @@ class SweepConfig:
     min_time: float = 0.05
     cold_cache: bool = False
     weight_files: dict[str, np.ndarray] = field(default_factory=dict)  # layer key -> weights
+    tune: str = "cached"  # direct plans: "off" default, "cached" from the tuning DB, "search"
+    tune_budget: int = 24
 
 
 def plan_points(cfg: SweepConfig) -> list[SweepPoint]:
@@ -111,6 +114,7 @@ class PointRunner:
         self._group = None
         llc = max(cfg.host.caches_kib.values(), default=32 * 1024)
         self._evictor = CacheEvictor(llc) if cfg.cold_cache else None
+        self._db = TuningDB()
 
     def _group_data(self, point: SweepPoint):
         if point.weights_key != self._group_key:
@@ -125,6 +129,23 @@ class PointRunner:
             self._group_key = point.weights_key
         return self._group
 
+    def _plan(self, w, spec, threads: int):
+        """The tuned plan for this layer, density and thread count (searched if asked), or
+        None for the default plan; and how it was chosen."""
+        cfg = self.cfg
+        if cfg.tune == "off":
+            return None, "default"
+        key = tuning_key(spec, np.count_nonzero(w) / w.size, threads, cfg.built, cfg.host.cpu_model)
+        plan = self._db.get(key)
+        if plan is not None:
+            return plan, "tuned"
+        if cfg.tune != "search":
+            return None, "default"
+        plan, _ = tune(w, spec, threads, cfg.built, host=cfg.host.cpu_model,
+                       l2_bytes=cfg.host.caches_kib.get("l2", 256) * 1024,
+                       budget=cfg.tune_budget, db=self._db)
+        return plan, "tuned"
+
     def run(self, point: SweepPoint) -> dict:
         row = base_row(point, self.cfg)
         try:
@@ -136,6 +157,8 @@ class PointRunner:
                    useful_flops=spec.dense_flops() * np.count_nonzero(w) // w.size)
         options = {"kernels": self.cfg.built} if point.method in NATIVE_METHODS else {}
         try:
+            if point.method == "direct_sparse":
+                options["plan"], row["tuned"] = self._plan(w, spec, point.threads)
             k = kernels.prepare(w, input_shape=spec.input_shape, stride=spec.stride,
                                 padding=spec.padding, dilation=spec.dilation,
                                 groups=spec.groups, method=point.method,
@@ -207,7 +230,7 @@ TABLE_COLUMNS = [
     "network", "layer", "method", "sparsity", "target_sparsity", "batch", "threads", "status",
     "median_s", "min_s", "iqr_s", "cv", "noisy", "useful_gflops", "effective_gflops",
     "best_dense_method", "best_dense_s", "speedup", "nnz", "dense_flops", "useful_flops",
-    "max_error", "error_ratio", "profile", "isa", "emulated", "host", "build_key", "pattern",
+    "max_error", "error_ratio", "tuned", "profile", "isa", "emulated", "host", "build_key", "pattern",
     "seed", "in_channels", "height", "width", "out_channels", "kernel", "stride", "padding",
     "dilation", "groups", "repeats", "calls_per_sample", "cold_cache", "reason", "key",
 ]
