@@ -30,8 +30,10 @@ class DenseGemmConv(PreparedConv):
         out_view = out.reshape(spec.batch, spec.groups, -1, npix)
         with blas_threads(self.threads):
             for n in range(spec.batch):
+                # One thread: OpenMP workers left spinning after a parallel im2col would
+                # compete with the BLAS's own threads for the same cores.
                 native.im2col(self.built, native.float_ptr(self.built, x[n]), spec,
-                              self._cols_ptr, self.threads)
+                              self._cols_ptr, 1)
                 np.matmul(self._w, self._cols, out=out_view[n])
         if self._bias is not None:
             out_view += self._bias

@@ -34,7 +34,7 @@ class LoweredScipyConv(PreparedConv):
         view = out.reshape(spec.batch, spec.groups, -1, spec.out_height * spec.out_width)
         for n in range(spec.batch):
             native.im2col(self.built, native.float_ptr(self.built, x[n]), spec,
-                          self._cols_ptr, self.threads)
+                          self._cols_ptr, 1)  # the SpMM is single-threaded too
             for g, mat in enumerate(self._mats):
                 view[n, g] = mat @ self._cols[g]
         if self._bias is not None:
