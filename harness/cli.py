@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="direct kernel plans: the default plan, tuned plans from the tuning "
                         "database when present (default), or search and store missing ones")
     p.add_argument("--tune-budget", type=int, default=24, help="plans tried per tuning search")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE (which registers extra methods) in every process")
+    p.add_argument("--in-process", action="store_true",
+                   help="run kernels in this process instead of a crash-isolated worker")
+    p.add_argument("--point-timeout", type=float, default=600.0,
+                   help="seconds a point may take before its worker is killed (default 600)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--refit", metavar="RUN_DIR", default=None,
                    help="refit the models and sweet spots of a stored run, without timing")
@@ -93,6 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fit", action="store_true",
                    help="skip calibration and the model fit after the sweep")
     return p
+
+
+def _new_run_dir(profile_name: str) -> Path:
+    """A fresh directory under results/, unique even for runs started in the same second."""
+    stem = RESULTS_ROOT / f"{profile_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for n in range(1, 1000):
+        candidate = stem if n == 1 else stem.with_name(f"{stem.name}-{n}")
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise HarnessError(f"cannot create a run directory under {RESULTS_ROOT}: "
+                               f"{exc.strerror}") from None
+    raise HarnessError(f"too many runs named {stem}")
 
 
 def _latest_run(profile_name: str) -> Path | None:
@@ -123,6 +145,7 @@ def _run(args, argv: list[str]) -> int:
     from .profiles import HOST_PROFILE, build_target, load_profile
     from .store import METADATA, RunStore
     from .timing import call_overhead
+    from .executors import InProcessExecutor, IsolatedExecutor
     from .sweep import (SweepConfig, pending_points, plan_points, results_table, run_sweep,
                         summary_table)
     from .weights import load_weight_file
@@ -169,8 +192,8 @@ def _run(args, argv: list[str]) -> int:
             raise HarnessError(f"--resume: no earlier run of profile {profile.name} under "
                                f"{RESULTS_ROOT}/; give --out")
     else:
-        run_dir = RESULTS_ROOT / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if run_dir.exists() and any(run_dir.iterdir()) and not args.resume:
+        run_dir = _new_run_dir(profile.name)
+    if run_dir.exists() and (run_dir / "points.jsonl").exists() and not args.resume:
         raise HarnessError(f"{run_dir} already holds a run; add --resume to continue it or "
                            "choose another --out")
     store = RunStore(run_dir)
@@ -183,11 +206,12 @@ def _run(args, argv: list[str]) -> int:
         pass
 
     built = build(target)
-    cfg = SweepConfig(profile=profile, built=built, host=host, layers=layers,
+    cfg = SweepConfig(profile=profile, target=target, host=host, layers=layers,
                       sparsities=sparsities, methods=methods, batches=batches, threads=threads,
                       pattern=args.pattern, seed=args.seed, repeats=repeats, min_time=min_time,
                       cold_cache=args.cold_cache, weight_files=weight_files, tune=args.tune,
-                      tune_budget=args.tune_budget)
+                      tune_budget=args.tune_budget, plugins=args.plugin)
+    cfg.load_plugins()
     points = plan_points(cfg)
     todo = pending_points(points, store, cfg)
     settings = {"layers": [l.key for l in layers], "sparsities": sparsities, "methods": methods,
@@ -207,11 +231,16 @@ def _run(args, argv: list[str]) -> int:
     where = f"{profile.name} on {host.cpu_model}" + (" (emulated ISA)" if built.emulated else "")
     print(f"run {run_dir}: {len(todo)} of {len(points)} points to measure; {where}",
           file=sys.stderr)
-    interrupted = False
+    executor = (InProcessExecutor(cfg) if args.in_process
+                else IsolatedExecutor(cfg, timeout=args.point_timeout))
+    stop = _StopOnInterrupt()
     try:
-        run_sweep(cfg, store, todo, progress=not args.no_progress)
-    except KeyboardInterrupt:
-        interrupted = True
+        with stop:
+            run_sweep(cfg, store, todo, progress=not args.no_progress, executor=executor,
+                      should_stop=stop.requested)
+    except KeyboardInterrupt:  # a second Ctrl-C: give up on the point in flight
+        pass
+    interrupted = stop.count > 0
     frame = results_table(store.rows())
     store.write_table(frame)
     summary = summary_table(frame)
@@ -220,12 +249,42 @@ def _run(args, argv: list[str]) -> int:
     _report(frame, summary, run_dir, profile.name)
     if not args.no_fit and not interrupted:
         _fit(store, frame, profile, host, built, max(threads))
+    store.close()
     if interrupted:
         print(f"interrupted; finished points are saved. Resume with: "
               f"python run_sweep.py --profile {profile.path} --out {run_dir} --resume",
               file=sys.stderr)
         return 130
     return 0
+
+
+class _StopOnInterrupt:
+    """While active, the first Ctrl-C (SIGINT) asks the sweep to stop after the point in
+    flight; a second one interrupts at once."""
+
+    def __init__(self):
+        self.count = 0
+
+    def requested(self) -> bool:
+        return self.count > 0
+
+    def _handle(self, signum, frame):
+        self.count += 1
+        if self.count == 1:
+            print("\ninterrupt: stopping after the point in flight (Ctrl-C again to abort)",
+                  file=sys.stderr)
+        else:
+            raise KeyboardInterrupt
+
+    def __enter__(self):
+        import signal
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+        signal.signal(signal.SIGINT, self._previous)
+        return False
 
 
 def _fit(store, frame, profile, host, built, threads: int) -> None:

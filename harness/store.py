@@ -10,6 +10,7 @@ atomically.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -33,8 +34,21 @@ class RunStore:
             probe.unlink()
         except OSError as exc:
             raise HarnessError(f"cannot write results to {self.dir}: {exc.strerror}") from None
+        self._lock = open(self.dir / ".lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise HarnessError(f"{self.dir} is in use by another sweep; wait for it or choose "
+                               "another --out") from None
         self.points_path = self.dir / POINTS
         self._repair()
+
+    def close(self) -> None:
+        """Release the run directory for other sweeps."""
+        if not self._lock.closed:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
 
     def _repair(self) -> None:
         """Drop a trailing partial line left by a killed writer."""

@@ -3,6 +3,7 @@ verified against the reference and timed, with rows stored as they finish."""
 
 from __future__ import annotations
 
+import importlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -12,12 +13,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import kernels
-from .build import BuiltKernels
+from .build import BuiltKernels, build
 from .errors import BuildError, HarnessError
 from .hostinfo import HostInfo
 from .kernels.base import KernelError
 from .layers import LayerShape
-from .profiles import Profile
+from .profiles import BuildTarget, Profile
 from .sparsity import check_sparsity, sparsity_of
 from .store import RunStore
 from .timing import CacheEvictor, measure
@@ -51,8 +52,10 @@ class SweepPoint:
 
 @dataclass
 class SweepConfig:
+    """Everything a sweep point needs; picklable, so worker processes can rebuild it."""
+
     profile: Profile
-    built: BuiltKernels
+    target: BuildTarget
     host: HostInfo
     layers: list[LayerShape]
     sparsities: list[float]
@@ -67,6 +70,19 @@ class SweepConfig:
     weight_files: dict[str, np.ndarray] = field(default_factory=dict)  # layer key -> weights
     tune: str = "cached"  # direct plans: "off" default, "cached" from the tuning DB, "search"
     tune_budget: int = 24
+    plugins: list[str] = field(default_factory=list)  # modules registering extra methods
+
+    @property
+    def built(self) -> BuiltKernels:
+        """The kernels of this process (compiled once, then loaded from the cache)."""
+        return build(self.target)
+
+    def load_plugins(self) -> None:
+        for module in self.plugins:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise HarnessError(f"plugin {module!r} could not be imported: {exc}") from None
 
 
 def plan_points(cfg: SweepConfig) -> list[SweepPoint]:
@@ -214,14 +230,24 @@ def pending_points(points: list[SweepPoint], store: RunStore, cfg: SweepConfig) 
 
 
 def run_sweep(cfg: SweepConfig, store: RunStore, points: list[SweepPoint], *,
-              progress: bool = True) -> int:
-    """Measure ``points``, appending each row to ``store`` as it finishes. Returns the count."""
-    runner = PointRunner(cfg)
-    bar = tqdm(points, desc="sweep", unit="pt", disable=not progress, dynamic_ncols=True)
-    for n, point in enumerate(bar, 1):
-        bar.set_postfix_str(f"{point.layer.name} s={point.sparsity:.2f} {point.method}")
-        store.append(runner.run(point))
-    return len(points)
+              progress: bool = True, executor=None, should_stop=lambda: False) -> int:
+    """Measure ``points`` with ``executor`` (in this process by default), appending each row
+    to ``store`` as it finishes; ``should_stop`` is asked between points. Returns the count."""
+    from .executors import InProcessExecutor
+    executor = executor or InProcessExecutor(cfg)
+    bar = tqdm(total=len(points), desc="sweep", unit="pt", disable=not progress,
+               dynamic_ncols=True)
+    done = 0
+    try:
+        for point, row in executor.run(points, should_stop):
+            store.append(row)
+            done += 1
+            bar.set_postfix_str(f"{point.layer.name} s={point.sparsity:.2f} {point.method}")
+            bar.update()
+    finally:
+        bar.close()
+        executor.close()
+    return done
 
 
 # ---------------------------------------------------------------------------- results table

@@ -17,7 +17,7 @@ from harness.hostinfo import detect_host
 from harness.kernels.direct import DirectSparseConv
 from harness.kernels.native import host_kernels
 from harness.layers import LayerShape, load_layer_file, network_layers
-from harness.profiles import HOST_PROFILE, load_profile
+from harness.profiles import HOST_PROFILE, build_target, load_profile
 from harness.store import RunStore
 from harness.sweep import (SweepConfig, crossover_sparsity, pending_points, plan_points,
                            results_table, run_sweep)
@@ -29,7 +29,8 @@ SMALL = ["--layers", "conv5", "--sparsity", "0.5,0.9", "--repeats", "2", "--min-
 
 def small_config(methods, sparsities=(0.5, 0.9)):
     layer = LayerShape("test", "small", 8, 9, 9, 12, 3, 1, 1)
-    return SweepConfig(profile=load_profile(HOST_PROFILE), built=host_kernels(),
+    profile = load_profile(HOST_PROFILE)
+    return SweepConfig(profile=profile, target=build_target(profile),
                        host=detect_host(), layers=[layer], sparsities=list(sparsities),
                        methods=methods, repeats=2, min_time=0.0)
 

@@ -26,6 +26,13 @@ METHODS: dict[str, type[PreparedConv]] = {
 DENSE_METHODS = ("dense_gemm", "onednn")
 
 
+def register(cls: type[PreparedConv]) -> type[PreparedConv]:
+    """Add a method (a PreparedConv subclass with a unique ``method`` name); usable as a
+    decorator in a plugin module that sweeps load with --plugin."""
+    METHODS[cls.method] = cls
+    return cls
+
+
 def _scipy_available() -> bool:
     try:
         import scipy.sparse  # noqa: F401
@@ -65,6 +72,6 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, relu=F
     return kernel(x)
 
 
-__all__ = ["prepare", "conv2d", "METHODS", "DENSE_METHODS", "available_methods",
+__all__ = ["prepare", "conv2d", "register", "METHODS", "DENSE_METHODS", "available_methods",
            "PreparedConv", "KernelError", "DirectPlan", "default_plan", "ConvSpec",
            "reference_conv"]
