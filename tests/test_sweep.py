@@ -110,6 +110,7 @@ def test_store_drops_torn_line(tmp_path):
     store.append({"key": "a"})
     with open(store.points_path, "a") as f:
         f.write('{"key": "b", "sta')
+    store.close()
     store = RunStore(tmp_path)
     assert [r["key"] for r in store.rows()] == ["a"]
     store.append({"key": "c"})
