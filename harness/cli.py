@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-budget", type=int, default=24, help="plans tried per tuning search")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE (which registers extra methods) in every process")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the points on a Dask cluster (tcp://HOST:PORT), routed to workers "
+                        "with the resource arch-<profile name>")
+    p.add_argument("--scheduler-file", default=None, help="Dask scheduler file (instead of --scheduler)")
     p.add_argument("--in-process", action="store_true",
                    help="run kernels in this process instead of a crash-isolated worker")
     p.add_argument("--point-timeout", type=float, default=600.0,
@@ -213,7 +217,8 @@ def _run(args, argv: list[str]) -> int:
                       tune_budget=args.tune_budget, plugins=args.plugin)
     cfg.load_plugins()
     points = plan_points(cfg)
-    todo = pending_points(points, store, cfg)
+    on_cluster = bool(args.scheduler or args.scheduler_file)
+    todo = pending_points(points, store, cfg, same_machine=not on_cluster)
     settings = {"layers": [l.key for l in layers], "sparsities": sparsities, "methods": methods,
                 "batches": batches, "threads": threads, "pattern": args.pattern,
                 "seed": args.seed, "repeats": repeats, "min_time_s": min_time,
@@ -231,8 +236,13 @@ def _run(args, argv: list[str]) -> int:
     where = f"{profile.name} on {host.cpu_model}" + (" (emulated ISA)" if built.emulated else "")
     print(f"run {run_dir}: {len(todo)} of {len(points)} points to measure; {where}",
           file=sys.stderr)
-    executor = (InProcessExecutor(cfg) if args.in_process
-                else IsolatedExecutor(cfg, timeout=args.point_timeout))
+    if on_cluster:
+        from .distributed import DaskExecutor
+        executor = DaskExecutor(cfg, args.scheduler, args.scheduler_file)
+    elif args.in_process:
+        executor = InProcessExecutor(cfg)
+    else:
+        executor = IsolatedExecutor(cfg, timeout=args.point_timeout)
     stop = _StopOnInterrupt()
     try:
         with stop:
@@ -245,7 +255,9 @@ def _run(args, argv: list[str]) -> int:
     store.write_table(frame)
     summary = summary_table(frame)
     store.write_table(summary, "summary.csv")
-    store.write_json(METADATA, finish_metadata(meta, interrupted=interrupted))
+    measured_by = sorted({r.get("worker") or r.get("host") for r in store.rows()})
+    store.write_json(METADATA, finish_metadata(meta, interrupted=interrupted,
+                                               measured_by=measured_by))
     _report(frame, summary, run_dir, profile.name)
     if not args.no_fit and not interrupted:
         _fit(store, frame, profile, host, built, max(threads))

@@ -40,14 +40,25 @@ def layer_class(r) -> str:
     return f"k{int(r['kernel'])}s{int(r['stride'])}"
 
 
+def row_plan(r) -> dict:
+    """The plan a stored row ran with: aligned layout and register tile, when recorded."""
+    aligned = r.get("plan_aligned")
+    tile = r.get("plan_tile_vectors")
+    return {"aligned": bool(aligned) if isinstance(aligned, (bool, np.bool_)) or aligned in (0, 1)
+            else str(aligned) == "True",
+            "tile": int(tile) if tile is not None and np.isfinite(float(tile)) else None}
+
+
 def work_terms(spec: ConvSpec, nnz: float, isa: str, threads: int, l2_bytes: float,
-               aligned: bool = False) -> dict:
+               aligned: bool = False, tile: int | None = None) -> dict:
+    """What one call of the direct kernel does, for the plan it ran with (default plan when
+    the plan is unknown)."""
     vec = ISA_WIDTH[isa]
     layout = direct_layout(spec, aligned, vec)
     plane = layout.plane * layout.copies
     run = -(-spec.out_height * layout.plane_w // vec) * vec
     vectors = run // vec
-    tiles = -(-vectors // MAX_TILE[isa])
+    tiles = -(-vectors // (tile or MAX_TILE[isa]))
     b, t = spec.batch, threads
     fma = b * nnz * vectors / t
     return {"fixed": 1.0, "pad": b * spec.in_channels * plane / t,
@@ -63,8 +74,8 @@ class FittedModel:
     isa: str
     l2_bytes: float
 
-    def _features(self, spec, nnz, threads, cls) -> np.ndarray:
-        terms = work_terms(spec, nnz, self.isa, threads, self.l2_bytes)
+    def _features(self, spec, nnz, threads, cls, plan=None) -> np.ndarray:
+        terms = work_terms(spec, nnz, self.isa, threads, self.l2_bytes, **(plan or {}))
         return np.array([terms.get(c, terms["fma"] if c == f"class:{cls}" else 0.0)
                          for c in self.columns])
 
@@ -79,6 +90,15 @@ class FittedModel:
     def speedup(self, spec, sparsity, threads, cls, key) -> float:
         return self.dense_time(spec, key) / self.sparse_time(spec, sparsity, threads, cls)
 
+    @classmethod
+    def from_json(cls, fit: dict) -> "FittedModel":
+        """The model saved in a run's model_fit.json."""
+        f = fit["fitted"]
+        dense = {tuple(int(p) if p.isdigit() else p for p in k.split("|")): v
+                 for k, v in f["dense_gflops"].items()}
+        return cls(list(f["parameters_s"]), np.array(list(f["parameters_s"].values())),
+                   dense, f["isa"], f["l2_bytes"])
+
     def as_dict(self) -> dict:
         return {"form": __doc__.split("\n\n")[1], "isa": self.isa, "l2_bytes": self.l2_bytes,
                 "parameters_s": dict(zip(self.columns, map(float, self.coef))),
@@ -89,7 +109,8 @@ def _design(rows: pd.DataFrame, isa: str, l2_bytes: float, classes: list[str]):
     cols = ["fixed", "pad", "out", "tile", "fma", "beyond_l2"] + [f"class:{c}" for c in classes]
     X = np.zeros((len(rows), len(cols)))
     for i, (_, r) in enumerate(rows.iterrows()):
-        terms = work_terms(row_spec(r), float(r["nnz"]), isa, int(r["threads"]), l2_bytes)
+        terms = work_terms(row_spec(r), float(r["nnz"]), isa, int(r["threads"]), l2_bytes,
+                           **row_plan(r))
         for j, c in enumerate(cols):
             X[i, j] = terms["fma"] * (layer_class(r) == c[6:]) if c.startswith("class:") else terms[c]
     return cols, X
@@ -130,7 +151,7 @@ def fit_model(frame: pd.DataFrame, isa: str, l2_bytes: float) -> FittedModel:
 
 def predict_rows(model: FittedModel, rows: pd.DataFrame) -> np.ndarray:
     return np.array([float(model._features(row_spec(r), float(r["nnz"]), int(r["threads"]),
-                                           layer_class(r)) @ model.coef)
+                                           layer_class(r), row_plan(r)) @ model.coef)
                      for _, r in rows.iterrows()])
 
 

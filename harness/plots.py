@@ -56,14 +56,6 @@ def _first_setting(frame):
     return b, int(d[d["batch"] == b]["threads"].min())
 
 
-def fitted_from_json(fit: dict) -> FittedModel:
-    f = fit["fitted"]
-    dense = {tuple(int(p) if p.isdigit() else p for p in k.split("|")): v
-             for k, v in f["dense_gflops"].items()}
-    return FittedModel(list(f["parameters_s"]), np.array(list(f["parameters_s"].values())),
-                       dense, f["isa"], f["l2_bytes"])
-
-
 def speedup_vs_sparsity(frame: pd.DataFrame, spots: pd.DataFrame | None = None,
                         fit: dict | None = None, paper=None):
     batch, threads = _first_setting(frame)
@@ -71,7 +63,7 @@ def speedup_vs_sparsity(frame: pd.DataFrame, spots: pd.DataFrame | None = None,
     d = d[(d["batch"] == batch) & (d["threads"] == threads)].dropna(subset=["speedup"])
     layers = list(dict.fromkeys(d["layer"]))
     fig, axes = _grid(max(1, len(layers)))
-    model = fitted_from_json(fit) if fit else None
+    model = FittedModel.from_json(fit) if fit else None
     for ax, layer in zip(axes, layers):
         g = d[d["layer"] == layer].sort_values("sparsity")
         lo = g["best_dense_s"] / (g["median_s"] + g["iqr_s"] / 2)

@@ -184,6 +184,9 @@ class PointRunner:
         except HarnessError as exc:
             return {**row, "status": "skipped", "reason": str(exc)}
         row["details"] = k.describe()
+        plan = row["details"].get("plan")
+        if plan:  # the direct kernel's plan, as columns the model fit can use
+            row.update({f"plan_{key}": value for key, value in plan.items()})
         out = np.full(spec.output_shape, np.nan, dtype=np.float32)
         try:
             k(x, out=out)
@@ -221,11 +224,14 @@ def base_row(point: SweepPoint, cfg: SweepConfig) -> dict:
     }
 
 
-def pending_points(points: list[SweepPoint], store: RunStore, cfg: SweepConfig) -> list[SweepPoint]:
-    """Points not yet measured in this run directory with the same build, profile and host."""
+def pending_points(points: list[SweepPoint], store: RunStore, cfg: SweepConfig,
+                   same_machine: bool = True) -> list[SweepPoint]:
+    """Points not yet measured in this run directory for the same profile, and (unless the
+    points ran on a cluster, whose workers have builds and hosts of their own) with the same
+    build and host."""
     done = {r["key"] for r in store.rows()
-            if r.get("build_key") == cfg.built.key and r.get("profile") == cfg.profile.name
-            and r.get("host") == cfg.host.cpu_model}
+            if r.get("profile") == cfg.profile.name and (not same_machine or (
+                r.get("build_key") == cfg.built.key and r.get("host") == cfg.host.cpu_model))}
     return [p for p in points if p.key not in done]
 
 
@@ -256,7 +262,8 @@ TABLE_COLUMNS = [
     "network", "layer", "method", "sparsity", "target_sparsity", "batch", "threads", "status",
     "median_s", "min_s", "iqr_s", "cv", "noisy", "useful_gflops", "effective_gflops",
     "best_dense_method", "best_dense_s", "speedup", "nnz", "dense_flops", "useful_flops",
-    "max_error", "error_ratio", "tuned", "profile", "isa", "emulated", "host", "build_key", "pattern",
+    "max_error", "error_ratio", "worker", "tuned", "plan_tile_vectors", "plan_out_channel_block",
+    "plan_channel_block", "plan_aligned", "profile", "isa", "emulated", "host", "build_key", "pattern",
     "seed", "in_channels", "height", "width", "out_channels", "kernel", "stride", "padding",
     "dilation", "groups", "repeats", "calls_per_sample", "cold_cache", "reason", "key",
 ]

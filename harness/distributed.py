@@ -1,0 +1,100 @@
+"""Sweep points on a Dask cluster, routed by architecture.
+
+Workers declare the architecture they can measure as a Dask resource, for example
+``dask worker tcp://scheduler:8786 --nthreads 1 --resources "arch-host=1"``; each point asks for
+one unit of its profile's resource, so it runs only on such a worker, and a worker with one
+unit runs one benchmark at a time. Points run entirely on the worker (build from its own cache,
+verify, time) and the rows come back to the driver, the only writer of the results store.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections import Counter
+
+from .errors import HarnessError
+from .sweep import PointRunner, SweepConfig, SweepPoint, base_row
+
+_runners: dict[int, PointRunner] = {}
+
+
+def resource_name(cfg: SweepConfig) -> str:
+    return f"arch-{cfg.profile.name}"
+
+
+def run_point_on_worker(cfg: SweepConfig, point: SweepPoint) -> dict:
+    """Executed on a worker: one runner per config and worker process keeps the current
+    weights and reference output between points of the same group."""
+    from .hostinfo import detect_host
+    key = id(cfg)
+    runner = _runners.get(key)
+    if runner is None:
+        cfg.load_plugins()
+        host = detect_host()
+        # Rows name the host that measured them, not the driver's.
+        cfg.host = host
+        runner = _runners.setdefault(key, PointRunner(cfg))
+    from distributed import get_worker
+    row = runner.run(point)
+    row["worker_host"] = socket.gethostname()
+    row["worker"] = get_worker().address
+    return row
+
+
+class DaskExecutor:
+    def __init__(self, cfg: SweepConfig, address: str | None = None,
+                 scheduler_file: str | None = None, retries: int = 1):
+        try:
+            from distributed import Client
+        except ImportError:
+            raise HarnessError("the Dask executor needs dask.distributed: pip install "
+                               "'sparseconv-harness[distributed]'") from None
+        self.cfg, self.retries = cfg, retries
+        try:
+            self.client = Client(address, scheduler_file=scheduler_file, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise HarnessError(f"cannot reach the Dask scheduler: {exc}") from None
+        self.resource = resource_name(cfg)
+        self.hosts: Counter = Counter()
+        self._check_workers()
+
+    def _check_workers(self) -> None:
+        workers = self.client.scheduler_info().get("workers", {})
+        able = {a: w for a, w in workers.items() if w.get("resources", {}).get(self.resource)}
+        if not able:
+            raise HarnessError(f"no Dask worker declares the resource {self.resource}=1 "
+                               f"(start workers with --resources \"{self.resource}=1\")")
+        per_host = Counter(w.get("host") for w in able.values())
+        crowded = [h for h, n in per_host.items() if n > 1]
+        threaded = [a for a, w in able.items() if w.get("nthreads", 1) > 1 or
+                    w.get("resources", {}).get(self.resource, 1) > 1]
+        if crowded or threaded:
+            print(f"warning: benchmarks may overlap: {len(crowded)} host(s) run several "
+                  f"{self.resource} workers and {len(threaded)} worker(s) can run more than one "
+                  "point at a time; timings then disturb each other", file=sys.stderr)
+
+    def run(self, points, should_stop):
+        from distributed import as_completed
+        cfg_future = self.client.scatter(self.cfg, broadcast=True)
+        futures = {}
+        for point in points:
+            fut = self.client.submit(run_point_on_worker, cfg_future, point, pure=False,
+                                     resources={self.resource: 1}, retries=self.retries)
+            futures[fut] = point
+        for fut in as_completed(futures):
+            point = futures[fut]
+            if should_stop():
+                for other in futures:
+                    other.cancel()
+                return
+            try:
+                row = fut.result()
+            except Exception as exc:  # KilledWorker after the retries, or a task error
+                row = {**base_row(point, self.cfg), "status": "runtime_error",
+                       "reason": f"{type(exc).__name__} on the cluster: {exc}".splitlines()[0]}
+            self.hosts[row.get("worker_host", "?")] += 1
+            yield point, row
+
+    def close(self) -> None:
+        self.client.close()

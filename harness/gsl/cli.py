@@ -1,0 +1,88 @@
+"""Command line of run_gsl.py: train, prune with guidance, fine-tune, time the result."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..errors import HarnessError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_gsl.py", description=(
+        "Guided Sparsity Learning: prune the reference network on Fashion-MNIST (or MNIST) to "
+        "the performance model's per-layer sweet spots, fine-tune, and time the pruned "
+        "convolutions with the sweep."))
+    p.add_argument("--profile", default=None, help="architecture profile (default: host)")
+    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist", "synthetic"])
+    p.add_argument("--data", default=None, help="directory holding the idx files")
+    p.add_argument("--train-subset", type=int, default=None, help="use the first N training images")
+    p.add_argument("--width", type=int, default=32, help="channels of the first convolutions")
+    p.add_argument("--checkpoint", default=None, help="dense weights (.pt) instead of training")
+    p.add_argument("--method", choices=["l1", "dns"], default="l1")
+    p.add_argument("--dense-epochs", type=int, default=3)
+    p.add_argument("--prune-epochs", type=int, default=4)
+    p.add_argument("--finetune-epochs", type=int, default=2)
+    p.add_argument("--max-target", type=float, default=0.95)
+    p.add_argument("--no-compare", action="store_true", help="skip the unguided comparison")
+    p.add_argument("--threads", type=int, default=None, help="PyTorch training threads")
+    p.add_argument("--out", default=None, help="run directory (default results/gsl-<time>)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    try:
+        import torch
+    except ImportError:
+        raise HarnessError("run_gsl.py needs PyTorch: pip install 'sparseconv-harness[torch]'") from None
+    from ..datasets import load_idx_dataset, synthetic_dataset
+    from ..profiles import HOST_PROFILE, build_target, load_profile
+    from .network import ReferenceNet
+    from .pipeline import GSLSettings, run_gsl
+    from .pruning import PruneSettings
+
+    profile = load_profile(args.profile or HOST_PROFILE)
+    build_target(profile)  # refuse an ISA the host lacks before any training
+    if args.dataset == "synthetic":
+        data = synthetic_dataset(n_train=2000, n_test=500, size=28, classes=10)
+    else:
+        data = load_idx_dataset(args.dataset, args.data)
+    if args.train_subset:
+        from dataclasses import replace
+        data = replace(data, train_x=data.train_x[:args.train_subset],
+                       train_y=data.train_y[:args.train_subset])
+    if not 0 < args.max_target < 1:
+        raise HarnessError("--max-target must be in (0, 1)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else Path("results") / f"gsl-{time.strftime('%Y%m%d-%H%M%S')}"
+    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    if checkpoint is not None and not checkpoint.exists():
+        raise HarnessError(f"{checkpoint}: checkpoint not found")
+    model = ReferenceNet(classes=data.classes, width=args.width,
+                         in_channels=data.train_x.shape[1])
+    settings = GSLSettings(args.dense_epochs, args.prune_epochs, args.finetune_epochs,
+                           args.max_target, not args.no_compare)
+    summary = run_gsl(model, data, profile, out, prune=PruneSettings(method=args.method),
+                      settings=settings, checkpoint=checkpoint)
+    g = summary["gsl"]
+    print(f"\ndense accuracy {summary['dense_accuracy']:.2f}%; GSL: {g['accuracy_after_pruning']:.2f}% "
+          f"after pruning, {g['accuracy_after_finetune']:.2f}% after fine-tuning; measured conv "
+          f"speedup {g['conv_speedup_measured']:.2f}x")
+    if "unguided" in summary:
+        u = summary["unguided"]
+        print(f"unguided (uniform {u['uniform_sparsity']:.3f}): {u['accuracy_after_finetune']:.2f}% "
+              f"after fine-tuning; measured conv speedup {u['conv_speedup_measured']:.2f}x")
+    print(f"outputs in {out}")
+    return 0

@@ -1,0 +1,221 @@
+"""Training with guided pruning: element-wise L1 regularisation with hard thresholding of
+small weights after each update (GESL), or dynamic network surgery (GDNS); periodic
+re-projection of every layer against its sweet spot; fine-tuning with fixed masks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .guidance import LayerGuidance
+
+
+@dataclass
+class PruneSettings:
+    method: str = "l1"          # "l1" (GESL) or "dns" (GDNS)
+    l1_conv: float = 2e-5       # L1 strength on the convolutions being pruned
+    l1_fc: float = 2e-6         # weaker L1 on fully connected layers (pruned for size only)
+    fc_target: float = 0.8      # size target of the fully connected layers
+    threshold_cap: float = 2.5  # a threshold never exceeds this many initial weight std devs
+    reproject_every: int = 50   # steps between re-projections
+    stall_window: int = 3       # re-projections without progress that count as a stall
+    lr: float = 0.02
+    momentum: float = 0.9
+    batch_size: int = 128
+
+
+@dataclass
+class LayerState:
+    module: nn.Module
+    target: float
+    lower: float
+    kind: str                   # "conv" or "fc"
+    pruning: bool = True
+    reason: str = ""
+    dense: torch.Tensor | None = None   # weights before pruning, to restore
+    std0: float = 1.0
+    history: list = field(default_factory=list)
+
+
+def sparsity(t: torch.Tensor) -> float:
+    return float((t == 0).sum()) / t.numel()
+
+
+class GuidedPruner:
+    """Keeps one mask per pruned layer and applies the chosen method after every update."""
+
+    def __init__(self, model: nn.Module, guidance: dict[str, LayerGuidance],
+                 settings: PruneSettings, total_steps: int, uniform_target: float | None = None):
+        self.model, self.settings, self.total = model, settings, max(1, total_steps)
+        self.layers: dict[str, LayerState] = {}
+        modules = dict(model.named_modules())
+        for name, g in guidance.items():
+            if uniform_target is not None or g.prune:
+                target = uniform_target if uniform_target is not None else g.target
+                lower = 0.0 if uniform_target is not None else g.lower
+                self._add(name, modules[name], target, lower, "conv")
+        for name, module in modules.items():
+            if isinstance(module, nn.Linear):
+                self._add(name, module, settings.fc_target, 0.0, "fc")
+        self.masks = {n: torch.ones_like(s.module.weight, dtype=torch.bool)
+                      for n, s in self.layers.items()}
+        self.shadow = {n: s.module.weight.detach().clone() for n, s in self.layers.items()} \
+            if settings.method == "dns" else {}
+
+    def _add(self, name, module, target, lower, kind):
+        w = module.weight.detach()
+        self.layers[name] = LayerState(module, target, lower, kind, dense=w.clone(),
+                                       std0=float(w.std()) or 1.0)
+
+    def scheduled(self, state: LayerState, step: int) -> float:
+        """Sparsity the layer should have by ``step``: a cubic ramp to its target over the
+        first 80% of pruning, so early steps prune fast and later ones gently."""
+        p = min(1.0, step / (0.8 * self.total))
+        return state.target * (1 - (1 - p) ** 3)
+
+    def penalty(self) -> torch.Tensor:
+        s = self.settings
+        terms = [(s.l1_conv if st.kind == "conv" else s.l1_fc) * st.module.weight.abs().sum()
+                 for st in self.layers.values() if st.pruning]
+        return torch.stack(terms).sum() if terms else torch.zeros(())
+
+    def _threshold(self, state: LayerState, weights: torch.Tensor, step: int) -> float:
+        goal = self.scheduled(state, step)
+        if goal <= 0:
+            return 0.0
+        q = float(torch.quantile(weights.abs().flatten().float()[:2_000_000], goal))
+        return min(q, self.settings.threshold_cap * state.std0)
+
+    def before_step(self) -> None:
+        """DNS: gradients were taken at the masked weights; update the full-precision shadow."""
+        for name, st in self.layers.items():
+            if name in self.shadow:
+                st.module.weight.data.copy_(self.shadow[name])
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        for name, st in self.layers.items():
+            w = st.module.weight
+            if name in self.shadow:
+                self.shadow[name].copy_(w.data)
+                if st.pruning:
+                    a = self._threshold(st, self.shadow[name], step)
+                    mag = self.shadow[name].abs()
+                    # prune below a, splice back above 1.1 a, keep the mask in between
+                    self.masks[name] = (mag >= 1.1 * a) | (self.masks[name] & (mag >= a))
+            elif st.pruning:
+                a = self._threshold(st, w, step)
+                self.masks[name] &= w.abs() >= a
+            w.data.mul_(self.masks[name])
+
+    @torch.no_grad()
+    def reproject(self, step: int) -> list[str]:
+        """Re-check every pruned convolution against its sweet spot; returns what changed."""
+        events = []
+        for name, st in self.layers.items():
+            if not st.pruning:
+                continue
+            s = sparsity(st.module.weight)
+            st.history.append(s)
+            if s >= st.target - 0.005:
+                st.pruning, st.reason = False, f"reached target {st.target:.3f}"
+                events.append(f"{name}: {st.reason}")
+                continue
+            window = st.history[-self.settings.stall_window - 1:]
+            stalled = len(window) > self.settings.stall_window and window[-1] - window[0] < 0.005 \
+                and self.scheduled(st, step) > s + 0.05
+            if stalled and st.kind == "conv" and s < st.lower:
+                st.module.weight.data.copy_(st.dense)
+                self.masks[name].fill_(True)
+                if name in self.shadow:
+                    self.shadow[name].copy_(st.dense)
+                st.pruning, st.reason = False, f"stalled at {s:.3f} < lower bound " \
+                    f"{st.lower:.3f}: dense weights restored"
+                events.append(f"{name}: {st.reason}")
+            elif stalled:
+                st.pruning, st.reason = False, f"stalled at {s:.3f}"
+                events.append(f"{name}: {st.reason}")
+        return events
+
+    def finish(self) -> None:
+        """End of pruning: masks are fixed from here on."""
+        for name, st in self.layers.items():
+            if name in self.shadow:
+                st.module.weight.data.copy_(self.shadow[name] * self.masks[name])
+            if st.pruning:
+                st.pruning = False
+                st.reason = st.reason or f"pruning ended at {sparsity(st.module.weight):.3f}"
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        for name, st in self.layers.items():
+            st.module.weight.data.mul_(self.masks[name])
+
+    def sparsities(self) -> dict[str, float]:
+        return {n: sparsity(st.module.weight) for n, st in self.layers.items()}
+
+
+def batches(x: np.ndarray, y: np.ndarray, size: int, rng: np.random.Generator):
+    order = rng.permutation(len(x))
+    for i in range(0, len(x), size):
+        idx = order[i:i + size]
+        yield torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 512) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch):
+        pred = model(torch.from_numpy(x[i:i + batch])).argmax(1).numpy()
+        correct += int((pred == y[i:i + batch]).sum())
+    model.train()
+    return 100.0 * correct / max(1, len(x))
+
+
+def train_epochs(model, data, epochs: int, settings: PruneSettings, *, pruner=None,
+                 fixed_masks=None, lr_scale: float = 1.0, seed: int = 0, log=print,
+                 phase: str = "train", history: list | None = None) -> None:
+    """SGD over ``epochs``; with ``pruner`` the model is pruned while it trains; with
+    ``fixed_masks`` (a pruner whose pruning has finished) the masks are kept."""
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=settings.lr * lr_scale,
+                          momentum=settings.momentum, weight_decay=5e-5)
+    steps_per_epoch = -(-len(data.train_x) // settings.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps_per_epoch))
+    loss_fn = nn.CrossEntropyLoss()
+    step = 0
+    model.train()
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        for xb, yb in batches(data.train_x, data.train_y, settings.batch_size, rng):
+            loss = loss_fn(model(xb), yb)
+            if pruner is not None:
+                loss = loss + pruner.penalty()
+            opt.zero_grad()
+            loss.backward()
+            if pruner is not None:
+                pruner.before_step()
+            opt.step()
+            sched.step()
+            step += 1
+            if pruner is not None:
+                pruner.after_step(step)
+                if step % settings.reproject_every == 0:
+                    for event in pruner.reproject(step):
+                        log(f"  re-projection at step {step}: {event}")
+            elif fixed_masks is not None:
+                fixed_masks.apply_masks()
+            total += float(loss.detach()) * len(xb)
+            count += len(xb)
+        acc = accuracy(model, data.test_x, data.test_y)
+        sp = (pruner or fixed_masks).sparsities() if (pruner or fixed_masks) else {}
+        log(f"{phase} epoch {epoch + 1}/{epochs}: loss {total / count:.4f}, test accuracy "
+            f"{acc:.2f}%" + ("; sparsity " + ", ".join(f"{n} {v:.2f}" for n, v in sp.items())
+                             if sp else ""))
+        if history is not None:
+            history.append({"phase": phase, "epoch": epoch + 1, "loss": total / count,
+                            "accuracy": acc, **{f"sparsity:{n}": v for n, v in sp.items()}})

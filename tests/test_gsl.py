@@ -1,0 +1,133 @@
+"""Guided Sparsity Learning on small data the tests make themselves."""
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from harness.datasets import load_idx_dataset, synthetic_dataset  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
+from harness.gsl.cli import main as gsl_main  # noqa: E402
+from harness.gsl.guidance import LayerGuidance, guide  # noqa: E402
+from harness.gsl.network import ReferenceNet, conv_shapes  # noqa: E402
+from harness.gsl.pipeline import GSLSettings, run_gsl  # noqa: E402
+from harness.gsl.pruning import GuidedPruner, PruneSettings, sparsity, train_epochs  # noqa: E402
+from harness.profiles import HOST_PROFILE, load_profile  # noqa: E402
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, dtype=">u4").tobytes()
+    data = header + array.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+def test_idx_files_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (7, 28, 28))
+    labels = rng.integers(0, 10, 7)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", imgs, True)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", labels, False)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", imgs[:3], False)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels[:3], True)
+    data = load_idx_dataset("mnist", tmp_path)
+    assert data.train_x.shape == (7, 1, 28, 28) and data.train_x.max() <= 1.0
+    np.testing.assert_array_equal(data.train_y, labels)
+    np.testing.assert_allclose(data.test_x[:, 0] * 255, imgs[:3], atol=1e-3)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x09ab")
+    with pytest.raises(HarnessError, match="header says"):
+        load_idx_dataset("mnist", tmp_path)
+
+
+def test_missing_dataset_says_how_to_install(tmp_path, capsys):
+    with pytest.raises(HarnessError, match="dataset-fashion-mnist"):
+        load_idx_dataset("fashion-mnist", tmp_path)
+    assert gsl_main(["--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_shapes_from_hooks():
+    shapes = conv_shapes(ReferenceNet(width=8), torch.zeros(2, 1, 28, 28))
+    assert [(s.in_channels, s.out_channels, s.height) for s in shapes.values()] == \
+        [(1, 8, 28), (8, 8, 28), (8, 16, 14), (16, 16, 14), (16, 32, 7), (32, 32, 7)]
+    assert all(s.kernel == 3 and s.padding == 1 for s in shapes.values())
+
+
+def test_guidance_excludes_layers_without_potential():
+    shapes = conv_shapes(ReferenceNet(width=8), torch.zeros(1, 1, 28, 28))
+    first = next(iter(shapes))
+
+    def speedup(layer, s):  # the first layer never wins; the others win above 60%
+        return 0.5 if layer.name == first else 0.4 / max(1e-3, 1 - s) * (1 if s < 0.9 else 0.9 + 0.1 * s)
+    g = guide(shapes, speedup, max_target=0.9)
+    assert not g[first].prune and "never faster" in g[first].reason
+    other = g[list(shapes)[1]]
+    assert other.prune and math.isclose(other.lower, 0.6, abs_tol=1e-3) and other.target <= 0.9
+
+
+def small_setup(width=4):
+    data = synthetic_dataset(n_train=256, n_test=128, size=12, classes=4)
+    model = ReferenceNet(classes=4, width=width)
+    shapes = conv_shapes(model, torch.from_numpy(data.test_x[:1]))
+    names = list(shapes)
+    guidance = {n: LayerGuidance(n, 0.3, 0.8, 0.8, 3.0, i > 0, "test") for i, n in enumerate(names)}
+    return data, model, names, guidance
+
+
+@pytest.mark.parametrize("method", ["l1", "dns"])
+def test_pruning_reaches_targets_and_keeps_masks(method):
+    torch.manual_seed(0)
+    data, model, names, guidance = small_setup()
+    settings = PruneSettings(method=method, reproject_every=2, batch_size=32)
+    pruner = GuidedPruner(model, guidance, settings, total_steps=4 * 8)
+    train_epochs(model, data, 4, settings, pruner=pruner, log=lambda *_: None)
+    pruner.finish()
+    for n in names[1:]:
+        assert sparsity(model.get_submodule(n).weight) >= 0.79
+    assert sparsity(model.get_submodule(names[0]).weight) < 0.05  # not in the pruned set
+    before = {n: (model.get_submodule(n).weight == 0).clone() for n in names[1:]}
+    train_epochs(model, data, 1, settings, fixed_masks=pruner, lr_scale=0.1, log=lambda *_: None)
+    for n in names[1:]:  # fine-tuning keeps every pruned weight at zero
+        assert bool((model.get_submodule(n).weight[before[n]] == 0).all())
+
+
+def test_stalled_layer_is_restored_dense():
+    torch.manual_seed(0)
+    data, model, names, guidance = small_setup()
+    guidance = {n: LayerGuidance(n, 0.7, 0.9, 0.9, 3.0, i > 0, "test") for i, n in enumerate(names)}
+    dense = model.get_submodule(names[1]).weight.detach().clone()
+    settings = PruneSettings(threshold_cap=1e-6, reproject_every=1, stall_window=2, batch_size=32)
+    pruner = GuidedPruner(model, guidance, settings, total_steps=16)
+    train_epochs(model, data, 2, settings, pruner=pruner, log=lambda *_: None)
+    state = pruner.layers[names[1]]
+    assert "dense weights restored" in state.reason
+    assert sparsity(model.get_submodule(names[1]).weight) < 0.05
+    assert not torch.equal(dense, torch.zeros_like(dense))
+
+
+def test_pipeline_end_to_end(tmp_path):
+    torch.manual_seed(0)
+    data = synthetic_dataset(n_train=400, n_test=200, size=28, classes=4)
+    model = ReferenceNet(classes=4, width=8)
+    settings = GSLSettings(dense_epochs=2, prune_epochs=2, finetune_epochs=1, timing_repeats=1)
+    summary = run_gsl(model, data, load_profile(HOST_PROFILE), tmp_path / "gsl",
+                      prune=PruneSettings(batch_size=32), settings=settings, log=lambda *_: None,
+                      results_root=tmp_path / "no-runs")
+    out = tmp_path / "gsl"
+    for name in ("pruned.pt", "dense.pt", "pruned_convs.npz", "layers.csv", "history.csv",
+                 "summary.json", "gsl_training.png", "history_unguided.csv"):
+        assert (out / name).exists(), name
+    layers = pd.read_csv(out / "layers.csv")
+    assert set(layers.columns) >= {"in_pruned_set", "why", "sparsity", "predicted_speedup",
+                                   "measured_speedup"}
+    assert layers["measured_speedup"].notna().all()
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["gsl"]["conv_speedup_measured"] > 0 and "unguided" in saved
+    timing = pd.read_csv(out / "timing_gsl" / "results.csv")
+    assert (timing["status"] == "ok").all() and (timing["pattern"] == "file").all()
