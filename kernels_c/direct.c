@@ -76,8 +76,8 @@ static void pad_channel_copies(const spconv_geometry *g, const float *src, float
         if (w0 >= g->width)
             continue;
         for (int h = 0; h < g->height; ++h)
-            memcpy(dst + k * copy + (long)(h + g->pad_h) * g->plane_w + (w0 + g->pad_w - shift),
-                   src + (long)h * g->width + w0, sizeof(float) * (g->width - w0));
+            copy_floats(dst + k * copy + (long)(h + g->pad_h) * g->plane_w + (w0 + g->pad_w - shift),
+                        src + (long)h * g->width + w0, g->width - w0);
     }
 }
 
@@ -91,17 +91,23 @@ static void pad_channel(const spconv_geometry *g, const float *src, float *dst)
     }
     const int sh = g->stride_h, sw = g->stride_w;
     const long phase = (long)g->plane_h * g->plane_w;
+    /* padded row hp = h + pad_h lives in row phase q = hp % sh at phase row r = hp / sh;
+       both are stepped instead of divided (short rows make divisions a real cost) */
+    int q = g->pad_h % sh, r = g->pad_h / sh;
     for (int h = 0; h < g->height; ++h) {
-        const int hp = h + g->pad_h;
         const float *row = src + (long)h * g->width;
+        float *phase_row = dst + (long)q * sw * phase + (long)r * g->plane_w;
         if (sw == 1) {
-            float *out = dst + (long)(hp % sh) * phase + (long)(hp / sh) * g->plane_w + g->pad_w;
-            memcpy(out, row, sizeof(float) * g->width);
-            continue;
+            copy_floats(phase_row + g->pad_w, row, g->width);
+        } else {
+            for (int w = 0; w < g->width; ++w) {
+                const int wp = w + g->pad_w;
+                phase_row[(long)(wp % sw) * phase + wp / sw] = row[w];
+            }
         }
-        for (int w = 0; w < g->width; ++w) {
-            const int wp = w + g->pad_w;
-            dst[(long)((hp % sh) * sw + wp % sw) * phase + (long)(hp / sh) * g->plane_w + wp / sw] = row[w];
+        if (++q == sh) {
+            q = 0;
+            ++r;
         }
     }
 }
@@ -115,7 +121,7 @@ static void store_channel(const spconv_geometry *g, const float *acc, int relu, 
         if (relu)
             for (int x = 0; x < g->out_width; ++x) dst[x] = src[x] > 0.0f ? src[x] : 0.0f;
         else
-            memcpy(dst, src, sizeof(float) * g->out_width);
+            copy_floats(dst, src, g->out_width);
     }
 }
 

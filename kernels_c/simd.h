@@ -49,6 +49,23 @@ static inline vec_t vec_set1(float x) { vec_t v = {x, x, x, x}; return v; }
 #define vec_fma(a, b, c) ((a) * (b) + (c))
 #endif
 
+/* Copy n floats: whole vectors, then the tail (one masked vector where the ISA has masks). */
+static inline void copy_floats(float *restrict dst, const float *restrict src, int n)
+{
+    int i = 0;
+    for (; i + VEC_FLOATS <= n; i += VEC_FLOATS)
+        vec_store(dst + i, vec_load(src + i));
+#if defined(SPCONV_ISA_AVX512)
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(dst + i, m, _mm512_maskz_loadu_ps(m, src + i));
+    }
+#else
+    for (; i < n; ++i)
+        dst[i] = src[i];
+#endif
+}
+
 /* Round n up to a whole number of vectors. */
 static inline long round_up_vec(long n) { return (n + VEC_FLOATS - 1) / VEC_FLOATS * VEC_FLOATS; }
 

@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=int, default=2)
     p.add_argument("--max-target", type=float, default=0.95)
     p.add_argument("--no-compare", action="store_true", help="skip the unguided comparison")
+    p.add_argument("--no-dense-same-epochs", action="store_true",
+                   help="skip training the dense model as many extra epochs as pruning takes")
     p.add_argument("--threads", type=int, default=None, help="PyTorch training threads")
     p.add_argument("--out", default=None, help="run directory (default results/gsl-<time>)")
     return p
@@ -73,10 +75,13 @@ def _run(args) -> int:
     model = ReferenceNet(classes=data.classes, width=args.width,
                          in_channels=data.train_x.shape[1])
     settings = GSLSettings(args.dense_epochs, args.prune_epochs, args.finetune_epochs,
-                           args.max_target, not args.no_compare)
+                           args.max_target, not args.no_compare, not args.no_dense_same_epochs)
     summary = run_gsl(model, data, profile, out, prune=PruneSettings(method=args.method),
                       settings=settings, checkpoint=checkpoint)
     g = summary["gsl"]
+    if "dense_accuracy_same_epochs" in summary:
+        print(f"\ndense model trained as many epochs as the pruned one: "
+              f"{summary['dense_accuracy_same_epochs']:.2f}%")
     print(f"\ndense accuracy {summary['dense_accuracy']:.2f}%; GSL: {g['accuracy_after_pruning']:.2f}% "
           f"after pruning, {g['accuracy_after_finetune']:.2f}% after fine-tuning; measured conv "
           f"speedup {g['conv_speedup_measured']:.2f}x")

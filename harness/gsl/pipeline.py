@@ -33,6 +33,7 @@ class GSLSettings:
     finetune_epochs: int = 2
     max_target: float = 0.95
     compare_unguided: bool = True
+    dense_same_epochs: bool = True  # also train the dense model as long as the pruned one
     timing_repeats: int = 5
     seed: int = 0
 
@@ -160,6 +161,13 @@ def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: P
         summary["unguided"] = {"uniform_sparsity": uniform, "accuracy_after_pruning": pruned_u,
                                "accuracy_after_finetune": final_u, "conv_speedup_measured": net_u,
                                "layers": per_layer_u.to_dict("records")}
+    if settings.dense_same_epochs:
+        # Pruning and fine-tuning also train: the fair dense reference trains as many epochs.
+        longer = copy.deepcopy(model)
+        extra = settings.prune_epochs + settings.finetune_epochs
+        train_epochs(longer, data, extra, prune, log=log, phase="dense (same epochs)",
+                     seed=settings.seed + 3)
+        summary["dense_accuracy_same_epochs"] = accuracy(longer, data.test_x, data.test_y)
     summary["seconds"] = time.time() - started
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     plot_history(pd.DataFrame(history), out_dir, dense_acc)
