@@ -129,5 +129,6 @@ def test_pipeline_end_to_end(tmp_path):
     assert layers["measured_speedup"].notna().all()
     saved = json.loads((out / "summary.json").read_text())
     assert saved["gsl"]["conv_speedup_measured"] > 0 and "unguided" in saved
+    assert 0 <= saved["dense_accuracy_same_epochs"] <= 100
     timing = pd.read_csv(out / "timing_gsl" / "results.csv")
     assert (timing["status"] == "ok").all() and (timing["pattern"] == "file").all()

@@ -52,11 +52,12 @@ def _with_model_numbers(profile: Profile) -> tuple[Profile, str]:
 class ModelSpeedup:
     """speedup(layer, sparsity) of whichever model guides the pruning."""
 
-    def __init__(self, profile: Profile, results_root: Path = Path("results"), threads: int = 1):
+    def __init__(self, profile: Profile, results_root: Path = Path("results"), threads: int = 1,
+                 fit_file: Path | None = None):
         self.threads = threads
         self.fitted, self.source = None, ""
-        runs = sorted(results_root.glob(f"{profile.name}-*/model_fit.json"),
-                      key=lambda p: p.stat().st_mtime)
+        runs = [fit_file] if fit_file is not None and fit_file.exists() else sorted(
+            results_root.glob(f"{profile.name}-*/model_fit.json"), key=lambda p: p.stat().st_mtime)
         if runs:
             self.fitted = FittedModel.from_json(json.loads(runs[-1].read_text()))
             self.source = f"fitted model of {runs[-1].parent}"

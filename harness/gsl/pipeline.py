@@ -34,6 +34,7 @@ class GSLSettings:
     max_target: float = 0.95
     compare_unguided: bool = True
     dense_same_epochs: bool = True  # also train the dense model as long as the pruned one
+    sweep_layers: bool = True  # fit the model on a sweep of the network's own layer shapes
     timing_repeats: int = 5
     seed: int = 0
 
@@ -57,6 +58,31 @@ def time_patterns(weights: dict[str, np.ndarray], shapes: dict[str, LayerShape],
     store.write_table(frame)
     store.close()
     return frame
+
+
+LAYER_SWEEP_SPARSITIES = [0.3, 0.5, 0.7, 0.8, 0.9, 0.95]
+
+
+def sweep_own_layers(shapes: dict[str, LayerShape], profile: Profile, run_dir: Path,
+                     repeats: int) -> Path | None:
+    """Sweep the network's own convolution shapes (random weights) and fit the model on them,
+    so the guidance rests on measurements of these very layers. Returns the fit file."""
+    from ..analysis import analyse
+    from ..calibrate import calibration
+    host = detect_host()
+    cfg = SweepConfig(profile=profile, target=build_target(profile), host=host,
+                      layers=list(shapes.values()), sparsities=LAYER_SWEEP_SPARSITIES,
+                      methods=TIMING_METHODS, repeats=repeats, min_time=0.02)
+    store = RunStore(run_dir)
+    run_sweep(cfg, store, plan_points(cfg), progress=False)
+    frame = results_table(store.rows())
+    store.write_table(frame)
+    try:
+        analyse(store, frame, profile, calibration(cfg.built, host, 1),
+                host.caches_kib.get("l2", 1024) * 1024, cfg.built.isa)
+    finally:
+        store.close()
+    return run_dir / "model_fit.json"
 
 
 def network_speed(frame: pd.DataFrame, sparse_layers: set[str]) -> tuple[pd.DataFrame, float]:
@@ -109,7 +135,11 @@ def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: P
     log(f"dense model: test accuracy {dense_acc:.2f}%")
 
     shapes = conv_shapes(model, torch.from_numpy(data.test_x[:1]), network="gsl")
-    speedup = ModelSpeedup(profile, results_root)
+    fit_file = None
+    if settings.sweep_layers:
+        log("sweeping the network's own convolution shapes to fit the performance model")
+        fit_file = sweep_own_layers(shapes, profile, out_dir / "layer_sweep", settings.timing_repeats)
+    speedup = ModelSpeedup(profile, results_root, fit_file=fit_file)
     guidance = guide(shapes, speedup, settings.max_target)
     log(f"guidance from the {speedup.source}:")
     for g in guidance.values():
@@ -123,10 +153,35 @@ def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: P
     weights = conv_weights(model_gsl)
     np.savez(out_dir / "pruned_convs.npz", **{shapes[n].name: w for n, w in weights.items()
                                                if n in shapes})
-    timing = time_patterns(weights, shapes, profile, out_dir / "timing_gsl", settings.timing_repeats)
-    gsl_set = {n for n, st in pruner.layers.items() if st.kind == "conv" and "restored" not in st.reason}
-    per_layer, net_speedup = network_speed(timing, gsl_set)
 
+    # Train everything first, then time: timings taken back to back, on a machine no longer
+    # busy training, are comparable.
+    unguided = None
+    if settings.compare_unguided:
+        total = sum(w.size for n, w in weights.items() if n in shapes)
+        kept = sum(np.count_nonzero(w) for n, w in weights.items() if n in shapes)
+        uniform = 1 - kept / total
+        log(f"unguided comparison: every convolution pruned to {uniform:.3f} "
+            f"(same {kept} remaining conv weights)")
+        model_u, _, pruned_u, final_u, hist_u = prune_and_finetune(
+            model, data, guidance, prune, settings, log, "unguided", uniform_target=uniform)
+        pd.DataFrame(hist_u).to_csv(out_dir / "history_unguided.csv", index=False)
+        weights_u = conv_weights(model_u)
+        np.savez(out_dir / "pruned_convs_unguided.npz",
+                 **{shapes[n].name: w for n, w in weights_u.items() if n in shapes})
+        unguided = (uniform, pruned_u, final_u, weights_u)
+    dense_same = None
+    if settings.dense_same_epochs:
+        # Pruning and fine-tuning also train: the fair dense reference trains as many epochs.
+        longer = copy.deepcopy(model)
+        train_epochs(longer, data, settings.prune_epochs + settings.finetune_epochs, prune,
+                     log=log, phase="dense (same epochs)", seed=settings.seed + 3)
+        dense_same = accuracy(longer, data.test_x, data.test_y)
+
+    log("timing the pruned convolutions' real patterns")
+    gsl_set = {n for n, st in pruner.layers.items() if st.kind == "conv" and "restored" not in st.reason}
+    timing = time_patterns(weights, shapes, profile, out_dir / "timing_gsl", settings.timing_repeats)
+    per_layer, net_speedup = network_speed(timing, gsl_set)
     layer_rows = []
     for name, g in guidance.items():
         st = pruner.layers.get(name)
@@ -146,28 +201,16 @@ def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: P
         "conv_speedup_measured": net_speedup, "layers": per_layer.to_dict("records")},
         "model": speedup.source, "settings": asdict(settings), "prune_settings": asdict(prune)}
 
-    if settings.compare_unguided:
-        total = sum(w.size for n, w in weights.items() if n in shapes)
-        kept = sum(np.count_nonzero(w) for n, w in weights.items() if n in shapes)
-        uniform = 1 - kept / total
-        log(f"unguided comparison: every convolution pruned to {uniform:.3f} "
-            f"(same {kept} remaining conv weights)")
-        model_u, _, pruned_u, final_u, hist_u = prune_and_finetune(
-            model, data, guidance, prune, settings, log, "unguided", uniform_target=uniform)
-        timing_u = time_patterns(conv_weights(model_u), shapes, profile, out_dir / "timing_unguided",
+    if unguided is not None:
+        uniform, pruned_u, final_u, weights_u = unguided
+        timing_u = time_patterns(weights_u, shapes, profile, out_dir / "timing_unguided",
                                  settings.timing_repeats)
         per_layer_u, net_u = network_speed(timing_u, set(shapes))  # all pruned, all sparse
-        pd.DataFrame(hist_u).to_csv(out_dir / "history_unguided.csv", index=False)
         summary["unguided"] = {"uniform_sparsity": uniform, "accuracy_after_pruning": pruned_u,
                                "accuracy_after_finetune": final_u, "conv_speedup_measured": net_u,
                                "layers": per_layer_u.to_dict("records")}
-    if settings.dense_same_epochs:
-        # Pruning and fine-tuning also train: the fair dense reference trains as many epochs.
-        longer = copy.deepcopy(model)
-        extra = settings.prune_epochs + settings.finetune_epochs
-        train_epochs(longer, data, extra, prune, log=log, phase="dense (same epochs)",
-                     seed=settings.seed + 3)
-        summary["dense_accuracy_same_epochs"] = accuracy(longer, data.test_x, data.test_y)
+    if dense_same is not None:
+        summary["dense_accuracy_same_epochs"] = dense_same
     summary["seconds"] = time.time() - started
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     plot_history(pd.DataFrame(history), out_dir, dense_acc)
