@@ -139,26 +139,30 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args, argv: list[str]) -> int:
     # Imports that load native libraries come after the OpenMP environment is set.
-    import psutil
-
-    from . import kernels
     from .build import build
     from .hostinfo import detect_host
-    from .layers import load_layer_file, network_layers
-    from .metadata import finish_metadata, start_metadata
     from .profiles import HOST_PROFILE, build_target, load_profile
-    from .store import METADATA, RunStore
-    from .timing import call_overhead
-    from .executors import InProcessExecutor, IsolatedExecutor
-    from .sweep import (SweepConfig, pending_points, plan_points, results_table, run_sweep,
-                        summary_table)
-    from .weights import load_weight_file
+    from .store import RunStore
 
     host = detect_host()
     profile = load_profile(args.profile or HOST_PROFILE, host=host)
     target = build_target(profile, host=host)  # refuses an ISA the host lacks, before building
     if args.refit:
         return _refit(Path(args.refit), profile, host, build(target))
+    cfg = _sweep_config(args, profile, target, host)
+    store = RunStore(_run_dir(args, profile.name))
+    try:
+        return _sweep(args, argv, cfg, store)
+    finally:
+        store.close()
+
+
+def _sweep_config(args, profile, target, host):
+    """The sweep the command line asks for, validated before anything is built or timed."""
+    from . import kernels
+    from .layers import load_layer_file, network_layers
+    from .sweep import SweepConfig
+    from .weights import load_weight_file
 
     layers = load_layer_file(args.layer_file) if args.layer_file else network_layers(args.network)
     sparsities = parse_sparsities(args.sparsity)
@@ -179,53 +183,77 @@ def _run(args, argv: list[str]) -> int:
     methods = ([m.strip() for m in args.methods.split(",") if m.strip()] if args.methods
                else kernels.available_methods())
     methods = [m for m in methods if m != "reference"] or methods
-    batches = parse_ints(args.batch, "--batch")
     max_threads = min(profile.total_cores * profile.threads_per_core, host.logical_cpus)
     asked = parse_ints(args.threads, "--threads")
     threads = sorted({min(t, max_threads) for t in asked})
     if threads != asked:
         print(f"note: threads capped at {max_threads} (profile {profile.name} on this host)",
               file=sys.stderr)
-    weight_files = load_weight_file(args.weights, layers) if args.weights else {}
+    cfg = SweepConfig(
+        profile=profile, target=target, host=host, layers=layers, sparsities=sparsities,
+        methods=methods, batches=parse_ints(args.batch, "--batch"), threads=threads,
+        pattern=args.pattern, seed=args.seed, repeats=repeats, min_time=min_time,
+        cold_cache=args.cold_cache,
+        weight_files=load_weight_file(args.weights, layers) if args.weights else {},
+        tune=args.tune, tune_budget=args.tune_budget, plugins=args.plugin)
+    cfg.load_plugins()
+    return cfg
 
+
+def _run_dir(args, profile_name: str) -> Path:
     if args.out:
         run_dir = Path(args.out)
     elif args.resume:
-        run_dir = _latest_run(profile.name)
+        run_dir = _latest_run(profile_name)
         if run_dir is None:
-            raise HarnessError(f"--resume: no earlier run of profile {profile.name} under "
+            raise HarnessError(f"--resume: no earlier run of profile {profile_name} under "
                                f"{RESULTS_ROOT}/; give --out")
     else:
-        run_dir = _new_run_dir(profile.name)
-    if run_dir.exists() and (run_dir / "points.jsonl").exists() and not args.resume:
+        run_dir = _new_run_dir(profile_name)
+    if (run_dir / "points.jsonl").exists() and not args.resume:
         raise HarnessError(f"{run_dir} already holds a run; add --resume to continue it or "
                            "choose another --out")
-    store = RunStore(run_dir)
+    return run_dir
 
-    # Pin to the first CPUs the largest thread count needs, so runs are repeatable.
+
+def _executor(args, cfg):
+    from .executors import InProcessExecutor, IsolatedExecutor
+    if args.scheduler or args.scheduler_file:
+        from .distributed import DaskExecutor
+        return DaskExecutor(cfg, args.scheduler, args.scheduler_file)
+    if args.in_process:
+        return InProcessExecutor(cfg)
+    return IsolatedExecutor(cfg, timeout=args.point_timeout)
+
+
+def _pin_threads(threads: int) -> None:
+    """Pin to the first CPUs the largest thread count needs, so runs are repeatable."""
+    import psutil
     try:
         cpus = sorted(psutil.Process().cpu_affinity())
-        psutil.Process().cpu_affinity(cpus[:max(threads)])
+        psutil.Process().cpu_affinity(cpus[:threads])
     except (AttributeError, OSError, ValueError):
         pass
 
-    built = build(target)
-    cfg = SweepConfig(profile=profile, target=target, host=host, layers=layers,
-                      sparsities=sparsities, methods=methods, batches=batches, threads=threads,
-                      pattern=args.pattern, seed=args.seed, repeats=repeats, min_time=min_time,
-                      cold_cache=args.cold_cache, weight_files=weight_files, tune=args.tune,
-                      tune_budget=args.tune_budget, plugins=args.plugin)
-    cfg.load_plugins()
+
+def _sweep(args, argv, cfg, store) -> int:
+    from .metadata import finish_metadata, start_metadata
+    from .store import METADATA
+    from .sweep import pending_points, plan_points, results_table, run_sweep, summary_table
+    from .timing import call_overhead
+
+    _pin_threads(max(cfg.threads))
+    built, profile, host = cfg.built, cfg.profile, cfg.host
     points = plan_points(cfg)
     on_cluster = bool(args.scheduler or args.scheduler_file)
     todo = pending_points(points, store, cfg, same_machine=not on_cluster)
-    settings = {"layers": [l.key for l in layers], "sparsities": sparsities, "methods": methods,
-                "batches": batches, "threads": threads, "pattern": args.pattern,
-                "seed": args.seed, "repeats": repeats, "min_time_s": min_time,
-                "cold_cache": args.cold_cache, "weights_file": args.weights,
-                "tune": args.tune, "tune_budget": args.tune_budget,
-                "points_planned": len(points), "points_to_measure": len(todo)}
-    settings["call_overhead_s"] = call_overhead(built)
+    settings = {"layers": [l.key for l in cfg.layers], "sparsities": cfg.sparsities,
+                "methods": cfg.methods, "batches": cfg.batches, "threads": cfg.threads,
+                "pattern": cfg.pattern, "seed": cfg.seed, "repeats": cfg.repeats,
+                "min_time_s": cfg.min_time, "cold_cache": cfg.cold_cache,
+                "weights_file": args.weights, "tune": cfg.tune, "tune_budget": cfg.tune_budget,
+                "points_planned": len(points), "points_to_measure": len(todo),
+                "call_overhead_s": call_overhead(built)}
     meta = start_metadata(profile=profile, built=built, host=host, argv=argv, settings=settings)
     previous = store.read_json(METADATA)
     if previous:
@@ -234,20 +262,13 @@ def _run(args, argv: list[str]) -> int:
     store.write_json(METADATA, meta)
 
     where = f"{profile.name} on {host.cpu_model}" + (" (emulated ISA)" if built.emulated else "")
-    print(f"run {run_dir}: {len(todo)} of {len(points)} points to measure; {where}",
+    print(f"run {store.dir}: {len(todo)} of {len(points)} points to measure; {where}",
           file=sys.stderr)
-    if on_cluster:
-        from .distributed import DaskExecutor
-        executor = DaskExecutor(cfg, args.scheduler, args.scheduler_file)
-    elif args.in_process:
-        executor = InProcessExecutor(cfg)
-    else:
-        executor = IsolatedExecutor(cfg, timeout=args.point_timeout)
     stop = _StopOnInterrupt()
     try:
         with stop:
-            run_sweep(cfg, store, todo, progress=not args.no_progress, executor=executor,
-                      should_stop=stop.requested)
+            run_sweep(cfg, store, todo, progress=not args.no_progress,
+                      executor=_executor(args, cfg), should_stop=stop.requested)
     except KeyboardInterrupt:  # a second Ctrl-C: give up on the point in flight
         pass
     interrupted = stop.count > 0
@@ -258,15 +279,14 @@ def _run(args, argv: list[str]) -> int:
     measured_by = sorted({r.get("worker") or r.get("host") for r in store.rows()})
     store.write_json(METADATA, finish_metadata(meta, interrupted=interrupted,
                                                measured_by=measured_by))
-    _report(frame, summary, run_dir, profile.name)
-    if not args.no_fit and not interrupted:
-        _fit(store, frame, profile, host, built, max(threads))
-    store.close()
+    _report(frame, summary, store.dir)
     if interrupted:
         print(f"interrupted; finished points are saved. Resume with: "
-              f"python run_sweep.py --profile {profile.path} --out {run_dir} --resume",
+              f"python run_sweep.py --profile {profile.path} --out {store.dir} --resume",
               file=sys.stderr)
         return 130
+    if not args.no_fit:
+        _fit(store, frame, profile, host, built, max(cfg.threads))
     return 0
 
 
@@ -343,7 +363,7 @@ def _refit(run_dir: Path, profile, host, built) -> int:
     return 0
 
 
-def _report(frame, summary, run_dir: Path, profile_name: str) -> None:
+def _report(frame, summary, run_dir: Path) -> None:
     bad = frame[frame["status"] != "ok"]
     noisy = frame[(frame["status"] == "ok") & (frame["noisy"] == True)]  # noqa: E712
     if len(summary):
