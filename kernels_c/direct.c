@@ -100,9 +100,13 @@ static void pad_channel(const spconv_geometry *g, const float *src, float *dst)
         if (sw == 1) {
             copy_floats(phase_row + g->pad_w, row, g->width);
         } else {
-            for (int w = 0; w < g->width; ++w) {
-                const int wp = w + g->pad_w;
-                phase_row[(long)(wp % sw) * phase + wp / sw] = row[w];
+            /* column phase c holds padded columns j * sw + c, i.e. source columns
+               j * sw + c - pad_w: a strided gather per phase, no divisions per element */
+            for (int c = 0; c < sw; ++c) {
+                float *dst_row = phase_row + (long)c * phase;
+                const int j0 = c >= g->pad_w ? 0 : (g->pad_w - c + sw - 1) / sw;
+                for (int j = j0, w = j0 * sw + c - g->pad_w; w < g->width; ++j, w += sw)
+                    dst_row[j] = row[w];
             }
         }
         if (++q == sh) {
