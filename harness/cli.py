@@ -216,24 +216,26 @@ def _run_dir(args, profile_name: str) -> Path:
     return run_dir
 
 
-def _executor(args, cfg):
+def _executor(args, cfg, cpus):
     from .executors import InProcessExecutor, IsolatedExecutor
     if args.scheduler or args.scheduler_file:
         from .distributed import DaskExecutor
         return DaskExecutor(cfg, args.scheduler, args.scheduler_file)
     if args.in_process:
         return InProcessExecutor(cfg)
-    return IsolatedExecutor(cfg, timeout=args.point_timeout)
+    return IsolatedExecutor(cfg, timeout=args.point_timeout, cpus=cpus)
 
 
-def _pin_threads(threads: int) -> None:
-    """Pin to the first CPUs the largest thread count needs, so runs are repeatable."""
+def _pin_threads(threads: int) -> list[int] | None:
+    """Pin to the first CPUs the largest thread count needs, so runs are repeatable;
+    returns them."""
     import psutil
     try:
-        cpus = sorted(psutil.Process().cpu_affinity())
-        psutil.Process().cpu_affinity(cpus[:threads])
+        cpus = sorted(psutil.Process().cpu_affinity())[:threads]
+        psutil.Process().cpu_affinity(cpus)
+        return cpus
     except (AttributeError, OSError, ValueError):
-        pass
+        return None
 
 
 def _sweep(args, argv, cfg, store) -> int:
@@ -242,7 +244,7 @@ def _sweep(args, argv, cfg, store) -> int:
     from .sweep import pending_points, plan_points, results_table, run_sweep, summary_table
     from .timing import call_overhead
 
-    _pin_threads(max(cfg.threads))
+    cpus = _pin_threads(max(cfg.threads))
     built, profile, host = cfg.built, cfg.profile, cfg.host
     points = plan_points(cfg)
     on_cluster = bool(args.scheduler or args.scheduler_file)
@@ -268,7 +270,7 @@ def _sweep(args, argv, cfg, store) -> int:
     try:
         with stop:
             run_sweep(cfg, store, todo, progress=not args.no_progress,
-                      executor=_executor(args, cfg), should_stop=stop.requested)
+                      executor=_executor(args, cfg, cpus), should_stop=stop.requested)
     except KeyboardInterrupt:  # a second Ctrl-C: give up on the point in flight
         pass
     interrupted = stop.count > 0

@@ -4,6 +4,7 @@ instruction or a hang can take down without taking the sweep with it."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import traceback
 
@@ -68,8 +69,8 @@ class IsolatedExecutor:
     instruction, abort) or exceeds ``timeout`` seconds on a point is recorded as that point's
     runtime_error, with the signal, and replaced by a fresh worker for the next point."""
 
-    def __init__(self, cfg: SweepConfig, timeout: float = 600.0):
-        self.cfg, self.timeout = cfg, timeout
+    def __init__(self, cfg: SweepConfig, timeout: float = 600.0, cpus: list[int] | None = None):
+        self.cfg, self.timeout, self.cpus = cfg, timeout, cpus
         self._ctx = mp.get_context("spawn")  # no fork: OpenMP and BLAS threads do not survive it
         self._proc = None
         self._conn = None
@@ -77,7 +78,16 @@ class IsolatedExecutor:
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
         self._proc = self._ctx.Process(target=_worker_main, args=(self.cfg, child), daemon=True)
-        self._proc.start()
+        # A new process inherits the CPU binding of the thread that starts it, and OpenMP has
+        # bound this (main) thread to one core: widen it to the sweep's CPUs while the worker
+        # starts, or the worker's OpenMP and BLAS threads would all share that one core.
+        bound = os.sched_getaffinity(0)
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)
+        try:
+            self._proc.start()
+        finally:
+            os.sched_setaffinity(0, bound)
         child.close()
         self._conn = parent
 

@@ -233,3 +233,14 @@ def test_property_csr_round_trip(data):
                 s = col * stride + phase % stride
             decoded[m, c - (m // mg) * cg, r, s] = csr.values[j]
     np.testing.assert_array_equal(decoded, w)
+
+
+def test_worker_gets_every_cpu_of_the_sweep(tmp_path):
+    """OpenMP binds the driver's main thread to one core; the worker must not inherit that."""
+    threads = min(2, len(os.sched_getaffinity(0)))
+    proc = sweep("--layers", "conv5", "--sparsity", "0.9", "--plugin", "probe_methods",
+                 "--methods", "affinity_probe", "--threads", str(threads), "--repeats", "1",
+                 "--min-time", "0", "--no-progress", "--no-fit", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    rows = RunStore(tmp_path / "r").rows()
+    assert len(rows[0]["details"]["affinity"]) == threads
