@@ -1,3 +1,9 @@
 """Benchmarking and autotuning harness for direct sparse convolution on CPUs."""
 
+import os
+
 __version__ = "0.1.0"
+
+# The CPUs this process may use, read before any OpenMP runtime binds the main thread to one
+# of them (after that, the main thread's affinity no longer tells the process's CPUs).
+STARTUP_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []

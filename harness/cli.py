@@ -230,8 +230,10 @@ def _pin_threads(threads: int) -> list[int] | None:
     """Pin to the first CPUs the largest thread count needs, so runs are repeatable;
     returns them."""
     import psutil
+
+    from . import STARTUP_CPUS
     try:
-        cpus = sorted(psutil.Process().cpu_affinity())[:threads]
+        cpus = (STARTUP_CPUS or sorted(psutil.Process().cpu_affinity()))[:threads]
         psutil.Process().cpu_affinity(cpus)
         return cpus
     except (AttributeError, OSError, ValueError):

@@ -244,3 +244,20 @@ def test_worker_gets_every_cpu_of_the_sweep(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = RunStore(tmp_path / "r").rows()
     assert len(rows[0]["details"]["affinity"]) == threads
+
+
+def test_worker_cpus_survive_openmp_in_the_driver(tmp_path):
+    """A driver that ran OpenMP code before the sweep (calibration, say) still hands the
+    worker every CPU."""
+    threads = min(2, len(os.sched_getaffinity(0)))
+    code = ("import sys; from harness.kernels.native import host_kernels; "
+            "host_kernels().lib.spconv_fma_loop(1000, 2); from harness.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, "--layers", "conv5", "--sparsity", "0.9",
+                           "--plugin", "probe_methods", "--methods", "affinity_probe",
+                           "--threads", str(threads), "--repeats", "1", "--min-time", "0",
+                           "--no-progress", "--no-fit", "--out", str(tmp_path / "r")],
+                          cwd=REPO, env={**PLUGIN_ENV, "OMP_PROC_BIND": "close",
+                                         "OMP_PLACES": "cores"}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert len(RunStore(tmp_path / "r").rows()[0]["details"]["affinity"]) == threads
