@@ -15,7 +15,7 @@ from .layers import network_layers
 from .model import LayerCost, PaperModel
 from .profiles import PROFILE_DIR, Profile, load_profile
 from .store import RunStore
-from .sweep import crossover_sparsity
+from .results import crossover_sparsity
 
 PAPER_MEASURED = {"atom-c2750": 7.3, "xeon-e5-2697v4": 3.4, "xeon-phi-7250": 3.1}
 PAPER_PROFILES = ("atom_c2750.yaml", "xeon_e5_2697v4.yaml", "xeon_phi_7250.yaml")

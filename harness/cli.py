@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -243,7 +242,8 @@ def _pin_threads(threads: int) -> list[int] | None:
 def _sweep(args, argv, cfg, store) -> int:
     from .metadata import finish_metadata, start_metadata
     from .store import METADATA
-    from .sweep import pending_points, plan_points, results_table, run_sweep, summary_table
+    from .results import results_table, summary_table
+    from .sweep import pending_points, plan_points, run_sweep
     from .timing import call_overhead
 
     cpus = _pin_threads(max(cfg.threads))

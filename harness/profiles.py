@@ -8,7 +8,7 @@ numbers the performance model needs. Fields set to ``auto`` are detected on the 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 

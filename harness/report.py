@@ -194,10 +194,7 @@ def compare(run_dirs: list[Path], out_dir: Path) -> Path:
     """Several runs on the same axes and in one table."""
     frames = {}
     for rd in run_dirs:
-        d = _load(Path(rd))
-        meta = d["meta"] or {}
-        label = f"{Path(rd).name}"
-        frames[label] = d["frame"]
+        frames[Path(rd).name] = _load(Path(rd))["frame"]
     out_dir.mkdir(parents=True, exist_ok=True)
     png = plots.save(plots.compare_runs(frames), out_dir / "figures", "compare_speedup")[0]
     rows = []

@@ -18,8 +18,6 @@ from hypothesis import strategies as st
 from harness import kernels
 from harness.cli import main
 from harness.convspec import ConvSpec
-from harness.errors import HarnessError
-from harness.layers import load_layer_file
 from harness.sparsity import direct_csr, direct_layout, random_sparse_weights
 from harness.store import RunStore
 from harness.verify import expected_output, verify

@@ -116,7 +116,7 @@ def test_pipeline_end_to_end(tmp_path):
     data = synthetic_dataset(n_train=400, n_test=200, size=28, classes=4)
     model = ReferenceNet(classes=4, width=8)
     settings = GSLSettings(dense_epochs=2, prune_epochs=2, finetune_epochs=1, timing_repeats=1)
-    summary = run_gsl(model, data, load_profile(HOST_PROFILE), tmp_path / "gsl",
+    run_gsl(model, data, load_profile(HOST_PROFILE), tmp_path / "gsl",
                       prune=PruneSettings(batch_size=32), settings=settings, log=lambda *_: None,
                       results_root=tmp_path / "no-runs")
     out = tmp_path / "gsl"

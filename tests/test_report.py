@@ -1,14 +1,12 @@
 """Figures and reports are produced from a small stored run and hold what a reader needs."""
 
-import json
-
 import matplotlib
 import pandas as pd
 import pytest
 
 from harness import plots
 from harness.cli import main
-from harness.report import _load, _paper_model, write_report
+from harness.report import _load, _paper_model
 
 
 @pytest.fixture(scope="module")

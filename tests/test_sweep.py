@@ -15,12 +15,11 @@ from harness.cli import main, parse_sparsities
 from harness.errors import HarnessError
 from harness.hostinfo import detect_host
 from harness.kernels.direct import DirectSparseConv
-from harness.kernels.native import host_kernels
 from harness.layers import LayerShape, load_layer_file, network_layers
 from harness.profiles import HOST_PROFILE, build_target, load_profile
 from harness.store import RunStore
-from harness.sweep import (SweepConfig, crossover_sparsity, pending_points, plan_points,
-                           results_table, run_sweep)
+from harness.results import crossover_sparsity, results_table
+from harness.sweep import SweepConfig, plan_points, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = ["--layers", "conv5", "--sparsity", "0.5,0.9", "--repeats", "2", "--min-time", "0",

@@ -18,7 +18,8 @@ from ..hostinfo import detect_host
 from ..layers import LayerShape
 from ..profiles import Profile, build_target
 from ..store import RunStore
-from ..sweep import SweepConfig, plan_points, results_table, run_sweep
+from ..results import results_table
+from ..sweep import SweepConfig, plan_points, run_sweep
 from .guidance import LayerGuidance, ModelSpeedup, guide
 from .network import conv_shapes
 from .pruning import GuidedPruner, PruneSettings, accuracy, sparsity, train_epochs

@@ -3,8 +3,6 @@ layout, the way frozen inference graphs run it: the strongest dense convolution 
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..errors import HarnessError
 from .base import KernelError, PreparedConv
 
