@@ -3,8 +3,9 @@
 For one layer shape, density bucket, thread count, kernel build and host, candidate plans
 (register tile, output-channel block, input-channel block, aligned layout) are drawn from a
 grid, pruned with what the cost model knows (a tile wider than the output run or an input block
-that cannot stay in L2 is never faster), verified against the reference and timed; the fastest
-is stored. The database is one JSON file updated under a lock, so concurrent sweeps share it.
+that cannot stay in L2 is never faster; fewer work items than threads leave threads idle),
+verified against the reference and timed; the fastest is stored. The database is one JSON file
+updated under a lock, so concurrent sweeps share it.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ def candidate_plans(spec: ConvSpec, built: BuiltKernels, threads: int, l2_bytes:
         block_bytes = 4 * cb * layout.plane * layout.copies
         if block_bytes > l2_bytes and cb != channel_blocks[0]:
             continue  # an input block that spills L2 only adds misses
+        if spec.batch * -(-spec.out_channels // mb) < threads:
+            continue  # fewer work items than threads leaves threads idle
         plan = DirectPlan(min(tile, vectors), min(mb, spec.out_channels), cb, al)
         if plan not in seen:
             seen.add(plan)

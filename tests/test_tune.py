@@ -22,6 +22,8 @@ def test_candidates_are_distinct_and_start_with_default():
     assert any(p.aligned for p in plans)
     vectors = -(-13 * 16 // built.lib.spconv_vector_floats())
     assert all(p.tile_vectors <= max(vectors, plans[0].tile_vectors) for p in plans)
+    two = candidate_plans(spec, built, 2, 1 << 20, budget=200)
+    assert all(-(-96 // p.out_channel_block) >= 2 for p in two)  # every thread gets work
 
 
 def test_tune_stores_best_plan_and_sweep_reuses_it(tmp_path, rng):
