@@ -4,43 +4,26 @@ product (single-threaded), the kind of generic library routine the paper's lower
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..errors import HarnessError
-from . import native
-from .base import PreparedConv
+from .lowering import Im2colConv
 
 
-class LoweredScipyConv(PreparedConv):
+class LoweredScipyConv(Im2colConv):
     method = "lowered_scipy"
 
     def __init__(self, w, bias, spec, *, relu, threads, kernels=None, **_):
-        super().__init__(spec, relu=relu, threads=threads)
+        super().__init__(bias, spec, relu=relu, threads=threads, kernels=kernels)
         try:
             import scipy.sparse as sp
         except ImportError:
             raise HarnessError("method 'lowered_scipy' needs scipy") from None
-        self.built = native.resolve(kernels)
-        g, k = spec.groups, spec.reduction_length
-        mg = spec.out_channels // g
-        self._mats = [sp.csr_matrix(w[i * mg:(i + 1) * mg].reshape(mg, k)) for i in range(g)]
-        self._bias = None if bias is None else bias.reshape(g, mg, 1).copy()
-        npix = spec.out_height * spec.out_width
-        self._cols = np.empty((g, k, npix), dtype=np.float32)
-        self._cols_ptr = native.float_ptr(self.built, self._cols)
+        g, mg = spec.groups, spec.out_channels // spec.groups
+        self._mats = [sp.csr_matrix(w[i * mg:(i + 1) * mg].reshape(mg, spec.reduction_length))
+                      for i in range(g)]
 
-    def _run(self, x, out):
-        spec = self.spec
-        view = out.reshape(spec.batch, spec.groups, -1, spec.out_height * spec.out_width)
-        for n in range(spec.batch):
-            native.im2col(self.built, native.float_ptr(self.built, x[n]), spec,
-                          self._cols_ptr, 1)  # the SpMM is single-threaded too
-            for g, mat in enumerate(self._mats):
-                view[n, g] = mat @ self._cols[g]
-        if self._bias is not None:
-            view += self._bias
-        if self.relu:
-            np.maximum(out, 0.0, out=out)
+    def _multiply(self, cols, out_groups):
+        for g, mat in enumerate(self._mats):
+            out_groups[g] = mat @ cols[g]
 
     def describe(self) -> dict:
         import scipy
