@@ -42,10 +42,9 @@ def layer_class(r) -> str:
 
 def row_plan(r) -> dict:
     """The plan a stored row ran with: aligned layout and register tile, when recorded."""
-    aligned = r.get("plan_aligned")
     tile = r.get("plan_tile_vectors")
-    return {"aligned": bool(aligned) if isinstance(aligned, (bool, np.bool_)) or aligned in (0, 1)
-            else str(aligned) == "True",
+    # the flag arrives as a bool from the run's rows, a number or text from a CSV, NaN if absent
+    return {"aligned": str(r.get("plan_aligned")) in ("True", "1", "1.0"),
             "tile": int(tile) if tile is not None and np.isfinite(float(tile)) else None}
 
 
