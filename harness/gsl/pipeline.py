@@ -45,6 +45,11 @@ def conv_weights(model) -> dict[str, np.ndarray]:
             if isinstance(m, torch.nn.Conv2d)}
 
 
+def save_convs(path: Path, weights: dict[str, np.ndarray], shapes: dict[str, LayerShape]) -> None:
+    """The convolutions' weights as an .npz named by layer, the form sweeps load (--weights)."""
+    np.savez(path, **{shapes[n].name: w for n, w in weights.items() if n in shapes})
+
+
 def time_patterns(weights: dict[str, np.ndarray], shapes: dict[str, LayerShape], profile: Profile,
                   run_dir: Path, repeats: int) -> pd.DataFrame:
     """Time each convolution's real weights with the sweep (verified like every sweep)."""
@@ -152,8 +157,7 @@ def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: P
         model, data, guidance, prune, settings, log, "GSL")
     torch.save(model_gsl.state_dict(), out_dir / "pruned.pt")
     weights = conv_weights(model_gsl)
-    np.savez(out_dir / "pruned_convs.npz", **{shapes[n].name: w for n, w in weights.items()
-                                               if n in shapes})
+    save_convs(out_dir / "pruned_convs.npz", weights, shapes)
 
     # Train everything first, then time: timings taken back to back, on a machine no longer
     # busy training, are comparable.
@@ -168,8 +172,7 @@ def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: P
             model, data, guidance, prune, settings, log, "unguided", uniform_target=uniform)
         pd.DataFrame(hist_u).to_csv(out_dir / "history_unguided.csv", index=False)
         weights_u = conv_weights(model_u)
-        np.savez(out_dir / "pruned_convs_unguided.npz",
-                 **{shapes[n].name: w for n, w in weights_u.items() if n in shapes})
+        save_convs(out_dir / "pruned_convs_unguided.npz", weights_u, shapes)
         unguided = (uniform, pruned_u, final_u, weights_u)
     dense_same = None
     if settings.dense_same_epochs:
