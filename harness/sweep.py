@@ -130,6 +130,7 @@ class PointRunner:
         llc = max(cfg.host.caches_kib.values(), default=32 * 1024)
         self._evictor = CacheEvictor(llc) if cfg.cold_cache else None
         self._db = TuningDB()
+        self.built = cfg.built  # once: resolving the build hashes every kernel source
 
     def _group_data(self, point: SweepPoint):
         if point.weights_key != self._group_key:
@@ -150,19 +151,19 @@ class PointRunner:
         cfg = self.cfg
         if cfg.tune == "off":
             return None, "default"
-        key = tuning_key(spec, np.count_nonzero(w) / w.size, threads, cfg.built, cfg.host.cpu_model)
+        key = tuning_key(spec, np.count_nonzero(w) / w.size, threads, self.built, cfg.host.cpu_model)
         plan = self._db.get(key)
         if plan is not None:
             return plan, "tuned"
         if cfg.tune != "search":
             return None, "default"
-        plan, _ = tune(w, spec, threads, cfg.built, host=cfg.host.cpu_model,
+        plan, _ = tune(w, spec, threads, self.built, host=cfg.host.cpu_model,
                        l2_bytes=cfg.host.caches_kib.get("l2", 256) * 1024,
                        budget=cfg.tune_budget, db=self._db)
         return plan, "tuned"
 
     def run(self, point: SweepPoint) -> dict:
-        row = base_row(point, self.cfg)
+        row = base_row(point, self.cfg, self.built)
         try:
             w, x, spec, expected = self._group_data(point)
         except HarnessError as exc:
@@ -170,7 +171,7 @@ class PointRunner:
         row.update(sparsity=round(sparsity_of(w), 6), nnz=int(np.count_nonzero(w)),
                    dense_flops=spec.dense_flops(),
                    useful_flops=spec.dense_flops() * np.count_nonzero(w) // w.size)
-        options = {"kernels": self.cfg.built} if point.method in NATIVE_METHODS else {}
+        options = {"kernels": self.built} if point.method in NATIVE_METHODS else {}
         try:
             if point.method == "direct_sparse":
                 options["plan"], row["tuned"] = self._plan(w, spec, point.threads)
@@ -207,7 +208,9 @@ class PointRunner:
         return row
 
 
-def base_row(point: SweepPoint, cfg: SweepConfig) -> dict:
+def base_row(point: SweepPoint, cfg: SweepConfig, built: BuiltKernels | None = None) -> dict:
+    """The columns that say which point, build, profile and host a row is."""
+    built = built or cfg.built
     layer = point.layer
     return {
         "key": point.key, "network": layer.network, "layer": layer.name,
@@ -216,9 +219,9 @@ def base_row(point: SweepPoint, cfg: SweepConfig) -> dict:
         "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups,
         "method": point.method, "target_sparsity": point.sparsity, "sparsity": point.sparsity,
         "pattern": point.pattern, "seed": point.seed, "batch": point.batch,
-        "threads": point.threads, "profile": cfg.profile.name, "isa": cfg.built.isa,
-        "emulated": cfg.built.emulated, "host": cfg.host.cpu_model,
-        "build_key": cfg.built.key, "status": "", "reason": "", "repeats": cfg.repeats,
+        "threads": point.threads, "profile": cfg.profile.name, "isa": built.isa,
+        "emulated": built.emulated, "host": cfg.host.cpu_model,
+        "build_key": built.key, "status": "", "reason": "", "repeats": cfg.repeats,
         "cold_cache": cfg.cold_cache, "timestamp": time.time(),
     }
 
