@@ -1,7 +1,7 @@
 """A performance model fitted to a sweep's measurements, its validation and the sweet spots.
 
 Direct sparse time is modelled from what the kernel does (kernels_c/direct.c) per call:
-    t = t_fixed + a_pad * padded input floats + a_out * output-run floats
+    t = t_fixed + a_pad * padded input floats (per work item) + a_out * output-run floats
         + a_tile * non-zeros x register tiles + (a_fma + d_class) * non-zeros x vectors
         + d_level * non-zeros x vectors [input beyond L2]
 all over the batch and divided by the threads. d_class adjusts the vector-FMA cost per layer
@@ -20,6 +20,7 @@ import pandas as pd
 from scipy.optimize import lsq_linear
 
 from .convspec import ConvSpec
+from .kernels.direct import default_out_block
 from .profiles import ISA_WIDTH
 from .sparsity import direct_layout
 
@@ -41,15 +42,27 @@ def layer_class(r) -> str:
 
 
 def row_plan(r) -> dict:
-    """The plan a stored row ran with: aligned layout and register tile, when recorded."""
-    tile = r.get("plan_tile_vectors")
+    """The plan a stored row ran with: aligned layout, register tile and output-channel block,
+    when recorded."""
+    def count(value):
+        return int(value) if value is not None and np.isfinite(float(value)) else None
     # the flag arrives as a bool from the run's rows, a number or text from a CSV, NaN if absent
     return {"aligned": str(r.get("plan_aligned")) in ("True", "1", "1.0"),
-            "tile": int(tile) if tile is not None and np.isfinite(float(tile)) else None}
+            "tile": count(r.get("plan_tile_vectors")),
+            "out_block": count(r.get("plan_out_channel_block"))}
+
+
+def padded_channels(spec: ConvSpec, out_block: int) -> int:
+    """Input channels one call pads: every work item pads the channels of the groups its
+    output channels belong to."""
+    items = -(-spec.out_channels // out_block)
+    groups_spanned = min(spec.groups, -(-out_block // (spec.out_channels // spec.groups)))
+    return spec.batch * items * spec.in_channels // spec.groups * groups_spanned
 
 
 def work_terms(spec: ConvSpec, nnz: float, isa: str, threads: int, l2_bytes: float,
-               aligned: bool = False, tile: int | None = None) -> dict:
+               aligned: bool = False, tile: int | None = None,
+               out_block: int | None = None) -> dict:
     """What one call of the direct kernel does, for the plan it ran with (default plan when
     the plan is unknown)."""
     vec = ISA_WIDTH[isa]
@@ -58,9 +71,10 @@ def work_terms(spec: ConvSpec, nnz: float, isa: str, threads: int, l2_bytes: flo
     run = -(-spec.out_height * layout.plane_w // vec) * vec
     vectors = run // vec
     tiles = -(-vectors // (tile or MAX_TILE[isa]))
+    out_block = out_block or default_out_block(spec, threads)
     b, t = spec.batch, threads
     fma = b * nnz * vectors / t
-    return {"fixed": 1.0, "pad": b * spec.in_channels * plane / t,
+    return {"fixed": 1.0, "pad": padded_channels(spec, out_block) * plane / t,
             "out": b * spec.out_channels * run / t, "tile": b * nnz * tiles / t, "fma": fma,
             "beyond_l2": fma * float(4 * spec.in_channels * plane > l2_bytes)}
 

@@ -36,28 +36,34 @@ class DirectLayout:
     Generic: one copy, split by stride phase; each phase plane_h x plane_w.
     Aligned (stride 1 only): rows padded to a whole number of vectors and one copy of the
     input per kernel column, shifted left by that column's offset, so every load of the kernel
-    starts on a vector boundary and none straddles two cache lines."""
+    starts on a vector boundary and none straddles two cache lines.
+    The kernel pads one block of input channels at a time into a small buffer, so offsets count
+    from the first channel of the non-zero's block."""
 
     plane_h: int
     plane_w: int
-    copies: int       # 1, or kernel width for the aligned layout
-    plane: int        # floats per channel in one copy
-    copy_floats: int  # floats per copy of one image
+    copies: int          # 1, or kernel width for the aligned layout
+    plane: int           # floats per channel in one copy
+    block_channels: int  # input channels per padded block
+    copy_floats: int     # floats per copy of one block
 
     @property
     def aligned(self) -> bool:
         return self.copies > 1
 
 
-def direct_layout(spec: ConvSpec, aligned: bool = False, vector: int = 16) -> DirectLayout:
+def direct_layout(spec: ConvSpec, aligned: bool = False, vector: int = 16,
+                  block_channels: int | None = None) -> DirectLayout:
+    """The layout for a plan; ``block_channels`` defaults to all channels in one block."""
+    block = min(block_channels or spec.in_channels, spec.in_channels)
     sh, sw = spec.stride
     if aligned and (sh, sw) == (1, 1) and spec.kernel_w > 1:
         plane_w = -(-spec.padded_w // vector) * vector
         plane = spec.padded_h * plane_w
-        return DirectLayout(spec.padded_h, plane_w, spec.kernel_w, plane, spec.in_channels * plane)
+        return DirectLayout(spec.padded_h, plane_w, spec.kernel_w, plane, block, block * plane)
     plane_h, plane_w = -(-spec.padded_h // sh), -(-spec.padded_w // sw)
     plane = sh * sw * plane_h * plane_w
-    return DirectLayout(plane_h, plane_w, 1, plane, spec.in_channels * plane)
+    return DirectLayout(plane_h, plane_w, 1, plane, block, block * plane)
 
 
 def _flat_nonzeros(w: np.ndarray):
@@ -79,7 +85,7 @@ def _assemble(rows, offsets, values, m_count: int, channels=None) -> CSR:
 
 
 def direct_csr(w: np.ndarray, spec: ConvSpec, layout: DirectLayout | None = None) -> CSR:
-    """CSR whose column index is the non-zero's offset in the kernel's padded-input layout."""
+    """CSR whose column index is the non-zero's offset in its padded input-channel block."""
     layout = layout or direct_layout(spec)
     rows, cols, values = _flat_nonzeros(w)
     m_per_group = spec.out_channels // spec.groups
@@ -88,13 +94,14 @@ def direct_csr(w: np.ndarray, spec: ConvSpec, layout: DirectLayout | None = None
     sh, sw = spec.stride
     dh, dw = spec.dilation
     channel = rows // m_per_group * c_per_group + cols // area
+    in_block = channel % layout.block_channels
     r = cols // spec.kernel_w % spec.kernel_h
     s = cols % spec.kernel_w
     if layout.aligned:  # copy s holds the input shifted by s * dw: the column offset vanishes
-        offsets = s * layout.copy_floats + channel * layout.plane + r * dh * layout.plane_w
+        offsets = s * layout.copy_floats + in_block * layout.plane + r * dh * layout.plane_w
     else:
         rh, cw = r * dh, s * dw
-        offsets = (channel * layout.plane
+        offsets = (in_block * layout.plane
                    + ((rh % sh) * sw + cw % sw) * layout.plane_h * layout.plane_w
                    + (rh // sh) * layout.plane_w + cw // sw)
     return _assemble(rows, offsets, values, spec.out_channels, channel)

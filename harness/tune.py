@@ -83,7 +83,7 @@ def candidate_plans(spec: ConvSpec, built: BuiltKernels, threads: int, l2_bytes:
     lib = built.lib
     vector, max_tile = lib.spconv_vector_floats(), lib.spconv_max_tile_vectors()
     tiles = sorted({max_tile, max(1, max_tile // 2), max(1, (max_tile * 2) // 3)})
-    out_blocks = sorted({1, 4, 8, 16, 32, spec.out_channels})
+    out_blocks = sorted({4, 16, 32, 64, 128, -(-spec.out_channels // threads), spec.out_channels})
     channels = spec.in_channels
     channel_blocks = sorted({c for c in (2, 4, 8, 16, 32, 64, channels) if c <= channels})
     aligned = [False, True] if spec.stride == (1, 1) and spec.kernel_w > 1 else [False]

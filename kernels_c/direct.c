@@ -10,7 +10,12 @@
 
    Aligned layout (stride 1, copies = kernel width): rows padded to whole vectors and copy k of
    the input shifted left by k * copy_shift columns, so a weight at kernel column k reads copy k
-   at a vector-aligned offset: no load straddles two cache lines. */
+   at a vector-aligned offset: no load straddles two cache lines.
+
+   Padding is fused with the input-channel blocking: a work item pads one block of channels
+   into its thread's small buffer right before the block's non-zeros stream through it, so the
+   padded copy is written and read while it sits in L1/L2, instead of a whole padded image
+   (several copies of it, for the aligned layout) going out to memory and coming back. */
 #include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -32,15 +37,22 @@ static long run_floats(const spconv_geometry *g)
     return round_up_vec((long)g->out_height * g->plane_w);
 }
 
-static long image_floats(const spconv_geometry *g)
+/* Floats of one padded block: copies x block_channels x plane. */
+static long block_floats(const spconv_geometry *g, const spconv_plan *p)
 {
-    return (long)g->copies * g->channels * spconv_channel_plane(g);
+    return (long)g->copies * p->block_channels * spconv_channel_plane(g);
 }
 
-long spconv_padded_floats(const spconv_geometry *g)
+/* One thread's block buffer: a non-zero's offset is below block_floats() and its run reads
+   run_floats() past it; whole vectors keep every thread's buffer aligned. */
+static long thread_block_floats(const spconv_geometry *g, const spconv_plan *p)
 {
-    /* A non-zero's offset is below image_floats(); its run reads run_floats() past it. */
-    return (long)g->batch * image_floats(g) + run_floats(g) + VEC_FLOATS;
+    return round_up_vec(block_floats(g, p) + run_floats(g) + VEC_FLOATS);
+}
+
+long spconv_padded_floats(const spconv_geometry *g, const spconv_plan *p)
+{
+    return (long)p->threads * thread_block_floats(g, p);
 }
 
 long spconv_scratch_floats(const spconv_geometry *g, const spconv_plan *p)
@@ -57,7 +69,8 @@ static int check(const spconv_geometry *g, const spconv_plan *p)
         (long)g->plane_h * g->stride_h < g->height + 2L * g->pad_h || g->plane_w < g->out_width)
         return -2;
     if (p->tile_vectors < 1 || p->tile_vectors > MAX_TILE || p->out_channel_block < 1 ||
-        p->channel_blocks < 1 || p->threads < 1)
+        p->channel_blocks < 1 || p->block_channels < 1 || p->threads < 1 ||
+        (long)p->channel_blocks * p->block_channels < g->channels)
         return -3;
     if (g->copies < 1 || (g->copies > 1 && (g->stride_h != 1 || g->stride_w != 1 ||
                                             g->copy_shift < 1 || g->plane_w % VEC_FLOATS)))
@@ -65,11 +78,45 @@ static int check(const spconv_geometry *g, const spconv_plan *p)
     return 0;
 }
 
-/* Copy one channel of one image into its shifted copies (aligned layout): copy k, row h
-   holds padded columns k * copy_shift onwards. Padding positions are never written. */
-static void pad_channel_copies(const spconv_geometry *g, const float *src, float *dst)
+/* Copy one channel of one image into its shifted copies (aligned layout), copy k starting
+   k * copy floats after dst: its row h holds padded columns k * copy_shift onwards. Rows of
+   padding are never written. */
+#if defined(SPCONV_ISA_AVX512)
+/* Each row of a copy is built whole in registers and written with aligned full-vector stores
+   (zeros included): no partial or line-straddling stores. Vector v of a row of copy k holds
+   input columns first + 0..15, first = v * 16 + k * copy_shift - pad_w; lanes outside the row
+   are zero. */
+static void pad_channel_copies(const spconv_geometry *g, const float *src, float *dst, long copy)
 {
-    const long copy = (long)g->channels * spconv_channel_plane(g);
+    const int row_vectors = g->plane_w / VEC_FLOATS;
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    for (int k = 0; k < g->copies; ++k)
+        for (int v = 0; v < row_vectors; ++v) {
+            const int first = v * VEC_FLOATS + k * g->copy_shift - g->pad_w;
+            const int lo = first < 0 ? -first : 0;     /* lanes before the row start */
+            const int hi = g->width - first < VEC_FLOATS ? g->width - first : VEC_FLOATS;
+            float *out = dst + k * copy + (long)g->pad_h * g->plane_w + v * VEC_FLOATS;
+            if (hi <= lo) {
+                for (int h = 0; h < g->height; ++h)
+                    _mm512_store_ps(out + (long)h * g->plane_w, _mm512_setzero_ps());
+                continue;
+            }
+            /* load the hi - lo valid elements from the row itself, then move them up lo lanes */
+            const __mmask16 load = (__mmask16)((1u << (hi - lo)) - 1);
+            const __mmask16 keep = (__mmask16)(load << lo);
+            const __m512i from = _mm512_sub_epi32(lane, _mm512_set1_epi32(lo));
+            const float *in = src + first + lo;
+            for (int h = 0; h < g->height; ++h) {
+                __m512 x = _mm512_maskz_loadu_ps(load, in + (long)h * g->width);
+                if (lo)
+                    x = _mm512_maskz_permutexvar_ps(keep, from, x);
+                _mm512_store_ps(out + (long)h * g->plane_w, x);
+            }
+        }
+}
+#else
+static void pad_channel_copies(const spconv_geometry *g, const float *src, float *dst, long copy)
+{
     for (int k = 0; k < g->copies; ++k) {
         const int shift = k * g->copy_shift;
         const int w0 = shift > g->pad_w ? shift - g->pad_w : 0;  /* first column kept */
@@ -80,13 +127,14 @@ static void pad_channel_copies(const spconv_geometry *g, const float *src, float
                         src + (long)h * g->width + w0, g->width - w0);
     }
 }
+#endif
 
-/* Copy one channel of one image into its phase planes; padding positions are left as they
-   are (zero since the buffer was cleared). */
-static void pad_channel(const spconv_geometry *g, const float *src, float *dst)
+/* Copy one channel of one image into its phase planes (or its shifted copies, copy floats
+   apart); padding positions are left as they are (zero since the buffer was cleared). */
+static void pad_channel(const spconv_geometry *g, const float *src, float *dst, long copy)
 {
     if (g->copies > 1) {
-        pad_channel_copies(g, src, dst);
+        pad_channel_copies(g, src, dst, copy);
         return;
     }
     const int sh = g->stride_h, sw = g->stride_w;
@@ -129,6 +177,17 @@ static void store_channel(const spconv_geometry *g, const float *acc, int relu, 
     }
 }
 
+/* Whether any output channel in [m0, m1) has a non-zero in input-channel block cb. */
+static int block_used(const int *blkptr, int ncb, int m0, int m1, int cb)
+{
+    for (int m = m0; m < m1; ++m) {
+        const int *ptr = blkptr + (long)m * (ncb + 1) + cb;
+        if (ptr[1] > ptr[0])
+            return 1;
+    }
+    return 0;
+}
+
 int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                   const int *blkptr, const int *colidx, const float *values,
                   const float *bias, int relu, const float *input,
@@ -138,10 +197,11 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
     if (err)
         return err;
     const long plane = spconv_channel_plane(g);
-    const long image = image_floats(g);
+    const long copy = (long)p->block_channels * plane;
     const long run = run_floats(g);
+    const long in_plane = (long)g->height * g->width;
     const long out_plane = (long)g->out_height * g->out_width;
-    const int mb = p->out_channel_block, ncb = p->channel_blocks;
+    const int mb = p->out_channel_block, ncb = p->channel_blocks, bc = p->block_channels;
     const int mblocks = (g->out_channels + mb - 1) / mb;
     const long items = (long)g->batch * mblocks;
 
@@ -153,34 +213,36 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
         const int tid = 0;
 #endif
         float *acc_base = scratch + (long)tid * mb * run;
+        float *block = padded + (long)tid * thread_block_floats(g, p);
 
-#pragma omp for schedule(static)
-        for (long nc = 0; nc < (long)g->batch * g->channels; ++nc)
-            pad_channel(g, input + nc * g->height * g->width,
-                        padded + nc / g->channels * image + nc % g->channels * plane);
-
-        /* implicit barrier: every image is padded before any channel reads it */
 #pragma omp for schedule(dynamic, 1)
         for (long item = 0; item < items; ++item) {
             const long n = item / mblocks;
             const int m0 = (int)(item % mblocks) * mb;
             const int m1 = m0 + mb < g->out_channels ? m0 + mb : g->out_channels;
-            const float *in_n = padded + n * image;
+            const float *in_n = input + n * g->channels * in_plane;
 
             for (int m = m0; m < m1; ++m) {
                 float *acc = acc_base + (long)(m - m0) * run;
                 const float b = bias ? bias[m] : 0.0f;
                 for (long i = 0; i < run; ++i) acc[i] = b;
             }
-            /* Channel blocks outermost: a block's slice of the input stays in cache while
-               every output channel of the work item streams its non-zeros through it. */
-            for (int cb = 0; cb < ncb; ++cb)
+            /* Channel blocks outermost: a block is padded once per work item and stays in
+               cache while every output channel of the item streams its non-zeros through it.
+               Blocks no channel of the item reads (other groups) are not even padded. */
+            for (int cb = 0; cb < ncb; ++cb) {
+                if (!block_used(blkptr, ncb, m0, m1, cb))
+                    continue;
+                const int c0 = cb * bc, c1 = c0 + bc < g->channels ? c0 + bc : g->channels;
+                for (int c = c0; c < c1; ++c)
+                    pad_channel(g, in_n + c * in_plane, block + (c - c0) * plane, copy);
                 for (int m = m0; m < m1; ++m) {
                     const int *ptr = blkptr + (long)m * (ncb + 1) + cb;
-                    spconv_accumulate(acc_base + (long)(m - m0) * run, run, in_n,
+                    spconv_accumulate(acc_base + (long)(m - m0) * run, run, block,
                                       colidx + ptr[0], values + ptr[0], ptr[1] - ptr[0],
                                       p->tile_vectors);
                 }
+            }
             for (int m = m0; m < m1; ++m)
                 store_channel(g, acc_base + (long)(m - m0) * run, relu,
                               output + (n * g->out_channels + m) * out_plane);

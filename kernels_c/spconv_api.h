@@ -13,6 +13,7 @@ typedef struct {
     int tile_vectors;       /* register block: accumulator vectors held in registers */
     int out_channel_block;  /* output channels one work item covers */
     int channel_blocks;     /* input-channel blocks: width of the block pointer rows - 1 */
+    int block_channels;     /* input channels per block (the last block may hold fewer) */
     int threads;            /* OpenMP threads for this call */
 } spconv_plan;
 
@@ -24,15 +25,16 @@ int spconv_max_tile_vectors(void);
 int spconv_openmp_enabled(void);
 
 /* Workspace sizes in floats (they include the slack vector over-reads need). */
-long spconv_padded_floats(const spconv_geometry *g);
+long spconv_padded_floats(const spconv_geometry *g, const spconv_plan *p);
 long spconv_scratch_floats(const spconv_geometry *g, const spconv_plan *p);
 long spconv_channel_plane(const spconv_geometry *g);
 
 /* Direct sparse convolution. blkptr has out_channels rows of channel_blocks + 1 entries
    delimiting each output channel's non-zeros per input-channel block; colidx holds offsets into
-   the stride-phase-split padded input. padded must be spconv_padded_floats() long and zeroed
-   once before first use; the call fills its interior from input. Returns 0 or a negative
-   error code. */
+   the padded copy of one input-channel block (stride-phase split, see direct.c), counted from
+   the block's first channel. padded (one block buffer per thread) must be
+   spconv_padded_floats() long and zeroed once before first use; calls only write the interior
+   of each padded channel. Returns 0 or a negative error code. */
 int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                   const int *blkptr, const int *colidx, const float *values,
                   const float *bias, int relu, const float *input,

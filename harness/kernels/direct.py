@@ -22,15 +22,24 @@ class DirectPlan:
     aligned: bool = False    # shifted input copies so every load is vector-aligned (stride 1)
 
 
+ACC_BYTES = 512 * 1024  # accumulators of one work item kept within about half an L2
+
+
+def default_out_block(spec, threads: int) -> int:
+    """Output channels per work item: as many as possible, since each item pads its input
+    blocks afresh, but one item per thread and accumulators that stay in L2."""
+    per_image = max(1, -(-threads // max(1, spec.batch)))
+    run = spec.out_height * direct_layout(spec).plane_w
+    return max(1, min(-(-spec.out_channels // per_image), ACC_BYTES // (4 * run)))
+
+
 def default_plan(spec, built, threads: int) -> DirectPlan:
     """A sound untuned plan: widest register tile, input-channel blocks whose slice of the
-    padded input fits in about 32 KiB, and enough work items to keep every thread busy."""
+    padded input fits in about 32 KiB, and large work items (default_out_block)."""
     plane_bytes = 4 * direct_layout(spec).plane
     channel_block = max(1, min(spec.in_channels, (32 * 1024) // plane_bytes))
-    items_wanted = 4 * threads
-    per_image = max(1, -(-items_wanted // max(1, spec.batch)))
-    out_block = max(1, min(16, -(-spec.out_channels // per_image)))
-    return DirectPlan(built.lib.spconv_max_tile_vectors(), out_block, channel_block)
+    return DirectPlan(built.lib.spconv_max_tile_vectors(), default_out_block(spec, threads),
+                      channel_block)
 
 
 def aligned_zeros(count: int, alignment: int) -> np.ndarray:
@@ -54,7 +63,7 @@ class DirectSparseConv(PreparedConv):
         if self.plan.out_channel_block < 1 or self.plan.channel_block < 1:
             raise ShapeError(f"plan blocks must be positive: {self.plan}")
         vector = lib.spconv_vector_floats()
-        layout = self.layout = direct_layout(spec, self.plan.aligned, vector)
+        layout = self.layout = direct_layout(spec, self.plan.aligned, vector, self.plan.channel_block)
         csr = direct_csr(w, spec, layout)
         self.nnz = csr.nnz
         self._colidx, self._values = csr.colidx, csr.values
@@ -68,11 +77,11 @@ class DirectSparseConv(PreparedConv):
             plane_w=layout.plane_w, copies=layout.copies, copy_shift=spec.dilation[1]))
         self._plan = ffi.new("spconv_plan *", dict(
             tile_vectors=self.plan.tile_vectors, out_channel_block=self.plan.out_channel_block,
-            channel_blocks=self._blkptr.shape[1] - 1, threads=threads))
+            channel_blocks=self._blkptr.shape[1] - 1, block_channels=layout.block_channels,
+            threads=threads))
         # Zeroed once: the kernel only ever writes the interior, so the padding stays zero.
-        self._padded = aligned_zeros(lib.spconv_padded_floats(self._geometry), 64)
-        self._scratch = np.zeros(lib.spconv_scratch_floats(self._geometry, self._plan),
-                                 dtype=np.float32)
+        self._padded = aligned_zeros(lib.spconv_padded_floats(self._geometry, self._plan), 64)
+        self._scratch = aligned_zeros(lib.spconv_scratch_floats(self._geometry, self._plan), 64)
         self._ptrs = (
             native.int_ptr(built, self._blkptr), native.int_ptr(built, self._colidx),
             native.float_ptr(built, self._values),
