@@ -1,22 +1,23 @@
 """Autotuning of the direct kernel's plan, with a tuning database so sweeps reuse results.
 
-For one layer shape, density bucket, thread count, kernel build and host, candidate plans
-(register tile, output-channel block, input-channel block, aligned layout) are drawn from a
-grid, pruned with what the cost model knows (a tile wider than the output run or an input block
-that cannot stay in L2 is never faster; fewer work items than threads leave threads idle),
-verified against the reference and timed; the fastest is stored. The database is one JSON file
-updated under a lock, so concurrent sweeps share it.
+For one layer shape, density bucket, thread count, kernel build and host, the plan (register
+tile, output-channel block, input-channel block, aligned layout) is searched over a grid pruned
+with what the cost model knows (a tile wider than the output run or an input block that cannot
+stay in L2 is never faster; fewer work items than threads leave threads idle). The search is
+coordinate descent from the default plan: every value of one choice is tried with the others
+held at the best plan so far, choice after choice, until a whole round improves nothing or the
+budget of timed plans is spent. Every candidate is verified against the reference before it is
+timed; the fastest is stored. The database is one JSON file updated under a lock, so
+concurrent sweeps share it.
 """
 
 from __future__ import annotations
 
 import fcntl
-import itertools
 import json
 import os
-import random
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,33 +78,76 @@ class TuningDB:
             os.replace(tmp, self.path)
 
 
-def candidate_plans(spec: ConvSpec, built: BuiltKernels, threads: int, l2_bytes: int,
-                    budget: int, seed: int = 0) -> list[DirectPlan]:
-    """The default plan plus up to ``budget - 1`` distinct, model-pruned grid points."""
-    lib = built.lib
-    vector, max_tile = lib.spconv_vector_floats(), lib.spconv_max_tile_vectors()
-    tiles = sorted({max_tile, max(1, max_tile // 2), max(1, (max_tile * 2) // 3)})
-    out_blocks = sorted({4, 16, 32, 64, 128, -(-spec.out_channels // threads), spec.out_channels})
+AXES = ("aligned", "channel_block", "out_channel_block", "tile_vectors")  # most telling first
+
+
+@dataclass(frozen=True)
+class PlanSpace:
+    """The values each plan choice may take, and which combinations are worth timing."""
+
+    spec: ConvSpec
+    threads: int
+    l2_bytes: int
+    vector: int
+    values: dict  # axis -> sorted candidate values
+
+    def normalised(self, plan: DirectPlan) -> DirectPlan:
+        """The same plan with a tile no wider than the output run (wider ones run the same)."""
+        layout = direct_layout(self.spec, plan.aligned, self.vector)
+        vectors = -(-self.spec.out_height * layout.plane_w // self.vector)
+        return replace(plan, tile_vectors=min(plan.tile_vectors, vectors))
+
+    def feasible(self, plan: DirectPlan) -> bool:
+        spec = self.spec
+        layout = direct_layout(spec, plan.aligned, self.vector)
+        block_bytes = 4 * plan.channel_block * layout.plane * layout.copies
+        return ((block_bytes <= self.l2_bytes
+                 or plan.channel_block == min(self.values["channel_block"]))
+                and spec.batch * -(-spec.out_channels // plan.out_channel_block) >= self.threads)
+
+    def along(self, plan: DirectPlan, axis: str) -> list[DirectPlan]:
+        """The feasible plans that differ from ``plan`` in ``axis`` only."""
+        plans = dict.fromkeys(self.normalised(replace(plan, **{axis: value}))
+                              for value in self.values[axis])
+        return [p for p in plans if p != plan and self.feasible(p)]
+
+
+def plan_space(spec: ConvSpec, built: BuiltKernels, threads: int, l2_bytes: int) -> PlanSpace:
+    vector, max_tile = built.lib.spconv_vector_floats(), built.lib.spconv_max_tile_vectors()
+    vectors = -(-spec.out_height * direct_layout(spec, True, vector).plane_w // vector)
+    # whole run, halves and thirds of it (as wide as registers allow), and fractions of the file
+    tiles = {min(max_tile, -(-vectors // parts)) for parts in (1, 2, 3)}
+    tiles |= {max_tile, max(1, max_tile // 2), max(1, (max_tile * 2) // 3)}
+    out_blocks = {4, 16, 32, 64, 128, -(-spec.out_channels // threads), spec.out_channels}
     channels = spec.in_channels
-    channel_blocks = sorted({c for c in (2, 4, 8, 16, 32, 64, channels) if c <= channels})
-    aligned = [False, True] if spec.stride == (1, 1) and spec.kernel_w > 1 else [False]
-    seen, plans = set(), []
-    for tile, mb, cb, al in itertools.product(tiles, out_blocks, channel_blocks, aligned):
-        layout = direct_layout(spec, al, vector)
-        vectors = -(-spec.out_height * layout.plane_w // vector)
-        block_bytes = 4 * cb * layout.plane * layout.copies
-        if block_bytes > l2_bytes and cb != channel_blocks[0]:
-            continue  # an input block that spills L2 only adds misses
-        if spec.batch * -(-spec.out_channels // mb) < threads:
-            continue  # fewer work items than threads leaves threads idle
-        plan = DirectPlan(min(tile, vectors), min(mb, spec.out_channels), cb, al)
-        if plan not in seen:
-            seen.add(plan)
-            plans.append(plan)
-    rng = random.Random(seed)
-    rng.shuffle(plans)
-    first = default_plan(spec, built, threads)
-    return [first] + [p for p in plans if p != first][:max(0, budget - 1)]
+    stride_one = spec.stride == (1, 1) and spec.kernel_w > 1
+    return PlanSpace(spec, threads, l2_bytes, vector, {
+        "tile_vectors": sorted(tiles),
+        "out_channel_block": sorted(b for b in out_blocks if b <= spec.out_channels),
+        "channel_block": sorted({c for c in (2, 4, 8, 16, 32, 64, channels) if c <= channels}),
+        "aligned": [False, True] if stride_one else [False]})
+
+
+def coordinate_search(space: PlanSpace, start: DirectPlan, cost, budget: int):
+    """Coordinate descent over the plan choices from ``start``, timing at most ``budget``
+    distinct plans with ``cost``; returns the best plan and every plan's cost."""
+    costs: dict[DirectPlan, float] = {}
+
+    def cost_of(plan):
+        if plan not in costs and len(costs) < budget:
+            costs[plan] = cost(plan)
+        return costs.get(plan, float("inf"))
+
+    best = start
+    cost_of(best)
+    improved = True
+    while improved and len(costs) < budget:
+        improved = False
+        for axis in AXES:
+            for plan in space.along(best, axis):
+                if cost_of(plan) < costs[best]:
+                    best, improved = plan, True
+    return best, costs
 
 
 def tune(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels, *, host: str,
@@ -114,8 +158,8 @@ def tune(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels, *, ho
     x = rng.standard_normal(spec.input_shape).astype(np.float32)
     expected = expected_output(x, w, None, spec, relu=False)
     out = np.empty(spec.output_shape, np.float32)
-    results = []
-    for plan in candidate_plans(spec, built, threads, l2_bytes, budget, seed):
+
+    def time_plan(plan: DirectPlan) -> float:
         k = kernels.prepare(w, input_shape=spec.input_shape, stride=spec.stride,
                             padding=spec.padding, dilation=spec.dilation, groups=spec.groups,
                             threads=threads, kernels=built, plan=plan)
@@ -123,11 +167,12 @@ def tune(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels, *, ho
         k(x, out=out)
         if not verify(out, expected).ok:
             raise RuntimeError(f"direct kernel wrong with plan {plan}")  # a kernel bug: stop
-        results.append((measure(lambda: k(x, out=out), repeats=3, min_time=min_time).median, plan))
-    results.sort(key=lambda r: r[0])
-    best_time, best = results[0]
-    default_time = next(t for t, p in results if p == default_plan(spec, built, threads))
-    info = {"time_s": best_time, "default_time_s": default_time, "candidates": len(results)}
+        return measure(lambda: k(x, out=out), repeats=3, min_time=min_time).median
+
+    space = plan_space(spec, built, threads, l2_bytes)
+    start = space.normalised(default_plan(spec, built, threads))
+    best, costs = coordinate_search(space, start, time_plan, budget)
+    info = {"time_s": costs[best], "default_time_s": costs[start], "candidates": len(costs)}
     density = np.count_nonzero(w) / w.size
     (db or TuningDB()).put(tuning_key(spec, density, threads, built, host), best, info)
     return best, info

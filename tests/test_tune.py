@@ -5,7 +5,8 @@ from harness.kernels.direct import DirectPlan, default_plan
 from harness.kernels.native import host_kernels
 from harness.layers import LayerShape
 from harness.sparsity import random_sparse_weights
-from harness.tune import TuningDB, candidate_plans, density_bucket, tune, tuning_key
+from harness.tune import (AXES, TuningDB, coordinate_search, density_bucket, plan_space, tune,
+                          tuning_key)
 
 
 def test_density_buckets():
@@ -13,17 +14,41 @@ def test_density_buckets():
     assert density_bucket(0.0) == 0.01 and density_bucket(0.999) == 1.0
 
 
-def test_candidates_are_distinct_and_start_with_default():
+def test_plan_space_neighbours_are_feasible_and_differ_in_one_choice():
     spec = LayerShape("t", "c", 64, 13, 13, 96, 3, 1, 1).spec(1)
     built = host_kernels()
-    plans = candidate_plans(spec, built, 1, 1 << 20, budget=20)
-    assert plans[0] == default_plan(spec, built, 1)
-    assert len(plans) == 20 and len(set(plans)) == 20
-    assert any(p.aligned for p in plans)
+    space = plan_space(spec, built, 2, 1 << 20)
+    start = space.normalised(default_plan(spec, built, 2))
     vectors = -(-13 * 16 // built.lib.spconv_vector_floats())
-    assert all(p.tile_vectors <= max(vectors, plans[0].tile_vectors) for p in plans)
-    two = candidate_plans(spec, built, 2, 1 << 20, budget=200)
-    assert all(-(-96 // p.out_channel_block) >= 2 for p in two)  # every thread gets work
+    for axis in AXES:
+        plans = space.along(start, axis)
+        assert plans and len(set(plans)) == len(plans) and start not in plans
+        for p in plans:
+            changed = [a for a in AXES if getattr(p, a) != getattr(start, a)]
+            assert changed in ([axis], [axis, "tile_vectors"])  # a new layout may clamp the tile
+            assert p.tile_vectors <= vectors
+            assert -(-96 // p.out_channel_block) >= 2  # every thread gets work
+    assert any(p.aligned for p in space.along(start, "aligned"))
+
+
+def test_coordinate_search_finds_a_separable_optimum_within_budget():
+    spec = LayerShape("t", "c", 64, 13, 13, 96, 3, 1, 1).spec(1)
+    built = host_kernels()
+    space = plan_space(spec, built, 1, 1 << 20)
+    target = DirectPlan(space.values["tile_vectors"][1], 32, 16, True)
+    calls = []
+
+    def cost(plan):  # a bowl around the target, one term per choice
+        calls.append(plan)
+        return (abs(plan.tile_vectors - target.tile_vectors) + abs(plan.out_channel_block - 32)
+                + abs(plan.channel_block - 16) + 5 * (not plan.aligned))
+
+    start = space.normalised(default_plan(spec, built, 1))
+    best, costs = coordinate_search(space, start, cost, budget=40)
+    assert best == target and len(set(calls)) == len(calls) <= 40
+    calls.clear()
+    coordinate_search(space, start, cost, budget=3)
+    assert len(calls) == 3  # the budget caps the plans timed
 
 
 def test_tune_stores_best_plan_and_sweep_reuses_it(tmp_path, rng):
