@@ -106,10 +106,19 @@ class PlanSpace:
                 and spec.batch * -(-spec.out_channels // plan.out_channel_block) >= self.threads)
 
     def along(self, plan: DirectPlan, axis: str) -> list[DirectPlan]:
-        """The feasible plans that differ from ``plan`` in ``axis`` only."""
-        plans = dict.fromkeys(self.normalised(replace(plan, **{axis: value}))
+        """The feasible plans that differ from ``plan`` in ``axis`` (and, where the new value
+        makes the input block spill L2, in the input-channel block shrunk until it fits)."""
+        plans = dict.fromkeys(self.repaired(self.normalised(replace(plan, **{axis: value})))
                               for value in self.values[axis])
         return [p for p in plans if p != plan and self.feasible(p)]
+
+    def repaired(self, plan: DirectPlan) -> DirectPlan:
+        if self.feasible(plan):
+            return plan
+        smaller = [replace(plan, channel_block=c) for c in self.values["channel_block"]
+                   if c < plan.channel_block]
+        fits = [p for p in smaller if self.feasible(p)]
+        return fits[-1] if fits else plan
 
 
 def plan_space(spec: ConvSpec, built: BuiltKernels, threads: int, l2_bytes: int) -> PlanSpace:

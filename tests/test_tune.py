@@ -25,10 +25,15 @@ def test_plan_space_neighbours_are_feasible_and_differ_in_one_choice():
         assert plans and len(set(plans)) == len(plans) and start not in plans
         for p in plans:
             changed = [a for a in AXES if getattr(p, a) != getattr(start, a)]
-            assert changed in ([axis], [axis, "tile_vectors"])  # a new layout may clamp the tile
+            # a new layout may clamp the tile or need a smaller input block to stay in L2
+            assert axis in changed and set(changed) <= {axis, "tile_vectors", "channel_block"}
             assert p.tile_vectors <= vectors
             assert -(-96 // p.out_channel_block) >= 2  # every thread gets work
     assert any(p.aligned for p in space.along(start, "aligned"))
+    big = DirectPlan(start.tile_vectors, start.out_channel_block, 64, False)  # 58 KiB; aligned 184
+    tight = plan_space(spec, built, 2, 64 * 1024)
+    moved = tight.along(big, "aligned")
+    assert moved and all(p.aligned and p.channel_block < 64 and tight.feasible(p) for p in moved)
 
 
 def test_coordinate_search_finds_a_separable_optimum_within_budget():
