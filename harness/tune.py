@@ -78,7 +78,8 @@ class TuningDB:
             os.replace(tmp, self.path)
 
 
-AXES = ("aligned", "channel_block", "out_channel_block", "tile_vectors")  # most telling first
+AXES = ("aligned", "channel_block", "out_channel_block", "tile_vectors",
+        "tiles_outer")  # most telling first
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,12 @@ class PlanSpace:
     values: dict  # axis -> sorted candidate values
 
     def normalised(self, plan: DirectPlan) -> DirectPlan:
-        """The same plan with a tile no wider than the output run (wider ones run the same)."""
+        """The same plan with a tile no wider than the output run (wider ones run the same),
+        and tile order only where there are several tiles."""
         layout = direct_layout(self.spec, plan.aligned, self.vector)
         vectors = -(-self.spec.out_height * layout.plane_w // self.vector)
-        return replace(plan, tile_vectors=min(plan.tile_vectors, vectors))
+        tile = min(plan.tile_vectors, vectors)
+        return replace(plan, tile_vectors=tile, tiles_outer=plan.tiles_outer and tile < vectors)
 
     def feasible(self, plan: DirectPlan) -> bool:
         spec = self.spec
@@ -134,7 +137,8 @@ def plan_space(spec: ConvSpec, built: BuiltKernels, threads: int, l2_bytes: int)
         "tile_vectors": sorted(tiles),
         "out_channel_block": sorted(b for b in out_blocks if b <= spec.out_channels),
         "channel_block": sorted({c for c in (2, 4, 8, 16, 32, 64, channels) if c <= channels}),
-        "aligned": [False, True] if stride_one else [False]})
+        "aligned": [False, True] if stride_one else [False],
+        "tiles_outer": [False, True]})
 
 
 def coordinate_search(space: PlanSpace, start: DirectPlan, cost, budget: int):

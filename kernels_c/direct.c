@@ -188,6 +188,27 @@ static int block_used(const int *blkptr, int ncb, int m0, int m1, int cb)
     return 0;
 }
 
+/* One channel block's non-zeros for output channels [m0, m1), register tile by register tile
+   (the same even split spconv_accumulate makes): a tile reads only its rows of the block, which
+   stay in L1 while every output channel streams through them. blkptr points at the block's
+   column of the block pointers. */
+static void accumulate_tiles_outer(const spconv_geometry *g, const spconv_plan *p,
+                                   const int *blkptr, const int *colidx, const float *values,
+                                   int m0, int m1, const float *block, float *acc_base)
+{
+    const long run = run_floats(g), vectors = run / VEC_FLOATS;
+    const long ntiles = (vectors + p->tile_vectors - 1) / p->tile_vectors;
+    for (long t = 0; t < ntiles; ++t) {
+        const long v0 = vectors * t / ntiles * VEC_FLOATS;
+        const long v1 = vectors * (t + 1) / ntiles * VEC_FLOATS;
+        for (int m = m0; m < m1; ++m) {
+            const int *ptr = blkptr + (long)m * (p->channel_blocks + 1);
+            spconv_accumulate(acc_base + (long)(m - m0) * run + v0, v1 - v0, block + v0,
+                              colidx + ptr[0], values + ptr[0], ptr[1] - ptr[0], p->tile_vectors);
+        }
+    }
+}
+
 int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                   const int *blkptr, const int *colidx, const float *values,
                   const float *bias, int relu, const float *input,
@@ -236,12 +257,15 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                 const int c0 = cb * bc, c1 = c0 + bc < g->channels ? c0 + bc : g->channels;
                 for (int c = c0; c < c1; ++c)
                     pad_channel(g, in_n + c * in_plane, block + (c - c0) * plane, copy);
-                for (int m = m0; m < m1; ++m) {
-                    const int *ptr = blkptr + (long)m * (ncb + 1) + cb;
-                    spconv_accumulate(acc_base + (long)(m - m0) * run, run, block,
-                                      colidx + ptr[0], values + ptr[0], ptr[1] - ptr[0],
-                                      p->tile_vectors);
-                }
+                if (p->tiles_outer)
+                    accumulate_tiles_outer(g, p, blkptr + cb, colidx, values, m0, m1, block, acc_base);
+                else
+                    for (int m = m0; m < m1; ++m) {
+                        const int *ptr = blkptr + (long)m * (ncb + 1) + cb;
+                        spconv_accumulate(acc_base + (long)(m - m0) * run, run, block,
+                                          colidx + ptr[0], values + ptr[0], ptr[1] - ptr[0],
+                                          p->tile_vectors);
+                    }
             }
             for (int m = m0; m < m1; ++m)
                 store_channel(g, acc_base + (long)(m - m0) * run, relu,

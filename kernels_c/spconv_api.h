@@ -14,6 +14,8 @@ typedef struct {
     int out_channel_block;  /* output channels one work item covers */
     int channel_blocks;     /* input-channel blocks: width of the block pointer rows - 1 */
     int block_channels;     /* input channels per block (the last block may hold fewer) */
+    int tiles_outer;        /* 1: register tiles outside output channels within a block, so
+                               only one tile's rows of the block need to stay in L1 */
     int threads;            /* OpenMP threads for this call */
 } spconv_plan;
 

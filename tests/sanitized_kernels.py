@@ -33,7 +33,8 @@ def main(cache_dir: str, cases: int) -> int:
         b = rng.standard_normal(spec.out_channels).astype(np.float32)
         expected = expected_output(x, w, b, spec, True)
         plans = {"direct_sparse": kernels.DirectPlan(1 + i % 5, 1 + i % 3, 1 + i % 4),
-                 "direct_aligned": kernels.DirectPlan(1 + i % 7, 2, 3, aligned=True)}
+                 "direct_aligned": kernels.DirectPlan(1 + i % 7, 2, 3, aligned=True,
+                                                      tiles_outer=i % 2 == 0)}
         for method in ("direct_sparse", "direct_aligned", "lowered_sparse", "dense_gemm"):
             options = {"plan": plans[method]} if method in plans else {}
             k = kernels.prepare(w, b, input_shape=spec.input_shape, relu=True,

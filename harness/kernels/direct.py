@@ -20,6 +20,7 @@ class DirectPlan:
     out_channel_block: int   # output channels per work item
     channel_block: int       # input channels per cache block
     aligned: bool = False    # shifted input copies so every load is vector-aligned (stride 1)
+    tiles_outer: bool = False  # register tiles outside output channels within a channel block
 
 
 ACC_BYTES = 512 * 1024  # accumulators of one work item kept within about half an L2
@@ -78,7 +79,7 @@ class DirectSparseConv(PreparedConv):
         self._plan = ffi.new("spconv_plan *", dict(
             tile_vectors=self.plan.tile_vectors, out_channel_block=self.plan.out_channel_block,
             channel_blocks=self._blkptr.shape[1] - 1, block_channels=layout.block_channels,
-            threads=threads))
+            tiles_outer=int(self.plan.tiles_outer), threads=threads))
         # Zeroed once: the kernel only ever writes the interior, so the padding stays zero.
         self._padded = aligned_zeros(lib.spconv_padded_floats(self._geometry, self._plan), 64)
         self._scratch = aligned_zeros(lib.spconv_scratch_floats(self._geometry, self._plan), 64)
