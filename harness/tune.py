@@ -127,8 +127,9 @@ class PlanSpace:
 def plan_space(spec: ConvSpec, built: BuiltKernels, threads: int, l2_bytes: int) -> PlanSpace:
     vector, max_tile = built.lib.spconv_vector_floats(), built.lib.spconv_max_tile_vectors()
     vectors = -(-spec.out_height * direct_layout(spec, True, vector).plane_w // vector)
-    # whole run, halves and thirds of it (as wide as registers allow), and fractions of the file
-    tiles = {min(max_tile, -(-vectors // parts)) for parts in (1, 2, 3)}
+    # the whole run and fractions of it (as wide as registers allow; narrow tiles suit
+    # tiles_outer), and fractions of the register file
+    tiles = {min(max_tile, -(-vectors // parts)) for parts in (1, 2, 3, 6)}
     tiles |= {max_tile, max(1, max_tile // 2), max(1, (max_tile * 2) // 3)}
     out_blocks = {4, 16, 32, 64, 128, -(-spec.out_channels // threads), spec.out_channels}
     channels = spec.in_channels
