@@ -48,8 +48,12 @@ void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
 {
     const long vectors = n / VEC_FLOATS;
     long v = 0;
-    if (nnz <= 0)
+    if (nnz <= 0 || vectors <= 0)
         return;
+    if (vectors <= tile_vectors) {  /* one tile: skip the divisions of the even split */
+        tiles[vectors](acc, base, colidx, values, nnz);
+        return;
+    }
     /* Split the row evenly so the last tile is not a sliver: ceil(vectors / tile) tiles of
        nearly equal width, each at most tile_vectors wide. */
     const long ntiles = (vectors + tile_vectors - 1) / tile_vectors;
