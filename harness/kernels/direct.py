@@ -64,7 +64,8 @@ class DirectSparseConv(PreparedConv):
         if self.plan.out_channel_block < 1 or self.plan.channel_block < 1:
             raise ShapeError(f"plan blocks must be positive: {self.plan}")
         vector = lib.spconv_vector_floats()
-        layout = self.layout = direct_layout(spec, self.plan.aligned, vector, self.plan.channel_block)
+        layout = self.layout = direct_layout(spec, self.plan.aligned, vector,
+                                             self.plan.channel_block)
         csr = direct_csr(w, spec, layout)
         self.nnz = csr.nnz
         self._colidx, self._values = csr.colidx, csr.values
