@@ -189,7 +189,7 @@ static int block_used(const int *blkptr, int ncb, int m0, int m1, int cb)
 }
 
 /* One channel block's non-zeros for output channels [m0, m1), register tile by register tile
-   (the same even split spconv_accumulate makes): a tile reads only its rows of the block, which
+   (the even split of tile.h, as spconv_accumulate makes it): a tile reads only its rows of the block, which
    stay in L1 while every output channel streams through them. blkptr points at the block's
    column of the block pointers. */
 static void accumulate_tiles_outer(const spconv_geometry *g, const spconv_plan *p,
@@ -197,10 +197,10 @@ static void accumulate_tiles_outer(const spconv_geometry *g, const spconv_plan *
                                    int m0, int m1, const float *block, float *acc_base)
 {
     const long run = run_floats(g), vectors = run / VEC_FLOATS;
-    const long ntiles = (vectors + p->tile_vectors - 1) / p->tile_vectors;
+    const long ntiles = tile_count(vectors, p->tile_vectors);
     for (long t = 0; t < ntiles; ++t) {
-        const long v0 = vectors * t / ntiles * VEC_FLOATS;
-        const long v1 = vectors * (t + 1) / ntiles * VEC_FLOATS;
+        const long v0 = tile_start(vectors, ntiles, t) * VEC_FLOATS;
+        const long v1 = tile_start(vectors, ntiles, t + 1) * VEC_FLOATS;
         for (int m = m0; m < m1; ++m) {
             const int *ptr = blkptr + (long)m * (p->channel_blocks + 1);
             spconv_accumulate(acc_base + (long)(m - m0) * run + v0, v1 - v0, block + v0,

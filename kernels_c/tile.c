@@ -54,11 +54,9 @@ void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
         tiles[vectors](acc, base, colidx, values, nnz);
         return;
     }
-    /* Split the row evenly so the last tile is not a sliver: ceil(vectors / tile) tiles of
-       nearly equal width, each at most tile_vectors wide. */
-    const long ntiles = (vectors + tile_vectors - 1) / tile_vectors;
+    const long ntiles = tile_count(vectors, tile_vectors);
     for (long t = 0; t < ntiles; ++t) {
-        const long end = vectors * (t + 1) / ntiles;
+        const long end = tile_start(vectors, ntiles, t + 1);
         const int width = (int)(end - v);
         tiles[width](acc + v * VEC_FLOATS, base + v * VEC_FLOATS, colidx, values, nnz);
         v = end;

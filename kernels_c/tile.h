@@ -8,4 +8,17 @@
 void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
                        const float *values, int nnz, int tile_vectors);
 
+/* The even split of a run of `vectors` vectors into register tiles: tile_count() tiles of
+   nearly equal width, each at most tile_vectors wide (so the last one is not a sliver);
+   tile t covers vectors [tile_start(t), tile_start(t + 1)). */
+static inline long tile_count(long vectors, int tile_vectors)
+{
+    return (vectors + tile_vectors - 1) / tile_vectors;
+}
+
+static inline long tile_start(long vectors, long ntiles, long t)
+{
+    return vectors * t / ntiles;
+}
+
 #endif
