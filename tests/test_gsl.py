@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 from harness.datasets import load_idx_dataset, synthetic_dataset  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.gsl.cli import main as gsl_main  # noqa: E402
-from harness.gsl.guidance import LayerGuidance, guide  # noqa: E402
+from harness.gsl.guidance import LayerGuidance, allocate_for_time, guide, weight_count  # noqa: E402
 from harness.gsl.network import ReferenceNet, conv_shapes  # noqa: E402
 from harness.gsl.pipeline import GSLSettings, run_gsl  # noqa: E402
 from harness.gsl.pruning import GuidedPruner, PruneSettings, sparsity, train_epochs  # noqa: E402
@@ -69,6 +69,30 @@ def test_guidance_excludes_layers_without_potential():
     assert not g[first].prune and "never faster" in g[first].reason
     other = g[list(shapes)[1]]
     assert other.prune and math.isclose(other.lower, 0.6, abs_tol=1e-3) and other.target <= 0.9
+
+
+def test_time_allocation_keeps_the_weights_and_prunes_wide_layers_harder():
+    shapes = conv_shapes(ReferenceNet(width=8), torch.zeros(1, 1, 28, 28))
+
+    def time(layer, s):  # a fixed cost per output pixel plus one per weight applied to a pixel
+        pixels = layer.height * layer.width
+        return pixels * layer.out_channels * (2.0 + (1 - s) * weight_count(layer) / layer.out_channels)
+    names = list(shapes)
+    guidance = {n: LayerGuidance(n, 0.3, 0.97, 0.9, 5.0, i > 0, "test") for i, n in enumerate(names)}
+    allocated = allocate_for_time(guidance, shapes, time)
+    assert allocated[names[0]] == guidance[names[0]]  # layers outside the pruned set untouched
+    pruned = names[1:]
+
+    def kept(g):
+        return sum((1 - g[n].target) * weight_count(shapes[n]) for n in pruned)
+    step = max((0.97 - 0.3) / 199 * weight_count(shapes[n]) for n in pruned)
+    assert kept(guidance) <= kept(allocated) <= kept(guidance) + step
+    assert all(0.3 <= allocated[n].target <= 0.97 for n in pruned)
+    total = {label: sum(time(shapes[n], g[n].target) for n in pruned)
+             for label, g in [("uniform", guidance), ("allocated", allocated)]}
+    assert total["allocated"] < 0.9 * total["uniform"]
+    wide, narrow = pruned[0], pruned[-1]  # 28x28 against 7x7
+    assert allocated[wide].target > guidance[wide].target > allocated[narrow].target
 
 
 def small_setup(width=4):

@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune-epochs", type=int, default=4)
     p.add_argument("--finetune-epochs", type=int, default=2)
     p.add_argument("--max-target", type=float, default=0.95)
+    p.add_argument("--allocation", choices=["time", "sweet-spot"], default="time",
+                   help="time: keep the weights the sweet-spot targets leave, in the layers where "
+                   "they cost the least predicted time (default); sweet-spot: each layer at its "
+                   "own target")
     p.add_argument("--no-compare", action="store_true", help="skip the unguided comparison")
     p.add_argument("--no-dense-same-epochs", action="store_true",
                    help="skip training the dense model as many extra epochs as pruning takes")
@@ -74,8 +78,11 @@ def _run(args) -> int:
         raise HarnessError(f"{checkpoint}: checkpoint not found")
     model = ReferenceNet(classes=data.classes, width=args.width,
                          in_channels=data.train_x.shape[1])
-    settings = GSLSettings(args.dense_epochs, args.prune_epochs, args.finetune_epochs,
-                           args.max_target, not args.no_compare, not args.no_dense_same_epochs)
+    settings = GSLSettings(
+        dense_epochs=args.dense_epochs, prune_epochs=args.prune_epochs,
+        finetune_epochs=args.finetune_epochs, max_target=args.max_target,
+        allocation=args.allocation, compare_unguided=not args.no_compare,
+        dense_same_epochs=not args.no_dense_same_epochs)
     summary = run_gsl(model, data, profile, out, prune=PruneSettings(method=args.method),
                       settings=settings, checkpoint=checkpoint)
     g = summary["gsl"]

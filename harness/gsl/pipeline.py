@@ -20,7 +20,7 @@ from ..profiles import Profile, build_target
 from ..store import RunStore
 from ..results import results_table
 from ..sweep import SweepConfig, plan_points, run_sweep
-from .guidance import LayerGuidance, ModelSpeedup, guide
+from .guidance import LayerGuidance, ModelSpeedup, allocate_for_time, guide
 from .network import conv_shapes
 from .pruning import GuidedPruner, PruneSettings, accuracy, sparsity, train_epochs
 
@@ -33,6 +33,8 @@ class GSLSettings:
     prune_epochs: int = 4
     finetune_epochs: int = 2
     max_target: float = 0.95
+    allocation: str = "time"  # "time": spend the remaining weights where they cost least time;
+    #                           "sweet-spot": every layer at its own sweet-spot target
     compare_unguided: bool = True
     dense_same_epochs: bool = True  # also train the dense model as long as the pruned one
     sweep_layers: bool = True  # fit the model on a sweep of the network's own layer shapes
@@ -147,6 +149,8 @@ def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: P
         fit_file = sweep_own_layers(shapes, profile, out_dir / "layer_sweep", settings.timing_repeats)
     speedup = ModelSpeedup(profile, results_root, fit_file=fit_file)
     guidance = guide(shapes, speedup, settings.max_target)
+    if settings.allocation == "time":
+        guidance = allocate_for_time(guidance, shapes, speedup.sparse_time)
     log(f"guidance from the {speedup.source}:")
     for g in guidance.values():
         log(f"  {g.name}: {'prune to ' + format(g.target, '.3f') if g.prune else 'keep dense'}"
