@@ -3,6 +3,7 @@
 import gzip
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -138,14 +139,16 @@ def test_stalled_layer_is_restored_dense():
 def test_pipeline_end_to_end(tmp_path):
     torch.manual_seed(0)
     data = synthetic_dataset(n_train=400, n_test=200, size=28, classes=4)
-    model = ReferenceNet(classes=4, width=8)
     settings = GSLSettings(dense_epochs=2, prune_epochs=2, finetune_epochs=1, timing_repeats=1)
-    run_gsl(model, data, load_profile(HOST_PROFILE), tmp_path / "gsl",
-                      prune=PruneSettings(batch_size=32), settings=settings, log=lambda *_: None,
-                      results_root=tmp_path / "no-runs")
     out = tmp_path / "gsl"
-    for name in ("pruned.pt", "dense.pt", "pruned_convs.npz", "layers.csv", "history.csv",
-                 "summary.json", "gsl_training.png", "history_unguided.csv"):
+
+    def run(settings, log):
+        return run_gsl(ReferenceNet(classes=4, width=8), data, load_profile(HOST_PROFILE), out,
+                       prune=PruneSettings(batch_size=32), settings=settings, log=log,
+                       results_root=tmp_path / "no-runs")
+    run(settings, lambda *_: None)
+    for name in ("pruned_gsl.pt", "dense.pt", "pruned_convs.npz", "layers.csv", "history_gsl.csv",
+                 "summary.json", "gsl_training.png", "history_unguided.csv", "stages.json"):
         assert (out / name).exists(), name
     layers = pd.read_csv(out / "layers.csv")
     assert set(layers.columns) >= {"in_pruned_set", "why", "sparsity", "predicted_speedup",
@@ -154,5 +157,17 @@ def test_pipeline_end_to_end(tmp_path):
     saved = json.loads((out / "summary.json").read_text())
     assert saved["gsl"]["conv_speedup_measured"] > 0 and "unguided" in saved
     assert 0 <= saved["dense_accuracy_same_epochs"] <= 100
-    timing = pd.read_csv(out / "timing_gsl" / "results.csv")
+    timing = pd.read_csv(out / "timing" / "results.csv")
     assert (timing["status"] == "ok").all() and (timing["pattern"] == "file").all()
+    assert {layer.rsplit("@", 1)[1] for layer in timing["layer"]} == {"gsl", "unguided"}
+
+    # A rerun into the same directory resumes: nothing is trained again, the results stand.
+    lines = []
+    again = run(settings, lines.append)
+    assert any("resuming" in line for line in lines)
+    assert not any(re.search(r"epoch \d+/", line) for line in lines)  # no training
+    assert again["gsl"]["accuracy_after_finetune"] == saved["gsl"]["accuracy_after_finetune"]
+    assert again["unguided"]["accuracy_after_finetune"] == saved["unguided"]["accuracy_after_finetune"]
+    with pytest.raises(HarnessError, match="other settings"):
+        run(GSLSettings(dense_epochs=2, prune_epochs=3, finetune_epochs=1, timing_repeats=1),
+            lambda *_: None)

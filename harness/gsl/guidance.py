@@ -149,6 +149,6 @@ def allocate_for_time(guidance: dict[str, LayerGuidance], layers: dict[str, Laye
         g = chosen[name]
         gain = g.speedup_at_target * sparse_time(layers[name], g.target) / sparse_time(layers[name], s)
         out[name] = dataclasses.replace(g, target=s, speedup_at_target=gain,
-                                        reason=f"{g.reason}; target {s:.3f} spends the remaining "
-                                        "weights where they cost the least time")
+                                        reason="in sweet spot; target set where the remaining "
+                                        "weights cost the least time")
     return out

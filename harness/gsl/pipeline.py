@@ -4,6 +4,7 @@ comparison, and the measured speed of the pruned convolutions' real sparsity pat
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -23,6 +24,7 @@ from ..sweep import SweepConfig, plan_points, run_sweep
 from .guidance import LayerGuidance, ModelSpeedup, allocate_for_time, guide
 from .network import conv_shapes
 from .pruning import GuidedPruner, PruneSettings, accuracy, sparsity, train_epochs
+from .stages import StageRecord
 
 TIMING_METHODS = ["direct_sparse", "onednn", "dense_gemm"]
 
@@ -52,19 +54,28 @@ def save_convs(path: Path, weights: dict[str, np.ndarray], shapes: dict[str, Lay
     np.savez(path, **{shapes[n].name: w for n, w in weights.items() if n in shapes})
 
 
-def time_patterns(weights: dict[str, np.ndarray], shapes: dict[str, LayerShape], profile: Profile,
-                  run_dir: Path, repeats: int) -> pd.DataFrame:
-    """Time each convolution's real weights with the sweep (verified like every sweep)."""
-    layers = [shapes[n] for n in weights if n in shapes]
+def time_patterns(variants: dict[str, dict[str, np.ndarray]], shapes: dict[str, LayerShape],
+                  profile: Profile, run_dir: Path, repeats: int) -> pd.DataFrame:
+    """Time the convolutions' real weights of every variant in one sweep (verified like every
+    sweep), so the variants' points interleave on the same machine state and share their dense
+    baselines. A layer of variant v is named "<layer>@v"."""
+    layers, files = [], {}
+    for variant, weights in variants.items():
+        for name, w in weights.items():
+            if name in shapes:
+                layer = dataclasses.replace(shapes[name], name=f"{shapes[name].name}@{variant}")
+                layers.append(layer)
+                files[layer.key] = w
     cfg = SweepConfig(profile=profile, target=build_target(profile), host=detect_host(),
                       layers=layers, sparsities=[0.0], methods=TIMING_METHODS, repeats=repeats,
-                      min_time=0.02, weight_files={shapes[n].key: w for n, w in weights.items()
-                                                   if n in shapes})
+                      min_time=0.02, weight_files=files)
     store = RunStore(run_dir)
-    run_sweep(cfg, store, plan_points(cfg), progress=False)
-    frame = results_table(store.rows())
-    store.write_table(frame)
-    store.close()
+    try:
+        run_sweep(cfg, store, plan_points(cfg), progress=False)
+        frame = results_table(store.rows())
+        store.write_table(frame)
+    finally:
+        store.close()
     return frame
 
 
@@ -93,19 +104,22 @@ def sweep_own_layers(shapes: dict[str, LayerShape], profile: Profile, run_dir: P
     return run_dir / "model_fit.json"
 
 
-def network_speed(frame: pd.DataFrame, sparse_layers: set[str]) -> tuple[pd.DataFrame, float]:
-    """Per layer: best dense time and direct sparse time on its real weights; the network's
-    convolutions run the layers pruned for speed with direct sparse and the others with the
-    best dense method. Returns the table and the convolutions' speedup over all-dense."""
+def network_speed(frame: pd.DataFrame, variant: str, sparse_layers: set[str]) -> tuple[pd.DataFrame, float]:
+    """Per layer of ``variant``: the best dense time (the fastest dense measurement of that
+    layer in any variant: dense methods ignore the weights) and the direct sparse time on the
+    variant's weights; the layers pruned for speed run direct sparse, the others the best dense
+    method. Returns the table and the convolutions' speedup over all-dense."""
     ok = frame[frame["status"] == "ok"]
+    base = ok["layer"].str.rsplit("@", n=1).str[0]
+    dense = ok[ok["method"].isin(["onednn", "dense_gemm"])].groupby(base)["median_s"].min()
     rows = []
-    for layer, g in ok.groupby("layer", sort=False):
-        dense = g[g["method"].isin(["onednn", "dense_gemm"])]["median_s"].min()
+    for layer, g in ok[ok["layer"].str.endswith(f"@{variant}")].groupby("layer", sort=False):
+        name = layer.rsplit("@", 1)[0]
         direct = g[g["method"] == "direct_sparse"]["median_s"].min()
-        sparse = layer in sparse_layers
-        rows.append({"layer": layer, "sparsity": g["sparsity"].iloc[0], "best_dense_s": dense,
-                     "direct_sparse_s": direct, "speedup": dense / direct, "runs_sparse": sparse,
-                     "deployed_s": direct if sparse else dense})
+        sparse = name in sparse_layers
+        rows.append({"layer": name, "sparsity": g["sparsity"].iloc[0], "best_dense_s": dense[name],
+                     "direct_sparse_s": direct, "speedup": dense[name] / direct,
+                     "runs_sparse": sparse, "deployed_s": direct if sparse else dense[name]})
     table = pd.DataFrame(rows)
     return table, float(table["best_dense_s"].sum() / table["deployed_s"].sum())
 
@@ -113,6 +127,8 @@ def network_speed(frame: pd.DataFrame, sparse_layers: set[str]) -> tuple[pd.Data
 def prune_and_finetune(dense_model, data: ImageData, guidance: dict[str, LayerGuidance],
                        prune: PruneSettings, settings: GSLSettings, log, label: str,
                        uniform_target: float | None = None):
+    """Prune a copy of the dense model, then fine-tune it with the masks fixed. Returns the
+    model and the stage's record: accuracies, per-layer notes and the training history."""
     model = copy.deepcopy(dense_model)
     steps = settings.prune_epochs * -(-len(data.train_x) // prune.batch_size)
     pruner = GuidedPruner(model, guidance, prune, steps, uniform_target)
@@ -123,24 +139,64 @@ def prune_and_finetune(dense_model, data: ImageData, guidance: dict[str, LayerGu
     pruned_acc = accuracy(model, data.test_x, data.test_y)
     train_epochs(model, data, settings.finetune_epochs, prune, fixed_masks=pruner, lr_scale=0.1,
                  log=log, phase=f"{label} fine-tune", history=history, seed=settings.seed + 2)
-    return model, pruner, pruned_acc, accuracy(model, data.test_x, data.test_y), history
+    return model, {"accuracy_after_pruning": pruned_acc,
+                   "accuracy_after_finetune": accuracy(model, data.test_x, data.test_y),
+                   "layers": {n: {"kind": st.kind, "reason": st.reason}
+                              for n, st in pruner.layers.items()},
+                   "history": history}
+
+
+def pruning_stage(stage: str, dense_model, stages: StageRecord, out_dir: Path, log, **how):
+    """The pruned model of ``stage`` ("gsl" or "unguided"): from the run directory when the
+    stage has finished before, else pruned and fine-tuned now, then saved and recorded."""
+    weights = out_dir / f"pruned_{stage}.pt"
+    done = stages.get(stage)
+    model = copy.deepcopy(dense_model)
+    if done is not None and weights.exists():
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        log(f"{stage}: finished before, loaded from {weights}")
+        return model, done
+    model, record = prune_and_finetune(dense_model, log=log, label=stage.replace("gsl", "GSL"), **how)
+    torch.save(model.state_dict(), weights)
+    pd.DataFrame(record["history"]).to_csv(out_dir / f"history_{stage}.csv", index=False)
+    stages.record(stage, record)
+    return model, record
+
+
+def dense_stage(model, data: ImageData, prune: PruneSettings, settings: GSLSettings,
+                checkpoint: Path | None, out_dir: Path, stages: StageRecord, log) -> float:
+    """Load or train the dense model (in place); returns its test accuracy."""
+    trained = out_dir / "dense.pt"
+    if checkpoint is not None:
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        log(f"dense model loaded from {checkpoint}")
+    elif stages.get("dense") is not None and trained.exists():
+        model.load_state_dict(torch.load(trained, map_location="cpu", weights_only=True))
+        log(f"dense model: trained before, loaded from {trained}")
+    else:
+        train_epochs(model, data, settings.dense_epochs, prune, log=log, phase="dense",
+                     seed=settings.seed)
+        torch.save(model.state_dict(), trained)
+    dense_acc = accuracy(model, data.test_x, data.test_y)
+    stages.record("dense", {"accuracy": dense_acc})
+    log(f"dense model: test accuracy {dense_acc:.2f}%")
+    return dense_acc
 
 
 def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: PruneSettings,
             settings: GSLSettings, checkpoint: Path | None = None, log=print,
             results_root: Path = Path("results")) -> dict:
+    """The whole run; every stage is recorded in the run directory as it finishes, and a rerun
+    into the same directory (same settings) resumes after the last finished stage."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    stages = StageRecord(out_dir, {"gsl": asdict(settings), "prune": asdict(prune),
+                                   "checkpoint": str(checkpoint) if checkpoint else None,
+                                   "train_images": len(data.train_x), "profile": profile.name})
+    if stages.finished:
+        log(f"resuming {out_dir}: finished before: {', '.join(stages.finished)}")
     torch.manual_seed(settings.seed)
     started = time.time()
-    if checkpoint is not None:
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-        log(f"dense model loaded from {checkpoint}")
-    else:
-        train_epochs(model, data, settings.dense_epochs, prune, log=log, phase="dense",
-                     seed=settings.seed)
-        torch.save(model.state_dict(), out_dir / "dense.pt")
-    dense_acc = accuracy(model, data.test_x, data.test_y)
-    log(f"dense model: test accuracy {dense_acc:.2f}%")
+    dense_acc = dense_stage(model, data, prune, settings, checkpoint, out_dir, stages, log)
 
     shapes = conv_shapes(model, torch.from_numpy(data.test_x[:1]), network="gsl")
     fit_file = None
@@ -157,71 +213,66 @@ def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: P
             f" (sweet spot {g.lower:.3f}-{g.upper:.3f}, projected {g.speedup_at_target:.2f}x): "
             f"{g.reason}")
 
-    model_gsl, pruner, pruned_acc, final_acc, history = prune_and_finetune(
-        model, data, guidance, prune, settings, log, "GSL")
-    torch.save(model_gsl.state_dict(), out_dir / "pruned.pt")
-    weights = conv_weights(model_gsl)
-    save_convs(out_dir / "pruned_convs.npz", weights, shapes)
+    how = dict(data=data, guidance=guidance, prune=prune, settings=settings)
+    model_gsl, gsl = pruning_stage("gsl", model, stages, out_dir, log, **how)
+    weights = {"gsl": conv_weights(model_gsl)}
+    save_convs(out_dir / "pruned_convs.npz", weights["gsl"], shapes)
 
     # Train everything first, then time: timings taken back to back, on a machine no longer
     # busy training, are comparable.
     unguided = None
     if settings.compare_unguided:
-        total = sum(w.size for n, w in weights.items() if n in shapes)
-        kept = sum(np.count_nonzero(w) for n, w in weights.items() if n in shapes)
+        total = sum(w.size for n, w in weights["gsl"].items() if n in shapes)
+        kept = sum(np.count_nonzero(w) for n, w in weights["gsl"].items() if n in shapes)
         uniform = 1 - kept / total
         log(f"unguided comparison: every convolution pruned to {uniform:.3f} "
             f"(same {kept} remaining conv weights)")
-        model_u, _, pruned_u, final_u, hist_u = prune_and_finetune(
-            model, data, guidance, prune, settings, log, "unguided", uniform_target=uniform)
-        pd.DataFrame(hist_u).to_csv(out_dir / "history_unguided.csv", index=False)
-        weights_u = conv_weights(model_u)
-        save_convs(out_dir / "pruned_convs_unguided.npz", weights_u, shapes)
-        unguided = (uniform, pruned_u, final_u, weights_u)
-    dense_same = None
-    if settings.dense_same_epochs:
+        model_u, unguided = pruning_stage("unguided", model, stages, out_dir, log,
+                                          uniform_target=uniform, **how)
+        unguided = {"uniform_sparsity": uniform, **unguided}
+        weights["unguided"] = conv_weights(model_u)
+        save_convs(out_dir / "pruned_convs_unguided.npz", weights["unguided"], shapes)
+    if settings.dense_same_epochs and stages.get("dense_same_epochs") is None:
         # Pruning and fine-tuning also train: the fair dense reference trains as many epochs.
         longer = copy.deepcopy(model)
         train_epochs(longer, data, settings.prune_epochs + settings.finetune_epochs, prune,
                      log=log, phase="dense (same epochs)", seed=settings.seed + 3)
-        dense_same = accuracy(longer, data.test_x, data.test_y)
+        stages.record("dense_same_epochs", {"accuracy": accuracy(longer, data.test_x, data.test_y)})
 
     log("timing the pruned convolutions' real patterns")
-    gsl_set = {n for n, st in pruner.layers.items() if st.kind == "conv" and "restored" not in st.reason}
-    timing = time_patterns(weights, shapes, profile, out_dir / "timing_gsl", settings.timing_repeats)
-    per_layer, net_speedup = network_speed(timing, gsl_set)
+    timing = time_patterns(weights, shapes, profile, out_dir / "timing", settings.timing_repeats)
+    gsl_set = {n for n, st in gsl["layers"].items()
+               if st["kind"] == "conv" and "restored" not in st["reason"]}
+    per_layer, net_speedup = network_speed(timing, "gsl", gsl_set)
+    measured = per_layer.set_index("layer")["speedup"]
     layer_rows = []
     for name, g in guidance.items():
-        st = pruner.layers.get(name)
-        measured = per_layer.set_index("layer")["speedup"].get(name, np.nan)
+        st = gsl["layers"].get(name)
+        reached = sparsity(model_gsl.get_submodule(name).weight)
         layer_rows.append({"layer": name, "shape": str(shapes[name].spec(1).weight_shape),
-                           "in_pruned_set": g.prune, "why": st.reason if st else g.reason,
+                           "in_pruned_set": g.prune, "why": st["reason"] if st else g.reason,
                            "sweet_spot_lower": g.lower, "sweet_spot_upper": g.upper,
-                           "target": g.target, "sparsity": sparsity(model_gsl.get_submodule(name).weight),
-                           "predicted_speedup": speedup(shapes[name], sparsity(
-                               model_gsl.get_submodule(name).weight)),
-                           "measured_speedup": measured})
-    layers_table = pd.DataFrame(layer_rows)
-    layers_table.to_csv(out_dir / "layers.csv", index=False)
-    pd.DataFrame(history).to_csv(out_dir / "history.csv", index=False)
+                           "target": g.target, "sparsity": reached,
+                           "predicted_speedup": speedup(shapes[name], reached),
+                           "measured_speedup": measured.get(name, np.nan)})
+    pd.DataFrame(layer_rows).to_csv(out_dir / "layers.csv", index=False)
     summary = {"dense_accuracy": dense_acc, "gsl": {
-        "accuracy_after_pruning": pruned_acc, "accuracy_after_finetune": final_acc,
+        "accuracy_after_pruning": gsl["accuracy_after_pruning"],
+        "accuracy_after_finetune": gsl["accuracy_after_finetune"],
         "conv_speedup_measured": net_speedup, "layers": per_layer.to_dict("records")},
         "model": speedup.source, "settings": asdict(settings), "prune_settings": asdict(prune)}
-
     if unguided is not None:
-        uniform, pruned_u, final_u, weights_u = unguided
-        timing_u = time_patterns(weights_u, shapes, profile, out_dir / "timing_unguided",
-                                 settings.timing_repeats)
-        per_layer_u, net_u = network_speed(timing_u, set(shapes))  # all pruned, all sparse
-        summary["unguided"] = {"uniform_sparsity": uniform, "accuracy_after_pruning": pruned_u,
-                               "accuracy_after_finetune": final_u, "conv_speedup_measured": net_u,
-                               "layers": per_layer_u.to_dict("records")}
-    if dense_same is not None:
-        summary["dense_accuracy_same_epochs"] = dense_same
-    summary["seconds"] = time.time() - started
+        per_layer_u, net_u = network_speed(timing, "unguided", set(shapes))  # all pruned, all sparse
+        summary["unguided"] = {
+            "uniform_sparsity": unguided["uniform_sparsity"],
+            "accuracy_after_pruning": unguided["accuracy_after_pruning"],
+            "accuracy_after_finetune": unguided["accuracy_after_finetune"],
+            "conv_speedup_measured": net_u, "layers": per_layer_u.to_dict("records")}
+    if stages.get("dense_same_epochs") is not None:
+        summary["dense_accuracy_same_epochs"] = stages.get("dense_same_epochs")["accuracy"]
+    summary["seconds_this_session"] = time.time() - started
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    plot_history(pd.DataFrame(history), out_dir, dense_acc)
+    plot_history(pd.DataFrame(gsl["history"]), out_dir, dense_acc)
     return summary
 
 
