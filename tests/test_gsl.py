@@ -171,3 +171,13 @@ def test_pipeline_end_to_end(tmp_path):
     with pytest.raises(HarnessError, match="other settings"):
         run(GSLSettings(dense_epochs=2, prune_epochs=3, finetune_epochs=1, timing_repeats=1),
             lambda *_: None)
+
+
+def test_time_allocation_with_a_layer_pinned_by_its_sweet_spot():
+    shapes = conv_shapes(ReferenceNet(width=8), torch.zeros(1, 1, 28, 28))
+    names = list(shapes)
+    guidance = {n: LayerGuidance(n, 0.5, 0.5 if i == 1 else 0.95, 0.5 if i == 1 else 0.9, 3.0,
+                                 True, "test") for i, n in enumerate(names)}
+    allocated = allocate_for_time(guidance, shapes, lambda layer, s: (1 - s) * layer.height)
+    assert allocated[names[1]].target == 0.5  # nowhere to move: lower == upper
+    assert all(0.5 <= g.target <= 0.95 for g in allocated.values())

@@ -139,7 +139,7 @@ def allocate_for_time(guidance: dict[str, LayerGuidance], layers: dict[str, Laye
             i = at[n]
             added = (grids[n][i] - grids[n][i + 1]) * sizes[n]
             return (times[n][i + 1] - times[n][i]) / added
-        movable = [n for n in chosen if at[n] + 1 < steps]
+        movable = [n for n in chosen if at[n] + 1 < steps and grids[n][at[n]] > grids[n][at[n] + 1]]
         if not movable:
             break
         at[min(movable, key=cost)] += 1
