@@ -104,7 +104,8 @@ def sweep_own_layers(shapes: dict[str, LayerShape], profile: Profile, run_dir: P
     return run_dir / "model_fit.json"
 
 
-def network_speed(frame: pd.DataFrame, variant: str, sparse_layers: set[str]) -> tuple[pd.DataFrame, float]:
+def network_speed(frame: pd.DataFrame, variant: str,
+                  sparse_layers: set[str]) -> tuple[pd.DataFrame, float]:
     """Per layer of ``variant``: the best dense time (the fastest dense measurement of that
     layer in any variant: dense methods ignore the weights) and the direct sparse time on the
     variant's weights; the layers pruned for speed run direct sparse, the others the best dense
@@ -151,8 +152,8 @@ def pruning_stage(stage: str, dense_model, stages: StageRecord, out_dir: Path, l
     stage has finished before, else pruned and fine-tuned now, then saved and recorded."""
     weights = out_dir / f"pruned_{stage}.pt"
     done = stages.get(stage)
-    model = copy.deepcopy(dense_model)
     if done is not None and weights.exists():
+        model = copy.deepcopy(dense_model)
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         log(f"{stage}: finished before, loaded from {weights}")
         return model, done
