@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def guide(layers: dict[str, LayerShape], speedup, max_target: float = 0.95) -> d
 
 
 def weight_count(layer: LayerShape) -> int:
-    return layer.out_channels * (layer.in_channels // layer.groups) * layer.kernel ** 2
+    return math.prod(layer.spec(1).weight_shape)
 
 
 def allocate_for_time(guidance: dict[str, LayerGuidance], layers: dict[str, LayerShape],

@@ -184,6 +184,13 @@ def dense_stage(model, data: ImageData, prune: PruneSettings, settings: GSLSetti
     return dense_acc
 
 
+def outcome(record: dict, speedup: float, per_layer: pd.DataFrame) -> dict:
+    """A pruning stage's entry in summary.json: accuracies and measured speed."""
+    return {"accuracy_after_pruning": record["accuracy_after_pruning"],
+            "accuracy_after_finetune": record["accuracy_after_finetune"],
+            "conv_speedup_measured": speedup, "layers": per_layer.to_dict("records")}
+
+
 def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: PruneSettings,
             settings: GSLSettings, checkpoint: Path | None = None, log=print,
             results_root: Path = Path("results")) -> dict:
@@ -257,18 +264,13 @@ def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: P
                            "predicted_speedup": speedup(shapes[name], reached),
                            "measured_speedup": measured.get(name, np.nan)})
     pd.DataFrame(layer_rows).to_csv(out_dir / "layers.csv", index=False)
-    summary = {"dense_accuracy": dense_acc, "gsl": {
-        "accuracy_after_pruning": gsl["accuracy_after_pruning"],
-        "accuracy_after_finetune": gsl["accuracy_after_finetune"],
-        "conv_speedup_measured": net_speedup, "layers": per_layer.to_dict("records")},
-        "model": speedup.source, "settings": asdict(settings), "prune_settings": asdict(prune)}
+    summary = {"dense_accuracy": dense_acc, "gsl": outcome(gsl, net_speedup, per_layer),
+               "model": speedup.source, "settings": asdict(settings),
+               "prune_settings": asdict(prune)}
     if unguided is not None:
         per_layer_u, net_u = network_speed(timing, "unguided", set(shapes))  # all pruned, all sparse
-        summary["unguided"] = {
-            "uniform_sparsity": unguided["uniform_sparsity"],
-            "accuracy_after_pruning": unguided["accuracy_after_pruning"],
-            "accuracy_after_finetune": unguided["accuracy_after_finetune"],
-            "conv_speedup_measured": net_u, "layers": per_layer_u.to_dict("records")}
+        summary["unguided"] = {"uniform_sparsity": unguided["uniform_sparsity"],
+                               **outcome(unguided, net_u, per_layer_u)}
     if stages.get("dense_same_epochs") is not None:
         summary["dense_accuracy_same_epochs"] = stages.get("dense_same_epochs")["accuracy"]
     summary["seconds_this_session"] = time.time() - started
