@@ -42,19 +42,24 @@ def layer_class(r) -> str:
 
 
 def row_plan(r) -> dict:
-    """The plan a stored row ran with: aligned layout, register tile and output-channel block,
-    when recorded."""
+    """The plan a stored row ran with: aligned layout, register tile, output-channel block and
+    shared padding, when recorded."""
     def count(value):
         return int(value) if value is not None and np.isfinite(float(value)) else None
-    # the flag arrives as a bool from the run's rows, a number or text from a CSV, NaN if absent
-    return {"aligned": str(r.get("plan_aligned")) in ("True", "1", "1.0"),
+
+    def flag(value):  # a bool from the run's rows, a number or text from a CSV, NaN if absent
+        return str(value) in ("True", "1", "1.0")
+    return {"aligned": flag(r.get("plan_aligned")),
             "tile": count(r.get("plan_tile_vectors")),
-            "out_block": count(r.get("plan_out_channel_block"))}
+            "out_block": count(r.get("plan_out_channel_block")),
+            "shared_padding": flag(r.get("plan_shared_padding"))}
 
 
-def padded_channels(spec: ConvSpec, out_block: int) -> int:
-    """Input channels one call pads: every work item pads the channels of the groups its
-    output channels belong to."""
+def padded_channels(spec: ConvSpec, out_block: int, shared_padding: bool = False) -> int:
+    """Input channels one call pads: every channel once with shared padding, else every work
+    item pads the channels of the groups its output channels belong to."""
+    if shared_padding:
+        return spec.batch * spec.in_channels
     items = -(-spec.out_channels // out_block)
     groups_spanned = min(spec.groups, -(-out_block // (spec.out_channels // spec.groups)))
     return spec.batch * items * spec.in_channels // spec.groups * groups_spanned
@@ -62,7 +67,7 @@ def padded_channels(spec: ConvSpec, out_block: int) -> int:
 
 def work_terms(spec: ConvSpec, nnz: float, isa: str, threads: int, l2_bytes: float,
                aligned: bool = False, tile: int | None = None,
-               out_block: int | None = None) -> dict:
+               out_block: int | None = None, shared_padding: bool = False) -> dict:
     """What one call of the direct kernel does, for the plan it ran with (default plan when
     the plan is unknown)."""
     vec = ISA_WIDTH[isa]
@@ -74,7 +79,7 @@ def work_terms(spec: ConvSpec, nnz: float, isa: str, threads: int, l2_bytes: flo
     out_block = out_block or default_out_block(spec, threads)
     b, t = spec.batch, threads
     fma = b * nnz * vectors / t
-    return {"fixed": 1.0, "pad": padded_channels(spec, out_block) * plane / t,
+    return {"fixed": 1.0, "pad": padded_channels(spec, out_block, shared_padding) * plane / t,
             "out": b * spec.out_channels * run / t, "tile": b * nnz * tiles / t, "fma": fma,
             "beyond_l2": fma * float(4 * spec.in_channels * plane > l2_bytes)}
 

@@ -13,8 +13,8 @@ TABLE_COLUMNS = [
     "median_s", "min_s", "iqr_s", "cv", "noisy", "useful_gflops", "effective_gflops",
     "best_dense_method", "best_dense_s", "speedup", "nnz", "dense_flops", "useful_flops",
     "max_error", "error_ratio", "worker", "tuned", "plan_tile_vectors", "plan_out_channel_block",
-    "plan_channel_block", "plan_aligned", "plan_tiles_outer", "profile", "isa", "emulated", "host",
-    "build_key", "pattern",
+    "plan_channel_block", "plan_aligned", "plan_tiles_outer", "plan_shared_padding", "profile",
+    "isa", "emulated", "host", "build_key", "pattern",
     "seed", "in_channels", "height", "width", "out_channels", "kernel", "stride", "padding",
     "dilation", "groups", "repeats", "calls_per_sample", "cold_cache", "reason", "key",
 ]

@@ -1,9 +1,10 @@
 """Autotuning of the direct kernel's plan, with a tuning database so sweeps reuse results.
 
 For one layer shape, density bucket, thread count, kernel build and host, the plan (register
-tile, output-channel block, input-channel block, aligned layout) is searched over a grid pruned
-with what the cost model knows (a tile wider than the output run or an input block that cannot
-stay in L2 is never faster; fewer work items than threads leave threads idle). The search is
+tile, output-channel block, input-channel block, aligned layout, tile order, shared padding) is
+searched over a grid pruned with what the cost model knows (a tile wider than the output run or
+an input block that cannot stay in L2 is never faster, nor is a shared padded image that cannot
+stay in the threads' L2; fewer work items than threads leave threads idle). The search is
 coordinate descent from the default plan: every value of one choice is tried with the others
 held at the best plan so far, choice after choice, until a whole round improves nothing or the
 budget of timed plans is spent. Every candidate is verified against the reference before it is
@@ -78,7 +79,7 @@ class TuningDB:
             os.replace(tmp, self.path)
 
 
-AXES = ("aligned", "channel_block", "out_channel_block", "tile_vectors",
+AXES = ("aligned", "shared_padding", "channel_block", "out_channel_block", "tile_vectors",
         "tiles_outer")  # most telling first
 
 
@@ -104,8 +105,10 @@ class PlanSpace:
         spec = self.spec
         layout = direct_layout(spec, plan.aligned, self.vector)
         block_bytes = 4 * plan.channel_block * layout.plane * layout.copies
+        image_bytes = 4 * spec.in_channels * layout.plane * layout.copies
         return ((block_bytes <= self.l2_bytes
                  or plan.channel_block == min(self.values["channel_block"]))
+                and (not plan.shared_padding or image_bytes <= self.l2_bytes * self.threads)
                 and spec.batch * -(-spec.out_channels // plan.out_channel_block) >= self.threads)
 
     def along(self, plan: DirectPlan, axis: str) -> list[DirectPlan]:
@@ -139,7 +142,8 @@ def plan_space(spec: ConvSpec, built: BuiltKernels, threads: int, l2_bytes: int)
         "out_channel_block": sorted(b for b in out_blocks if b <= spec.out_channels),
         "channel_block": sorted({c for c in (2, 4, 8, 16, 32, 64, channels) if c <= channels}),
         "aligned": [False, True] if stride_one else [False],
-        "tiles_outer": [False, True]})
+        "tiles_outer": [False, True],
+        "shared_padding": [False, True]})
 
 
 def coordinate_search(space: PlanSpace, start: DirectPlan, cost, budget: int):

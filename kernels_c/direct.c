@@ -15,7 +15,11 @@
    Padding is fused with the input-channel blocking: a work item pads one block of channels
    into its thread's small buffer right before the block's non-zeros stream through it, so the
    padded copy is written and read while it sits in L1/L2, instead of a whole padded image
-   (several copies of it, for the aligned layout) going out to memory and coming back. */
+   (several copies of it, for the aligned layout) going out to memory and coming back.
+   The price is that every work item pads its blocks afresh; with many threads on one image,
+   each thread pads nearly the whole input. Shared padding (a plan choice) instead pads every
+   image once, split over the threads, into one buffer that all work items then read: the
+   better choice where the padded image fits the threads' caches and work items are many. */
 #include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -43,16 +47,23 @@ static long block_floats(const spconv_geometry *g, const spconv_plan *p)
     return (long)g->copies * p->block_channels * spconv_channel_plane(g);
 }
 
-/* One thread's block buffer: a non-zero's offset is below block_floats() and its run reads
-   run_floats() past it; whole vectors keep every thread's buffer aligned. */
-static long thread_block_floats(const spconv_geometry *g, const spconv_plan *p)
+/* Room for one padded block: a non-zero's offset is below block_floats() and its run reads
+   run_floats() past it; whole vectors keep every block aligned. */
+static long block_slot_floats(const spconv_geometry *g, const spconv_plan *p)
 {
     return round_up_vec(block_floats(g, p) + run_floats(g) + VEC_FLOATS);
 }
 
+/* Shared padding: one image padded whole, every channel block in its own slot. */
+static long image_floats(const spconv_geometry *g, const spconv_plan *p)
+{
+    return (long)p->channel_blocks * block_slot_floats(g, p);
+}
+
 long spconv_padded_floats(const spconv_geometry *g, const spconv_plan *p)
 {
-    return (long)p->threads * thread_block_floats(g, p);
+    return p->shared_padding ? (long)g->batch * image_floats(g, p)
+                             : (long)p->threads * block_slot_floats(g, p);
 }
 
 long spconv_scratch_floats(const spconv_geometry *g, const spconv_plan *p)
@@ -234,7 +245,19 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
         const int tid = 0;
 #endif
         float *acc_base = scratch + (long)tid * mb * run;
-        float *block = padded + (long)tid * thread_block_floats(g, p);
+        float *own_block = padded + (long)tid * block_slot_floats(g, p);
+
+        if (p->shared_padding) {
+            /* every channel of every image once, into its block's slot; the loop's implicit
+               barrier makes the whole padded batch visible to all work items */
+#pragma omp for schedule(static)
+            for (long i = 0; i < (long)g->batch * g->channels; ++i) {
+                const long n = i / g->channels;
+                const int c = (int)(i % g->channels), cb = c / bc;
+                pad_channel(g, input + i * in_plane, padded + n * image_floats(g, p) +
+                            cb * block_slot_floats(g, p) + (long)(c - cb * bc) * plane, copy);
+            }
+        }
 
 #pragma omp for schedule(dynamic, 1)
         for (long item = 0; item < items; ++item) {
@@ -248,15 +271,21 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                 const float b = bias ? bias[m] : 0.0f;
                 for (long i = 0; i < run; ++i) acc[i] = b;
             }
-            /* Channel blocks outermost: a block is padded once per work item and stays in
-               cache while every output channel of the item streams its non-zeros through it.
-               Blocks no channel of the item reads (other groups) are not even padded. */
+            /* Channel blocks outermost: a block is padded once per work item (unless padding
+               is shared) and stays in cache while every output channel of the item streams its
+               non-zeros through it. Blocks no channel of the item reads (other groups) are
+               skipped: not even padded. */
             for (int cb = 0; cb < ncb; ++cb) {
                 if (!block_used(blkptr, ncb, m0, m1, cb))
                     continue;
-                const int c0 = cb * bc, c1 = c0 + bc < g->channels ? c0 + bc : g->channels;
-                for (int c = c0; c < c1; ++c)
-                    pad_channel(g, in_n + c * in_plane, block + (c - c0) * plane, copy);
+                const float *block = own_block;
+                if (p->shared_padding) {
+                    block = padded + n * image_floats(g, p) + cb * block_slot_floats(g, p);
+                } else {
+                    const int c0 = cb * bc, c1 = c0 + bc < g->channels ? c0 + bc : g->channels;
+                    for (int c = c0; c < c1; ++c)
+                        pad_channel(g, in_n + c * in_plane, own_block + (c - c0) * plane, copy);
+                }
                 if (p->tiles_outer)
                     accumulate_tiles_outer(g, p, blkptr + cb, colidx, values, m0, m1, block, acc_base);
                 else

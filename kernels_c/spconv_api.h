@@ -16,6 +16,8 @@ typedef struct {
     int block_channels;     /* input channels per block (the last block may hold fewer) */
     int tiles_outer;        /* 1: register tiles outside output channels within a block, so
                                only one tile's rows of the block need to stay in L1 */
+    int shared_padding;     /* 1: pad each image once into a buffer all threads read, instead
+                               of each work item padding its blocks into its thread's buffer */
     int threads;            /* OpenMP threads for this call */
 } spconv_plan;
 
@@ -34,9 +36,9 @@ long spconv_channel_plane(const spconv_geometry *g);
 /* Direct sparse convolution. blkptr has out_channels rows of channel_blocks + 1 entries
    delimiting each output channel's non-zeros per input-channel block; colidx holds offsets into
    the padded copy of one input-channel block (stride-phase split, see direct.c), counted from
-   the block's first channel. padded (one block buffer per thread) must be
-   spconv_padded_floats() long and zeroed once before first use; calls only write the interior
-   of each padded channel. Returns 0 or a negative error code. */
+   the block's first channel. padded (one block buffer per thread, or the whole padded batch
+   with shared padding) must be spconv_padded_floats() long and zeroed once before first use;
+   calls only write the interior of each padded channel. Returns 0 or a negative error code. */
 int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                   const int *blkptr, const int *colidx, const float *values,
                   const float *bias, int relu, const float *input,

@@ -32,9 +32,11 @@ def main(cache_dir: str, cases: int) -> int:
         w = random_sparse_weights(case["weight_shape"], float(rng.choice([0, 0.5, 0.9, 1 - 1e-9])), rng)
         b = rng.standard_normal(spec.out_channels).astype(np.float32)
         expected = expected_output(x, w, b, spec, True)
-        plans = {"direct_sparse": kernels.DirectPlan(1 + i % 5, 1 + i % 3, 1 + i % 4),
+        plans = {"direct_sparse": kernels.DirectPlan(1 + i % 5, 1 + i % 3, 1 + i % 4,
+                                                     shared_padding=i % 3 == 0),
                  "direct_aligned": kernels.DirectPlan(1 + i % 7, 2, 3, aligned=True,
-                                                      tiles_outer=i % 2 == 0)}
+                                                      tiles_outer=i % 2 == 0,
+                                                      shared_padding=i % 3 == 1)}
         for method in ("direct_sparse", "direct_aligned", "lowered_sparse", "dense_gemm"):
             options = {"plan": plans[method]} if method in plans else {}
             k = kernels.prepare(w, b, input_shape=spec.input_shape, relu=True,

@@ -192,9 +192,11 @@ def test_property_direct_matches_reference(data):
     x = rng.standard_normal(spec.input_shape).astype(np.float32)
     wt = random_sparse_weights(spec.weight_shape, min(1 - density, 0.999999), rng)
     plan = kernels.DirectPlan(data.draw(st.integers(1, 8)), data.draw(st.integers(1, 6)),
-                              data.draw(st.integers(1, 5)), aligned, data.draw(st.booleans()))
+                              data.draw(st.integers(1, 5)), aligned, data.draw(st.booleans()),
+                              data.draw(st.booleans()))
     k = kernels.prepare(wt, input_shape=spec.input_shape, stride=stride, padding=padding,
-                        dilation=dilation, groups=groups, plan=plan)
+                        dilation=dilation, groups=groups, plan=plan,
+                        threads=data.draw(st.integers(1, 3)))
     out = np.full(spec.output_shape, np.nan, np.float32)
     k(x, out=out)
     assert verify(out, expected_output(x, wt, None, spec, False)).ok

@@ -62,7 +62,8 @@ def test_aligned_layout_matches_reference(seed):
     case = random_case(rng)
     case["stride"] = (1, 1)
     plan = kernels.DirectPlan(int(rng.integers(1, 9)), int(rng.integers(1, 9)),
-                              int(rng.integers(1, 9)), aligned=True, tiles_outer=seed % 3 == 0)
+                              int(rng.integers(1, 9)), aligned=True, tiles_outer=seed % 3 == 0,
+                              shared_padding=seed % 4 < 2)
     check_method("direct_sparse", case, float(rng.choice([0.0, 0.5, 0.9])), rng,
                  relu=bool(seed % 2), threads=1 + seed % 2, plan=plan)
 
@@ -108,7 +109,9 @@ def test_direct_plan_variants_agree(rng):
     for plan in (kernels.DirectPlan(1, 1, 1), kernels.DirectPlan(3, 4, 5),
                  kernels.DirectPlan(8, 100, 100), kernels.DirectPlan(2, 3, 4, aligned=True),
                  kernels.DirectPlan(8, 16, 100, aligned=True), kernels.DirectPlan(1, 3, 5, False, True),
-                 kernels.DirectPlan(2, 100, 4, aligned=True, tiles_outer=True)):
+                 kernels.DirectPlan(2, 100, 4, aligned=True, tiles_outer=True),
+                 kernels.DirectPlan(3, 4, 5, shared_padding=True),
+                 kernels.DirectPlan(2, 3, 4, aligned=True, tiles_outer=True, shared_padding=True)):
         for threads in (1, 2):
             out = kernels.conv2d(x, w, padding=1, plan=plan, threads=threads)
             np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)

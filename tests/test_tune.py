@@ -38,6 +38,18 @@ def test_plan_space_neighbours_are_feasible_and_differ_in_one_choice():
     assert moved and all(p.aligned and p.channel_block < 64 and tight.feasible(p) for p in moved)
 
 
+def test_shared_padding_only_where_the_padded_image_stays_in_l2():
+    spec = LayerShape("t", "c", 64, 13, 13, 96, 3, 1, 1).spec(1)
+    built = host_kernels()
+    shared = DirectPlan(5, 48, 8, aligned=True, shared_padding=True)  # 64 x 3 x 15 x 16 floats
+    image = 4 * 64 * 3 * 15 * 16
+    assert plan_space(spec, built, 2, image // 2).feasible(shared)  # two threads' L2 hold it
+    assert not plan_space(spec, built, 1, image // 2).feasible(shared)
+    assert not any(p.shared_padding for p in
+                   plan_space(spec, built, 1, image // 2).along(replace(shared, shared_padding=False),
+                                                                "shared_padding"))
+
+
 def test_coordinate_search_finds_a_separable_optimum_within_budget():
     spec = LayerShape("t", "c", 64, 13, 13, 96, 3, 1, 1).spec(1)
     built = host_kernels()

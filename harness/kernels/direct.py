@@ -21,6 +21,7 @@ class DirectPlan:
     channel_block: int       # input channels per cache block
     aligned: bool = False    # shifted input copies so every load is vector-aligned (stride 1)
     tiles_outer: bool = False  # register tiles outside output channels within a channel block
+    shared_padding: bool = False  # pad each image once for all threads, not per work item
 
 
 ACC_BYTES = 512 * 1024  # accumulators of one work item kept within about half an L2
@@ -80,7 +81,8 @@ class DirectSparseConv(PreparedConv):
         self._plan = ffi.new("spconv_plan *", dict(
             tile_vectors=self.plan.tile_vectors, out_channel_block=self.plan.out_channel_block,
             channel_blocks=self._blkptr.shape[1] - 1, block_channels=layout.block_channels,
-            tiles_outer=int(self.plan.tiles_outer), threads=threads))
+            tiles_outer=int(self.plan.tiles_outer),
+            shared_padding=int(self.plan.shared_padding), threads=threads))
         # Zeroed once: the kernel only ever writes the interior, so the padding stays zero.
         self._padded = aligned_zeros(lib.spconv_padded_floats(self._geometry, self._plan), 64)
         self._scratch = aligned_zeros(lib.spconv_scratch_floats(self._geometry, self._plan), 64)
