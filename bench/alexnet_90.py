@@ -2,7 +2,9 @@
 """Direct sparse vs oneDNN vs dense_gemm vs lowered_sparse on AlexNet conv2-5 at 90% sparsity.
 
 All methods are timed in one run, layer by layer, in interleaved rounds so that drift of the
-machine hits every method alike; the median over rounds is reported. Usage:
+machine hits every method alike; the median over rounds is reported. Direct sparse runs the
+tuned plan from the tuning database (searched and stored when missing; --tune cached takes the
+default plan instead of searching, --tune off always does). Usage:
     python bench/alexnet_90.py [--sparsity 0.9] [--batch 1] [--threads 1] [--rounds 5]
 """
 
@@ -19,8 +21,10 @@ import numpy as np  # noqa: E402
 from harness import kernels  # noqa: E402
 from harness.blas import blas_summary  # noqa: E402
 from harness.hostinfo import detect_host  # noqa: E402
+from harness.kernels.native import host_kernels  # noqa: E402
 from harness.layers import network_layers  # noqa: E402
 from harness.timing import measure  # noqa: E402
+from harness.tune import tuned_plan  # noqa: E402
 from harness.weights import generated_weights, sweep_input  # noqa: E402
 
 
@@ -31,6 +35,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--layers", default="conv2,conv3,conv4,conv5")
+    ap.add_argument("--tune", choices=["search", "cached", "off"], default="search")
     args = ap.parse_args()
 
     methods = [m for m in ("direct_sparse", "onednn", "dense_gemm", "lowered_sparse", "lowered_scipy")
@@ -39,7 +44,7 @@ def main() -> int:
     print(f"host: {host.cpu_model}, {host.physical_cores} cores; BLAS: {blas_summary()}; "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"sparsity {args.sparsity}, batch {args.batch}, threads {args.threads}, "
-          f"median of {args.rounds} interleaved rounds\n")
+          f"median of {args.rounds} interleaved rounds; direct plans: {args.tune}\n")
     header = f"{'layer':6} " + " ".join(f"{m + ' ms':>17}" for m in methods) + \
         "  direct GF/s  " + " ".join(f"{'x vs ' + m:>18}" for m in methods[1:])
     print(header)
@@ -49,17 +54,23 @@ def main() -> int:
         spec = layer.spec(args.batch)
         w = generated_weights(layer, args.sparsity, "random", seed=0)
         x = sweep_input(layer, args.batch, seed=0)
+        plan = None if args.tune == "off" else tuned_plan(
+            w, spec, args.threads, host_kernels(), host=host.cpu_model,
+            search=args.tune == "search", l2_bytes=host.caches_kib.get("l2", 256) * 1024)
         prepared = {m: kernels.prepare(w, input_shape=spec.input_shape, stride=spec.stride,
                                        padding=spec.padding, groups=spec.groups, method=m,
-                                       threads=args.threads) for m in methods}
+                                       threads=args.threads,
+                                       **({"plan": plan} if m == "direct_sparse" else {}))
+                    for m in methods}
         ref = kernels.reference_conv(x, w, None, spec, False)
         for m, k in prepared.items():
             err = np.abs(k(x) - ref).max()
             assert err < 1e-2 * max(1.0, np.abs(ref).max()), f"{m} wrong on {layer.name}: {err}"
         samples = {m: [] for m in methods}
+        out = np.empty(spec.output_shape, np.float32)  # reused, as an inference engine would
         for _ in range(args.rounds):
             for m, k in prepared.items():
-                samples[m].append(measure(lambda: k(x), repeats=3, min_time=0.05).median)
+                samples[m].append(measure(lambda: k(x, out=out), repeats=3, min_time=0.05).median)
         t = {m: float(np.median(s)) for m, s in samples.items()}
         useful = 2 * np.count_nonzero(w) * spec.out_height * spec.out_width * args.batch
         row = f"{layer.name:6} " + " ".join(f"{t[m] * 1e3:17.3f}" for m in methods)

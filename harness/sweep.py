@@ -21,7 +21,7 @@ from .profiles import BuildTarget, Profile
 from .sparsity import check_sparsity, sparsity_of
 from .store import RunStore
 from .timing import CacheEvictor, measure
-from .tune import TuningDB, tune, tuning_key
+from .tune import TuningDB, tuned_plan
 from .verify import expected_output, verify
 from .weights import generated_weights, sweep_input
 
@@ -151,16 +151,10 @@ class PointRunner:
         cfg = self.cfg
         if cfg.tune == "off":
             return None, "default"
-        key = tuning_key(spec, np.count_nonzero(w) / w.size, threads, self.built, cfg.host.cpu_model)
-        plan = self._db.get(key)
-        if plan is not None:
-            return plan, "tuned"
-        if cfg.tune != "search":
-            return None, "default"
-        plan, _ = tune(w, spec, threads, self.built, host=cfg.host.cpu_model,
-                       l2_bytes=cfg.host.caches_kib.get("l2", 256) * 1024,
-                       budget=cfg.tune_budget, db=self._db)
-        return plan, "tuned"
+        plan = tuned_plan(w, spec, threads, self.built, host=cfg.host.cpu_model,
+                          search=cfg.tune == "search", budget=cfg.tune_budget, db=self._db,
+                          l2_bytes=cfg.host.caches_kib.get("l2", 256) * 1024)
+        return (plan, "tuned") if plan is not None else (None, "default")
 
     def run(self, point: SweepPoint) -> dict:
         row = base_row(point, self.cfg, self.built)

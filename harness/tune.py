@@ -194,3 +194,15 @@ def tune(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels, *, ho
     density = np.count_nonzero(w) / w.size
     (db or TuningDB()).put(tuning_key(spec, density, threads, built, host), best, info)
     return best, info
+
+
+def tuned_plan(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels, *, host: str,
+               search: bool, l2_bytes: int, budget: int = 24,
+               db: TuningDB | None = None) -> DirectPlan | None:
+    """The stored plan for ``w``'s layer, density bucket and thread count; when there is none
+    and ``search`` is set, the one a search finds (and stores); else None."""
+    db = db or TuningDB()
+    plan = db.get(tuning_key(spec, np.count_nonzero(w) / w.size, threads, built, host))
+    if plan is None and search:
+        plan, _ = tune(w, spec, threads, built, host=host, l2_bytes=l2_bytes, budget=budget, db=db)
+    return plan

@@ -8,7 +8,7 @@ from harness.kernels.native import host_kernels
 from harness.layers import LayerShape
 from harness.sparsity import random_sparse_weights
 from harness.tune import (AXES, TuningDB, coordinate_search, density_bucket, plan_space, tune,
-                          tuning_key)
+                          tuned_plan, tuning_key)
 
 
 def test_density_buckets():
@@ -81,6 +81,10 @@ def test_tune_stores_best_plan_and_sweep_reuses_it(tmp_path, rng):
     assert isinstance(plan, DirectPlan) and info["time_s"] <= info["default_time_s"]
     assert db.get(tuning_key(spec, 0.1, 1, built, "test")) == plan
     assert db.get(tuning_key(spec, 0.5, 1, built, "test")) is None  # another density bucket
+    assert tuned_plan(w, spec, 1, built, host="test", search=False, l2_bytes=1 << 20, db=db) == plan
+    w_half = random_sparse_weights(spec.weight_shape, 0.5, rng)
+    assert tuned_plan(w_half, spec, 1, built, host="test", search=False, l2_bytes=1 << 20,
+                      db=db) is None  # nothing stored and no search asked for
 
 
 def test_sweep_searches_then_reuses(tmp_path):
