@@ -5,7 +5,9 @@ All methods are timed in one run, layer by layer, in interleaved rounds so that 
 machine hits every method alike; the median over rounds is reported. Direct sparse runs the
 tuned plan from the tuning database (searched and stored when missing; --tune cached takes the
 default plan instead of searching, --tune off always does). Usage:
-    python bench/alexnet_90.py [--sparsity 0.9] [--batch 1] [--threads 1] [--rounds 5]
+    python bench/alexnet_90.py [--sparsity 0.9] [--batch 1] [--threads 1,2] [--rounds 5]
+Several thread counts are timed in the same interleaved rounds, so their ratio (the scaling)
+is measured side by side too.
 """
 
 import argparse
@@ -20,6 +22,7 @@ import numpy as np  # noqa: E402
 
 from harness import kernels  # noqa: E402
 from harness.blas import blas_summary  # noqa: E402
+from harness.calibrate import calibration  # noqa: E402
 from harness.hostinfo import detect_host  # noqa: E402
 from harness.kernels.native import host_kernels  # noqa: E402
 from harness.layers import network_layers  # noqa: E402
@@ -28,11 +31,15 @@ from harness.tune import tuned_plan  # noqa: E402
 from harness.weights import generated_weights, sweep_input  # noqa: E402
 
 
+def geomean(values) -> float:
+    return float(np.exp(np.mean(np.log(values))))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sparsity", type=float, default=0.9)
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", default="1", help="thread counts, e.g. 1,2 (timed interleaved)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--layers", default="conv2,conv3,conv4,conv5")
     ap.add_argument("--tune", choices=["search", "cached", "off"], default="search")
@@ -40,47 +47,66 @@ def main() -> int:
 
     methods = [m for m in ("direct_sparse", "onednn", "dense_gemm", "lowered_sparse", "lowered_scipy")
                if m in kernels.available_methods()]
-    host = detect_host()
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    host, built = detect_host(), host_kernels()
+    peak = {t: calibration(built, host, t)["fma_gflops_all"]["median"] for t in thread_counts}
     print(f"host: {host.cpu_model}, {host.physical_cores} cores; BLAS: {blas_summary()}; "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"sparsity {args.sparsity}, batch {args.batch}, threads {args.threads}, "
-          f"median of {args.rounds} interleaved rounds; direct plans: {args.tune}\n")
-    header = f"{'layer':6} " + " ".join(f"{m + ' ms':>17}" for m in methods) + \
-        "  direct GF/s  " + " ".join(f"{'x vs ' + m:>18}" for m in methods[1:])
-    print(header)
-    ratios = {m: [] for m in methods[1:]}
+          f"median of {args.rounds} interleaved rounds; direct plans: {args.tune}; calibrated "
+          "peak " + ", ".join(f"{peak[t]:.1f} GFLOP/s on {t}" for t in thread_counts))
+    lines = {t: [] for t in thread_counts}
+    ratios = {t: {m: [] for m in methods[1:]} for t in thread_counts}
+    share = {t: [] for t in thread_counts}
+    direct_times = []
     wanted = args.layers.split(",")
     for layer in [l for l in network_layers("alexnet") if l.name in wanted]:
         spec = layer.spec(args.batch)
         w = generated_weights(layer, args.sparsity, "random", seed=0)
         x = sweep_input(layer, args.batch, seed=0)
-        plan = None if args.tune == "off" else tuned_plan(
-            w, spec, args.threads, host_kernels(), host=host.cpu_model,
-            search=args.tune == "search", l2_bytes=host.caches_kib.get("l2", 256) * 1024)
-        prepared = {m: kernels.prepare(w, input_shape=spec.input_shape, stride=spec.stride,
-                                       padding=spec.padding, groups=spec.groups, method=m,
-                                       threads=args.threads,
-                                       **({"plan": plan} if m == "direct_sparse" else {}))
-                    for m in methods}
         ref = kernels.reference_conv(x, w, None, spec, False)
-        for m, k in prepared.items():
-            err = np.abs(k(x) - ref).max()
-            assert err < 1e-2 * max(1.0, np.abs(ref).max()), f"{m} wrong on {layer.name}: {err}"
-        samples = {m: [] for m in methods}
+        prepared = {}
+        for t in thread_counts:
+            plan = None if args.tune == "off" else tuned_plan(
+                w, spec, t, built, host=host.cpu_model, search=args.tune == "search",
+                l2_bytes=host.caches_kib.get("l2", 256) * 1024)
+            for m in methods:
+                k = prepared[m, t] = kernels.prepare(
+                    w, input_shape=spec.input_shape, stride=spec.stride, padding=spec.padding,
+                    groups=spec.groups, method=m, threads=t,
+                    **({"plan": plan} if m == "direct_sparse" else {}))
+                err = np.abs(k(x) - ref).max()
+                assert err < 1e-2 * max(1.0, np.abs(ref).max()), f"{m} wrong on {layer.name}: {err}"
+        samples = {key: [] for key in prepared}
         out = np.empty(spec.output_shape, np.float32)  # reused, as an inference engine would
-        for _ in range(args.rounds):
-            for m, k in prepared.items():
-                samples[m].append(measure(lambda: k(x, out=out), repeats=3, min_time=0.05).median)
-        t = {m: float(np.median(s)) for m, s in samples.items()}
+        for _ in range(args.rounds):  # every method and thread count in each round
+            for key, k in prepared.items():
+                samples[key].append(measure(lambda: k(x, out=out), repeats=3,
+                                            min_time=0.05).median)
+        time = {key: float(np.median(v)) for key, v in samples.items()}
         useful = 2 * np.count_nonzero(w) * spec.out_height * spec.out_width * args.batch
-        row = f"{layer.name:6} " + " ".join(f"{t[m] * 1e3:17.3f}" for m in methods)
-        row += f"  {useful / t['direct_sparse'] / 1e9:11.1f}  "
-        row += " ".join(f"{t[m] / t['direct_sparse']:18.2f}" for m in methods[1:])
-        print(row)
-        for m in methods[1:]:
-            ratios[m].append(t[m] / t["direct_sparse"])
-    print("\ngeometric mean speedup of direct_sparse: " + ", ".join(
-        f"{np.exp(np.mean(np.log(r))):.2f}x vs {m}" for m, r in ratios.items()))
+        for t in thread_counts:
+            direct = time["direct_sparse", t]
+            gflops = useful / direct / 1e9
+            share[t].append(gflops / peak[t])
+            lines[t].append(f"{layer.name:6} " + " ".join(f"{time[m, t] * 1e3:17.3f}" for m in methods)
+                            + f"  {gflops:11.1f} {100 * gflops / peak[t]:6.1f}%  "
+                            + " ".join(f"{time[m, t] / direct:18.2f}" for m in methods[1:]))
+            for m in methods[1:]:
+                ratios[t][m].append(time[m, t] / direct)
+        direct_times.append([time["direct_sparse", t] for t in thread_counts])
+    header = f"{'layer':6} " + " ".join(f"{m + ' ms':>17}" for m in methods) + \
+        "  direct GF/s % peak  " + " ".join(f"{'x vs ' + m:>18}" for m in methods[1:])
+    for t in thread_counts:
+        print(f"\n{t} thread(s)\n{header}\n" + "\n".join(lines[t]))
+        print(f"geometric means: {100 * geomean(share[t]):.1f}% of the calibrated peak; "
+              "direct_sparse " + ", ".join(f"{geomean(r):.2f}x vs {m}" for m, r in ratios[t].items()))
+    if len(thread_counts) > 1:
+        times = np.array(direct_times)
+        for j, t in enumerate(thread_counts[1:], start=1):
+            scale = times[:, 0] / times[:, j]
+            print(f"direct_sparse {t} vs {thread_counts[0]} thread(s): " + ", ".join(
+                f"{s:.2f}x" for s in scale) + f" (geometric mean {geomean(scale):.2f}x)")
     print(f"load average at end {os.getloadavg()[0]:.2f}")
     return 0
 
