@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 
 from harness.calibrate import calibration  # noqa: E402
 from harness.hostinfo import detect_host  # noqa: E402
+from harness.kernels.direct import aligned_zeros  # noqa: E402
 from harness.kernels.native import float_ptr, host_kernels, int_ptr  # noqa: E402
 from harness.timing import measure  # noqa: E402
 
@@ -48,7 +49,8 @@ def main() -> int:
     calls = {}  # (the cffi pointers keep their arrays alive)
     for kib in FOOTPRINTS_KIB:
         span = kib * 256
-        dense = rng.standard_normal(span + n + vec).astype(np.float32)
+        dense = aligned_zeros(span + n + vec, 64)  # so "aligned" runs are line-aligned
+        dense[:] = rng.standard_normal(dense.size)
         for aligned in (True, False):
             offsets = rng.integers(0, span, args.rows * args.nnz)
             colidx = (offsets // vec * vec if aligned else offsets).astype(np.int32)
