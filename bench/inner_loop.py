@@ -20,8 +20,7 @@ import numpy as np  # noqa: E402
 
 from harness.calibrate import calibration  # noqa: E402
 from harness.hostinfo import detect_host  # noqa: E402
-from harness.kernels.direct import aligned_zeros  # noqa: E402
-from harness.kernels.native import float_ptr, host_kernels, int_ptr  # noqa: E402
+from harness.kernels.native import aligned_zeros, float_ptr, host_kernels, int_ptr  # noqa: E402
 from harness.timing import measure  # noqa: E402
 
 FOOTPRINTS_KIB = (8, 24, 48, 96, 256, 768)

@@ -116,11 +116,12 @@ def channel_block_pointers(csr: CSR, spec: ConvSpec, channel_block: int) -> np.n
     return np.searchsorted(keys, queries.ravel()).reshape(spec.out_channels, blocks + 1).astype(np.int32)
 
 
-def lowered_csr(w: np.ndarray, spec: ConvSpec, npix: int) -> CSR:
-    """CSR over the im2col matrix of all groups: column index = row offset (g*K + k) * npix."""
+def lowered_csr(w: np.ndarray, spec: ConvSpec, row_stride: int) -> CSR:
+    """CSR over the im2col matrix of all groups, its rows row_stride floats apart: column
+    index = row offset (g*K + k) * row_stride."""
     rows, cols, values = _flat_nonzeros(w)
     group = rows // (spec.out_channels // spec.groups)
-    offsets = (group * spec.reduction_length + cols) * npix
+    offsets = (group * spec.reduction_length + cols) * row_stride
     return _assemble(rows, offsets, values, spec.out_channels)
 
 

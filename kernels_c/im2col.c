@@ -6,13 +6,13 @@
 int spconv_im2col(const float *image, int channels, int height, int width,
                   int kernel_h, int kernel_w, int pad_h, int pad_w,
                   int stride_h, int stride_w, int dilation_h, int dilation_w,
-                  int out_height, int out_width, float *cols, int threads)
+                  int out_height, int out_width, float *cols, long row_stride, int threads)
 {
     if (channels <= 0 || kernel_h <= 0 || kernel_w <= 0 || stride_h <= 0 || stride_w <= 0 ||
-        dilation_h <= 0 || dilation_w <= 0 || out_height <= 0 || out_width <= 0 || threads <= 0)
+        dilation_h <= 0 || dilation_w <= 0 || out_height <= 0 || out_width <= 0 || threads <= 0 ||
+        row_stride < (long)out_height * out_width)
         return -1;
     const long rows = (long)channels * kernel_h * kernel_w;
-    const long npix = (long)out_height * out_width;
 
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (long k = 0; k < rows; ++k) {
@@ -20,7 +20,7 @@ int spconv_im2col(const float *image, int channels, int height, int width,
         const int r = (int)(k / kernel_w % kernel_h);
         const int s = (int)(k % kernel_w);
         const float *src = image + (long)c * height * width;
-        float *dst = cols + k * npix;
+        float *dst = cols + k * row_stride;
         for (int y = 0; y < out_height; ++y) {
             const int h = y * stride_h - pad_h + r * dilation_h;
             float *row = dst + (long)y * out_width;

@@ -44,11 +44,13 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                   const float *bias, int relu, const float *input,
                   float *padded, float *scratch, float *output);
 
-/* im2col of one image for every group: cols[group][(c, r, s)][(y, x)]. */
+/* im2col of one image for every group: cols[group][(c, r, s)][(y, x)], each row of
+   out_height * out_width values starting row_stride floats after the previous one (a stride
+   of whole vectors keeps every row aligned; the gap is left as it is). */
 int spconv_im2col(const float *image, int channels, int height, int width,
                   int kernel_h, int kernel_w, int pad_h, int pad_w,
                   int stride_h, int stride_w, int dilation_h, int dilation_w,
-                  int out_height, int out_width, float *cols, int threads);
+                  int out_height, int out_width, float *cols, long row_stride, int threads);
 
 /* out[m][0..n) = act(bias[m] + sum_j values[j] * dense[colidx[j] + 0..n)) for m < rows:
    CSR times a row-major dense matrix whose rows start at the offsets in colidx. dense must

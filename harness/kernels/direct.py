@@ -44,13 +44,6 @@ def default_plan(spec, built, threads: int) -> DirectPlan:
                       channel_block)
 
 
-def aligned_zeros(count: int, alignment: int) -> np.ndarray:
-    """Zeroed float32 array whose data starts on an ``alignment``-byte boundary."""
-    raw = np.zeros(count + alignment // 4, dtype=np.float32)
-    skip = (-raw.ctypes.data % alignment) // 4
-    return raw[skip:skip + count]
-
-
 class DirectSparseConv(PreparedConv):
     method = "direct_sparse"
 
@@ -84,8 +77,8 @@ class DirectSparseConv(PreparedConv):
             tiles_outer=int(self.plan.tiles_outer),
             shared_padding=int(self.plan.shared_padding), threads=threads))
         # Zeroed once: the kernel only ever writes the interior, so the padding stays zero.
-        self._padded = aligned_zeros(lib.spconv_padded_floats(self._geometry, self._plan), 64)
-        self._scratch = aligned_zeros(lib.spconv_scratch_floats(self._geometry, self._plan), 64)
+        self._padded = native.aligned_zeros(lib.spconv_padded_floats(self._geometry, self._plan), 64)
+        self._scratch = native.aligned_zeros(lib.spconv_scratch_floats(self._geometry, self._plan), 64)
         self._ptrs = (
             native.int_ptr(built, self._blkptr), native.int_ptr(built, self._colidx),
             native.float_ptr(built, self._values),

@@ -17,16 +17,16 @@ class LoweredSparseConv(PreparedConv):
         built = self.built = native.resolve(kernels)
         lib = built.lib
         npix = spec.out_height * spec.out_width
+        vec = lib.spconv_vector_floats()
+        # im2col rows padded to whole vectors in a line-aligned buffer: every load of the
+        # product is aligned, as in the direct kernel's aligned layout
+        self._row_stride = npad = -(-npix // vec) * vec
         self.tile_vectors = tile_vectors or lib.spconv_max_tile_vectors()
-        csr = lowered_csr(w, spec, npix)
+        csr = lowered_csr(w, spec, npad)
         self.nnz = csr.nnz
         self._rowptr, self._colidx, self._values = csr.rowptr, csr.colidx, csr.values
         self._bias = None if bias is None else bias.copy()
-        vec = lib.spconv_vector_floats()
-        npad = -(-npix // vec) * vec
-        # im2col of all groups, plus slack for the vector over-read of the last row.
-        self._cols = np.zeros(spec.groups * spec.reduction_length * npix + npad + vec,
-                              dtype=np.float32)
+        self._cols = native.aligned_zeros(spec.groups * spec.reduction_length * npad + vec, 64)
         self._scratch = np.zeros(threads * npad, dtype=np.float32)
         self._ptrs = (native.int_ptr(built, self._rowptr), native.int_ptr(built, self._colidx),
                       native.float_ptr(built, self._values))
@@ -38,7 +38,8 @@ class LoweredSparseConv(PreparedConv):
         built, spec = self.built, self.spec
         npix = spec.out_height * spec.out_width
         for n in range(spec.batch):
-            native.im2col(built, native.float_ptr(built, x[n]), spec, self._cols_ptr, self.threads)
+            native.im2col(built, native.float_ptr(built, x[n]), spec, self._cols_ptr, self.threads,
+                          self._row_stride)
             rc = built.lib.spconv_csr_spmm(
                 spec.out_channels, npix, *self._ptrs, self._cols_ptr, self._bias_ptr,
                 int(self.relu), self.tile_vectors, self._scratch_ptr,

@@ -33,9 +33,18 @@ def check_rc(rc: int, what: str) -> None:
         raise KernelError(f"{what} rejected its arguments (error code {rc})")
 
 
-def im2col(built: BuiltKernels, image_ptr, spec, cols_ptr, threads: int) -> None:
-    """Lower one image (all groups at once: the group's channels are consecutive)."""
+def im2col(built: BuiltKernels, image_ptr, spec, cols_ptr, threads: int,
+           row_stride: int | None = None) -> None:
+    """Lower one image (all groups at once: the group's channels are consecutive), its rows
+    ``row_stride`` floats apart (default: packed)."""
     check_rc(built.lib.spconv_im2col(
         image_ptr, spec.in_channels, spec.height, spec.width, spec.kernel_h, spec.kernel_w,
         *spec.padding, *spec.stride, *spec.dilation, spec.out_height, spec.out_width,
-        cols_ptr, threads), "spconv_im2col")
+        cols_ptr, row_stride or spec.out_height * spec.out_width, threads), "spconv_im2col")
+
+
+def aligned_zeros(count: int, alignment: int) -> np.ndarray:
+    """Zeroed float32 array whose data starts on an ``alignment``-byte boundary."""
+    raw = np.zeros(count + alignment // 4, dtype=np.float32)
+    skip = (-raw.ctypes.data % alignment) // 4
+    return raw[skip:skip + count]
