@@ -3,7 +3,7 @@
 
 Runs the sweep (verified, shuffled, plans tuned per thread count) on AlexNet conv2-5 at one
 sparsity, then prints per batch: every method's median time, direct sparse's speedup over
-itself on one thread, and its ratio to the best dense baseline at the same thread count.
+itself on the fewest threads, and its ratio to the best dense baseline at the same thread count.
     python bench/scaling.py --threads 1,2,4,8,16 --batch 1,16
 Rerunning with the same --out resumes the run (a finished one is only reprinted).
 """
@@ -35,7 +35,8 @@ def print_scaling(frame: pd.DataFrame) -> None:
         dense = [times[m] for m in DENSE if m in times]
         print(f"\nbatch {batch}: median ms")
         print((times * 1e3).round(3).to_string())
-        print(f"\nbatch {batch}: direct sparse, speedup over its own 1-thread time")
+        print(f"\nbatch {batch}: direct sparse, speedup over its own time on "
+              f"{direct.columns[0]} thread(s)")
         print((direct.iloc[:, [0]].to_numpy() / direct).round(2).to_string())
         if dense:
             best = np.minimum.reduce([d.to_numpy() for d in dense])
