@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_PLACES", "cores")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
+from scipy.stats import gmean as geomean  # noqa: E402
 
 from harness import kernels  # noqa: E402
 from harness.blas import blas_summary  # noqa: E402
@@ -28,11 +29,8 @@ from harness.kernels.native import host_kernels  # noqa: E402
 from harness.layers import network_layers  # noqa: E402
 from harness.timing import measure  # noqa: E402
 from harness.tune import tuned_plan  # noqa: E402
+from harness.verify import expected_output, verify  # noqa: E402
 from harness.weights import generated_weights, sweep_input  # noqa: E402
-
-
-def geomean(values) -> float:
-    return float(np.exp(np.mean(np.log(values))))
 
 
 def main() -> int:
@@ -64,7 +62,7 @@ def main() -> int:
         spec = layer.spec(args.batch)
         w = generated_weights(layer, args.sparsity, "random", seed=0)
         x = sweep_input(layer, args.batch, seed=0)
-        ref = kernels.reference_conv(x, w, None, spec, False)
+        expected = expected_output(x, w, None, spec, relu=False)
         prepared = {}
         for t in thread_counts:
             plan = None if args.tune == "off" else tuned_plan(
@@ -75,8 +73,8 @@ def main() -> int:
                     w, input_shape=spec.input_shape, stride=spec.stride, padding=spec.padding,
                     groups=spec.groups, method=m, threads=t,
                     **({"plan": plan} if m == "direct_sparse" else {}))
-                err = np.abs(k(x) - ref).max()
-                assert err < 1e-2 * max(1.0, np.abs(ref).max()), f"{m} wrong on {layer.name}: {err}"
+                verdict = verify(k(x), expected)
+                assert verdict.ok, f"{m} wrong on {layer.name}: {verdict}"
         samples = {key: [] for key in prepared}
         out = np.empty(spec.output_shape, np.float32)  # reused, as an inference engine would
         for _ in range(args.rounds):  # every method and thread count in each round

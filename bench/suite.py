@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy.stats import gmean  # noqa: E402
 
 from harness.calibrate import calibration  # noqa: E402
 from harness.cli import main as sweep  # noqa: E402
@@ -66,8 +67,8 @@ def headline(frame: pd.DataFrame, peak_1: float) -> None:
               (frame["network"] == "alexnet") & (frame["batch"] == 1) & (frame["threads"] == 1)]
     at90 = d[np.isclose(d["target_sparsity"], 0.9)]
     if len(at90):
-        pct = 100 * np.exp(np.log(at90["useful_gflops"]).mean()) / peak_1
-        ratio = np.exp(np.log(at90["speedup"]).mean())
+        pct = 100 * gmean(at90["useful_gflops"]) / peak_1
+        ratio = gmean(at90["speedup"])
         print(f"\nAlexNet conv2-5, 90% sparsity, batch 1, 1 thread (geometric means): "
               f"{pct:.1f}% of calibrated peak, {ratio:.2f}x the best dense library")
     at70 = d[np.isclose(d["target_sparsity"], 0.7)]

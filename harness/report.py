@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+from scipy.stats import gmean
 
 from . import plots
 from .errors import HarnessError
@@ -86,7 +87,7 @@ def headline(frame: pd.DataFrame) -> list[str]:
                  f"batch {best['batch']}, {best['threads']} thread(s)).")
     at90 = d[np.isclose(d["target_sparsity"], 0.9)]
     if len(at90):
-        gm = float(np.exp(np.log(at90["speedup"]).mean()))
+        gm = float(gmean(at90["speedup"]))
         lines.append(f"At 90% sparsity: geometric-mean speedup **{gm:.2f}x** over {len(at90)} "
                      f"points; useful throughput median {at90['useful_gflops'].median():.1f} GFLOP/s.")
     return lines
