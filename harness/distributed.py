@@ -11,32 +11,39 @@ from __future__ import annotations
 
 import socket
 import sys
+import uuid
 from collections import Counter
 
 from .errors import HarnessError
 from .sweep import PointRunner, SweepConfig, SweepPoint, base_row
 
-_runners: dict[int, PointRunner] = {}
+_runner: tuple[str, PointRunner] | None = None
 
 
 def resource_name(cfg: SweepConfig) -> str:
     return f"arch-{cfg.profile.name}"
 
 
-def run_point_on_worker(cfg: SweepConfig, point: SweepPoint) -> dict:
-    """Executed on a worker: one runner per config and worker process keeps the current
+def config_on_worker(cfg: SweepConfig) -> SweepConfig:
+    """The sweep's configuration as a task result rather than scattered data: Dask keeps one
+    replica of a result (its memory manager drops the others), and only a task can be
+    recomputed when the worker holding that replica dies."""
+    return cfg
+
+
+def run_point_on_worker(cfg: SweepConfig, sweep_id: str, point: SweepPoint) -> dict:
+    """Executed on a worker: one runner per sweep and worker process keeps the current
     weights and reference output between points of the same group."""
-    from .hostinfo import detect_host
-    key = id(cfg)
-    runner = _runners.get(key)
-    if runner is None:
-        cfg.load_plugins()
-        host = detect_host()
-        # Rows name the host that measured them, not the driver's.
-        cfg.host = host
-        runner = _runners.setdefault(key, PointRunner(cfg))
+    global _runner
     from distributed import get_worker
-    row = runner.run(point)
+
+    from .hostinfo import detect_host
+    if _runner is None or _runner[0] != sweep_id:
+        cfg.load_plugins()
+        # Rows name the host that measured them, not the driver's.
+        cfg.host = detect_host()
+        _runner = (sweep_id, PointRunner(cfg))
+    row = _runner[1].run(point)
     row["worker_host"] = socket.gethostname()
     row["worker"] = get_worker().address
     return row
@@ -76,10 +83,12 @@ class DaskExecutor:
 
     def run(self, points, should_stop):
         from distributed import as_completed
-        cfg_future = self.client.scatter(self.cfg, broadcast=True)
+        cfg_future = self.client.submit(config_on_worker, self.cfg, pure=False,
+                                        resources={self.resource: 1})
+        sweep_id = uuid.uuid4().hex
         futures = {}
         for point in points:
-            fut = self.client.submit(run_point_on_worker, cfg_future, point, pure=False,
+            fut = self.client.submit(run_point_on_worker, cfg_future, sweep_id, point, pure=False,
                                      resources={self.resource: 1}, retries=self.retries)
             futures[fut] = point
         for fut in as_completed(futures):

@@ -100,9 +100,10 @@ def test_no_worker_of_the_architecture_is_a_clear_error(cluster, tmp_path):
 
 
 def test_killed_worker_loses_nothing(cluster, tmp_path):
+    # host-b joins after the sweep has started, so the sweep's configuration lives only on
+    # host-a when host-a is killed: the remaining points must still run on host-b.
     cluster.add_worker("host-a", "host")
-    cluster.add_worker("host-b", "host")
-    cluster.wait_for(2)
+    cluster.wait_for(1)
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, str(REPO / "run_sweep.py"), *ARGS,
                              "--scheduler-file", str(cluster.file), "--out", str(out)],
@@ -112,12 +113,14 @@ def test_killed_worker_loses_nothing(cluster, tmp_path):
         if (out / "points.jsonl").exists() and (out / "points.jsonl").read_text().count("\n") >= 2:
             break
         time.sleep(0.1)
-    victim = cluster.workers["host-a"]
-    os.killpg(victim.pid, signal.SIGKILL)
+    cluster.add_worker("host-b", "host")
+    cluster.wait_for(2)
+    os.killpg(cluster.workers["host-a"].pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     table = pd.read_csv(out / "results.csv")
     assert len(table) == 14 and table["key"].is_unique
     # a point in flight on the dead worker is retried elsewhere, or recorded as failed
     assert set(table["status"]) <= {"ok", "runtime_error"}
-    assert (table["status"] == "ok").sum() >= 13
+    failed = table.loc[table["status"] != "ok", "reason"]
+    assert len(failed) <= 1, failed.tolist()
