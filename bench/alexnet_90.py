@@ -27,7 +27,7 @@ from harness.calibrate import calibration  # noqa: E402
 from harness.hostinfo import detect_host  # noqa: E402
 from harness.kernels.native import host_kernels  # noqa: E402
 from harness.layers import network_layers  # noqa: E402
-from harness.timing import measure  # noqa: E402
+from harness.timing import PoolSettler, measure  # noqa: E402
 from harness.tune import tuned_plan  # noqa: E402
 from harness.verify import expected_output, verify  # noqa: E402
 from harness.weights import generated_weights, sweep_input  # noqa: E402
@@ -76,9 +76,11 @@ def main() -> int:
                 verdict = verify(k(x), expected)
                 assert verdict.ok, f"{m} wrong on {layer.name}: {verdict}"
         samples = {key: [] for key in prepared}
+        settle = PoolSettler()
         out = np.empty(spec.output_shape, np.float32)  # reused, as an inference engine would
         for _ in range(args.rounds):  # every method and thread count in each round
             for key, k in prepared.items():
+                settle(*key)
                 samples[key].append(measure(lambda: k(x, out=out), repeats=3,
                                             min_time=0.05).median)
         time = {key: float(np.median(v)) for key, v in samples.items()}

@@ -76,13 +76,14 @@ def run_calibration(built: BuiltKernels, host: HostInfo, threads: int, repeats: 
         "blas": blas_summary(),
         "fma_gflops_1": fma_peak(built, 1, repeats),
         "fma_gflops_all": fma_peak(built, threads, repeats),
-        "sgemm_gflops_1": sgemm(1, repeats),
-        "sgemm_gflops_all": sgemm(threads, repeats),
         "triad_gbps_1": {lvl: triad_bandwidth(built, ws, 1, repeats)
                          for lvl, ws in cache_levels(host).items()},
+        "triad_gbps_all": {"dram": triad_bandwidth(built, cache_levels(host)["dram"],
+                                                   threads, repeats)},
+        # last: OpenBLAS's threads keep spinning after it returns (see timing.POOL_SPIN_S)
+        "sgemm_gflops_1": sgemm(1, repeats),
+        "sgemm_gflops_all": sgemm(threads, repeats),
     }
-    result["triad_gbps_all"] = {"dram": triad_bandwidth(built, cache_levels(host)["dram"],
-                                                        threads, repeats)}
     return result
 
 

@@ -20,7 +20,7 @@ from .layers import LayerShape
 from .profiles import BuildTarget, Profile
 from .sparsity import check_sparsity, sparsity_of
 from .store import RunStore
-from .timing import CacheEvictor, measure
+from .timing import CacheEvictor, PoolSettler, measure
 from .tune import TuningDB, tuned_plan
 from .verify import expected_output, verify
 from .weights import generated_weights, sweep_input
@@ -130,6 +130,7 @@ class PointRunner:
         llc = max(cfg.host.caches_kib.values(), default=32 * 1024)
         self._evictor = CacheEvictor(llc) if cfg.cold_cache else None
         self._db = TuningDB()
+        self._settle = PoolSettler()
         self.built = cfg.built  # once: resolving the build hashes every kernel source
 
     def _group_data(self, point: SweepPoint):
@@ -166,6 +167,7 @@ class PointRunner:
                    dense_flops=spec.dense_flops(),
                    useful_flops=spec.dense_flops() * np.count_nonzero(w) // w.size)
         options = {"kernels": self.built} if point.method in NATIVE_METHODS else {}
+        self._settle(point.method, point.threads)  # before tuning and timing alike
         try:
             if point.method == "direct_sparse":
                 options["plan"], row["tuned"] = self._plan(w, spec, point.threads)

@@ -10,6 +10,10 @@ import numpy as np
 
 NOISY_IQR = 0.10  # a point whose IQR exceeds 10% of its median is flagged
 
+# After its last call a thread pool keeps its threads spinning for a while (OpenBLAS about
+# 0.1 s, OpenMP runtimes a few milliseconds), on cores that whatever is timed next needs.
+POOL_SPIN_S = 0.15
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -47,6 +51,21 @@ class CacheEvictor:
 
     def __call__(self) -> None:
         self._buffer += 1.0
+
+
+class PoolSettler:
+    """Pauses before timing a kernel when the kernel timed just before it was a different one
+    on several threads, until that one's spinning thread pool has gone to sleep: otherwise the
+    pool of one library (say OpenBLAS) slows whichever method follows it."""
+
+    def __init__(self, pause: float = POOL_SPIN_S):
+        self.pause = pause
+        self._last: tuple | None = None
+
+    def __call__(self, kernel: str, threads: int) -> None:
+        last, self._last = self._last, (kernel, threads)
+        if last is not None and last[1] > 1 and last != self._last:
+            time.sleep(self.pause)
 
 
 def measure(run, *, repeats: int = 7, min_time: float = 0.02, warmup: int = 1,

@@ -1,0 +1,32 @@
+import time
+
+import numpy as np
+
+from harness import timing
+from harness.timing import PoolSettler, measure
+
+
+def test_pause_only_after_a_different_multithreaded_kernel(monkeypatch):
+    pauses = []
+    monkeypatch.setattr(timing.time, "sleep", pauses.append)
+    settle = PoolSettler(pause=0.25)
+    sequence = [("dense_gemm", 1), ("direct_sparse", 1),   # nothing multi-threaded yet
+                ("dense_gemm", 2), ("dense_gemm", 2),      # the same pool again: no pause
+                ("direct_sparse", 2),                      # after OpenBLAS on 2 threads
+                ("direct_sparse", 1),                      # after direct on 2 threads
+                ("onednn", 1)]                             # after a single thread
+    paused = []
+    for kernel, threads in sequence:
+        before = len(pauses)
+        settle(kernel, threads)
+        paused.append(len(pauses) > before)
+    assert paused == [False, False, False, False, True, True, False]
+    assert pauses == [0.25, 0.25]
+
+
+def test_measure_samples_the_call():
+    calls = []
+    t = measure(lambda: calls.append(time.perf_counter()), repeats=4, min_time=0.001)
+    assert len(t.samples) == 4 and t.calls_per_sample >= 1
+    assert len(calls) == 2 + 4 * t.calls_per_sample  # warm-up, the probe call, the samples
+    assert np.all(np.array(t.samples) > 0) and t.minimum <= t.median
