@@ -22,8 +22,12 @@ TABLE_COLUMNS = [
 
 def results_table(rows: list[dict]) -> pd.DataFrame:
     """Tidy table, one row per point, with each row's speedup against the fastest correct
-    dense baseline measured in the same run for the same layer, batch and threads."""
+    dense baseline measured in the same run for the same layer, batch and threads. A point
+    measured again (resumed under a new build or on another host, which re-measures every
+    point) is represented by its latest row; the raw log keeps the earlier ones."""
     frame = pd.DataFrame(rows)
+    if "key" in frame:
+        frame = frame.drop_duplicates("key", keep="last")
     for col in TABLE_COLUMNS:
         if col not in frame:
             frame[col] = np.nan

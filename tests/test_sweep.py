@@ -53,6 +53,23 @@ def test_quick_sweep_resumes_without_remeasuring(tmp_path, capsys):
     assert sorted(second["key"]) == sorted(first["key"])
 
 
+def test_resume_under_another_build_measures_again_and_keeps_the_latest_rows(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--out", str(out), *SMALL]) == 0
+    first = pd.read_csv(out / "results.csv")
+    log = out / "points.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    current = rows[0]["build_key"]
+    log.write_text("".join(json.dumps({**r, "build_key": "an-older-build"}) + "\n" for r in rows))
+    capsys.readouterr()
+    assert main(["--out", str(out), "--resume", *SMALL]) == 0
+    assert f"{len(first)} of {len(first)} points to measure" in capsys.readouterr().err
+    assert log.read_text().count("\n") == 2 * len(first)  # the raw log keeps both passes
+    second = pd.read_csv(out / "results.csv")
+    assert len(second) == len(first) and second["key"].is_unique
+    assert (second["build_key"] == current).all()
+
+
 def test_quick_sweep_fits_the_model(tmp_path):
     out = tmp_path / "run"
     assert main(["--quick", "--out", str(out), "--no-progress"]) == 0
