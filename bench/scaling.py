@@ -54,7 +54,7 @@ def main() -> int:
     ap.add_argument("--batch", default="1,16")
     ap.add_argument("--threads", default=",".join(str(t) for t in (1, 2, 4, 8, 16)
                                                   if t <= (os.cpu_count() or 1)))
-    ap.add_argument("--tune-budget", default="16")
+    ap.add_argument("--tune-budget", default="24")
     ap.add_argument("--out", default=str(ROOT / "results" / f"scaling-{time.strftime('%Y%m%d-%H%M%S')}"))
     args = ap.parse_args()
     out = Path(args.out)

@@ -92,7 +92,7 @@ def main() -> int:
     ap.add_argument("--batch", default="1,16")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeats", default="5")
-    ap.add_argument("--tune-budget", default="24")
+    ap.add_argument("--tune-budget", default="40")
     ap.add_argument("--out", default=str(ROOT / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"))
     args = ap.parse_args()
 

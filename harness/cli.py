@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", choices=["off", "cached", "search"], default="cached",
                    help="direct kernel plans: the default plan, tuned plans from the tuning "
                         "database when present (default), or search and store missing ones")
-    p.add_argument("--tune-budget", type=int, default=24, help="plans tried per tuning search")
+    p.add_argument("--tune-budget", type=int, default=40, help="plans tried per tuning search")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE (which registers extra methods) in every process")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",

@@ -68,7 +68,7 @@ class SweepConfig:
     cold_cache: bool = False
     weight_files: dict[str, np.ndarray] = field(default_factory=dict)  # layer key -> weights
     tune: str = "cached"  # direct plans: "off" default, "cached" from the tuning DB, "search"
-    tune_budget: int = 24
+    tune_budget: int = 40
     plugins: list[str] = field(default_factory=list)  # modules registering extra methods
 
     @property

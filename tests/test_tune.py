@@ -7,8 +7,8 @@ from harness.kernels.direct import DirectPlan, default_plan
 from harness.kernels.native import host_kernels
 from harness.layers import LayerShape
 from harness.sparsity import random_sparse_weights
-from harness.tune import (AXES, TuningDB, coordinate_search, density_bucket, plan_space, tune,
-                          tuned_plan, tuning_key)
+from harness.tune import (AXES, TuningDB, coordinate_search, density_bucket, multistart_search,
+                          plan_space, tune, tuned_plan, tuning_key)
 
 
 def test_density_buckets():
@@ -68,6 +68,26 @@ def test_coordinate_search_finds_a_separable_optimum_within_budget():
     calls.clear()
     coordinate_search(space, start, cost, budget=3)
     assert len(calls) == 3  # the budget caps the plans timed
+
+
+def test_multistart_search_finds_a_layout_that_wins_only_at_its_own_tile():
+    spec = LayerShape("t", "c", 64, 27, 27, 96, 5, 1, 2).spec(1)
+    built = host_kernels()
+    space = plan_space(spec, built, 1, 1 << 20)
+    start = space.normalised(default_plan(spec, built, 1))
+    assert not start.aligned and not start.tiles_outer
+    tile = space.values["tile_vectors"][1]
+    assert tile != start.tile_vectors
+
+    def cost(plan):  # aligned tiles-outer plans lose except at one tile, where they win
+        if plan.aligned and plan.tiles_outer:
+            return 1.0 if plan.tile_vectors == tile else 10.0
+        return 5.0 + (plan.aligned or plan.tiles_outer) + 0.01 * plan.tile_vectors
+
+    single, _ = coordinate_search(space, start, cost, budget=40)
+    assert cost(single) >= 5  # one descent from the default never leaves its layout
+    best, costs = multistart_search(space, start, cost, budget=24)
+    assert cost(best) == 1.0 and len(costs) <= 24
 
 
 def test_tune_stores_best_plan_and_sweep_reuses_it(tmp_path, rng):
