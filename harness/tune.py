@@ -178,7 +178,7 @@ SIZE_AXES = ("tile_vectors", "channel_block")
 
 def multistart_search(space: PlanSpace, start: DirectPlan, cost, budget: int):
     """Coordinate descent from several starts: ``start`` and its variants in the layout
-    choices, each first sized (input-channel block and tile) with an equal share of two
+    choices, each first sized (tile, then input-channel block) with an equal share of two
     thirds of the budget, then a full descent from the best plan with the rest. A single
     descent from one start stops at the first layout that beats its neighbours at the start's
     sizes, while another layout may win by more once its own sizes are found."""
