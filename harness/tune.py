@@ -32,7 +32,7 @@ from .sparsity import direct_layout
 from .timing import measure
 from .verify import expected_output, verify
 
-FINALISTS = 3  # the fastest plans of the search, timed again side by side
+FINALISTS = 5  # the fastest plans of the search, timed again side by side
 DENSITY_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
 
