@@ -26,11 +26,10 @@ from harness.blas import blas_summary  # noqa: E402
 from harness.calibrate import calibration  # noqa: E402
 from harness.hostinfo import detect_host  # noqa: E402
 from harness.kernels.native import host_kernels  # noqa: E402
-from harness.layers import network_layers  # noqa: E402
-from harness.timing import PoolSettler, measure  # noqa: E402
+from harness.timing import PoolSettler, interleaved_medians, measure  # noqa: E402
 from harness.tune import tuned_plan  # noqa: E402
-from harness.verify import expected_output, verify  # noqa: E402
-from harness.weights import generated_weights, sweep_input  # noqa: E402
+from harness.verify import verify  # noqa: E402
+from problems import alexnet_problems  # noqa: E402
 
 
 def main() -> int:
@@ -57,12 +56,7 @@ def main() -> int:
     ratios = {t: {m: [] for m in methods[1:]} for t in thread_counts}
     share = {t: [] for t in thread_counts}
     direct_times = []
-    wanted = args.layers.split(",")
-    for layer in [l for l in network_layers("alexnet") if l.name in wanted]:
-        spec = layer.spec(args.batch)
-        w = generated_weights(layer, args.sparsity, "random", seed=0)
-        x = sweep_input(layer, args.batch, seed=0)
-        expected = expected_output(x, w, None, spec, relu=False)
+    for layer, spec, w, x, expected in alexnet_problems(args.layers, args.sparsity, args.batch):
         prepared = {}
         for t in thread_counts:
             plan = None if args.tune == "off" else tuned_plan(
@@ -75,15 +69,13 @@ def main() -> int:
                     **({"plan": plan} if m == "direct_sparse" else {}))
                 verdict = verify(k(x), expected)
                 assert verdict.ok, f"{m} wrong on {layer.name}: {verdict}"
-        samples = {key: [] for key in prepared}
-        settle = PoolSettler()
         out = np.empty(spec.output_shape, np.float32)  # reused, as an inference engine would
-        for _ in range(args.rounds):  # every method and thread count in each round
-            for key, k in prepared.items():
-                settle(*key)
-                samples[key].append(measure(lambda: k(x, out=out), repeats=3,
-                                            min_time=0.05).median)
-        time = {key: float(np.median(v)) for key, v in samples.items()}
+        settle = PoolSettler()
+
+        def time_once(key):  # every method and thread count in each round
+            settle(*key)
+            return measure(lambda: prepared[key](x, out=out), repeats=3, min_time=0.05).median
+        time = interleaved_medians(prepared, time_once, args.rounds)
         useful = 2 * np.count_nonzero(w) * spec.out_height * spec.out_width * args.batch
         for t in thread_counts:
             direct = time["direct_sparse", t]

@@ -20,10 +20,9 @@ import numpy as np  # noqa: E402
 
 from harness import kernels  # noqa: E402
 from harness.kernels.native import host_kernels  # noqa: E402
-from harness.layers import network_layers  # noqa: E402
-from harness.timing import measure  # noqa: E402
-from harness.verify import expected_output, verify  # noqa: E402
-from harness.weights import generated_weights, sweep_input  # noqa: E402
+from harness.timing import interleaved_medians, measure  # noqa: E402
+from harness.verify import verify  # noqa: E402
+from problems import alexnet_problems  # noqa: E402
 
 
 def plan_grid(spec, threads: int, max_tile: int) -> list:
@@ -49,13 +48,8 @@ def main() -> int:
     args = ap.parse_args()
     print(f"sparsity {args.sparsity}, batch {args.batch}, threads {args.threads}, median of "
           f"{args.rounds} interleaved rounds; load average {os.getloadavg()[0]:.2f}")
-    wanted = args.layers.split(",")
     max_tile = host_kernels().lib.spconv_max_tile_vectors()
-    for layer in [l for l in network_layers("alexnet") if l.name in wanted]:
-        spec = layer.spec(args.batch)
-        w = generated_weights(layer, args.sparsity, "random", seed=0)
-        x = sweep_input(layer, args.batch, seed=0)
-        ref = expected_output(x, w, None, spec, relu=False)
+    for layer, spec, w, x, ref in alexnet_problems(args.layers, args.sparsity, args.batch):
         prepared = {}
         for plan in plan_grid(spec, args.threads, max_tile):
             k = kernels.prepare(w, input_shape=spec.input_shape, stride=spec.stride,
@@ -65,13 +59,9 @@ def main() -> int:
                 print(f"{layer.name}: wrong output with {plan}")
                 return 1
             prepared[plan] = k
-        samples = {plan: [] for plan in prepared}
         out = np.empty(spec.output_shape, np.float32)
-        for _ in range(args.rounds):
-            for plan, k in prepared.items():
-                samples[plan].append(measure(lambda: k(x, out=out), repeats=3,
-                                             min_time=0.02).median)
-        median = {plan: float(np.median(s)) for plan, s in samples.items()}
+        median = interleaved_medians(prepared, lambda plan: measure(
+            lambda: prepared[plan](x, out=out), repeats=3, min_time=0.02).median, args.rounds)
         shared = min((p for p in median if p.shared_padding), key=median.get)
         own = min((p for p in median if not p.shared_padding), key=median.get)
         print(f"{layer.name}: shared {median[shared] * 1e3:.3f} ms ({describe(shared)}); "

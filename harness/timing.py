@@ -97,6 +97,16 @@ def measure(run, *, repeats: int = 7, min_time: float = 0.02, warmup: int = 1,
     return Timing(samples, calls)
 
 
+def interleaved_medians(items, time_once, rounds: int = 3) -> dict:
+    """Each item's median of ``time_once(item)`` over ``rounds`` rounds that time every item
+    in turn, so drift or a burst of noise on the machine hits every item alike."""
+    samples = {item: [] for item in items}
+    for _ in range(rounds):
+        for item in samples:
+            samples[item].append(time_once(item))
+    return {item: float(np.median(v)) for item, v in samples.items()}
+
+
 def call_overhead(kernels=None) -> float:
     """Seconds per call of a prepared direct kernel on a 1x1 problem: an upper bound on what
     calling from Python adds to every timed call (argument checks, buffer passing, C entry)."""

@@ -29,7 +29,7 @@ from .build import BuiltKernels, cache_root
 from .convspec import ConvSpec
 from .kernels.direct import DirectPlan, default_plan
 from .sparsity import direct_layout
-from .timing import measure
+from .timing import interleaved_medians, measure
 from .verify import expected_output, verify
 
 FINALISTS = 5  # the fastest plans of the search, timed again side by side
@@ -192,16 +192,6 @@ def multistart_search(space: PlanSpace, start: DirectPlan, cost, budget: int):
         coordinate_search(space, s, cost, min(budget, len(costs) + share), costs, SIZE_AXES)
     best = min(costs, key=costs.get)
     return coordinate_search(space, best, cost, budget, costs)
-
-
-def interleaved_medians(plans: list, time_once, rounds: int = 3) -> dict:
-    """Each plan's median over ``rounds`` rounds that time every plan in turn: a burst of
-    noise while one plan was timed during the search does not decide the choice."""
-    samples = {plan: [] for plan in plans}
-    for _ in range(rounds):
-        for plan in plans:
-            samples[plan].append(time_once(plan))
-    return {plan: float(np.median(v)) for plan, v in samples.items()}
 
 
 def tune(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels, *, host: str,
