@@ -107,13 +107,27 @@ def direct_csr(w: np.ndarray, spec: ConvSpec, layout: DirectLayout | None = None
     return _assemble(rows, offsets, values, spec.out_channels, channel)
 
 
-def channel_block_pointers(csr: CSR, spec: ConvSpec, channel_block: int) -> np.ndarray:
-    """(M, blocks + 1) int32: where each row's non-zeros of each input-channel block start."""
+@dataclass(frozen=True)
+class BlockedCSR:
+    """The non-zeros ordered by input-channel block, then output channel (then as in the CSR):
+    the direct kernel walks blocks outermost, so it streams them in storage order."""
+
+    blkptr: np.ndarray   # int32 (blocks, M + 1): block b's non-zeros of row m are
+                         # [blkptr[b, m], blkptr[b, m + 1])
+    colidx: np.ndarray   # int32, nnz
+    values: np.ndarray   # float32, nnz
+
+
+def block_major(csr: CSR, spec: ConvSpec, channel_block: int) -> BlockedCSR:
+    """Regroup a CSR's non-zeros by blocks of ``channel_block`` input channels."""
     blocks = -(-spec.in_channels // channel_block)
-    keys = csr.rows_of_nnz * spec.in_channels + csr.channel_of_nnz  # sorted within CSR order
-    bounds = np.minimum(np.arange(blocks + 1, dtype=np.int64) * channel_block, spec.in_channels)
-    queries = np.arange(spec.out_channels, dtype=np.int64)[:, None] * spec.in_channels + bounds[None, :]
-    return np.searchsorted(keys, queries.ravel()).reshape(spec.out_channels, blocks + 1).astype(np.int32)
+    block_of_nnz = csr.channel_of_nnz // channel_block
+    order = np.argsort(block_of_nnz, kind="stable")  # keeps each row's CSR order
+    m_count = spec.out_channels
+    keys = block_of_nnz[order] * m_count + csr.rows_of_nnz[order]
+    queries = np.arange(blocks, dtype=np.int64)[:, None] * m_count + np.arange(m_count + 1)
+    blkptr = np.searchsorted(keys, queries.ravel()).reshape(blocks, m_count + 1)
+    return BlockedCSR(blkptr.astype(np.int32), csr.colidx[order], csr.values[order])
 
 
 def lowered_csr(w: np.ndarray, spec: ConvSpec, row_stride: int) -> CSR:

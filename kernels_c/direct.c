@@ -188,23 +188,29 @@ static void store_channel(const spconv_geometry *g, const float *acc, int relu, 
     }
 }
 
-/* Whether any output channel in [m0, m1) has a non-zero in input-channel block cb. */
-static int block_used(const int *blkptr, int ncb, int m0, int m1, int cb)
+/* Ask for input channels [c0, c1) of one image to be brought towards L2 while the current block
+   computes: the next block's padding then reads them from near instead of from L3 or memory,
+   where the previous call's weights and outputs pushed them. */
+static void prefetch_channels(const spconv_geometry *g, const float *in_n, int c0, int c1)
 {
-    for (int m = m0; m < m1; ++m) {
-        const int *ptr = blkptr + (long)m * (ncb + 1) + cb;
-        if (ptr[1] > ptr[0])
-            return 1;
-    }
-    return 0;
+    const long in_plane = (long)g->height * g->width;
+    const char *end = (const char *)(in_n + (long)c1 * in_plane);
+    for (const char *q = (const char *)(in_n + (long)c0 * in_plane); q < end; q += 64)
+        __builtin_prefetch(q, 0, 2);
+}
+
+/* Block cb's row of the block pointers: its non-zeros of output channel m are
+   [row[m], row[m + 1]). */
+static const int *block_row(const spconv_geometry *g, const int *blkptr, int cb)
+{
+    return blkptr + (long)cb * (g->out_channels + 1);
 }
 
 /* One channel block's non-zeros for output channels [m0, m1), register tile by register tile
-   (the even split of tile.h, as spconv_accumulate makes it): a tile reads only its rows of the block, which
-   stay in L1 while every output channel streams through them. blkptr points at the block's
-   column of the block pointers. */
+   (the even split of tile.h, as spconv_accumulate makes it): a tile reads only its rows of the
+   block, which stay in L1 while every output channel streams through them. */
 static void accumulate_tiles_outer(const spconv_geometry *g, const spconv_plan *p,
-                                   const int *blkptr, const int *colidx, const float *values,
+                                   const int *row, const int *colidx, const float *values,
                                    int m0, int m1, const float *block, float *acc_base)
 {
     const long run = run_floats(g), vectors = run / VEC_FLOATS;
@@ -212,11 +218,10 @@ static void accumulate_tiles_outer(const spconv_geometry *g, const spconv_plan *
     for (long t = 0; t < ntiles; ++t) {
         const long v0 = tile_start(vectors, ntiles, t) * VEC_FLOATS;
         const long v1 = tile_start(vectors, ntiles, t + 1) * VEC_FLOATS;
-        for (int m = m0; m < m1; ++m) {
-            const int *ptr = blkptr + (long)m * (p->channel_blocks + 1);
+        for (int m = m0; m < m1; ++m)
             spconv_accumulate(acc_base + (long)(m - m0) * run + v0, v1 - v0, block + v0,
-                              colidx + ptr[0], values + ptr[0], ptr[1] - ptr[0], p->tile_vectors);
-        }
+                              colidx + row[m], values + row[m], row[m + 1] - row[m],
+                              p->tile_vectors);
     }
 }
 
@@ -276,7 +281,8 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                non-zeros through it. Blocks no channel of the item reads (other groups) are
                skipped: not even padded. */
             for (int cb = 0; cb < ncb; ++cb) {
-                if (!block_used(blkptr, ncb, m0, m1, cb))
+                const int *row = block_row(g, blkptr, cb);
+                if (row[m1] == row[m0])
                     continue;
                 const float *block = own_block;
                 if (p->shared_padding) {
@@ -285,16 +291,16 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                     const int c0 = cb * bc, c1 = c0 + bc < g->channels ? c0 + bc : g->channels;
                     for (int c = c0; c < c1; ++c)
                         pad_channel(g, in_n + c * in_plane, own_block + (c - c0) * plane, copy);
+                    if (c1 < g->channels)
+                        prefetch_channels(g, in_n, c1, c1 + bc < g->channels ? c1 + bc : g->channels);
                 }
                 if (p->tiles_outer)
-                    accumulate_tiles_outer(g, p, blkptr + cb, colidx, values, m0, m1, block, acc_base);
+                    accumulate_tiles_outer(g, p, row, colidx, values, m0, m1, block, acc_base);
                 else
-                    for (int m = m0; m < m1; ++m) {
-                        const int *ptr = blkptr + (long)m * (ncb + 1) + cb;
+                    for (int m = m0; m < m1; ++m)
                         spconv_accumulate(acc_base + (long)(m - m0) * run, run, block,
-                                          colidx + ptr[0], values + ptr[0], ptr[1] - ptr[0],
+                                          colidx + row[m], values + row[m], row[m + 1] - row[m],
                                           p->tile_vectors);
-                    }
             }
             for (int m = m0; m < m1; ++m)
                 store_channel(g, acc_base + (long)(m - m0) * run, relu,

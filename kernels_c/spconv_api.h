@@ -12,7 +12,7 @@ typedef struct {
 typedef struct {
     int tile_vectors;       /* register block: accumulator vectors held in registers */
     int out_channel_block;  /* output channels one work item covers */
-    int channel_blocks;     /* input-channel blocks: width of the block pointer rows - 1 */
+    int channel_blocks;     /* input-channel blocks: rows of the block pointers */
     int block_channels;     /* input channels per block (the last block may hold fewer) */
     int tiles_outer;        /* 1: register tiles outside output channels within a block, so
                                only one tile's rows of the block need to stay in L1 */
@@ -33,8 +33,9 @@ long spconv_padded_floats(const spconv_geometry *g, const spconv_plan *p);
 long spconv_scratch_floats(const spconv_geometry *g, const spconv_plan *p);
 long spconv_channel_plane(const spconv_geometry *g);
 
-/* Direct sparse convolution. blkptr has out_channels rows of channel_blocks + 1 entries
-   delimiting each output channel's non-zeros per input-channel block; colidx holds offsets into
+/* Direct sparse convolution. The non-zeros are stored block-major, in the order the kernel
+   walks them: blkptr has channel_blocks rows of out_channels + 1 entries, row b delimiting each
+   output channel's non-zeros in input-channel block b; colidx holds offsets into
    the padded copy of one input-channel block (stride-phase split, see direct.c), counted from
    the block's first channel. padded (one block buffer per thread, or the whole padded batch
    with shared padding) must be spconv_padded_floats() long and zeroed once before first use;

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from harness import kernels
 from harness.cli import main
 from harness.convspec import ConvSpec
-from harness.sparsity import direct_csr, direct_layout, random_sparse_weights
+from harness.sparsity import block_major, direct_csr, direct_layout, random_sparse_weights
 from harness.store import RunStore
 from harness.verify import expected_output, verify
 
@@ -205,8 +205,8 @@ def test_property_direct_matches_reference(data):
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_property_csr_round_trip(data):
-    """Every non-zero's offset decodes back to its (channel in its block, row, column): the CSR
-    is exact."""
+    """Every non-zero's offset decodes back to its (channel in its block, row, column), and
+    the block-major regrouping puts it in its own block's segment: the kernel's form is exact."""
     groups = data.draw(st.sampled_from([1, 2, 3]))
     cg, mg = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
     kh, kw = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
@@ -218,12 +218,12 @@ def test_property_csr_round_trip(data):
     w = random_sparse_weights(spec.weight_shape, data.draw(st.floats(0, 0.99)), rng)
     block = data.draw(st.integers(1, spec.in_channels))
     layout = direct_layout(spec, aligned, 16, block)
-    csr = direct_csr(w, spec, layout)
+    blocked = block_major(direct_csr(w, spec, layout), spec, block)
     decoded = np.zeros_like(w)
-    for m in range(spec.out_channels):
-        for j in range(csr.rowptr[m], csr.rowptr[m + 1]):
-            off = int(csr.colidx[j])
-            block_start = int(csr.channel_of_nnz[j]) // block * block
+    for b, m in np.ndindex(blocked.blkptr.shape[0], spec.out_channels):
+        for j in range(blocked.blkptr[b, m], blocked.blkptr[b, m + 1]):
+            off = int(blocked.colidx[j])
+            block_start = b * block
             if layout.aligned:
                 s, rest = divmod(off, layout.copy_floats)
                 c, rest = divmod(rest, layout.plane)
@@ -234,7 +234,7 @@ def test_property_csr_round_trip(data):
                 row, col = divmod(rest, layout.plane_w)
                 r = row * stride + phase // stride
                 s = col * stride + phase % stride
-            decoded[m, block_start + c - (m // mg) * cg, r, s] = csr.values[j]
+            decoded[m, block_start + c - (m // mg) * cg, r, s] = blocked.values[j]
     np.testing.assert_array_equal(decoded, w)
 
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import ShapeError
-from ..sparsity import channel_block_pointers, direct_csr, direct_layout
+from ..sparsity import block_major, direct_csr, direct_layout
 from . import native
 from .base import PreparedConv
 
@@ -60,10 +60,9 @@ class DirectSparseConv(PreparedConv):
         vector = lib.spconv_vector_floats()
         layout = self.layout = direct_layout(spec, self.plan.aligned, vector,
                                              self.plan.channel_block)
-        csr = direct_csr(w, spec, layout)
-        self.nnz = csr.nnz
-        self._colidx, self._values = csr.colidx, csr.values
-        self._blkptr = channel_block_pointers(csr, spec, self.plan.channel_block)
+        blocked = block_major(direct_csr(w, spec, layout), spec, self.plan.channel_block)
+        self.nnz = blocked.values.size
+        self._colidx, self._values, self._blkptr = blocked.colidx, blocked.values, blocked.blkptr
         self._bias = None if bias is None else bias.copy()
         self._geometry = ffi.new("spconv_geometry *", dict(
             batch=spec.batch, channels=spec.in_channels, height=spec.height, width=spec.width,
@@ -73,7 +72,7 @@ class DirectSparseConv(PreparedConv):
             plane_w=layout.plane_w, copies=layout.copies, copy_shift=spec.dilation[1]))
         self._plan = ffi.new("spconv_plan *", dict(
             tile_vectors=self.plan.tile_vectors, out_channel_block=self.plan.out_channel_block,
-            channel_blocks=self._blkptr.shape[1] - 1, block_channels=layout.block_channels,
+            channel_blocks=self._blkptr.shape[0], block_channels=layout.block_channels,
             tiles_outer=int(self.plan.tiles_outer),
             shared_padding=int(self.plan.shared_padding), threads=threads))
         # Zeroed once: the kernel only ever writes the interior, so the padding stays zero.
