@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 
 from harness import kernels
+from harness.build import build
 from harness.convspec import ConvSpec
 from harness.errors import HarnessError, ShapeError
+from harness.hostinfo import detect_host
+from harness.profiles import HOST_PROFILE, ISA_FEATURES, BuildTarget, load_profile
 from harness.sparsity import random_sparse_weights
 from harness.verify import expected_output, verify
 
@@ -66,6 +69,34 @@ def test_aligned_layout_matches_reference(seed):
                               shared_padding=seed % 4 < 2)
     check_method("direct_sparse", case, float(rng.choice([0.0, 0.5, 0.9])), rng,
                  relu=bool(seed % 2), threads=1 + seed % 2, plan=plan)
+
+
+@pytest.fixture(scope="module", params=sorted(ISA_FEATURES))
+def isa_build(request):
+    """The kernels compiled for each instruction-set code path this host can execute (the
+    host profile's flags, one SPCONV_ISA_* path each), not only the host's best one."""
+    isa = request.param
+    if not set(ISA_FEATURES[isa]) <= set(detect_host().features):
+        pytest.skip(f"this host cannot execute {isa} code")
+    return build(BuildTarget(load_profile(HOST_PROFILE), isa, ("-O2", "-march=native"), False))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_isa_path_matches_reference(isa_build, seed):
+    rng = np.random.default_rng(3000 + seed)
+    case = random_case(rng)
+    if seed % 2 == 0:
+        case["stride"] = (1, 1)  # the shifted-copy layout
+    vector = isa_build.lib.spconv_vector_floats()
+    plan = kernels.DirectPlan(int(rng.integers(1, isa_build.lib.spconv_max_tile_vectors() + 1)),
+                              int(rng.integers(1, 9)), int(rng.integers(1, 9)),
+                              aligned=seed % 2 == 0, tiles_outer=seed % 3 == 0,
+                              shared_padding=seed == 1)
+    sparsity = float(rng.choice([0.3, 0.9]))
+    check_method("direct_sparse", case, sparsity, rng, relu=bool(seed % 2), threads=1 + seed % 2,
+                 kernels=isa_build, plan=plan)
+    check_method("lowered_sparse", case, sparsity, rng, relu=False, threads=1, kernels=isa_build)
+    assert vector == {"avx512": 16, "avx2": 8}.get(isa_build.isa, 4)
 
 
 @pytest.mark.parametrize("method", METHODS)
