@@ -107,6 +107,16 @@ def test_widths_around_vector_length(method, width, rng):
     check_method(method, case, 0.5, rng, relu=False, threads=2)
 
 
+@pytest.mark.parametrize("width, pad", [(w, p) for w in (1, 2, 31, 32, 33, 34, 65)
+                                         for p in (0, 1, 3) if w + 2 * p >= 3])
+def test_stride_two_widths_around_vector_length(width, pad, rng):
+    """The stride-2 padding splits rows into column phases a vector pair at a time: rows
+    ending on, before and after a vector boundary, from either phase."""
+    case = dict(input_shape=(1, 3, 4, width), weight_shape=(5, 3, 3, 3), stride=2,
+                padding=pad, dilation=1, groups=1)
+    check_method("direct_sparse", case, 0.3, rng, relu=False, threads=1)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_all_zero_weights_give_bias(method, rng):
     x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
