@@ -34,9 +34,9 @@ class DirectLayout:
     """How the padded input is stored for the direct kernel (see kernels_c/direct.c).
 
     Generic: one copy, split by stride phase; each phase plane_h x plane_w.
-    Aligned (stride 1 only): rows padded to a whole number of vectors and one copy of the
-    input per kernel column, shifted left by that column's offset, so every load of the kernel
-    starts on a vector boundary and none straddles two cache lines.
+    Aligned (stride 1 only): one copy of the input per kernel column, shifted left by that
+    column's offset, its rows as wide as an output row rounded up to whole vectors, so every
+    load of the kernel starts on a vector boundary and none straddles two cache lines.
     The kernel pads one block of input channels at a time into a small buffer, so offsets count
     from the first channel of the non-zero's block."""
 
@@ -58,7 +58,9 @@ def direct_layout(spec: ConvSpec, aligned: bool = False, vector: int = 16,
     block = min(block_channels or spec.in_channels, spec.in_channels)
     sh, sw = spec.stride
     if aligned and (sh, sw) == (1, 1) and spec.kernel_w > 1:
-        plane_w = -(-spec.padded_w // vector) * vector
+        # copy s row h holds padded columns s * dw onwards, and output x reads its column x:
+        # a row needs only the output row's width (in whole vectors), not the padded one's
+        plane_w = -(-spec.out_width // vector) * vector
         plane = spec.padded_h * plane_w
         return DirectLayout(spec.padded_h, plane_w, spec.kernel_w, plane, block, block * plane)
     plane_h, plane_w = -(-spec.padded_h // sh), -(-spec.padded_w // sw)

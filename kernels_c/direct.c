@@ -8,9 +8,10 @@
    stored) and each non-zero is one vectorised multiply-add over that run, for any stride. With
    stride 1 this is the paper's padded-row layout.
 
-   Aligned layout (stride 1, copies = kernel width): rows padded to whole vectors and copy k of
-   the input shifted left by k * copy_shift columns, so a weight at kernel column k reads copy k
-   at a vector-aligned offset: no load straddles two cache lines.
+   Aligned layout (stride 1, copies = kernel width): copy k of the input shifted left by
+   k * copy_shift columns, its rows as wide as an output row rounded up to whole vectors, so a
+   weight at kernel column k reads copy k at a vector-aligned offset: no load straddles two
+   cache lines.
 
    Padding is fused with the input-channel blocking: a work item pads one block of channels
    into its thread's small buffer right before the block's non-zeros stream through it, so the
@@ -76,7 +77,8 @@ static int check(const spconv_geometry *g, const spconv_plan *p)
     if (g->batch < 0 || g->channels <= 0 || g->out_channels <= 0 || g->out_height <= 0 ||
         g->out_width <= 0 || g->stride_h <= 0 || g->stride_w <= 0 || g->pad_h < 0 || g->pad_w < 0)
         return -1;
-    if ((long)g->plane_w * g->stride_w < g->width + 2L * g->pad_w ||
+    /* a shifted copy's row needs only the output row's width; a phase plane the padded row's */
+    if ((g->copies == 1 && (long)g->plane_w * g->stride_w < g->width + 2L * g->pad_w) ||
         (long)g->plane_h * g->stride_h < g->height + 2L * g->pad_h || g->plane_w < g->out_width)
         return -2;
     if (p->tile_vectors < 1 || p->tile_vectors > MAX_TILE || p->out_channel_block < 1 ||
@@ -131,11 +133,14 @@ static void pad_channel_copies(const spconv_geometry *g, const float *src, float
     for (int k = 0; k < g->copies; ++k) {
         const int shift = k * g->copy_shift;
         const int w0 = shift > g->pad_w ? shift - g->pad_w : 0;  /* first column kept */
-        if (w0 >= g->width)
+        const int col = w0 + g->pad_w - shift;                    /* where it lands */
+        /* the source row's rest, cut where the copy's row ends */
+        const int n = g->width - w0 < g->plane_w - col ? g->width - w0 : g->plane_w - col;
+        if (n <= 0)
             continue;
         for (int h = 0; h < g->height; ++h)
-            copy_floats(dst + k * copy + (long)(h + g->pad_h) * g->plane_w + (w0 + g->pad_w - shift),
-                        src + (long)h * g->width + w0, g->width - w0);
+            copy_floats(dst + k * copy + (long)(h + g->pad_h) * g->plane_w + col,
+                        src + (long)h * g->width + w0, n);
     }
 }
 #endif

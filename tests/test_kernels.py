@@ -107,6 +107,21 @@ def test_widths_around_vector_length(method, width, rng):
     check_method(method, case, 0.5, rng, relu=False, threads=2)
 
 
+@pytest.mark.parametrize("width", [1, 7, 15, 16, 17, 32, 33])
+@pytest.mark.parametrize("kernel, pad, dilation", [(3, 1, 1), (5, 2, 1), (3, 0, 1), (3, 3, 2)])
+def test_aligned_widths_around_vector_length(isa_build, width, kernel, pad, dilation, rng):
+    """Shifted copies' rows are only as wide as the output row (in whole vectors): output
+    rows ending on, before and after a vector boundary, padded rows wider than them."""
+    span = dilation * (kernel - 1) + 1
+    if width + 2 * pad < span:
+        width = span - 2 * pad
+    case = dict(input_shape=(1, 3, 6, width), weight_shape=(4, 3, kernel, kernel), stride=1,
+                padding=pad, dilation=dilation, groups=1)
+    for tile in (1, 3):
+        check_method("direct_sparse", case, 0.3, rng, relu=False, threads=1, kernels=isa_build,
+                     plan=kernels.DirectPlan(tile, 2, 2, aligned=True))
+
+
 @pytest.mark.parametrize("width, pad", [(w, p) for w in (1, 2, 31, 32, 33, 34, 65)
                                          for p in (0, 1, 3) if w + 2 * p >= 3])
 def test_stride_two_widths_around_vector_length(width, pad, rng):
