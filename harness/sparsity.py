@@ -53,17 +53,22 @@ class DirectLayout:
 
 
 def direct_layout(spec: ConvSpec, aligned: bool = False, vector: int = 16,
-                  block_channels: int | None = None) -> DirectLayout:
-    """The layout for a plan; ``block_channels`` defaults to all channels in one block."""
+                  block_channels: int | None = None, band_rows: int = 0) -> DirectLayout:
+    """The layout for a plan; ``block_channels`` defaults to all channels in one block.
+    With ``band_rows`` (fewer than the output's rows), a plane holds the padded rows one band
+    of that many output rows reads instead of the whole padded image."""
     block = min(block_channels or spec.in_channels, spec.in_channels)
     sh, sw = spec.stride
+    rows = spec.padded_h
+    if 0 < band_rows < spec.out_height:
+        rows = (band_rows - 1) * sh + (spec.kernel_h - 1) * spec.dilation[0] + 1
     if aligned and (sh, sw) == (1, 1) and spec.kernel_w > 1:
         # copy s row h holds padded columns s * dw onwards, and output x reads its column x:
         # a row needs only the output row's width (in whole vectors), not the padded one's
         plane_w = -(-spec.out_width // vector) * vector
-        plane = spec.padded_h * plane_w
-        return DirectLayout(spec.padded_h, plane_w, spec.kernel_w, plane, block, block * plane)
-    plane_h, plane_w = -(-spec.padded_h // sh), -(-spec.padded_w // sw)
+        plane = rows * plane_w
+        return DirectLayout(rows, plane_w, spec.kernel_w, plane, block, block * plane)
+    plane_h, plane_w = -(-rows // sh), -(-spec.padded_w // sw)
     plane = sh * sw * plane_h * plane_w
     return DirectLayout(plane_h, plane_w, 1, plane, block, block * plane)
 

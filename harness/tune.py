@@ -1,7 +1,8 @@
 """Autotuning of the direct kernel's plan, with a tuning database so sweeps reuse results.
 
 For one layer shape, density bucket, thread count, kernel build and host, the plan (register
-tile, output-channel block, input-channel block, aligned layout, tile order, shared padding) is
+tile, output-channel block, input-channel block, aligned layout, tile order, shared padding,
+bands of output rows) is
 searched over a grid pruned with what the cost model knows (a tile wider than the output run or
 an input block that cannot stay in L2 is never faster, nor is a shared padded image that cannot
 stay in the threads' L2; fewer work items than threads leave threads idle). The search is
@@ -82,7 +83,7 @@ class TuningDB:
 
 
 AXES = ("aligned", "shared_padding", "channel_block", "out_channel_block", "tile_vectors",
-        "tiles_outer")  # most telling first
+        "tiles_outer", "band_rows")  # most telling first
 
 
 @dataclass(frozen=True)
@@ -97,21 +98,25 @@ class PlanSpace:
 
     def normalised(self, plan: DirectPlan) -> DirectPlan:
         """The same plan with a tile no wider than the output run (wider ones run the same),
-        and tile order only where there are several tiles."""
+        tile order only where there are several tiles, and no band as tall as the output."""
+        band = plan.band_rows if 0 < plan.band_rows < self.spec.out_height else 0
         layout = direct_layout(self.spec, plan.aligned, self.vector)
-        vectors = -(-self.spec.out_height * layout.plane_w // self.vector)
+        vectors = -(-(band or self.spec.out_height) * layout.plane_w // self.vector)
         tile = min(plan.tile_vectors, vectors)
-        return replace(plan, tile_vectors=tile, tiles_outer=plan.tiles_outer and tile < vectors)
+        return replace(plan, tile_vectors=tile, tiles_outer=plan.tiles_outer and tile < vectors,
+                       band_rows=band)
 
     def feasible(self, plan: DirectPlan) -> bool:
         spec = self.spec
-        layout = direct_layout(spec, plan.aligned, self.vector)
+        layout = direct_layout(spec, plan.aligned, self.vector, band_rows=plan.band_rows)
         block_bytes = 4 * plan.channel_block * layout.plane * layout.copies
         image_bytes = 4 * spec.in_channels * layout.plane * layout.copies
         return ((block_bytes <= self.l2_bytes
                  or plan.channel_block == min(self.values["channel_block"]))
-                and (not plan.shared_padding or image_bytes <= self.l2_bytes * self.threads)
-                and spec.batch * -(-spec.out_channels // plan.out_channel_block) >= self.threads)
+                and (not plan.shared_padding or (image_bytes <= self.l2_bytes * self.threads
+                                                 and not plan.band_rows))
+                and spec.batch * -(-spec.out_channels // plan.out_channel_block)
+                * -(-spec.out_height // (plan.band_rows or spec.out_height)) >= self.threads)
 
     def along(self, plan: DirectPlan, axis: str) -> list[DirectPlan]:
         """The feasible plans that differ from ``plan`` in ``axis`` (and, where the new value
@@ -145,7 +150,9 @@ def plan_space(spec: ConvSpec, built: BuiltKernels, threads: int, l2_bytes: int)
         "channel_block": sorted({c for c in (2, 4, 8, 16, 32, 64, channels) if c <= channels}),
         "aligned": [False, True] if stride_one else [False],
         "tiles_outer": [False, True],
-        "shared_padding": [False, True]})
+        "shared_padding": [False, True],
+        # bands of output rows keep a large image's input block in cache
+        "band_rows": [0] + [b for b in (2, 4, 8, 16, 32) if b < spec.out_height]})
 
 
 def coordinate_search(space: PlanSpace, start: DirectPlan, cost, budget: int,
@@ -173,7 +180,7 @@ def coordinate_search(space: PlanSpace, start: DirectPlan, cost, budget: int,
 
 
 LAYOUT_AXES = ("aligned", "tiles_outer")  # change which tile and input block suit a plan
-SIZE_AXES = ("tile_vectors", "channel_block")
+SIZE_AXES = ("tile_vectors", "channel_block", "band_rows")
 
 
 def multistart_search(space: PlanSpace, start: DirectPlan, cost, budget: int):

@@ -36,10 +36,23 @@ long spconv_channel_plane(const spconv_geometry *g)
     return (long)g->stride_h * g->stride_w * g->plane_h * g->plane_w;
 }
 
-/* Outputs computed per channel, junk columns included, rounded to whole vectors. */
-static long run_floats(const spconv_geometry *g)
+/* Output rows per work item: a band of the image (plan.band_rows), or all of it. */
+static int band_rows(const spconv_geometry *g, const spconv_plan *p)
 {
-    return round_up_vec((long)g->out_height * g->plane_w);
+    return p->band_rows > 0 && p->band_rows < g->out_height ? p->band_rows : g->out_height;
+}
+
+/* Outputs computed per channel for `rows` output rows, junk columns included, in whole
+   vectors. */
+static long rows_run_floats(const spconv_geometry *g, int rows)
+{
+    return round_up_vec((long)rows * g->plane_w);
+}
+
+/* The longest run: one band's. */
+static long run_floats(const spconv_geometry *g, const spconv_plan *p)
+{
+    return rows_run_floats(g, band_rows(g, p));
 }
 
 /* Floats of one padded block: copies x block_channels x plane. */
@@ -52,7 +65,7 @@ static long block_floats(const spconv_geometry *g, const spconv_plan *p)
    run_floats() past it; whole vectors keep every block aligned. */
 static long block_slot_floats(const spconv_geometry *g, const spconv_plan *p)
 {
-    return round_up_vec(block_floats(g, p) + run_floats(g) + VEC_FLOATS);
+    return round_up_vec(block_floats(g, p) + run_floats(g, p) + VEC_FLOATS);
 }
 
 /* Shared padding: one image padded whole, every channel block in its own slot. */
@@ -69,7 +82,7 @@ long spconv_padded_floats(const spconv_geometry *g, const spconv_plan *p)
 
 long spconv_scratch_floats(const spconv_geometry *g, const spconv_plan *p)
 {
-    return (long)p->threads * p->out_channel_block * run_floats(g);
+    return (long)p->threads * p->out_channel_block * run_floats(g, p);
 }
 
 static int check(const spconv_geometry *g, const spconv_plan *p)
@@ -77,10 +90,15 @@ static int check(const spconv_geometry *g, const spconv_plan *p)
     if (g->batch < 0 || g->channels <= 0 || g->out_channels <= 0 || g->out_height <= 0 ||
         g->out_width <= 0 || g->stride_h <= 0 || g->stride_w <= 0 || g->pad_h < 0 || g->pad_w < 0)
         return -1;
-    /* a shifted copy's row needs only the output row's width; a phase plane the padded row's */
+    /* a shifted copy's row needs only the output row's width; a phase plane the padded row's;
+       a plane holds the padded image's rows, or with bands at least one band's */
+    const int banded = band_rows(g, p) < g->out_height;
     if ((g->copies == 1 && (long)g->plane_w * g->stride_w < g->width + 2L * g->pad_w) ||
-        (long)g->plane_h * g->stride_h < g->height + 2L * g->pad_h || g->plane_w < g->out_width)
+        (!banded && (long)g->plane_h * g->stride_h < g->height + 2L * g->pad_h) ||
+        (banded && g->plane_h < band_rows(g, p)) || g->plane_w < g->out_width)
         return -2;
+    if (banded && p->shared_padding)
+        return -5;  /* the shared buffer holds whole images */
     if (p->tile_vectors < 1 || p->tile_vectors > MAX_TILE || p->out_channel_block < 1 ||
         p->channel_blocks < 1 || p->block_channels < 1 || p->threads < 1 ||
         (long)p->channel_blocks * p->block_channels < g->channels)
@@ -91,6 +109,48 @@ static int check(const spconv_geometry *g, const spconv_plan *p)
     return 0;
 }
 
+/* The padded rows one work item pads: rows [first, first + rows) of the padded image land at
+   rows 0.. of its buffer (of its stride phases: first is a multiple of stride_h, so the phases
+   agree with the whole image's). Buffer rows outside the image are zeroed when `clear` is set
+   (with bands, such a row may still hold an image row of an earlier band); otherwise they are
+   left as they are (zero since the buffer was cleared). */
+typedef struct {
+    int first, rows, clear;
+} row_window;
+
+/* The window over the whole image (plane_h rows per row phase cover the padded image). */
+static row_window whole_image(const spconv_geometry *g)
+{
+    const row_window win = {0, g->plane_h * g->stride_h, 0};
+    return win;
+}
+
+/* The image rows [*h0, *h1) inside the window; image row h lands at buffer row
+   h + pad_h - first. */
+static void image_rows(const spconv_geometry *g, const row_window *win, int *h0, int *h1)
+{
+    const int lo = win->first - g->pad_h, hi = lo + win->rows;
+    *h0 = lo > 0 ? lo : 0;
+    *h1 = hi < g->height ? hi : g->height;
+    if (*h1 < *h0)
+        *h1 = *h0;
+}
+
+/* Zero buffer row i of one channel in every shifted copy or column phase. */
+static void clear_row(const spconv_geometry *g, float *dst, long copy, int i)
+{
+    if (g->copies > 1) {
+        for (int k = 0; k < g->copies; ++k)
+            memset(dst + k * copy + (long)i * g->plane_w, 0, sizeof(float) * g->plane_w);
+        return;
+    }
+    const long phase = (long)g->plane_h * g->plane_w;
+    const int q = i % g->stride_h, r = i / g->stride_h;
+    for (int c = 0; c < g->stride_w; ++c)
+        memset(dst + (long)(q * g->stride_w + c) * phase + (long)r * g->plane_w, 0,
+               sizeof(float) * g->plane_w);
+}
+
 /* Copy one channel of one image into its shifted copies (aligned layout), copy k starting
    k * copy floats after dst: its row h holds padded columns k * copy_shift onwards. Rows of
    padding are never written. */
@@ -99,8 +159,11 @@ static int check(const spconv_geometry *g, const spconv_plan *p)
    (zeros included): no partial or line-straddling stores. Vector v of a row of copy k holds
    input columns first + 0..15, first = v * 16 + k * copy_shift - pad_w; lanes outside the row
    are zero. */
-static void pad_channel_copies(const spconv_geometry *g, const float *src, float *dst, long copy)
+static void pad_channel_copies(const spconv_geometry *g, const row_window *win, const float *src,
+                               float *dst, long copy)
 {
+    int h0, h1;
+    image_rows(g, win, &h0, &h1);
     const int row_vectors = g->plane_w / VEC_FLOATS;
     const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     for (int k = 0; k < g->copies; ++k)
@@ -108,9 +171,10 @@ static void pad_channel_copies(const spconv_geometry *g, const float *src, float
             const int first = v * VEC_FLOATS + k * g->copy_shift - g->pad_w;
             const int lo = first < 0 ? -first : 0;     /* lanes before the row start */
             const int hi = g->width - first < VEC_FLOATS ? g->width - first : VEC_FLOATS;
-            float *out = dst + k * copy + (long)g->pad_h * g->plane_w + v * VEC_FLOATS;
+            /* image row h at buffer row h + pad_h - first */
+            float *out = dst + k * copy + (long)(g->pad_h - win->first) * g->plane_w + v * VEC_FLOATS;
             if (hi <= lo) {
-                for (int h = 0; h < g->height; ++h)
+                for (int h = h0; h < h1; ++h)
                     _mm512_store_ps(out + (long)h * g->plane_w, _mm512_setzero_ps());
                 continue;
             }
@@ -119,7 +183,7 @@ static void pad_channel_copies(const spconv_geometry *g, const float *src, float
             const __mmask16 keep = (__mmask16)(load << lo);
             const __m512i from = _mm512_sub_epi32(lane, _mm512_set1_epi32(lo));
             const float *in = src + first + lo;
-            for (int h = 0; h < g->height; ++h) {
+            for (int h = h0; h < h1; ++h) {
                 __m512 x = _mm512_maskz_loadu_ps(load, in + (long)h * g->width);
                 if (lo)
                     x = _mm512_maskz_permutexvar_ps(keep, from, x);
@@ -128,8 +192,11 @@ static void pad_channel_copies(const spconv_geometry *g, const float *src, float
         }
 }
 #else
-static void pad_channel_copies(const spconv_geometry *g, const float *src, float *dst, long copy)
+static void pad_channel_copies(const spconv_geometry *g, const row_window *win, const float *src,
+                               float *dst, long copy)
 {
+    int h0, h1;
+    image_rows(g, win, &h0, &h1);
     for (int k = 0; k < g->copies; ++k) {
         const int shift = k * g->copy_shift;
         const int w0 = shift > g->pad_w ? shift - g->pad_w : 0;  /* first column kept */
@@ -138,8 +205,8 @@ static void pad_channel_copies(const spconv_geometry *g, const float *src, float
         const int n = g->width - w0 < g->plane_w - col ? g->width - w0 : g->plane_w - col;
         if (n <= 0)
             continue;
-        for (int h = 0; h < g->height; ++h)
-            copy_floats(dst + k * copy + (long)(h + g->pad_h) * g->plane_w + col,
+        for (int h = h0; h < h1; ++h)
+            copy_floats(dst + k * copy + (long)(h + g->pad_h - win->first) * g->plane_w + col,
                         src + (long)h * g->width + w0, n);
     }
 }
@@ -168,20 +235,28 @@ static void copy_even_floats(float *restrict dst, const float *restrict src, int
 #endif
 }
 
-/* Copy one channel of one image into its phase planes (or its shifted copies, copy floats
-   apart); padding positions are left as they are (zero since the buffer was cleared). */
-static void pad_channel(const spconv_geometry *g, const float *src, float *dst, long copy)
+/* Copy the window's rows of one channel of one image into its phase planes (or its shifted
+   copies, copy floats apart); see row_window for the rows outside the image. */
+static void pad_channel(const spconv_geometry *g, const row_window *win, const float *src,
+                        float *dst, long copy)
 {
+    int h0, h1;
+    image_rows(g, win, &h0, &h1);
+    if (win->clear)
+        for (int i = 0; i < win->rows; ++i)
+            if (i < h0 + g->pad_h - win->first || i >= h1 + g->pad_h - win->first)
+                clear_row(g, dst, copy, i);
     if (g->copies > 1) {
-        pad_channel_copies(g, src, dst, copy);
+        pad_channel_copies(g, win, src, dst, copy);
         return;
     }
     const int sh = g->stride_h, sw = g->stride_w;
     const long phase = (long)g->plane_h * g->plane_w;
-    /* padded row hp = h + pad_h lives in row phase q = hp % sh at phase row r = hp / sh;
+    /* buffer row i = h + pad_h - first lives in row phase q = i % sh at phase row r = i / sh;
        both are stepped instead of divided (short rows make divisions a real cost) */
-    int q = g->pad_h % sh, r = g->pad_h / sh;
-    for (int h = 0; h < g->height; ++h) {
+    const int i0 = h0 + g->pad_h - win->first;
+    int q = i0 % sh, r = i0 / sh;
+    for (int h = h0; h < h1; ++h) {
         const float *row = src + (long)h * g->width;
         float *phase_row = dst + (long)q * sw * phase + (long)r * g->plane_w;
         if (sw == 1) {
@@ -209,10 +284,11 @@ static void pad_channel(const spconv_geometry *g, const float *src, float *dst, 
     }
 }
 
-/* Write one output channel from its accumulator run: drop junk columns, apply ReLU. */
-static void store_channel(const spconv_geometry *g, const float *acc, int relu, float *out)
+/* Write `rows` output rows of one channel from its accumulator run: drop junk columns, apply
+   ReLU. */
+static void store_rows(const spconv_geometry *g, const float *acc, int rows, int relu, float *out)
 {
-    for (int y = 0; y < g->out_height; ++y) {
+    for (int y = 0; y < rows; ++y) {
         const float *src = acc + (long)y * g->plane_w;
         float *dst = out + (long)y * g->out_width;
         if (relu)
@@ -222,15 +298,20 @@ static void store_channel(const spconv_geometry *g, const float *acc, int relu, 
     }
 }
 
-/* Ask for input channels [c0, c1) of one image to be brought towards L2 while the current block
-   computes: the next block's padding then reads them from near instead of from L3 or memory,
-   where the previous call's weights and outputs pushed them. */
-static void prefetch_channels(const spconv_geometry *g, const float *in_n, int c0, int c1)
+/* Ask for the window's rows of input channels [c0, c1) of one image to be brought towards L2
+   while the current block computes: the next block's padding then reads them from near
+   instead of from L3 or memory, where the previous call's weights and outputs pushed them. */
+static void prefetch_channels(const spconv_geometry *g, const row_window *win,
+                              const float *in_n, int c0, int c1)
 {
-    const long in_plane = (long)g->height * g->width;
-    const char *end = (const char *)(in_n + (long)c1 * in_plane);
-    for (const char *q = (const char *)(in_n + (long)c0 * in_plane); q < end; q += 64)
-        __builtin_prefetch(q, 0, 2);
+    int h0, h1;
+    image_rows(g, win, &h0, &h1);
+    for (int c = c0; c < c1; ++c) {
+        const float *channel = in_n + (long)c * g->height * g->width;
+        const char *end = (const char *)(channel + (long)h1 * g->width);
+        for (const char *q = (const char *)(channel + (long)h0 * g->width); q < end; q += 64)
+            __builtin_prefetch(q, 0, 2);
+    }
 }
 
 /* Block cb's row of the block pointers: its non-zeros of output channel m are
@@ -240,20 +321,22 @@ static const int *block_row(const spconv_geometry *g, const int *blkptr, int cb)
     return blkptr + (long)cb * (g->out_channels + 1);
 }
 
-/* One channel block's non-zeros for output channels [m0, m1), register tile by register tile
+/* One channel block's non-zeros for output channels [m0, m1) over a run of `run` floats (their
+   accumulators acc_stride floats apart), register tile by register tile
    (the even split of tile.h, as spconv_accumulate makes it): a tile reads only its rows of the
    block, which stay in L1 while every output channel streams through them. */
-static void accumulate_tiles_outer(const spconv_geometry *g, const spconv_plan *p,
+static void accumulate_tiles_outer(const spconv_plan *p,
                                    const int *row, const int *colidx, const float *values,
-                                   int m0, int m1, const float *block, float *acc_base)
+                                   int m0, int m1, const float *block, float *acc_base,
+                                   long run, long acc_stride)
 {
-    const long run = run_floats(g), vectors = run / VEC_FLOATS;
+    const long vectors = run / VEC_FLOATS;
     const long ntiles = tile_count(vectors, p->tile_vectors);
     for (long t = 0; t < ntiles; ++t) {
         const long v0 = tile_start(vectors, ntiles, t) * VEC_FLOATS;
         const long v1 = tile_start(vectors, ntiles, t + 1) * VEC_FLOATS;
         for (int m = m0; m < m1; ++m)
-            spconv_accumulate(acc_base + (long)(m - m0) * run + v0, v1 - v0, block + v0,
+            spconv_accumulate(acc_base + (long)(m - m0) * acc_stride + v0, v1 - v0, block + v0,
                               colidx + row[m], values + row[m], row[m + 1] - row[m],
                               p->tile_vectors);
     }
@@ -269,12 +352,13 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
         return err;
     const long plane = spconv_channel_plane(g);
     const long copy = (long)p->block_channels * plane;
-    const long run = run_floats(g);
+    const long acc_stride = run_floats(g, p);
     const long in_plane = (long)g->height * g->width;
     const long out_plane = (long)g->out_height * g->out_width;
     const int mb = p->out_channel_block, ncb = p->channel_blocks, bc = p->block_channels;
     const int mblocks = (g->out_channels + mb - 1) / mb;
-    const long items = (long)g->batch * mblocks;
+    const int band = band_rows(g, p), bands = (g->out_height + band - 1) / band;
+    const long items = (long)g->batch * bands * mblocks;
 
 #pragma omp parallel num_threads(p->threads)
     {
@@ -283,30 +367,39 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
 #else
         const int tid = 0;
 #endif
-        float *acc_base = scratch + (long)tid * mb * run;
+        float *acc_base = scratch + (long)tid * mb * acc_stride;
         float *own_block = padded + (long)tid * block_slot_floats(g, p);
 
         if (p->shared_padding) {
             /* every channel of every image once, into its block's slot; the loop's implicit
                barrier makes the whole padded batch visible to all work items */
+            const row_window all = whole_image(g);
 #pragma omp for schedule(static)
             for (long i = 0; i < (long)g->batch * g->channels; ++i) {
                 const long n = i / g->channels;
                 const int c = (int)(i % g->channels), cb = c / bc;
-                pad_channel(g, input + i * in_plane, padded + n * image_floats(g, p) +
+                pad_channel(g, &all, input + i * in_plane, padded + n * image_floats(g, p) +
                             cb * block_slot_floats(g, p) + (long)(c - cb * bc) * plane, copy);
             }
         }
 
+        /* A work item: one band of output rows of one image for one block of output channels
+           (bands of one image next to each other, so threads share its input window). */
 #pragma omp for schedule(dynamic, 1)
         for (long item = 0; item < items; ++item) {
-            const long n = item / mblocks;
+            const long n = item / ((long)bands * mblocks);
+            const int y0 = (int)(item / mblocks % bands) * band;
+            const int rows = y0 + band < g->out_height ? band : g->out_height - y0;
             const int m0 = (int)(item % mblocks) * mb;
             const int m1 = m0 + mb < g->out_channels ? m0 + mb : g->out_channels;
             const float *in_n = input + n * g->channels * in_plane;
+            const long run = rows_run_floats(g, rows);
+            /* the band's padded rows, from its first output row's first input row */
+            const row_window win = bands > 1 ? (row_window){y0 * g->stride_h, g->plane_h * g->stride_h, 1}
+                                             : whole_image(g);
 
             for (int m = m0; m < m1; ++m) {
-                float *acc = acc_base + (long)(m - m0) * run;
+                float *acc = acc_base + (long)(m - m0) * acc_stride;
                 const float b = bias ? bias[m] : 0.0f;
                 for (long i = 0; i < run; ++i) acc[i] = b;
             }
@@ -324,21 +417,24 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                 } else {
                     const int c0 = cb * bc, c1 = c0 + bc < g->channels ? c0 + bc : g->channels;
                     for (int c = c0; c < c1; ++c)
-                        pad_channel(g, in_n + c * in_plane, own_block + (c - c0) * plane, copy);
+                        pad_channel(g, &win, in_n + c * in_plane, own_block + (c - c0) * plane,
+                                    copy);
                     if (c1 < g->channels)
-                        prefetch_channels(g, in_n, c1, c1 + bc < g->channels ? c1 + bc : g->channels);
+                        prefetch_channels(g, &win, in_n, c1,
+                                          c1 + bc < g->channels ? c1 + bc : g->channels);
                 }
                 if (p->tiles_outer)
-                    accumulate_tiles_outer(g, p, row, colidx, values, m0, m1, block, acc_base);
+                    accumulate_tiles_outer(p, row, colidx, values, m0, m1, block, acc_base,
+                                           run, acc_stride);
                 else
                     for (int m = m0; m < m1; ++m)
-                        spconv_accumulate(acc_base + (long)(m - m0) * run, run, block,
+                        spconv_accumulate(acc_base + (long)(m - m0) * acc_stride, run, block,
                                           colidx + row[m], values + row[m], row[m + 1] - row[m],
                                           p->tile_vectors);
             }
             for (int m = m0; m < m1; ++m)
-                store_channel(g, acc_base + (long)(m - m0) * run, relu,
-                              output + (n * g->out_channels + m) * out_plane);
+                store_rows(g, acc_base + (long)(m - m0) * acc_stride, rows, relu,
+                           output + (n * g->out_channels + m) * out_plane + (long)y0 * g->out_width);
         }
     }
     return 0;

@@ -18,6 +18,9 @@ typedef struct {
                                only one tile's rows of the block need to stay in L1 */
     int shared_padding;     /* 1: pad each image once into a buffer all threads read, instead
                                of each work item padding its blocks into its thread's buffer */
+    int band_rows;          /* output rows per work item (0: all): a band pads and reads only
+                               its rows of the input, so large images stay in cache; the
+                               geometry's plane_h then holds one band's input rows */
     int threads;            /* OpenMP threads for this call */
 } spconv_plan;
 

@@ -33,10 +33,12 @@ def main(cache_dir: str, cases: int) -> int:
         b = rng.standard_normal(spec.out_channels).astype(np.float32)
         expected = expected_output(x, w, b, spec, True)
         plans = {"direct_sparse": kernels.DirectPlan(1 + i % 5, 1 + i % 3, 1 + i % 4,
-                                                     shared_padding=i % 3 == 0),
+                                                     shared_padding=i % 3 == 0,
+                                                     band_rows=0 if i % 3 == 0 else i % 4),
                  "direct_aligned": kernels.DirectPlan(1 + i % 7, 2, 3, aligned=True,
                                                       tiles_outer=i % 2 == 0,
-                                                      shared_padding=i % 3 == 1)}
+                                                      shared_padding=i % 3 == 1,
+                                                      band_rows=0 if i % 3 == 1 else i % 5)}
         for method in ("direct_sparse", "direct_aligned", "lowered_sparse", "dense_gemm"):
             options = {"plan": plans[method]} if method in plans else {}
             k = kernels.prepare(w, b, input_shape=spec.input_shape, relu=True,

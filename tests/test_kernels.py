@@ -99,6 +99,24 @@ def test_every_isa_path_matches_reference(isa_build, seed):
     assert vector == {"avx512": 16, "avx2": 8}.get(isa_build.isa, 4)
 
 
+@pytest.mark.parametrize("seed", range(16))
+def test_banded_plans_match_reference(seed):
+    """Bands of output rows on random shapes, strides, dilations and both layouts: each band
+    pads only its input rows, zeroing rows beyond the image that an earlier band filled."""
+    rng = np.random.default_rng(4000 + seed)
+    case = random_case(rng)
+    if seed % 2:
+        case["stride"] = (1, 1)
+    out_rows = ConvSpec.from_shapes(case["input_shape"], case["weight_shape"], case["stride"],
+                                    case["padding"], case["dilation"], case["groups"]).out_height
+    plan = kernels.DirectPlan(int(rng.integers(1, 9)), int(rng.integers(1, 9)),
+                              int(rng.integers(1, 9)), aligned=seed % 2 == 1,
+                              tiles_outer=seed % 3 == 0,
+                              band_rows=int(rng.integers(1, max(2, out_rows))))
+    check_method("direct_sparse", case, float(rng.choice([0.0, 0.5, 0.9])), rng,
+                 relu=bool(seed % 2), threads=1 + seed % 2, plan=plan)
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("width", [1, 7, 15, 16, 17, 33])
 def test_widths_around_vector_length(method, width, rng):
@@ -167,7 +185,9 @@ def test_direct_plan_variants_agree(rng):
                  kernels.DirectPlan(8, 16, 100, aligned=True), kernels.DirectPlan(1, 3, 5, False, True),
                  kernels.DirectPlan(2, 100, 4, aligned=True, tiles_outer=True),
                  kernels.DirectPlan(3, 4, 5, shared_padding=True),
-                 kernels.DirectPlan(2, 3, 4, aligned=True, tiles_outer=True, shared_padding=True)):
+                 kernels.DirectPlan(2, 3, 4, aligned=True, tiles_outer=True, shared_padding=True),
+                 kernels.DirectPlan(3, 4, 5, band_rows=4),
+                 kernels.DirectPlan(2, 3, 4, aligned=True, tiles_outer=True, band_rows=5)):
         for threads in (1, 2):
             out = kernels.conv2d(x, w, padding=1, plan=plan, threads=threads)
             np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)

@@ -50,6 +50,22 @@ def test_shared_padding_only_where_the_padded_image_stays_in_l2():
                                                                 "shared_padding"))
 
 
+def test_bands_of_output_rows_in_the_plan_space():
+    spec = LayerShape("t", "c", 64, 112, 112, 64, 3, 1, 1).spec(1)
+    built = host_kernels()
+    space = plan_space(spec, built, 1, 1 << 20)
+    plan = DirectPlan(7, 64, 16, aligned=True)
+    assert space.normalised(replace(plan, band_rows=112)).band_rows == 0  # one band: none
+    assert not space.feasible(plan)  # 16 channels of 114 x 112 x 3 copies spill L2
+    neighbours = space.along(plan, "band_rows")
+    assert all(space.feasible(p) for p in neighbours)
+    whole = [p for p in neighbours if not p.band_rows]
+    assert whole and all(p.channel_block < 16 for p in whole)  # shrunk to fit L2
+    assert max(p.channel_block for p in neighbours if p.band_rows) == 16  # a band's block fits
+    shared = replace(plan, channel_block=2, shared_padding=True)
+    assert not any(p.band_rows for p in plan_space(spec, built, 2, 1 << 30).along(shared, "band_rows"))
+
+
 def test_coordinate_search_finds_a_separable_optimum_within_budget():
     spec = LayerShape("t", "c", 64, 13, 13, 96, 3, 1, 1).spec(1)
     built = host_kernels()

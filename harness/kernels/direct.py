@@ -22,6 +22,8 @@ class DirectPlan:
     aligned: bool = False    # shifted input copies so every load is vector-aligned (stride 1)
     tiles_outer: bool = False  # register tiles outside output channels within a channel block
     shared_padding: bool = False  # pad each image once for all threads, not per work item
+    band_rows: int = 0       # output rows per work item (0: the whole image); not with
+                             # shared padding
 
 
 ACC_BYTES = 512 * 1024  # accumulators of one work item kept within about half an L2
@@ -55,11 +57,13 @@ class DirectSparseConv(PreparedConv):
         if not 1 <= self.plan.tile_vectors <= lib.spconv_max_tile_vectors():
             raise ShapeError(f"tile_vectors must be in [1, {lib.spconv_max_tile_vectors()}] "
                              f"for {built.isa}, got {self.plan.tile_vectors}")
-        if self.plan.out_channel_block < 1 or self.plan.channel_block < 1:
+        if self.plan.out_channel_block < 1 or self.plan.channel_block < 1 or self.plan.band_rows < 0:
             raise ShapeError(f"plan blocks must be positive: {self.plan}")
+        if self.plan.shared_padding and 0 < self.plan.band_rows < spec.out_height:
+            raise ShapeError(f"shared padding pads whole images: no band_rows with it ({self.plan})")
         vector = lib.spconv_vector_floats()
         layout = self.layout = direct_layout(spec, self.plan.aligned, vector,
-                                             self.plan.channel_block)
+                                             self.plan.channel_block, self.plan.band_rows)
         blocked = block_major(direct_csr(w, spec, layout), spec, self.plan.channel_block)
         self.nnz = blocked.values.size
         self._colidx, self._values, self._blkptr = blocked.colidx, blocked.values, blocked.blkptr
@@ -74,7 +78,8 @@ class DirectSparseConv(PreparedConv):
             tile_vectors=self.plan.tile_vectors, out_channel_block=self.plan.out_channel_block,
             channel_blocks=self._blkptr.shape[0], block_channels=layout.block_channels,
             tiles_outer=int(self.plan.tiles_outer),
-            shared_padding=int(self.plan.shared_padding), threads=threads))
+            shared_padding=int(self.plan.shared_padding), band_rows=self.plan.band_rows,
+            threads=threads))
         # Zeroed once: the kernel only ever writes the interior, so the padding stays zero.
         self._padded = native.aligned_zeros(lib.spconv_padded_floats(self._geometry, self._plan), 64)
         self._scratch = native.aligned_zeros(lib.spconv_scratch_floats(self._geometry, self._plan), 64)
