@@ -42,8 +42,8 @@ def layer_class(r) -> str:
 
 
 def row_plan(r) -> dict:
-    """The plan a stored row ran with: aligned layout, register tile, output-channel block and
-    shared padding, when recorded."""
+    """The plan a stored row ran with: aligned layout, register tile, output-channel block,
+    shared padding and bands of output rows, when recorded."""
     def count(value):
         return int(value) if value is not None and np.isfinite(float(value)) else None
 
@@ -52,7 +52,8 @@ def row_plan(r) -> dict:
     return {"aligned": flag(r.get("plan_aligned")),
             "tile": count(r.get("plan_tile_vectors")),
             "out_block": count(r.get("plan_out_channel_block")),
-            "shared_padding": flag(r.get("plan_shared_padding"))}
+            "shared_padding": flag(r.get("plan_shared_padding")),
+            "band_rows": count(r.get("plan_band_rows")) or 0}
 
 
 def padded_channels(spec: ConvSpec, out_block: int, shared_padding: bool = False) -> int:
@@ -67,19 +68,25 @@ def padded_channels(spec: ConvSpec, out_block: int, shared_padding: bool = False
 
 def work_terms(spec: ConvSpec, nnz: float, isa: str, threads: int, l2_bytes: float,
                aligned: bool = False, tile: int | None = None,
-               out_block: int | None = None, shared_padding: bool = False) -> dict:
+               out_block: int | None = None, shared_padding: bool = False,
+               band_rows: int = 0) -> dict:
     """What one call of the direct kernel does, for the plan it ran with (default plan when
-    the plan is unknown)."""
+    the plan is unknown). With bands, every band pads its own input rows (halo included) and
+    tiles its own run."""
     vec = ISA_WIDTH[isa]
-    layout = direct_layout(spec, aligned, vec)
-    plane = layout.plane * layout.copies
+    band = band_rows if 0 < band_rows < spec.out_height else spec.out_height
+    bands = -(-spec.out_height // band)
+    layout = direct_layout(spec, aligned, vec, band_rows=band_rows)
+    plane = layout.plane * layout.copies  # one band's, or the whole image's
     run = -(-spec.out_height * layout.plane_w // vec) * vec
     vectors = run // vec
-    tiles = -(-vectors // (tile or MAX_TILE[isa]))
+    band_vectors = -(-band * layout.plane_w // vec)
+    tiles = bands * -(-band_vectors // (tile or MAX_TILE[isa]))
     out_block = out_block or default_out_block(spec, threads)
     b, t = spec.batch, threads
     fma = b * nnz * vectors / t
-    return {"fixed": 1.0, "pad": padded_channels(spec, out_block, shared_padding) * plane / t,
+    return {"fixed": 1.0,
+            "pad": padded_channels(spec, out_block, shared_padding) * bands * plane / t,
             "out": b * spec.out_channels * run / t, "tile": b * nnz * tiles / t, "fma": fma,
             "beyond_l2": fma * float(4 * spec.in_channels * plane > l2_bytes)}
 
