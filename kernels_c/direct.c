@@ -172,7 +172,8 @@ static void pad_channel_copies(const spconv_geometry *g, const row_window *win, 
             const int lo = first < 0 ? -first : 0;     /* lanes before the row start */
             const int hi = g->width - first < VEC_FLOATS ? g->width - first : VEC_FLOATS;
             /* image row h at buffer row h + pad_h - first */
-            float *out = dst + k * copy + (long)(g->pad_h - win->first) * g->plane_w + v * VEC_FLOATS;
+            float *out = dst + k * copy + (long)(g->pad_h - win->first) * g->plane_w +
+                         v * VEC_FLOATS;
             if (hi <= lo) {
                 for (int h = h0; h < h1; ++h)
                     _mm512_store_ps(out + (long)h * g->plane_w, _mm512_setzero_ps());
@@ -219,7 +220,8 @@ static void pad_channel_copies(const spconv_geometry *g, const row_window *win, 
 static void copy_even_floats(float *restrict dst, const float *restrict src, int n)
 {
 #if defined(SPCONV_ISA_AVX512)
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16,
+                                          14, 12, 10, 8, 6, 4, 2, 0);
     for (int i = 0; i < n; i += VEC_FLOATS) {
         const int outputs = n - i < VEC_FLOATS ? n - i : VEC_FLOATS, inputs = 2 * outputs - 1;
         const __mmask16 lo = (__mmask16)(inputs >= 16 ? 0xffffu : (1u << inputs) - 1);
@@ -384,7 +386,8 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
         }
 
         /* A work item: one band of output rows of one image for one block of output channels
-           (bands of one image next to each other, so threads share its input window). */
+           (the output-channel blocks of one band next to each other, so threads working at
+           the same time read the same input rows). */
 #pragma omp for schedule(dynamic, 1)
         for (long item = 0; item < items; ++item) {
             const long n = item / ((long)bands * mblocks);
@@ -395,8 +398,9 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
             const float *in_n = input + n * g->channels * in_plane;
             const long run = rows_run_floats(g, rows);
             /* the band's padded rows, from its first output row's first input row */
-            const row_window win = bands > 1 ? (row_window){y0 * g->stride_h, g->plane_h * g->stride_h, 1}
-                                             : whole_image(g);
+            const row_window win = bands > 1
+                ? (row_window){y0 * g->stride_h, g->plane_h * g->stride_h, 1}
+                : whole_image(g);
 
             for (int m = m0; m < m1; ++m) {
                 float *acc = acc_base + (long)(m - m0) * acc_stride;
@@ -434,7 +438,8 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
             }
             for (int m = m0; m < m1; ++m)
                 store_rows(g, acc_base + (long)(m - m0) * acc_stride, rows, relu,
-                           output + (n * g->out_channels + m) * out_plane + (long)y0 * g->out_width);
+                           output + (n * g->out_channels + m) * out_plane +
+                               (long)y0 * g->out_width);
         }
     }
     return 0;
