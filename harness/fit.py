@@ -22,7 +22,7 @@ from scipy.optimize import lsq_linear
 from .convspec import ConvSpec
 from .kernels.direct import default_out_block
 from .profiles import ISA_WIDTH
-from .sparsity import direct_layout
+from .sparsity import band_height, direct_layout
 
 MAX_TILE = {"avx512": 28, "avx2": 14, "sse4.2": 14, "portable": 8}
 RIDGE = 1e-2
@@ -74,7 +74,7 @@ def work_terms(spec: ConvSpec, nnz: float, isa: str, threads: int, l2_bytes: flo
     the plan is unknown). With bands, every band pads its own input rows (halo included) and
     tiles its own run."""
     vec = ISA_WIDTH[isa]
-    band = band_rows if 0 < band_rows < spec.out_height else spec.out_height
+    band = band_height(spec, band_rows)
     bands = -(-spec.out_height // band)
     layout = direct_layout(spec, aligned, vec, band_rows=band_rows)
     plane = layout.plane * layout.copies  # one band's, or the whole image's

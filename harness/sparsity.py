@@ -52,6 +52,12 @@ class DirectLayout:
         return self.copies > 1
 
 
+def band_height(spec: ConvSpec, band_rows: int) -> int:
+    """Output rows one work item of the direct kernel covers: ``band_rows`` where that splits
+    the output into bands, else all of them (as the kernel reads the plan)."""
+    return band_rows if 0 < band_rows < spec.out_height else spec.out_height
+
+
 def direct_layout(spec: ConvSpec, aligned: bool = False, vector: int = 16,
                   block_channels: int | None = None, band_rows: int = 0) -> DirectLayout:
     """The layout for a plan; ``block_channels`` defaults to all channels in one block.
@@ -59,9 +65,9 @@ def direct_layout(spec: ConvSpec, aligned: bool = False, vector: int = 16,
     of that many output rows reads instead of the whole padded image."""
     block = min(block_channels or spec.in_channels, spec.in_channels)
     sh, sw = spec.stride
-    rows = spec.padded_h
-    if 0 < band_rows < spec.out_height:
-        rows = (band_rows - 1) * sh + (spec.kernel_h - 1) * spec.dilation[0] + 1
+    rows, band = spec.padded_h, band_height(spec, band_rows)
+    if band < spec.out_height:
+        rows = (band - 1) * sh + (spec.kernel_h - 1) * spec.dilation[0] + 1
     if aligned and (sh, sw) == (1, 1) and spec.kernel_w > 1:
         # copy s row h holds padded columns s * dw onwards, and output x reads its column x:
         # a row needs only the output row's width (in whole vectors), not the padded one's

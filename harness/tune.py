@@ -29,7 +29,7 @@ from . import kernels
 from .build import BuiltKernels, cache_root
 from .convspec import ConvSpec
 from .kernels.direct import DirectPlan, default_plan
-from .sparsity import direct_layout
+from .sparsity import band_height, direct_layout
 from .timing import interleaved_medians, measure
 from .verify import expected_output, verify
 
@@ -99,12 +99,12 @@ class PlanSpace:
     def normalised(self, plan: DirectPlan) -> DirectPlan:
         """The same plan with a tile no wider than the output run (wider ones run the same),
         tile order only where there are several tiles, and no band as tall as the output."""
-        band = plan.band_rows if 0 < plan.band_rows < self.spec.out_height else 0
+        band = band_height(self.spec, plan.band_rows)
         layout = direct_layout(self.spec, plan.aligned, self.vector)
-        vectors = -(-(band or self.spec.out_height) * layout.plane_w // self.vector)
+        vectors = -(-band * layout.plane_w // self.vector)
         tile = min(plan.tile_vectors, vectors)
         return replace(plan, tile_vectors=tile, tiles_outer=plan.tiles_outer and tile < vectors,
-                       band_rows=band)
+                       band_rows=band if band < self.spec.out_height else 0)
 
     def feasible(self, plan: DirectPlan) -> bool:
         spec = self.spec

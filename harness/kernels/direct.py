@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import ShapeError
-from ..sparsity import block_major, direct_csr, direct_layout
+from ..sparsity import band_height, block_major, direct_csr, direct_layout
 from . import native
 from .base import PreparedConv
 
@@ -59,7 +59,7 @@ class DirectSparseConv(PreparedConv):
                              f"for {built.isa}, got {self.plan.tile_vectors}")
         if self.plan.out_channel_block < 1 or self.plan.channel_block < 1 or self.plan.band_rows < 0:
             raise ShapeError(f"plan blocks must be positive: {self.plan}")
-        if self.plan.shared_padding and 0 < self.plan.band_rows < spec.out_height:
+        if self.plan.shared_padding and band_height(spec, self.plan.band_rows) < spec.out_height:
             raise ShapeError(f"shared padding pads whole images: no band_rows with it ({self.plan})")
         vector = lib.spconv_vector_floats()
         layout = self.layout = direct_layout(spec, self.plan.aligned, vector,
