@@ -57,10 +57,11 @@ class DirectSparseConv(PreparedConv):
         if not 1 <= self.plan.tile_vectors <= lib.spconv_max_tile_vectors():
             raise ShapeError(f"tile_vectors must be in [1, {lib.spconv_max_tile_vectors()}] "
                              f"for {built.isa}, got {self.plan.tile_vectors}")
-        if self.plan.out_channel_block < 1 or self.plan.channel_block < 1 or self.plan.band_rows < 0:
-            raise ShapeError(f"plan blocks must be positive: {self.plan}")
-        if self.plan.shared_padding and band_height(spec, self.plan.band_rows) < spec.out_height:
-            raise ShapeError(f"shared padding pads whole images: no band_rows with it ({self.plan})")
+        plan = self.plan
+        if plan.out_channel_block < 1 or plan.channel_block < 1 or plan.band_rows < 0:
+            raise ShapeError(f"plan blocks must be positive and band_rows non-negative: {plan}")
+        if plan.shared_padding and band_height(spec, plan.band_rows) < spec.out_height:
+            raise ShapeError(f"shared padding pads whole images: no band_rows with it ({plan})")
         vector = lib.spconv_vector_floats()
         layout = self.layout = direct_layout(spec, self.plan.aligned, vector,
                                              self.plan.channel_block, self.plan.band_rows)
