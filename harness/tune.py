@@ -2,10 +2,10 @@
 
 For one layer shape, density bucket, thread count, kernel build and host, the plan (register
 tile, output-channel block, input-channel block, aligned layout, tile order, shared padding,
-bands of output rows) is
-searched over a grid pruned with what the cost model knows (a tile wider than the output run or
-an input block that cannot stay in L2 is never faster, nor is a shared padded image that cannot
-stay in the threads' L2; fewer work items than threads leave threads idle). The search is
+bands of output rows) is searched over a grid pruned with what the cost model knows (a tile
+wider than the output run or an input block that cannot stay in L2 is never faster, nor is a
+shared padded image that cannot stay in the threads' L2; fewer work items than threads leave
+threads idle). The search is
 coordinate descent (every value of one choice tried with the others held at the best plan so
 far, choice after choice, until a round improves nothing or the budget of timed plans is
 spent) from several starts: the default plan and its variants in layout, each sized first.

@@ -53,19 +53,18 @@ class DirectSparseConv(PreparedConv):
         super().__init__(spec, relu=relu, threads=threads)
         built = self.built = native.resolve(kernels)
         ffi, lib = built.ffi, built.lib
-        self.plan = plan or default_plan(spec, built, threads)
-        if not 1 <= self.plan.tile_vectors <= lib.spconv_max_tile_vectors():
+        plan = self.plan = plan or default_plan(spec, built, threads)
+        if not 1 <= plan.tile_vectors <= lib.spconv_max_tile_vectors():
             raise ShapeError(f"tile_vectors must be in [1, {lib.spconv_max_tile_vectors()}] "
-                             f"for {built.isa}, got {self.plan.tile_vectors}")
-        plan = self.plan
+                             f"for {built.isa}, got {plan.tile_vectors}")
         if plan.out_channel_block < 1 or plan.channel_block < 1 or plan.band_rows < 0:
             raise ShapeError(f"plan blocks must be positive and band_rows non-negative: {plan}")
         if plan.shared_padding and band_height(spec, plan.band_rows) < spec.out_height:
             raise ShapeError(f"shared padding pads whole images: no band_rows with it ({plan})")
         vector = lib.spconv_vector_floats()
-        layout = self.layout = direct_layout(spec, self.plan.aligned, vector,
-                                             self.plan.channel_block, self.plan.band_rows)
-        blocked = block_major(direct_csr(w, spec, layout), spec, self.plan.channel_block)
+        layout = self.layout = direct_layout(spec, plan.aligned, vector,
+                                             plan.channel_block, plan.band_rows)
+        blocked = block_major(direct_csr(w, spec, layout), spec, plan.channel_block)
         self.nnz = blocked.values.size
         self._colidx, self._values, self._blkptr = blocked.colidx, blocked.values, blocked.blkptr
         self._bias = None if bias is None else bias.copy()
@@ -76,12 +75,13 @@ class DirectSparseConv(PreparedConv):
             stride_h=spec.stride[0], stride_w=spec.stride[1], plane_h=layout.plane_h,
             plane_w=layout.plane_w, copies=layout.copies, copy_shift=spec.dilation[1]))
         self._plan = ffi.new("spconv_plan *", dict(
-            tile_vectors=self.plan.tile_vectors, out_channel_block=self.plan.out_channel_block,
+            tile_vectors=plan.tile_vectors, out_channel_block=plan.out_channel_block,
             channel_blocks=self._blkptr.shape[0], block_channels=layout.block_channels,
-            tiles_outer=int(self.plan.tiles_outer),
-            shared_padding=int(self.plan.shared_padding), band_rows=self.plan.band_rows,
+            tiles_outer=int(plan.tiles_outer),
+            shared_padding=int(plan.shared_padding), band_rows=plan.band_rows,
             threads=threads))
-        # Zeroed once: the kernel only ever writes the interior, so the padding stays zero.
+        # Zeroed once: the kernel writes only the interior (and, with bands, zeroes the rows a
+        # band must read as padding), so the padding stays zero.
         self._padded = native.aligned_zeros(lib.spconv_padded_floats(self._geometry, self._plan), 64)
         self._scratch = native.aligned_zeros(lib.spconv_scratch_floats(self._geometry, self._plan), 64)
         self._ptrs = (
