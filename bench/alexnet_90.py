@@ -22,13 +22,13 @@ import numpy as np  # noqa: E402
 from scipy.stats import gmean as geomean  # noqa: E402
 
 from harness import kernels  # noqa: E402
-from harness.blas import blas_summary  # noqa: E402
-from harness.calibrate import calibration  # noqa: E402
-from harness.hostinfo import detect_host  # noqa: E402
+from harness.machine.blas import blas_summary  # noqa: E402
+from harness.machine.calibrate import calibration  # noqa: E402
+from harness.machine.hostinfo import detect_host  # noqa: E402
 from harness.kernels.native import host_kernels  # noqa: E402
 from harness.timing import PoolSettler, interleaved_medians, measure  # noqa: E402
-from harness.tune import tuned_plan  # noqa: E402
-from harness.verify import verify  # noqa: E402
+from harness.sweep.tuning import tuned_plan  # noqa: E402
+from harness.conv.verify import verify  # noqa: E402
 from problems import alexnet_problems  # noqa: E402
 
 

@@ -18,8 +18,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-from harness.calibrate import calibration  # noqa: E402
-from harness.hostinfo import detect_host  # noqa: E402
+from harness.machine.calibrate import calibration  # noqa: E402
+from harness.machine.hostinfo import detect_host  # noqa: E402
 from harness.kernels.native import aligned_zeros, float_ptr, host_kernels, int_ptr  # noqa: E402
 from harness.timing import measure  # noqa: E402
 

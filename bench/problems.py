@@ -1,9 +1,9 @@
 """The layers the benchmarks time: generated weights, input and reference output, the same
 for every benchmark so their numbers compare."""
 
-from harness.layers import network_layers
-from harness.verify import expected_output
-from harness.weights import generated_weights, sweep_input
+from harness.conv.layers import network_layers
+from harness.conv.verify import expected_output
+from harness.conv.weights import generated_weights, sweep_input
 
 
 def alexnet_problems(names: str, sparsity: float, batch: int):

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness.cli import main as sweep  # noqa: E402
+from harness.cli.sweep import main as sweep  # noqa: E402
 
 DENSE = ("onednn", "dense_gemm")
 

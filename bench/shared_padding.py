@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from harness import kernels  # noqa: E402
 from harness.kernels.native import host_kernels  # noqa: E402
 from harness.timing import interleaved_medians, measure  # noqa: E402
-from harness.verify import verify  # noqa: E402
+from harness.conv.verify import verify  # noqa: E402
 from problems import alexnet_problems  # noqa: E402
 
 

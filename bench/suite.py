@@ -25,9 +25,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.stats import gmean  # noqa: E402
 
-from harness.calibrate import calibration  # noqa: E402
-from harness.cli import main as sweep  # noqa: E402
-from harness.hostinfo import detect_host  # noqa: E402
+from harness.machine.calibrate import calibration  # noqa: E402
+from harness.cli.sweep import main as sweep  # noqa: E402
+from harness.machine.hostinfo import detect_host  # noqa: E402
 from harness.kernels.native import host_kernels  # noqa: E402
 
 DEFAULT_LAYERS = {"alexnet": "conv2,conv3,conv4,conv5", "vgg16": None, "resnet50": None}

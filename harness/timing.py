@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-NOISY_IQR = 0.10  # a point whose IQR exceeds 10% of its median is flagged
+from harness.config import NOISY_IQR
 
 # After its last call a thread pool keeps its threads spinning for a while (OpenBLAS about
 # 0.1 s, OpenMP runtimes a few milliseconds), on cores that whatever is timed next needs.
@@ -105,14 +105,3 @@ def interleaved_medians(items, time_once, rounds: int = 3) -> dict:
         for item in samples:
             samples[item].append(time_once(item))
     return {item: float(np.median(v)) for item, v in samples.items()}
-
-
-def call_overhead(kernels=None) -> float:
-    """Seconds per call of a prepared direct kernel on a 1x1 problem: an upper bound on what
-    calling from Python adds to every timed call (argument checks, buffer passing, C entry)."""
-    from . import kernels as methods
-    w = np.ones((1, 1, 1, 1), dtype=np.float32)
-    x = np.ones((1, 1, 1, 1), dtype=np.float32)
-    k = methods.prepare(w, input_shape=x.shape, kernels=kernels)
-    out = np.empty((1, 1, 1, 1), dtype=np.float32)
-    return measure(lambda: k(x, out=out), repeats=5, min_time=0.01).median

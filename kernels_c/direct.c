@@ -36,10 +36,11 @@ long spconv_channel_plane(const spconv_geometry *g)
     return (long)g->stride_h * g->stride_w * g->plane_h * g->plane_w;
 }
 
-/* Output rows per work item: a band of the image (plan.band_rows), or all of it. */
+/* Output rows per work item: a band of the image (plan.band_rows, checked to be below
+   out_height), or all of it. */
 static int band_rows(const spconv_geometry *g, const spconv_plan *p)
 {
-    return p->band_rows > 0 && p->band_rows < g->out_height ? p->band_rows : g->out_height;
+    return p->band_rows > 0 ? p->band_rows : g->out_height;
 }
 
 /* Outputs computed per channel for `rows` output rows, junk columns included, in whole
@@ -85,28 +86,30 @@ long spconv_scratch_floats(const spconv_geometry *g, const spconv_plan *p)
     return (long)p->threads * p->out_channel_block * run_floats(g, p);
 }
 
-static int check(const spconv_geometry *g, const spconv_plan *p)
+int spconv_direct_check(const spconv_geometry *g, const spconv_plan *p)
 {
     if (g->batch < 0 || g->channels <= 0 || g->out_channels <= 0 || g->out_height <= 0 ||
         g->out_width <= 0 || g->stride_h <= 0 || g->stride_w <= 0 || g->pad_h < 0 || g->pad_w < 0)
-        return -1;
+        return SPCONV_EGEOMETRY;
+    if (p->band_rows < 0 || p->band_rows >= g->out_height)
+        return SPCONV_EPLAN;
     /* a shifted copy's row needs only the output row's width; a phase plane the padded row's;
        a plane holds the padded image's rows, or with bands at least one band's */
     const int banded = band_rows(g, p) < g->out_height;
     if ((g->copies == 1 && (long)g->plane_w * g->stride_w < g->width + 2L * g->pad_w) ||
         (!banded && (long)g->plane_h * g->stride_h < g->height + 2L * g->pad_h) ||
         (banded && g->plane_h < band_rows(g, p)) || g->plane_w < g->out_width)
-        return -2;
+        return SPCONV_ELAYOUT;
     if (banded && p->shared_padding)
-        return -5;  /* the shared buffer holds whole images */
+        return SPCONV_EBANDSHARED;  /* the shared buffer holds whole images */
     if (p->tile_vectors < 1 || p->tile_vectors > MAX_TILE || p->out_channel_block < 1 ||
         p->channel_blocks < 1 || p->block_channels < 1 || p->threads < 1 ||
         (long)p->channel_blocks * p->block_channels < g->channels)
-        return -3;
+        return SPCONV_EPLAN;
     if (g->copies < 1 || (g->copies > 1 && (g->stride_h != 1 || g->stride_w != 1 ||
                                             g->copy_shift < 1 || g->plane_w % VEC_FLOATS)))
-        return -4;
-    return 0;
+        return SPCONV_ECOPIES;
+    return SPCONV_OK;
 }
 
 /* The padded rows one work item pads: rows [first, first + rows) of the padded image land at
@@ -349,7 +352,7 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                   const float *bias, int relu, const float *input,
                   float *padded, float *scratch, float *output)
 {
-    const int err = check(g, p);
+    const int err = spconv_direct_check(g, p);
     if (err)
         return err;
     const long plane = spconv_channel_plane(g);

@@ -11,7 +11,7 @@ int spconv_im2col(const float *image, int channels, int height, int width,
     if (channels <= 0 || kernel_h <= 0 || kernel_w <= 0 || stride_h <= 0 || stride_w <= 0 ||
         dilation_h <= 0 || dilation_w <= 0 || out_height <= 0 || out_width <= 0 || threads <= 0 ||
         row_stride < (long)out_height * out_width)
-        return -1;
+        return SPCONV_EGEOMETRY;
     const long rows = (long)channels * kernel_h * kernel_w;
 
 #pragma omp parallel for schedule(static) num_threads(threads)

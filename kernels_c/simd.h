@@ -1,16 +1,21 @@
 /* One vector abstraction over the instruction sets the kernels are compiled for.
-   The build defines exactly one SPCONV_ISA_* macro from the architecture profile. */
+   The build defines one row of isa.def: SPCONV_ISA_<ID>, SPCONV_VEC_FLOATS, SPCONV_MAX_TILE
+   and SPCONV_ISA_NAME (harness/machine/build.py). */
 #ifndef SPCONV_SIMD_H
 #define SPCONV_SIMD_H
 
 #include <string.h>
 
+#if !defined(SPCONV_VEC_FLOATS) || !defined(SPCONV_MAX_TILE) || !defined(SPCONV_ISA_NAME)
+#error "build through harness.machine.build: it defines the isa.def row (SPCONV_VEC_FLOATS, ...)"
+#endif
+#define VEC_FLOATS SPCONV_VEC_FLOATS
+#define MAX_TILE SPCONV_MAX_TILE
+#define ISA_NAME SPCONV_ISA_NAME
+
 #if defined(SPCONV_ISA_AVX512)
 #include <immintrin.h>
 typedef __m512 vec_t;
-#define VEC_FLOATS 16
-#define MAX_TILE 28              /* of 32 zmm registers, leave room for weight and loads */
-#define ISA_NAME "avx512"
 #define vec_load(p) _mm512_loadu_ps(p)
 #define vec_store(p, v) _mm512_storeu_ps((p), (v))
 #define vec_set1(x) _mm512_set1_ps(x)
@@ -19,9 +24,6 @@ typedef __m512 vec_t;
 #elif defined(SPCONV_ISA_AVX2)
 #include <immintrin.h>
 typedef __m256 vec_t;
-#define VEC_FLOATS 8
-#define MAX_TILE 14              /* of 16 ymm registers */
-#define ISA_NAME "avx2"
 #define vec_load(p) _mm256_loadu_ps(p)
 #define vec_store(p, v) _mm256_storeu_ps((p), (v))
 #define vec_set1(x) _mm256_set1_ps(x)
@@ -30,9 +32,6 @@ typedef __m256 vec_t;
 #elif defined(SPCONV_ISA_SSE42)
 #include <nmmintrin.h>
 typedef __m128 vec_t;
-#define VEC_FLOATS 4
-#define MAX_TILE 14              /* of 16 xmm registers */
-#define ISA_NAME "sse4.2"
 #define vec_load(p) _mm_loadu_ps(p)
 #define vec_store(p, v) _mm_storeu_ps((p), (v))
 #define vec_set1(x) _mm_set1_ps(x)
@@ -40,14 +39,14 @@ typedef __m128 vec_t;
 
 #else /* portable: GCC/Clang vector extensions, lowered to whatever the target has */
 typedef float vec_t __attribute__((vector_size(16)));
-#define VEC_FLOATS 4
-#define MAX_TILE 8
-#define ISA_NAME "portable"
 static inline vec_t vec_load(const float *p) { vec_t v; memcpy(&v, p, sizeof v); return v; }
 static inline void vec_store(float *p, vec_t v) { memcpy(p, &v, sizeof v); }
 static inline vec_t vec_set1(float x) { vec_t v = {x, x, x, x}; return v; }
 #define vec_fma(a, b, c) ((a) * (b) + (c))
 #endif
+
+_Static_assert(sizeof(vec_t) == VEC_FLOATS * sizeof(float),
+               "isa.def's lane count disagrees with this code path's vector type");
 
 /* Copy n floats: whole vectors, then the tail (one masked vector where the ISA has masks). */
 static inline void copy_floats(float *restrict dst, const float *restrict src, int n)

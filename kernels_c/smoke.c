@@ -12,6 +12,23 @@ void spconv_axpy(long n, float a, const float *x, float *y)
         y[i] += a * x[i];
 }
 
+const char *spconv_error_message(int code)
+{
+    switch (code) {
+    case SPCONV_OK: return "no error";
+    case SPCONV_EGEOMETRY: return "sizes, strides or padding out of range";
+    case SPCONV_ELAYOUT: return "the padded planes are too small for the image or band";
+    case SPCONV_EPLAN:
+        return "plan out of range: tile_vectors must be in [1, the ISA's largest tile], blocks "
+               "and threads positive, band_rows in [0, output rows)";
+    case SPCONV_ECOPIES:
+        return "the aligned layout needs stride 1 and rows of whole vectors";
+    case SPCONV_EBANDSHARED:
+        return "shared padding pads whole images: no band_rows with it";
+    default: return "unknown error";
+    }
+}
+
 const char *spconv_isa(void) { return ISA_NAME; }
 int spconv_vector_floats(void) { return VEC_FLOATS; }
 int spconv_max_tile_vectors(void) { return MAX_TILE; }

@@ -18,11 +18,23 @@ typedef struct {
                                only one tile's rows of the block need to stay in L1 */
     int shared_padding;     /* 1: pad each image once into a buffer all threads read, instead
                                of each work item padding its blocks into its thread's buffer */
-    int band_rows;          /* output rows per work item (0: all): a band pads and reads only
+    int band_rows;          /* output rows per work item, below out_height (0: all): a band pads and reads only
                                its rows of the input, so large images stay in cache; the
                                geometry's plane_h then holds one band's input rows */
     int threads;            /* OpenMP threads for this call */
 } spconv_plan;
+
+/* Error codes the functions return; spconv_error_message() says what each means (the one
+   place they are put into words, for C and Python callers alike). */
+enum {
+    SPCONV_OK = 0,
+    SPCONV_EGEOMETRY = -1,   /* sizes, strides or padding out of range */
+    SPCONV_ELAYOUT = -2,     /* the padded planes are too small for the image or band */
+    SPCONV_EPLAN = -3,       /* tile, blocks or threads out of range */
+    SPCONV_ECOPIES = -4,     /* shifted copies with a stride, or rows not in whole vectors */
+    SPCONV_EBANDSHARED = -5  /* bands of output rows with shared padding */
+};
+const char *spconv_error_message(int code);
 
 /* Build-path smoke test and facts about the compiled code path. */
 void spconv_axpy(long n, float a, const float *x, float *y);
@@ -35,6 +47,9 @@ int spconv_openmp_enabled(void);
 long spconv_padded_floats(const spconv_geometry *g, const spconv_plan *p);
 long spconv_scratch_floats(const spconv_geometry *g, const spconv_plan *p);
 long spconv_channel_plane(const spconv_geometry *g);
+
+/* 0 when spconv_direct() accepts this geometry and plan, else its error code. */
+int spconv_direct_check(const spconv_geometry *g, const spconv_plan *p);
 
 /* Direct sparse convolution. The non-zeros are stored block-major, in the order the kernel
    walks them: blkptr has channel_blocks rows of out_channels + 1 entries, row b delimiting each

@@ -13,7 +13,7 @@ int spconv_csr_spmm(int rows, int n, const int *rowptr, const int *colidx,
                     int tile_vectors, float *scratch, float *out, int threads)
 {
     if (rows < 0 || n <= 0 || tile_vectors < 1 || tile_vectors > MAX_TILE || threads < 1)
-        return -1;
+        return SPCONV_EPLAN;
     const long npad = round_up_vec(n);
 
 #pragma omp parallel num_threads(threads)

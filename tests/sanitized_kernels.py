@@ -12,11 +12,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import kernels  # noqa: E402
-from harness.build import SANITIZE_FLAGS, build  # noqa: E402
-from harness.convspec import ConvSpec  # noqa: E402
-from harness.profiles import HOST_PROFILE, build_target, load_profile  # noqa: E402
-from harness.sparsity import random_sparse_weights  # noqa: E402
-from harness.verify import expected_output, verify  # noqa: E402
+from harness.machine.build import SANITIZE_FLAGS, build  # noqa: E402
+from harness.conv.convspec import ConvSpec  # noqa: E402
+from harness.machine.profiles import HOST_PROFILE, build_target, load_profile  # noqa: E402
+from harness.conv.sparsity import random_sparse_weights  # noqa: E402
+from harness.conv.verify import expected_output, verify  # noqa: E402
 from test_kernels import random_case  # noqa: E402
 
 

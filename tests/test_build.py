@@ -3,9 +3,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from harness import build as build_mod
+from harness.machine import build as build_mod
 from harness.errors import BuildError, UnsupportedISAError
-from harness.profiles import PROFILE_DIR, build_target, load_profile
+from harness.machine.profiles import PROFILE_DIR, build_target, load_profile
 
 PROFILES = sorted(PROFILE_DIR.glob("*.yaml"))
 

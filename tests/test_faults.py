@@ -16,11 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness import kernels
-from harness.cli import main
-from harness.convspec import ConvSpec
-from harness.sparsity import block_major, direct_csr, direct_layout, random_sparse_weights
-from harness.store import RunStore
-from harness.verify import expected_output, verify
+from harness.cli.sweep import main
+from harness.conv.convspec import ConvSpec
+from harness.conv.sparsity import block_major, direct_csr, direct_layout, random_sparse_weights
+from harness.store.runs import RunStore
+from harness.conv.verify import expected_output, verify
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_ENV = {**os.environ, "PYTHONPATH": str(REPO / "tests" / "plugins")}
@@ -155,7 +155,7 @@ def test_unwritable_results_directory(tmp_path, capsys):
 
 
 def test_full_disk_keeps_finished_rows(tmp_path, monkeypatch, capsys):
-    import harness.store as store_mod
+    import harness.store.runs as store_mod
     calls = {"n": 0}
     real_fsync = os.fsync
 
@@ -254,7 +254,7 @@ def test_worker_cpus_survive_openmp_in_the_driver(tmp_path):
     worker every CPU."""
     threads = min(2, len(os.sched_getaffinity(0)))
     code = ("import sys; from harness.kernels.native import host_kernels; "
-            "host_kernels().lib.spconv_fma_loop(1000, 2); from harness.cli import main; "
+            "host_kernels().lib.spconv_fma_loop(1000, 2); from harness.cli.sweep import main; "
             "sys.exit(main(sys.argv[1:]))")
     proc = subprocess.run([sys.executable, "-c", code, "--layers", "conv5", "--sparsity", "0.9",
                            "--plugin", "probe_methods", "--methods", "affinity_probe",

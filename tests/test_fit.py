@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.fit import crossing, fit_model, measured_upper, row_spec, validate, work_terms
-from harness.layers import network_layers
+from harness.models.fitted import crossing, fit_model, measured_upper, row_spec, validate, work_terms
+from harness.conv.layers import network_layers
 
 L2 = 1 << 20
 TRUE = {"fixed": 2e-5, "pad": 1e-9, "out": 8e-10, "tile": 2e-10, "fma": 4.5e-10}

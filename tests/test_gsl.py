@@ -12,14 +12,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from harness.datasets import load_idx_dataset, synthetic_dataset  # noqa: E402
+from harness.gsl.datasets import load_idx_dataset, synthetic_dataset  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.gsl.cli import main as gsl_main  # noqa: E402
+from harness.cli.gsl import main as gsl_main  # noqa: E402
 from harness.gsl.guidance import LayerGuidance, allocate_for_time, guide, weight_count  # noqa: E402
 from harness.gsl.network import ReferenceNet, conv_shapes  # noqa: E402
 from harness.gsl.pipeline import GSLSettings, run_gsl  # noqa: E402
 from harness.gsl.pruning import GuidedPruner, PruneSettings, sparsity, train_epochs  # noqa: E402
-from harness.profiles import HOST_PROFILE, load_profile  # noqa: E402
+from harness.machine.profiles import HOST_PROFILE, load_profile  # noqa: E402
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool) -> None:

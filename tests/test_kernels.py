@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 
 from harness import kernels
-from harness.build import build
-from harness.convspec import ConvSpec
+from harness.machine.build import build
+from harness.conv.convspec import ConvSpec
 from harness.errors import HarnessError, ShapeError
-from harness.hostinfo import detect_host
-from harness.profiles import HOST_PROFILE, ISA_FEATURES, BuildTarget, load_profile
-from harness.sparsity import random_sparse_weights
-from harness.verify import expected_output, verify
+from harness.machine.hostinfo import detect_host
+from harness.machine.isa import isa_table
+from harness.machine.profiles import HOST_PROFILE, BuildTarget, load_profile
+from harness.conv.sparsity import random_sparse_weights
+from harness.conv.verify import expected_output, verify
 
 METHODS = [m for m in kernels.available_methods() if m != "reference"]
 
@@ -71,12 +72,12 @@ def test_aligned_layout_matches_reference(seed):
                  relu=bool(seed % 2), threads=1 + seed % 2, plan=plan)
 
 
-@pytest.fixture(scope="module", params=sorted(ISA_FEATURES))
+@pytest.fixture(scope="module", params=sorted(isa_table()))
 def isa_build(request):
     """The kernels compiled for each instruction-set code path this host can execute (the
     host profile's flags, one SPCONV_ISA_* path each), not only the host's best one."""
     isa = request.param
-    if not set(ISA_FEATURES[isa]) <= set(detect_host().features):
+    if not detect_host().has(*isa_table()[isa].features):
         pytest.skip(f"this host cannot execute {isa} code")
     return build(BuildTarget(load_profile(HOST_PROFILE), isa, ("-O2", "-march=native"), False))
 
@@ -199,14 +200,20 @@ def test_direct_plan_variants_agree(rng):
     (dict(padding=-1), "padding must be non-negative"),
     (dict(method="magic"), "unknown method"),
     (dict(threads=0), "threads must be a positive integer"),
-    (dict(plan=kernels.DirectPlan(2, 2, 2, shared_padding=True, band_rows=3)),
-     "shared padding pads whole images"),
-    (dict(plan=kernels.DirectPlan(2, 2, 2, band_rows=-1)), "band_rows non-negative"),
+    (dict(plan=dict(tile_vectors=2, out_channel_block=2, channel_block=2, shared_padding=True,
+                    band_rows=3)), "shared padding pads whole images"),
+    (dict(plan=dict(tile_vectors=2, out_channel_block=2, channel_block=2, band_rows=-1)),
+     "band_rows non-negative"),
+    (dict(plan=dict(tile_vectors=99, out_channel_block=2, channel_block=2)), "tile_vectors must"),
+    (dict(plan=dict(tile_vectors=2, out_channel_block=2, channel_block=2, aligned="yes")),
+     "plan field aligned must be bool"),
 ])
 def test_bad_parameters_are_clear_errors(kwargs, message, rng):
     x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     with pytest.raises(HarnessError, match=message):
+        if isinstance(kwargs.get("plan"), dict):  # the plan itself may be what is refused
+            kwargs = {**kwargs, "plan": kernels.DirectPlan(**kwargs["plan"])}
         kernels.conv2d(x, w, **kwargs)
 
 

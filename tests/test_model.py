@@ -1,9 +1,9 @@
 import pytest
 
 from harness.errors import HarnessError
-from harness.layers import network_layers
-from harness.model import LayerCost, PaperModel
-from harness.profiles import PROFILE_DIR, load_profile
+from harness.conv.layers import network_layers
+from harness.models.paper import LayerCost, PaperModel
+from harness.machine.profiles import PROFILE_DIR, load_profile
 
 ALEXNET = {l.name: l for l in network_layers("alexnet")}
 

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ProfileError, UnsupportedISAError
-from harness.hostinfo import HostInfo, detect_host
-from harness.profiles import PROFILE_DIR, build_target, load_profile
+from harness.machine.hostinfo import HostInfo, detect_host
+from harness.machine.profiles import PROFILE_DIR, build_target, load_profile
 
 BAD = sorted((Path(__file__).parent / "data" / "bad_profiles").glob("*.yaml"))
 SHIPPED = sorted(PROFILE_DIR.glob("*.yaml"))

@@ -4,9 +4,9 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from harness import plots
-from harness.cli import main
-from harness.report import _load, _paper_model
+from harness.report import plots
+from harness.cli.sweep import main
+from harness.report.document import _load, _paper_model
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,16 @@ import pandas as pd
 import pytest
 
 from harness import kernels
-from harness.cli import main, parse_sparsities
+from harness.cli.sweep import main, parse_sparsities
 from harness.errors import HarnessError
-from harness.hostinfo import detect_host
+from harness.machine.hostinfo import detect_host
 from harness.kernels.direct import DirectSparseConv
-from harness.layers import LayerShape, load_layer_file, network_layers
-from harness.profiles import HOST_PROFILE, build_target, load_profile
-from harness.store import RunStore
-from harness.results import crossover_sparsity, results_table
-from harness.sweep import SweepConfig, plan_points, run_sweep
+from harness.conv.layers import LayerShape, load_layer_file, network_layers
+from harness.machine.profiles import HOST_PROFILE, build_target, load_profile
+from harness.store.runs import RunStore
+from harness.sweep.results import crossover_sparsity, results_table
+from harness.sweep.plan import SweepConfig, plan_points
+from harness.sweep.run import run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = ["--layers", "conv5", "--sparsity", "0.5,0.9", "--repeats", "2", "--min-time", "0",
@@ -231,7 +232,7 @@ def test_weights_from_npz_and_state_dict(tmp_path):
     w[:, :, 1, 1] = 1.0
     np.savez(tmp_path / "w.npz", conv5=w)
     torch.save({"conv5.weight": torch.from_numpy(w)}, tmp_path / "w.pt")
-    from harness.weights import load_weight_file
+    from harness.conv.weights import load_weight_file
     for name in ("w.npz", "w.pt"):
         got = load_weight_file(tmp_path / name, layers)
         np.testing.assert_array_equal(got["alexnet/conv5"], w)

@@ -2,12 +2,12 @@ from dataclasses import replace
 
 import pandas as pd
 
-from harness.cli import main
+from harness.cli.sweep import main
 from harness.kernels.direct import DirectPlan, default_plan
 from harness.kernels.native import host_kernels
-from harness.layers import LayerShape
-from harness.sparsity import random_sparse_weights
-from harness.tune import (AXES, TuningDB, coordinate_search, density_bucket, multistart_search,
+from harness.conv.layers import LayerShape
+from harness.conv.sparsity import random_sparse_weights
+from harness.sweep.tuning import (AXES, TuningDB, coordinate_search, density_bucket, multistart_search,
                           plan_space, tune, tuned_plan, tuning_key)
 
 

@@ -4,17 +4,17 @@ profile, from the fitted model of that profile's latest sweep, or else the paper
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..fit import GAIN_LIMIT, FittedModel, crossing
-from ..layers import LayerShape
-from ..model import PaperModel
-from ..profiles import Profile
+from harness.models.fitted import GAIN_LIMIT, FittedModel, crossing
+from harness.conv.layers import LayerShape
+from harness.models.paper import PaperModel
+from harness.store.runs import MODEL_FIT, read_model_fit
+from harness.machine.profiles import Profile
 
 TOP = 0.98               # highest sparsity considered
 MIN_SPEEDUP = 1.3        # a layer projected to gain less is not worth the accuracy it costs
@@ -39,9 +39,9 @@ def _with_model_numbers(profile: Profile) -> tuple[Profile, str]:
     calibration when the profile has none, alpha from the paper when it has none."""
     note = ""
     if not profile.peak_sgemm_gflops or not profile.stream_gbps:
-        from ..calibrate import calibrated_profile, calibration
-        from ..hostinfo import detect_host
-        from ..kernels.native import host_kernels
+        from harness.machine.calibrate import calibrated_profile, calibration
+        from harness.machine.hostinfo import detect_host
+        from harness.kernels.native import host_kernels
         profile = calibrated_profile(profile, calibration(host_kernels(), detect_host(), 1))
         note += ", peak and bandwidth calibrated on this host"
     if profile.alpha is None:
@@ -58,9 +58,9 @@ class ModelSpeedup:
         self.threads = threads
         self.fitted, self.source = None, ""
         runs = [fit_file] if fit_file is not None and fit_file.exists() else sorted(
-            results_root.glob(f"{profile.name}-*/model_fit.json"), key=lambda p: p.stat().st_mtime)
+            results_root.glob(f"{profile.name}-*/{MODEL_FIT}"), key=lambda p: p.stat().st_mtime)
         if runs:
-            self.fitted = FittedModel.from_json(json.loads(runs[-1].read_text()))
+            self.fitted = FittedModel.from_json(read_model_fit(runs[-1]))
             self.source = f"fitted model of {runs[-1].parent}"
             return
         profile, note = _with_model_numbers(profile)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import LayerShape
+from harness.conv.layers import LayerShape
 
 
 class ReferenceNet(nn.Module):

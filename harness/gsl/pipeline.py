@@ -14,19 +14,27 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..datasets import ImageData
-from ..hostinfo import detect_host
-from ..layers import LayerShape
-from ..profiles import Profile, build_target
-from ..store import RunStore
-from ..results import results_table
-from ..sweep import SweepConfig, plan_points, run_sweep
-from .guidance import LayerGuidance, ModelSpeedup, allocate_for_time, guide
-from .network import conv_shapes
-from .pruning import GuidedPruner, PruneSettings, accuracy, sparsity, train_epochs
-from .stages import StageRecord
+from harness import kernels
+from harness.gsl.datasets import ImageData
+from harness.machine.hostinfo import detect_host
+from harness.conv.layers import LayerShape
+from harness.machine.profiles import Profile, build_target
+from harness.store.runs import MODEL_FIT, RunStore
+from harness.sweep.results import results_table
+from harness.sweep.plan import SweepConfig, plan_points
+from harness.sweep.run import run_sweep
+from harness.gsl.guidance import LayerGuidance, ModelSpeedup, allocate_for_time, guide
+from harness.gsl.network import conv_shapes
+from harness.gsl.pruning import GuidedPruner, PruneSettings, accuracy, sparsity, train_epochs
+from harness.gsl.stages import StageRecord
 
-TIMING_METHODS = ["direct_sparse", "onednn", "dense_gemm"]
+
+
+def timing_methods() -> list[str]:
+    """What the pruned convolutions are timed with: the modelled sparse kernel and every
+    available dense method (the best of which is the baseline)."""
+    return [kernels.modelled_method(), *(m for m in kernels.methods_where(dense=True)
+                                         if kernels.METHODS[m].available())]
 
 
 @dataclass
@@ -67,7 +75,7 @@ def time_patterns(variants: dict[str, dict[str, np.ndarray]], shapes: dict[str, 
                 layers.append(layer)
                 files[layer.key] = w
     cfg = SweepConfig(profile=profile, target=build_target(profile), host=detect_host(),
-                      layers=layers, sparsities=[0.0], methods=TIMING_METHODS, repeats=repeats,
+                      layers=layers, sparsities=[0.0], methods=timing_methods(), repeats=repeats,
                       min_time=0.02, weight_files=files)
     store = RunStore(run_dir)
     try:
@@ -86,12 +94,12 @@ def sweep_own_layers(shapes: dict[str, LayerShape], profile: Profile, run_dir: P
                      repeats: int) -> Path | None:
     """Sweep the network's own convolution shapes (random weights) and fit the model on them,
     so the guidance rests on measurements of these very layers. Returns the fit file."""
-    from ..analysis import analyse
-    from ..calibrate import calibration
+    from harness.models.analysis import analyse
+    from harness.machine.calibrate import calibration
     host = detect_host()
     cfg = SweepConfig(profile=profile, target=build_target(profile), host=host,
                       layers=list(shapes.values()), sparsities=LAYER_SWEEP_SPARSITIES,
-                      methods=TIMING_METHODS, repeats=repeats, min_time=0.02)
+                      methods=timing_methods(), repeats=repeats, min_time=0.02)
     store = RunStore(run_dir)
     run_sweep(cfg, store, plan_points(cfg), progress=False)
     frame = results_table(store.rows())
@@ -101,7 +109,7 @@ def sweep_own_layers(shapes: dict[str, LayerShape], profile: Profile, run_dir: P
                 host.caches_kib.get("l2", 1024) * 1024, cfg.built.isa)
     finally:
         store.close()
-    return run_dir / "model_fit.json"
+    return run_dir / MODEL_FIT
 
 
 def network_speed(frame: pd.DataFrame, variant: str,
@@ -112,11 +120,11 @@ def network_speed(frame: pd.DataFrame, variant: str,
     method. Returns the table and the convolutions' speedup over all-dense."""
     ok = frame[frame["status"] == "ok"]
     base = ok["layer"].str.rsplit("@", n=1).str[0]
-    dense = ok[ok["method"].isin(["onednn", "dense_gemm"])].groupby(base)["median_s"].min()
+    dense = ok[ok["dense"] == True].groupby(base)["median_s"].min()  # noqa: E712
     rows = []
     for layer, g in ok[ok["layer"].str.endswith(f"@{variant}")].groupby("layer", sort=False):
         name = layer.rsplit("@", 1)[0]
-        direct = g[g["method"] == "direct_sparse"]["median_s"].min()
+        direct = g[g["method"] == kernels.modelled_method()]["median_s"].min()
         sparse = name in sparse_layers
         rows.append({"layer": name, "sparsity": g["sparsity"].iloc[0], "best_dense_s": dense[name],
                      "direct_sparse_s": direct, "speedup": dense[name] / direct,
@@ -280,7 +288,7 @@ def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: P
 
 
 def plot_history(history: pd.DataFrame, out_dir: Path, dense_acc: float) -> None:
-    from .. import plots  # matplotlib set up for files
+    from harness.report import plots  # matplotlib set up for files
     import matplotlib.pyplot as plt
     if history.empty:
         return

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .guidance import LayerGuidance
+from harness.gsl.guidance import LayerGuidance
 
 
 @dataclass

@@ -3,13 +3,13 @@ a kill resumes from the last finished stage instead of training everything again
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
-from ..errors import HarnessError
+from harness.errors import HarnessError
+from harness.store.files import read_json, write_json
 
 STAGES = "stages.json"
+SCHEMA, VERSION = "spconv.gsl-stages", 1
 
 
 class StageRecord:
@@ -20,11 +20,10 @@ class StageRecord:
     def __init__(self, run_dir: Path, settings: dict):
         self.path = run_dir / STAGES
         self.data = {"settings": settings, "stages": {}}
-        if self.path.exists():
-            try:
-                saved = json.loads(self.path.read_text())
-            except json.JSONDecodeError:
-                raise HarnessError(f"{self.path}: unreadable; remove it or use a new --out") from None
+        saved = read_json(self.path, SCHEMA, VERSION)
+        if saved is not None:
+            if not isinstance(saved, dict) or not isinstance(saved.get("stages"), dict):
+                raise HarnessError(f"{self.path}: damaged (no stages); remove it or use a new --out")
             if saved.get("settings") != settings:
                 changed = sorted(k for k in {**settings, **saved.get("settings", {})}
                                  if settings.get(k) != saved.get("settings", {}).get(k))
@@ -41,6 +40,4 @@ class StageRecord:
 
     def record(self, stage: str, results: dict) -> None:
         self.data["stages"][stage] = results
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.data, indent=1, default=float))
-        os.replace(tmp, self.path)
+        write_json(self.path, SCHEMA, VERSION, self.data)

@@ -3,61 +3,76 @@
 ``prepare(w, ...)`` converts the weights once for an input shape and returns a callable;
 ``conv2d(x, w, ...)`` is the one-shot form with ``torch.nn.functional.conv2d`` semantics plus an
 optional fused ReLU. Methods: direct_sparse, lowered_sparse, lowered_scipy, dense_gemm, onednn
-(with PyTorch), reference (numpy, float64 accumulation).
+(with PyTorch), reference (numpy, float64 accumulation), and any a plugin registers. Each
+method class declares its capabilities (see PreparedConv); callers select methods by them.
 """
 
 from __future__ import annotations
 
-from ..convspec import ConvSpec
-from ..errors import HarnessError
-from .base import KernelError, PreparedConv, as_float32_array, check_weights
-from .dense_gemm import DenseGemmConv
-from .direct import DirectPlan, DirectSparseConv, default_plan
-from .lowered import LoweredSparseConv
-from .lowered_scipy import LoweredScipyConv
-from .onednn import OneDNNConv, onednn_available
-from .reference import ReferenceConv, reference_conv
+from harness.conv.convspec import ConvSpec
+from harness.conv.reference import reference_conv
+from harness.errors import HarnessError
+from harness.kernels.base import KernelError, PreparedConv, as_float32_array, check_weights
+from harness.kernels.dense_gemm import DenseGemmConv
+from harness.kernels.direct import DirectPlan, DirectSparseConv, default_plan
+from harness.kernels.lowered import LoweredSparseConv
+from harness.kernels.lowered_scipy import LoweredScipyConv
+from harness.kernels.onednn import OneDNNConv
+from harness.kernels.reference import ReferenceConv
 
 METHODS: dict[str, type[PreparedConv]] = {
     cls.method: cls
     for cls in (DirectSparseConv, LoweredSparseConv, LoweredScipyConv, DenseGemmConv, OneDNNConv,
                 ReferenceConv)
 }
-DENSE_METHODS = ("dense_gemm", "onednn")
 
 
 def register(cls: type[PreparedConv]) -> type[PreparedConv]:
-    """Add a method (a PreparedConv subclass with a unique ``method`` name); usable as a
-    decorator in a plugin module that sweeps load with --plugin."""
+    """Add a method (a PreparedConv subclass with a unique ``method`` name and its declared
+    capabilities); usable as a decorator in a plugin module that sweeps load with --plugin."""
+    if not (isinstance(cls, type) and issubclass(cls, PreparedConv)):
+        raise HarnessError(f"register() takes a PreparedConv subclass, got {cls!r}")
     METHODS[cls.method] = cls
     return cls
 
 
-def _scipy_available() -> bool:
-    try:
-        import scipy.sparse  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def method_class(name: str) -> type[PreparedConv]:
+    if name not in METHODS:
+        raise HarnessError(f"unknown method {name!r} (known: {', '.join(METHODS)})")
+    return METHODS[name]
+
+
+def methods_where(**capabilities) -> list[str]:
+    """Names of the registered methods whose declared capabilities match, e.g. dense=True."""
+    return [name for name, cls in METHODS.items()
+            if all(getattr(cls, cap) == want for cap, want in capabilities.items())]
 
 
 def available_methods() -> list[str]:
     """Methods that can run here (onednn needs PyTorch, lowered_scipy needs scipy)."""
-    optional = {"onednn": onednn_available, "lowered_scipy": _scipy_available}
-    return [m for m in METHODS if m not in optional or optional[m]()]
+    return [m for m, cls in METHODS.items() if cls.available()]
+
+
+def modelled_method() -> str:
+    """The method the performance models describe (the direct kernel)."""
+    return next(m for m, cls in METHODS.items() if cls.modelled)
+
+
+def default_methods() -> list[str]:
+    """What a sweep times when no methods are named: every available one but the reference."""
+    return [m for m in available_methods() if METHODS[m].in_default_sweep]
 
 
 def prepare(w, bias=None, *, input_shape, stride=1, padding=0, dilation=1, groups=1,
             relu=False, method="direct_sparse", threads=1, **options) -> PreparedConv:
     """Convert ``w`` (M, C/groups, KH, KW) once for inputs of ``input_shape`` (N, C, H, W).
 
-    ``options`` go to the method: ``kernels`` (a build from harness.build; default the host
-    profile's), ``plan`` (a DirectPlan for direct_sparse)."""
-    if method not in METHODS:
-        raise HarnessError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+    ``options`` go to the method: ``kernels`` (a build from harness.machine.build; default the
+    host profile's), ``plan`` (a DirectPlan for direct_sparse)."""
+    cls = method_class(method)
     w, bias = check_weights(w, bias)
     spec = ConvSpec.from_shapes(tuple(input_shape), w.shape, stride, padding, dilation, groups)
-    return METHODS[method](w, bias, spec, relu=relu, threads=threads, **options)
+    return cls(w, bias, spec, relu=relu, threads=threads, **options)
 
 
 def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, relu=False,
@@ -72,6 +87,6 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, relu=F
     return kernel(x)
 
 
-__all__ = ["prepare", "conv2d", "register", "METHODS", "DENSE_METHODS", "available_methods",
-           "PreparedConv", "KernelError", "DirectPlan", "default_plan", "ConvSpec",
-           "reference_conv"]
+__all__ = ["prepare", "conv2d", "register", "METHODS", "method_class", "methods_where",
+           "available_methods", "default_methods", "modelled_method", "PreparedConv", "KernelError", "DirectPlan",
+           "default_plan", "ConvSpec", "reference_conv"]

@@ -1,11 +1,15 @@
-"""The prepared-kernel interface every convolution method implements."""
+"""The prepared-kernel interface every convolution method implements, and the capabilities a
+method declares so that the sweep, the tuner, the reports and the pruning stage can treat it
+right without knowing its name."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
-from ..convspec import ConvSpec
-from ..errors import HarnessError, ShapeError
+from harness.conv.convspec import ConvSpec
+from harness.errors import HarnessError, ShapeError
 
 
 class KernelError(HarnessError):
@@ -38,9 +42,29 @@ def check_weights(w, bias, groups_out: int | None = None):
 
 
 class PreparedConv:
-    """Weights converted once for one input shape; calling it runs the convolution."""
+    """Weights converted once for one input shape; calling it runs the convolution.
+
+    A subclass names itself (``method``) and declares what it can do:
+    """
 
     method = "abstract"
+    dense = False            # its time does not depend on the zeros: timed once per layer,
+                             # and a candidate for the best dense baseline of a point
+    tunable = False          # takes a ``plan`` (a DirectPlan) that the tuner searches
+    native = False           # runs the project's C kernels: takes the sweep's build (kernels=)
+    modelled = False         # the method the performance models describe
+    in_default_sweep = True  # swept when no --methods are given (the slow reference is not)
+    requires: tuple[str, ...] = ()  # optional Python packages it needs
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether it can run here (its optional packages are installed)."""
+        return all(importlib.util.find_spec(p) is not None for p in cls.requires)
+
+    @classmethod
+    def capabilities(cls) -> dict:
+        return {"dense": cls.dense, "tunable": cls.tunable, "native": cls.native,
+                "modelled": cls.modelled, "requires": list(cls.requires)}
 
     def __init__(self, spec: ConvSpec, *, relu: bool, threads: int):
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:

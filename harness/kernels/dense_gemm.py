@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..blas import blas_info, blas_threads
-from .lowering import Im2colConv
+from harness.machine.blas import blas_info, blas_threads
+from harness.kernels.lowering import Im2colConv
 
 
 class DenseGemmConv(Im2colConv):
     method = "dense_gemm"
+    dense = True
+    native = True  # im2col is the project's C
 
     def __init__(self, w, bias, spec, *, relu, threads, kernels=None, **_):
         super().__init__(bias, spec, relu=relu, threads=threads, kernels=kernels)
         g = spec.groups
-        self._w = np.ascontiguousarray(w.reshape(g, spec.out_channels // g, spec.reduction_length))
+        # a copy: a later change to the caller's array must not change the convolution
+        self._w = w.reshape(g, spec.out_channels // g, spec.reduction_length).copy()
 
     def _threads_context(self):
         return blas_threads(self.threads)

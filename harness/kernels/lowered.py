@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..sparsity import lowered_csr
-from . import native
-from .base import PreparedConv
+from harness.conv.sparsity import lowered_csr
+from harness.kernels import native
+from harness.kernels.base import PreparedConv
 
 
 class LoweredSparseConv(PreparedConv):
     method = "lowered_sparse"
+    native = True
 
     def __init__(self, w, bias, spec, *, relu, threads, kernels=None, tile_vectors=None, **_):
         super().__init__(spec, relu=relu, threads=threads)
@@ -44,7 +45,7 @@ class LoweredSparseConv(PreparedConv):
                 spec.out_channels, npix, *self._ptrs, self._cols_ptr, self._bias_ptr,
                 int(self.relu), self.tile_vectors, self._scratch_ptr,
                 native.float_ptr(built, out[n]), self.threads)
-            native.check_rc(rc, "spconv_csr_spmm")
+            native.check_rc(self.built, rc, "spconv_csr_spmm")
 
     def describe(self) -> dict:
         return {"tile_vectors": self.tile_vectors, "nnz": self.nnz, "isa": self.built.isa}

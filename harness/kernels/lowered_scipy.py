@@ -4,12 +4,14 @@ product (single-threaded), the kind of generic library routine the paper's lower
 
 from __future__ import annotations
 
-from ..errors import HarnessError
-from .lowering import Im2colConv
+from harness.errors import HarnessError
+from harness.kernels.lowering import Im2colConv
 
 
 class LoweredScipyConv(Im2colConv):
     method = "lowered_scipy"
+    native = True  # im2col is the project's C
+    requires = ("scipy",)
 
     def __init__(self, w, bias, spec, *, relu, threads, kernels=None, **_):
         super().__init__(bias, spec, relu=relu, threads=threads, kernels=kernels)

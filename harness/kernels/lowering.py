@@ -7,8 +7,8 @@ import contextlib
 
 import numpy as np
 
-from . import native
-from .base import PreparedConv
+from harness.kernels import native
+from harness.kernels.base import PreparedConv
 
 
 class Im2colConv(PreparedConv):

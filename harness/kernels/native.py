@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from ..build import BuiltKernels, build
-from ..profiles import HOST_PROFILE, build_target, load_profile
-from .base import KernelError
-
-
-@functools.lru_cache(maxsize=1)
-def host_kernels() -> BuiltKernels:
-    return build(build_target(load_profile(HOST_PROFILE)))
+from harness.machine.build import BuiltKernels, host_kernels
+from harness.kernels.base import KernelError
 
 
 def resolve(kernels: BuiltKernels | None) -> BuiltKernels:
@@ -28,16 +20,21 @@ def int_ptr(built: BuiltKernels, a: np.ndarray):
     return built.ffi.from_buffer("int[]", a)
 
 
-def check_rc(rc: int, what: str) -> None:
+def error_message(built: BuiltKernels, rc: int) -> str:
+    """The C kernels' own words for an error code (spconv_error_message in smoke.c)."""
+    return built.ffi.string(built.lib.spconv_error_message(rc)).decode()
+
+
+def check_rc(built: BuiltKernels, rc: int, what: str) -> None:
     if rc != 0:
-        raise KernelError(f"{what} rejected its arguments (error code {rc})")
+        raise KernelError(f"{what}: {error_message(built, rc)} (error code {rc})")
 
 
 def im2col(built: BuiltKernels, image_ptr, spec, cols_ptr, threads: int,
            row_stride: int | None = None) -> None:
     """Lower one image (all groups at once: the group's channels are consecutive), its rows
     ``row_stride`` floats apart (default: packed)."""
-    check_rc(built.lib.spconv_im2col(
+    check_rc(built, built.lib.spconv_im2col(
         image_ptr, spec.in_channels, spec.height, spec.width, spec.kernel_h, spec.kernel_w,
         *spec.padding, *spec.stride, *spec.dilation, spec.out_height, spec.out_width,
         cols_ptr, row_stride or spec.out_height * spec.out_width, threads), "spconv_im2col")

@@ -3,8 +3,8 @@ layout, the way frozen inference graphs run it: the strongest dense convolution 
 
 from __future__ import annotations
 
-from ..errors import HarnessError
-from .base import KernelError, PreparedConv
+from harness.errors import HarnessError
+from harness.kernels.base import KernelError, PreparedConv
 
 
 def torch_or_none():
@@ -22,6 +22,12 @@ def onednn_available() -> bool:
 
 class OneDNNConv(PreparedConv):
     method = "onednn"
+    dense = True
+    requires = ("torch",)
+
+    @classmethod
+    def available(cls) -> bool:
+        return onednn_available()
 
     def __init__(self, w, bias, spec, *, relu, threads, **_):
         super().__init__(spec, relu=relu, threads=threads)

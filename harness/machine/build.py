@@ -1,0 +1,185 @@
+"""Compile the C kernels of ``kernels_c/`` through cffi (API mode) with a profile's flags.
+
+cffi generates the extension's C wrapper; the compiler is invoked here directly so that the
+exact command line can be recorded and its own error message shown. Built modules are cached
+under a name derived from a hash of everything that affects the binary (sources, headers,
+flags, compiler version, Python ABI), built in a temporary directory and moved into place
+atomically, so an unchanged build is never recompiled and concurrent builds do not collide.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cffi
+import contextlib
+import io
+
+from harness.errors import BuildError
+from harness.machine.isa import isa
+from harness.machine.profiles import HOST_PROFILE, BuildTarget, build_target, load_profile
+from harness.resources import kernel_dir
+
+API_HEADER = "spconv_api.h"
+SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                  "-fno-sanitize-recover=undefined")
+
+
+@dataclass(frozen=True)
+class BuiltKernels:
+    lib: object             # the cffi lib: C functions of spconv_api.h
+    ffi: cffi.FFI
+    path: Path              # the shared object
+    key: str                # hash naming this build
+    command: tuple[str, ...]  # compiler command line that produced it
+    compiled: bool          # False when taken from the cache
+    isa: str
+    emulated: bool
+    compiler_version: str
+
+    def metadata(self) -> dict:
+        return {"build_key": self.key, "isa": self.isa, "emulated": self.emulated,
+                "compiler_version": self.compiler_version,
+                "compile_command": shlex.join(self.command), "module": str(self.path)}
+
+
+def cache_root() -> Path:
+    """Where builds, calibrations and the tuning database live ($SPCONV_CACHE_DIR)."""
+    env = os.environ.get("SPCONV_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sparseconv-harness"
+
+
+def default_cache_dir() -> Path:
+    return cache_root() / "kernels"
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_version(compiler: str) -> str:
+    path = shutil.which(compiler)
+    if path is None:
+        raise BuildError(f"compiler '{compiler}' not found on PATH; install it or set "
+                         "'compiler' in the profile")
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BuildError(f"compiler '{compiler}' could not be run: {exc}") from None
+    first = (out.stdout or out.stderr).strip().splitlines()
+    return first[0] if first else compiler
+
+
+def _sources() -> list[Path]:
+    src = kernel_dir()
+    files = sorted(src.glob("*.c")) + sorted(src.glob("*.h")) + sorted(src.glob("*.def"))
+    if not (src / API_HEADER).exists():
+        raise BuildError(f"kernel sources not found in {src}")
+    return files
+
+
+def _cflags(target: BuildTarget, extra: tuple[str, ...]) -> tuple[str, ...]:
+    return (*target.cflags, *isa(target.isa).defines(), "-fopenmp", "-fPIC", *extra)
+
+
+def build_key(target: BuildTarget, extra: tuple[str, ...] = ()) -> str:
+    """The hash naming the build of ``target``: sources, flags, compiler, Python ABI, cffi."""
+    h = hashlib.sha256()
+    for path in _sources():
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    h.update("\0".join(_cflags(target, extra)).encode())
+    h.update(compiler_version(target.profile.compiler).encode())
+    h.update((sys.implementation.cache_tag + str(sysconfig.get_config_var("EXT_SUFFIX"))).encode())
+    h.update(cffi.__version__.encode())
+    return h.hexdigest()[:20]
+
+
+def _make_ffi(module: str) -> cffi.FFI:
+    ffi = cffi.FFI()
+    ffi.cdef((kernel_dir() / API_HEADER).read_text())
+    ffi.set_source(module, f'#include "{API_HEADER}"')
+    return ffi
+
+
+def _compile(target: BuildTarget, extra: tuple[str, ...], module: str, dest: Path) -> tuple[str, ...]:
+    compiler = shutil.which(target.profile.compiler)
+    ffi = _make_ffi(module)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".build-") as tmp:
+        wrapper = Path(tmp) / f"{module}.c"
+        with contextlib.redirect_stdout(io.StringIO()):  # cffi announces the file
+            ffi.emit_c_code(str(wrapper))
+        out = Path(tmp) / dest.name
+        command = (
+            compiler, *_cflags(target, extra), "-shared",
+            f"-I{sysconfig.get_paths()['include']}", f"-I{kernel_dir()}",
+            str(wrapper), *(str(p) for p in _sources() if p.suffix == ".c"),
+            "-o", str(out), "-lm",
+        )
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"compiling the kernels for {target.profile.name} timed out") from None
+        if proc.returncode != 0:
+            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+            errors = [ln for ln in lines if "error" in ln.lower()]
+            message = (errors or lines or [f"exit status {proc.returncode}"])[0]
+            raise BuildError(f"compiling the kernels for profile {target.profile.name} failed: "
+                             f"{message.strip()}")
+        os.replace(out, dest)  # atomic: a concurrent loader sees the old file or the new one
+    # Record the command as it would be run in place, not in the vanished temporary directory.
+    return tuple(str(dest) if c == str(out) else c for c in command)
+
+
+_loaded: dict[str, BuiltKernels] = {}
+
+
+def build(target: BuildTarget, *, extra_cflags: tuple[str, ...] = (),
+          cache_dir: Path | None = None) -> BuiltKernels:
+    """Return the kernels compiled for ``target``, compiling only if no cached build exists."""
+    version = compiler_version(target.profile.compiler)
+    key = build_key(target, extra_cflags)
+    if key in _loaded:
+        return _loaded[key]
+    module = f"_spconv_{key}"
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    dest = cache / f"{module}{sysconfig.get_config_var('EXT_SUFFIX')}"
+    command_file = dest.with_suffix(".cmd")
+    compiled = False
+    if dest.exists() and command_file.exists():
+        command = tuple(shlex.split(command_file.read_text()))
+    else:
+        command = _compile(target, extra_cflags, module, dest)
+        tmp = command_file.with_suffix(f".cmd.{os.getpid()}")
+        tmp.write_text(shlex.join(command))
+        os.replace(tmp, command_file)
+        compiled = True
+    try:
+        spec = importlib.util.spec_from_file_location(
+            module, dest, loader=importlib.machinery.ExtensionFileLoader(module, str(dest)))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    except ImportError as exc:
+        raise BuildError(f"built kernels at {dest} could not be loaded: {exc}") from None
+    built = BuiltKernels(mod.lib, mod.ffi, dest, key, command, compiled, target.isa,
+                         target.emulated, version)
+    _loaded[key] = built
+    return built
+
+
+@functools.lru_cache(maxsize=1)
+def host_kernels() -> BuiltKernels:
+    """The kernels built for this host's own profile: what the Python API uses by default."""
+    return build(build_target(load_profile(HOST_PROFILE)))

@@ -1,0 +1,162 @@
+"""Calibration of the host: peak FMA throughput, triad bandwidth per cache level, SGEMM.
+
+Each number is the median of several samples, reported with its interquartile range. Results
+are cached per host and kernel build, so a sweep calibrates once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from harness import config
+from harness.machine.blas import blas_summary, blas_threads
+from harness.machine.build import BuiltKernels, cache_root
+from harness.machine.hostinfo import HostInfo
+from harness.machine.profiles import Profile
+from harness.store.files import StoreError, move_aside, read_json, write_json
+from harness.timing import measure, Timing
+from harness.conv.weights import stable_seed
+
+
+def _stat(value_per_second: float, timing: Timing) -> dict:
+    rates = sorted(value_per_second / t for t in timing.samples)
+    q1, q3 = np.percentile(rates, [25, 75])
+    return {"median": float(np.median(rates)), "iqr": float(q3 - q1), "samples": len(rates)}
+
+
+def fma_peak(built: BuiltKernels, threads: int, repeats: int) -> dict:
+    """GFLOP/s of independent vector FMAs at the build's width, over ``threads`` threads."""
+    lib = built.lib
+    iterations = 2_000_000
+    flops = lib.spconv_fma_flops_per_iteration() * iterations * threads
+    timing = measure(lambda: lib.spconv_fma_loop(iterations, threads), repeats=repeats,
+                     min_time=0.05)
+    return _stat(flops / 1e9, timing)
+
+
+def triad_bandwidth(built: BuiltKernels, working_set_bytes: int, threads: int,
+                    repeats: int) -> dict:
+    """GB/s of a = b + s*c with the three arrays together ``working_set_bytes`` long."""
+    n = max(1024, working_set_bytes // 12)
+    arrays = [np.full(n, v, dtype=np.float32) for v in (0.0, 1.0, 2.0)]
+    ptrs = [built.ffi.from_buffer("float[]", a) for a in arrays]
+    inner = max(1, int(2e8 // (12 * n)))  # enough passes that one call lasts milliseconds
+    timing = measure(lambda: built.lib.spconv_triad(n, inner, 0.5, *ptrs, threads),
+                     repeats=repeats, min_time=0.05)
+    return {**_stat(12 * n * inner / 1e9, timing), "working_set_kib": 12 * n // 1024}
+
+
+def sgemm(threads: int, repeats: int, size: int = 1536) -> dict:
+    rng = np.random.default_rng(stable_seed("sgemm", size))
+    a, b = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
+    c = np.empty_like(a)
+    with blas_threads(threads):
+        timing = measure(lambda: np.matmul(a, b, out=c), repeats=repeats, min_time=0.1)
+    return _stat(2 * size**3 / 1e9, timing)
+
+
+def cache_levels(host: HostInfo) -> dict[str, int]:
+    """Triad working sets (bytes) meant to sit in each level: half of it, or 4x the LLC."""
+    caches = host.caches_kib
+    levels = {}
+    for name in ("l1d", "l2", "l3"):
+        if name in caches:
+            levels[name] = caches[name] * 1024 // 2
+    llc = max(caches.values(), default=32 * 1024) * 1024
+    levels["dram"] = max(4 * llc, 256 << 20)
+    return levels
+
+
+def run_calibration(built: BuiltKernels, host: HostInfo, threads: int,
+                    repeats: int = config.CALIBRATION_REPEATS) -> dict:
+    result = {
+        "host": host.cpu_model, "build_key": built.key, "isa": built.isa, "threads": threads,
+        "blas": blas_summary(),
+        "fma_gflops_1": fma_peak(built, 1, repeats),
+        "fma_gflops_all": fma_peak(built, threads, repeats),
+        "triad_gbps_1": {lvl: triad_bandwidth(built, ws, 1, repeats)
+                         for lvl, ws in cache_levels(host).items()},
+        "triad_gbps_all": {"dram": triad_bandwidth(built, cache_levels(host)["dram"],
+                                                   threads, repeats)},
+        # last: OpenBLAS's threads keep spinning after it returns (see timing.POOL_SPIN_S)
+        "sgemm_gflops_1": sgemm(1, repeats),
+        "sgemm_gflops_all": sgemm(threads, repeats),
+    }
+    return result
+
+
+SCHEMA, VERSION = "spconv.calibration", 1
+BUSY_SHARE = 0.3  # a calibration CPU more than this busy with other work makes the host busy
+BUSY_PROBE_S = 0.25
+
+
+def busy_reason(threads: int) -> str | None:
+    """Why the CPUs a calibration of ``threads`` threads runs on look busy (other work, or
+    time stolen by a hypervisor), measured over a short idle pause of this process; or None."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))[:threads]
+    except AttributeError:
+        cpus = list(range(threads))
+    before = psutil.cpu_times(percpu=True)
+    time.sleep(BUSY_PROBE_S)
+    after = psutil.cpu_times(percpu=True)
+    for cpu in cpus:
+        if cpu >= len(after):
+            continue
+        a, b = before[cpu], after[cpu]
+        total = sum(b) - sum(a)
+        if total <= 0:
+            continue
+        idle = (b.idle - a.idle) + (getattr(b, "iowait", 0) - getattr(a, "iowait", 0))
+        steal = getattr(b, "steal", 0) - getattr(a, "steal", 0)
+        if steal / total > 0.05:
+            return f"{100 * steal / total:.0f}% of CPU {cpu}'s time stolen by the hypervisor"
+        if 1 - idle / total > BUSY_SHARE:
+            return f"CPU {cpu} {100 * (1 - idle / total):.0f}% busy with other work"
+    return None
+
+
+def calibration(built: BuiltKernels, host: HostInfo, threads: int, *,
+                cache_dir: Path | None = None, refresh: bool = False) -> dict:
+    """The host's calibration for this build, measured once and then read from the cache.
+
+    A damaged cache file is moved aside (reported) and measured afresh. A calibration taken
+    while the host is busy is used for this run but not cached (a busy host halves the FMA
+    peak that every later fit and percent of peak would divide by)."""
+    path = calibration_path(built, host, threads, cache_dir)
+    if not refresh:
+        try:
+            cached = read_json(path, SCHEMA, VERSION)
+        except StoreError as exc:
+            kept = move_aside(path)
+            print(f"warning: {exc}; moved aside as {kept.name}, calibrating afresh",
+                  file=sys.stderr)
+            cached = None
+        if isinstance(cached, dict) and "fma_gflops_1" in cached:
+            return cached
+    before = busy_reason(threads)
+    result = run_calibration(built, host, threads)
+    busy = before or busy_reason(threads)
+    result["busy"] = busy
+    if busy:
+        print(f"warning: the host was busy during calibration ({busy}); its numbers are used "
+              "for this run only, not cached. Calibrate again on an idle machine with "
+              "`spconv calibrate --refresh`", file=sys.stderr)
+    else:
+        write_json(path, SCHEMA, VERSION, result)
+    return result
+
+
+def calibrated_profile(profile: Profile, cal: dict) -> Profile:
+    """The profile with its missing peak and bandwidth filled from the host's calibration."""
+    return dataclasses.replace(
+        profile,
+        peak_sgemm_gflops=profile.peak_sgemm_gflops or cal["sgemm_gflops_all"]["median"],
+        stream_gbps=profile.stream_gbps or cal["triad_gbps_all"]["dram"]["median"])

@@ -1,0 +1,140 @@
+"""After a sweep: calibrate the host, fit the models, validate them, derive sweet spots and
+per-layer sparsity targets, and project to the paper's machines. Writes into the run dir."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from harness.errors import HarnessError
+from harness.models.fitted import GAIN_LIMIT, crossing, direct_rows, layer_class, measured_upper, row_spec, validate
+from harness.conv.layers import network_layers
+from harness.models.paper import LayerCost, PaperModel
+from harness.machine.profiles import PROFILE_DIR, Profile, load_profile
+from harness.store.runs import MODEL_FIT, MODEL_FIT_SCHEMA, MODEL_FIT_VERSION, RunStore
+from harness.sweep.results import crossover_sparsity
+
+PAPER_MEASURED = {"atom-c2750": 7.3, "xeon-e5-2697v4": 3.4, "xeon-phi-7250": 3.1}
+PAPER_PROFILES = ("atom_c2750.yaml", "xeon_e5_2697v4.yaml", "xeon_phi_7250.yaml")
+PAPER_DENSITY = 0.09
+
+
+def fitted_alpha(rows: pd.DataFrame, cal: dict) -> float:
+    """The paper's alpha for this host: sparse time per useful FLOP over dense time per FLOP
+    at the measured SGEMM rate, median over the compute-bound (densest half) points."""
+    dense = rows[rows["sparsity"] <= rows["sparsity"].median()]
+    ratios = []
+    for _, r in dense.iterrows():
+        rate = cal["sgemm_gflops_1"]["median"] if r["threads"] == 1 else \
+            cal["sgemm_gflops_all"]["median"]
+        ratios.append(r["median_s"] * rate * 1e9 / r["useful_flops"])
+    return float(np.median(ratios))
+
+
+def sweet_spots(frame: pd.DataFrame, fitted, paper: PaperModel | None) -> pd.DataFrame:
+    out = []
+    for (net, layer, b, t), g in direct_rows(frame).groupby(["network", "layer", "batch", "threads"]):
+        g = g.dropna(subset=["speedup"])
+        if g.empty:
+            continue
+        r0 = g.iloc[0]
+        spec, cls, key = row_spec(r0), layer_class(r0), (f"{net}/{layer}", int(b), int(t))
+        s, v = g["sparsity"].to_numpy(), g["speedup"].to_numpy()
+        top = float(s.max())
+
+        def model_speedup(x, spec=spec, cls=cls, key=key, t=int(t)):
+            return fitted.speedup(spec, x, t, cls, key)
+        limit = model_speedup(top)
+        row = {"network": net, "layer": layer, "batch": int(b), "threads": int(t),
+               "measured_crossover": crossover_sparsity(s, v),
+               "fitted_crossover": crossing(model_speedup, 0.0, top, 1.0),
+               "measured_upper": measured_upper(s, v),
+               "fitted_upper": crossing(lambda x: model_speedup(x) * GAIN_LIMIT, 0.0, top, limit),
+               "measured_best_speedup": float(v.max()), "fitted_speedup_at_top": limit,
+               "top_sparsity": top}
+        if paper is not None:
+            row["paper_lower"], row["paper_upper"] = paper.sweet_spot(spec)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def targets(spots: pd.DataFrame, profile: Profile) -> dict:
+    """Per-layer sparsity targets for the pruning stage (batch 1, fewest threads)."""
+    layers = {}
+    for _, r in spots.sort_values(["batch", "threads"]).drop_duplicates("layer").iterrows():
+        lower = r["fitted_crossover"] if np.isfinite(r["fitted_crossover"]) else r["measured_crossover"]
+        upper = r["fitted_upper"] if np.isfinite(r["fitted_upper"]) else r["measured_upper"]
+        layers[r["layer"]] = {
+            "prune": bool(np.isfinite(lower)),
+            "min_sparsity": None if not np.isfinite(lower) else round(float(lower), 3),
+            "target_sparsity": None if not np.isfinite(upper) else round(float(upper), 3),
+            "measured_best_speedup": round(float(r["measured_best_speedup"]), 2),
+        }
+    return {"profile": profile.name, "rule": "min: where direct sparse starts to beat the best "
+            f"dense; target: past it extra sparsity gains < {int((GAIN_LIMIT - 1) * 100)}% speed",
+            "layers": layers}
+
+
+def projection(alpha_host: float) -> pd.DataFrame:
+    """The paper's model on its three machines at 9% non-zeros, next to the paper's numbers."""
+    rows = []
+    for name in PAPER_PROFILES:
+        profile = load_profile(PROFILE_DIR / name)
+        alpha, note = profile.alpha, "paper alpha"
+        if alpha is None:
+            alpha, note = alpha_host, "alpha fitted on this host (paper gives none)"
+        model = PaperModel(profile, alpha=alpha)
+        layers = [l for l in network_layers("alexnet") if l.name != "conv1"]
+        total_dense = sum(LayerCost.of(l).flops for l in layers) / model.flops_per_s
+        total_sparse = sum(max(model.times(l, 1 - PAPER_DENSITY)[1:]) for l in layers)
+        rows.append({"profile": profile.name, "alpha": alpha, "alpha_source": note,
+                     "model_speedup_conv2_5": total_dense / total_sparse,
+                     "paper_measured": PAPER_MEASURED.get(profile.name)})
+    return pd.DataFrame(rows)
+
+
+def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict,
+            l2_bytes: float, isa: str) -> dict:
+    rows = direct_rows(frame)
+    if len(rows) < 3 or frame["speedup"].notna().sum() == 0:
+        raise HarnessError("model fit needs direct_sparse points and a dense baseline in the run")
+    report = validate(frame, isa, l2_bytes)
+    fitted = report["model"]
+    alpha = fitted_alpha(rows.dropna(subset=["useful_flops"]), cal)
+    threads = int(rows["threads"].min())
+    rate = cal["sgemm_gflops_1"] if threads == 1 else cal["sgemm_gflops_all"]
+    host_paper = dataclasses.replace(
+        profile, alpha=profile.alpha or alpha,
+        peak_sgemm_gflops=rate["median"],
+        stream_gbps=cal["triad_gbps_1" if threads == 1 else "triad_gbps_all"]["dram"]["median"])
+    spots = sweet_spots(frame, fitted, PaperModel(host_paper))
+    report["points"].to_csv(store.dir / "model_points.csv", index=False)
+    spots.to_csv(store.dir / "sweet_spots.csv", index=False)
+    proj = projection(alpha)
+    proj.to_csv(store.dir / "projection.csv", index=False)
+    (store.dir / "targets.yaml").write_text(yaml.safe_dump(targets(spots, profile), sort_keys=False))
+    summary = {
+        "fitted": fitted.as_dict(),
+        "validation": {k: report[k] for k in ("median_rel_error", "worst_rel_error",
+                                              "leave_one_layer_out", "worst_lolo_median")},
+        "paper_model_on_host": {"alpha_fitted": alpha, "sgemm_gflops": rate["median"],
+                                "stream_gbps": host_paper.stream_gbps},
+        "calibration": cal,
+    }
+    store.write_json(MODEL_FIT, MODEL_FIT_SCHEMA, MODEL_FIT_VERSION, summary)
+    return {"summary": summary, "spots": spots, "projection": proj}
+
+
+def print_analysis(result: dict) -> None:
+    v = result["summary"]["validation"]
+    print(f"fitted model: median error {v['median_rel_error']:.1%}, worst {v['worst_rel_error']:.1%}, "
+          f"worst leave-one-layer-out median {v['worst_lolo_median']:.1%}; paper alpha on this "
+          f"host {result['summary']['paper_model_on_host']['alpha_fitted']:.2f}")
+    cols = ["layer", "batch", "threads", "measured_crossover", "fitted_crossover", "paper_lower",
+            "measured_upper", "fitted_upper", "paper_upper"]
+    spots = result["spots"]
+    print(spots[[c for c in cols if c in spots]].round(3).to_string(index=False))
+    print(result["projection"].round(2).to_string(index=False))

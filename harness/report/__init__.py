@@ -1,0 +1,1 @@
+"""Figures and the written report of a run, and comparisons of runs."""

@@ -1,0 +1,156 @@
+"""The results of one run on disk: rows appended as JSON lines as they finish, the run's
+metadata, and tables derived from the rows.
+
+``points.jsonl`` is the durable record. Its first line names its schema and version; each
+finished point is one more line, written and flushed (fsync) before the next point starts,
+so a crash loses at most the point in flight. A line cut short by a kill is dropped when the
+file is opened. Lines that are damaged in any other way (not JSON, not a row, a row the
+validator refuses) are set aside: the whole file is kept under a new name, the good rows
+stay, and the damage is reported; those points are measured again on resume.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import HarnessError
+from harness.store.files import (StoreError, atomic_write_text, check_envelope, envelope,
+                                 jsonable, move_aside, read_json, write_json,
+                                 writable_dir)
+
+POINTS = "points.jsonl"
+RESULTS = "results.csv"
+METADATA = "metadata.json"
+POINTS_SCHEMA, POINTS_VERSION = "spconv.points", 2
+METADATA_SCHEMA, METADATA_VERSION = "spconv.run-metadata", 1
+MODEL_FIT = "model_fit.json"
+MODEL_FIT_SCHEMA, MODEL_FIT_VERSION = "spconv.model-fit", 1
+
+
+def read_model_fit(path: Path) -> dict | None:
+    """A run's saved model fit (None if it has none); damage names the file."""
+    return read_json(path, MODEL_FIT_SCHEMA, MODEL_FIT_VERSION)
+
+
+class RunStore:
+    """One run directory, locked against a second sweep writing to it. ``validate`` turns a
+    stored row (a dict) into whatever the caller reads, raising HarnessError for a bad one."""
+
+    def __init__(self, run_dir: str | Path, validate: Callable[[dict, str], object] | None = None):
+        self.dir = writable_dir(run_dir, "results")
+        self._validate = validate or (lambda row, where: row)
+        self._lock = open(self.dir / ".lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise HarnessError(f"{self.dir} is in use by another sweep; wait for it or choose "
+                               "another --out") from None
+        self.points_path = self.dir / POINTS
+        self.notes: list[str] = []  # recoveries made while reading, for the user
+        self._repair()
+
+    def close(self) -> None:
+        """Release the run directory for other sweeps."""
+        if not self._lock.closed:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+
+    def _repair(self) -> None:
+        """Drop a trailing partial line left by a killed writer."""
+        if not self.points_path.exists():
+            return
+        data = self.points_path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            with open(self.points_path, "r+b") as f:
+                f.truncate(cut)
+
+    def _header(self) -> str:
+        return json.dumps(envelope(POINTS_SCHEMA, POINTS_VERSION, None)) + "\n"
+
+    def rows(self) -> list:
+        """Every stored row, validated; damaged lines are set aside (see the module)."""
+        if not self.points_path.exists():
+            return []
+        lines = self.points_path.read_bytes().split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        if not lines:
+            return []
+        try:
+            check_envelope(json.loads(lines[0].decode("utf-8")), self.points_path,
+                           POINTS_SCHEMA, POINTS_VERSION)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise StoreError(f"{self.points_path}: no schema header on its first line (written "
+                             "by an older version or damaged); start a new run with another "
+                             "--out") from None
+        rows, good, bad = [], [lines[0]], 0
+        for n, line in enumerate(lines[1:], start=2):
+            where = f"{self.points_path}:{n}"
+            try:
+                rows.append(self._validate(json.loads(line.decode("utf-8")), where))
+                good.append(line)
+            except (UnicodeDecodeError, json.JSONDecodeError, HarnessError):
+                bad += 1
+        if bad:
+            self._set_aside(good, bad)
+        return rows
+
+    def _set_aside(self, good: list[bytes], bad: int) -> None:
+        kept = self.points_path.with_name(f"{POINTS}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copy2(self.points_path, kept)
+        atomic_write_text(self.points_path, b"\n".join(good).decode("utf-8") + "\n")
+        note = (f"{self.points_path}: {bad} damaged line(s) set aside (the original file is "
+                f"kept as {kept.name}); those points will be measured again")
+        self.notes.append(note)
+        print(f"warning: {note}", file=sys.stderr)
+
+    def append(self, row: dict) -> None:
+        line = json.dumps(row, default=jsonable, allow_nan=True) + "\n"
+        try:
+            new = not self.points_path.exists() or self.points_path.stat().st_size == 0
+            with open(self.points_path, "a", encoding="utf-8") as f:
+                if new:
+                    f.write(self._header())
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise HarnessError(f"cannot append to {self.points_path}: {exc.strerror}") from None
+
+    def write_metadata(self, meta: dict) -> Path:
+        return write_json(self.dir / METADATA, METADATA_SCHEMA, METADATA_VERSION, meta)
+
+    def read_metadata(self) -> dict | None:
+        """The run's metadata; a damaged file is moved aside (reported) and read as absent,
+        since the run rewrites it and its rows live in points.jsonl."""
+        path = self.dir / METADATA
+        try:
+            meta = read_json(path, METADATA_SCHEMA, METADATA_VERSION)
+        except StoreError as exc:
+            kept = move_aside(path)
+            note = f"{exc}; moved aside as {kept.name}, it will be written afresh"
+            self.notes.append(note)
+            print(f"warning: {note}", file=sys.stderr)
+            return None
+        if meta is not None and not isinstance(meta, dict):
+            kept = move_aside(path)
+            self.notes.append(f"{path}: not a mapping; moved aside as {kept.name}")
+            return None
+        return meta
+
+    def write_table(self, frame: pd.DataFrame, name: str = RESULTS) -> Path:
+        return atomic_write_text(self.dir / name, frame.to_csv(index=False))
+
+    def write_json(self, name: str, kind: str, version: int, data) -> Path:
+        return write_json(self.dir / name, kind, version, data)
