@@ -110,7 +110,7 @@ def test_killed_worker_loses_nothing(cluster, tmp_path):
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
-        if (out / "points.jsonl").exists() and (out / "points.jsonl").read_text().count("\n") >= 2:
+        if (out / "points.jsonl").exists() and (out / "points.jsonl").read_text().count("\n") >= 3:
             break
         time.sleep(0.1)
     cluster.add_worker("host-b", "host")

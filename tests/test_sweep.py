@@ -17,7 +17,8 @@ from harness.machine.hostinfo import detect_host
 from harness.kernels.direct import DirectSparseConv
 from harness.conv.layers import LayerShape, load_layer_file, network_layers
 from harness.machine.profiles import HOST_PROFILE, build_target, load_profile
-from harness.store.runs import RunStore
+from harness.store.files import read_json
+from harness.store.runs import METADATA_SCHEMA, METADATA_VERSION, RunStore, read_model_fit
 from harness.sweep.results import crossover_sparsity, results_table
 from harness.sweep.plan import SweepConfig, plan_points
 from harness.sweep.run import run_sweep
@@ -42,7 +43,7 @@ def test_quick_sweep_resumes_without_remeasuring(tmp_path, capsys):
     assert (first["status"] == "ok").all() and len(first) >= 4
     sparse = first[first["method"] == "direct_sparse"]
     assert sparse["speedup"].notna().all() and (sparse["speedup"] > 0).all()
-    meta = json.loads((out / "metadata.json").read_text())
+    meta = read_json(out / "metadata.json", METADATA_SCHEMA, METADATA_VERSION)
     assert meta["build"]["compile_command"] and meta["blas"] and meta["git"]
     assert "load_average_end" in meta and meta["host"]["cpu_model"]
 
@@ -59,13 +60,15 @@ def test_resume_under_another_build_measures_again_and_keeps_the_latest_rows(tmp
     assert main(["--out", str(out), *SMALL]) == 0
     first = pd.read_csv(out / "results.csv")
     log = out / "points.jsonl"
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    header, *lines = log.read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
     current = rows[0]["build_key"]
-    log.write_text("".join(json.dumps({**r, "build_key": "an-older-build"}) + "\n" for r in rows))
+    log.write_text(header + "\n" + "".join(json.dumps({**r, "build_key": "an-older-build"}) + "\n"
+                                           for r in rows))
     capsys.readouterr()
     assert main(["--out", str(out), "--resume", *SMALL]) == 0
     assert f"{len(first)} of {len(first)} points to measure" in capsys.readouterr().err
-    assert log.read_text().count("\n") == 2 * len(first)  # the raw log keeps both passes
+    assert log.read_text().count("\n") == 1 + 2 * len(first)  # the raw log keeps both passes
     second = pd.read_csv(out / "results.csv")
     assert len(second) == len(first) and second["key"].is_unique
     assert (second["build_key"] == current).all()
@@ -74,7 +77,7 @@ def test_resume_under_another_build_measures_again_and_keeps_the_latest_rows(tmp
 def test_quick_sweep_fits_the_model(tmp_path):
     out = tmp_path / "run"
     assert main(["--quick", "--out", str(out), "--no-progress"]) == 0
-    fit = json.loads((out / "model_fit.json").read_text())
+    fit = read_model_fit(out / "model_fit.json")
     assert fit["validation"]["median_rel_error"] >= 0
     assert fit["calibration"]["fma_gflops_1"]["median"] > 0
     targets = (out / "targets.yaml").read_text()
@@ -144,12 +147,12 @@ def test_sigkill_then_resume_has_every_point_once(tmp_path):
     points = out / "points.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline:
-        if points.exists() and points.read_text().count("\n") >= 4:
+        if points.exists() and points.read_text().count("\n") >= 5:  # header and 4 rows
             break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    measured_before = points.read_text().count("\n")
+    measured_before = points.read_text().count("\n") - 1
     resumed = subprocess.run([*args, "--resume"], cwd=REPO, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     table = pd.read_csv(out / "results.csv")

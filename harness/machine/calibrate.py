@@ -97,6 +97,13 @@ BUSY_SHARE = 0.3  # a calibration CPU more than this busy with other work makes 
 BUSY_PROBE_S = 0.25
 
 
+def calibration_path(built: BuiltKernels, host: HostInfo, threads: int,
+                     cache_dir: Path | None = None) -> Path:
+    cache = Path(cache_dir) if cache_dir else cache_root() / "calibration"
+    key = stable_seed(host.cpu_model, built.key, threads, os.environ.get("OPENBLAS_CORETYPE"))
+    return cache / f"calibration-{key}.json"
+
+
 def busy_reason(threads: int) -> str | None:
     """Why the CPUs a calibration of ``threads`` threads runs on look busy (other work, or
     time stolen by a hypervisor), measured over a short idle pause of this process; or None."""

@@ -27,7 +27,7 @@ def _load(run_dir: Path) -> dict:
     for name, key in (("sweet_spots.csv", "spots"), ("model_points.csv", "points")):
         data[key] = _csv(run_dir / name)
     data["fit"] = read_model_fit(run_dir / MODEL_FIT)
-    store = RunStore(run_dir)
+    store = RunStore(run_dir, readonly=True)
     try:
         data["meta"] = store.read_metadata()
     finally:

@@ -43,11 +43,21 @@ def read_model_fit(path: Path) -> dict | None:
 
 class RunStore:
     """One run directory, locked against a second sweep writing to it. ``validate`` turns a
-    stored row (a dict) into whatever the caller reads, raising HarnessError for a bad one."""
+    stored row (a dict) into whatever the caller reads, raising HarnessError for a bad one.
+    ``readonly`` (for reports of a run, perhaps one still being written) takes no lock and
+    changes nothing: damaged lines are skipped and reported."""
 
-    def __init__(self, run_dir: str | Path, validate: Callable[[dict, str], object] | None = None):
-        self.dir = writable_dir(run_dir, "results")
+    def __init__(self, run_dir: str | Path, validate: Callable[[dict, str], object] | None = None,
+                 *, readonly: bool = False):
         self._validate = validate or (lambda row, where: row)
+        self.readonly = readonly
+        self.notes: list[str] = []  # recoveries made while reading, for the user
+        if readonly:
+            self.dir = Path(run_dir)
+            self.points_path = self.dir / POINTS
+            self._lock = None
+            return
+        self.dir = writable_dir(run_dir, "results")
         self._lock = open(self.dir / ".lock", "w")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -56,12 +66,11 @@ class RunStore:
             raise HarnessError(f"{self.dir} is in use by another sweep; wait for it or choose "
                                "another --out") from None
         self.points_path = self.dir / POINTS
-        self.notes: list[str] = []  # recoveries made while reading, for the user
         self._repair()
 
     def close(self) -> None:
         """Release the run directory for other sweeps."""
-        if not self._lock.closed:
+        if self._lock is not None and not self._lock.closed:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
 
@@ -83,8 +92,7 @@ class RunStore:
         if not self.points_path.exists():
             return []
         lines = self.points_path.read_bytes().split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
+        lines.pop()  # the end of the last whole line, or a line a writer is still writing
         if not lines:
             return []
         try:
@@ -102,7 +110,9 @@ class RunStore:
                 good.append(line)
             except (UnicodeDecodeError, json.JSONDecodeError, HarnessError):
                 bad += 1
-        if bad:
+        if bad and self.readonly:
+            print(f"warning: {self.points_path}: {bad} damaged line(s) skipped", file=sys.stderr)
+        elif bad:
             self._set_aside(good, bad)
         return rows
 
@@ -137,17 +147,19 @@ class RunStore:
         path = self.dir / METADATA
         try:
             meta = read_json(path, METADATA_SCHEMA, METADATA_VERSION)
+            if meta is None or isinstance(meta, dict):
+                return meta
+            problem = f"{path}: holds no metadata mapping"
         except StoreError as exc:
-            kept = move_aside(path)
-            note = f"{exc}; moved aside as {kept.name}, it will be written afresh"
-            self.notes.append(note)
-            print(f"warning: {note}", file=sys.stderr)
+            problem = str(exc)
+        if self.readonly:
+            print(f"warning: {problem}", file=sys.stderr)
             return None
-        if meta is not None and not isinstance(meta, dict):
-            kept = move_aside(path)
-            self.notes.append(f"{path}: not a mapping; moved aside as {kept.name}")
-            return None
-        return meta
+        kept = move_aside(path)
+        note = f"{problem}; moved aside as {kept.name}, it will be written afresh"
+        self.notes.append(note)
+        print(f"warning: {note}", file=sys.stderr)
+        return None
 
     def write_table(self, frame: pd.DataFrame, name: str = RESULTS) -> Path:
         return atomic_write_text(self.dir / name, frame.to_csv(index=False))

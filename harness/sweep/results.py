@@ -90,7 +90,7 @@ def load_results(run_dir: Path) -> pd.DataFrame:
     run_dir = Path(run_dir)
     if not (run_dir / POINTS).exists():
         raise HarnessError(f"{run_dir}: no {POINTS} (not a run directory?)")
-    store = RunStore(run_dir, validate=from_mapping)
+    store = RunStore(run_dir, validate=from_mapping, readonly=True)
     try:
         return results_table(store.rows())
     finally:
