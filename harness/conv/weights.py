@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -53,9 +54,12 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         return {k: v.detach().float().numpy() for k, v in state.items() if hasattr(v, "detach")}
     try:
         with np.load(path, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise ValueError("a single array, not an archive of named arrays")
             return {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as exc:
-        raise HarnessError(f"{path}: not a readable .npz file ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise HarnessError(f"{path}: not a readable .npz file ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else 'damaged'})") from None
 
 
 def load_weight_file(path: str | Path, layers: list[LayerShape]) -> dict[str, np.ndarray]:

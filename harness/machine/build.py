@@ -31,6 +31,7 @@ from harness.errors import BuildError
 from harness.machine.isa import isa
 from harness.machine.profiles import HOST_PROFILE, BuildTarget, build_target, load_profile
 from harness.resources import kernel_dir
+from harness.store.files import atomic_write_text, writable_dir
 
 API_HEADER = "spconv_api.h"
 SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-omit-frame-pointer",
@@ -116,7 +117,7 @@ def _make_ffi(module: str) -> cffi.FFI:
 def _compile(target: BuildTarget, extra: tuple[str, ...], module: str, dest: Path) -> tuple[str, ...]:
     compiler = shutil.which(target.profile.compiler)
     ffi = _make_ffi(module)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    writable_dir(dest.parent, "kernel builds (set $SPCONV_CACHE_DIR to another directory)")
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".build-") as tmp:
         wrapper = Path(tmp) / f"{module}.c"
         with contextlib.redirect_stdout(io.StringIO()):  # cffi announces the file
@@ -138,6 +139,10 @@ def _compile(target: BuildTarget, extra: tuple[str, ...], module: str, dest: Pat
             message = (errors or lines or [f"exit status {proc.returncode}"])[0]
             raise BuildError(f"compiling the kernels for profile {target.profile.name} failed: "
                              f"{message.strip()}")
+        if not out.is_file() or out.stat().st_size == 0:
+            raise BuildError(f"compiler {target.profile.compiler!r} of profile "
+                             f"{target.profile.name} exited without writing the kernels; is it "
+                             "a C compiler?")
         os.replace(out, dest)  # atomic: a concurrent loader sees the old file or the new one
     # Record the command as it would be run in place, not in the vanished temporary directory.
     return tuple(str(dest) if c == str(out) else c for c in command)
@@ -162,9 +167,7 @@ def build(target: BuildTarget, *, extra_cflags: tuple[str, ...] = (),
         command = tuple(shlex.split(command_file.read_text()))
     else:
         command = _compile(target, extra_cflags, module, dest)
-        tmp = command_file.with_suffix(f".cmd.{os.getpid()}")
-        tmp.write_text(shlex.join(command))
-        os.replace(tmp, command_file)
+        atomic_write_text(command_file, shlex.join(command))
         compiled = True
     try:
         spec = importlib.util.spec_from_file_location(

@@ -75,12 +75,15 @@ def summary_table(frame: pd.DataFrame, method: str | None = None) -> pd.DataFram
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numbers as floats (NaN where missing), booleans as booleans, text as text."""
+    """Counts as integers and other numbers as floats (missing values as NA and NaN),
+    booleans and text as they are."""
     kinds = table_dtypes()
     for col in frame.columns:
         kind = kinds.get(col)
-        if kind in ("Int64", "float64"):
+        if kind == "float64":
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+        elif kind == "Int64":
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
     return frame
 
 

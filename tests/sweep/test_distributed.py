@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("distributed")
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DASK = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")
 
 

@@ -6,7 +6,7 @@ from harness.errors import ProfileError, UnsupportedISAError
 from harness.machine.hostinfo import HostInfo, detect_host
 from harness.machine.profiles import PROFILE_DIR, build_target, load_profile
 
-BAD = sorted((Path(__file__).parent / "data" / "bad_profiles").glob("*.yaml"))
+BAD = sorted((Path(__file__).parents[1] / "data" / "bad_profiles").glob("*.yaml"))
 SHIPPED = sorted(PROFILE_DIR.glob("*.yaml"))
 
 

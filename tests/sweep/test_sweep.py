@@ -23,7 +23,7 @@ from harness.sweep.results import crossover_sparsity, results_table
 from harness.sweep.plan import SweepConfig, plan_points
 from harness.sweep.run import run_sweep
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SMALL = ["--layers", "conv5", "--sparsity", "0.5,0.9", "--repeats", "2", "--min-time", "0",
          "--no-progress", "--no-fit"]
 

@@ -22,7 +22,7 @@ from harness.conv.sparsity import block_major, direct_csr, direct_layout, random
 from harness.store.runs import RunStore
 from harness.conv.verify import expected_output, verify
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PLUGIN_ENV = {**os.environ, "PYTHONPATH": str(REPO / "tests" / "plugins")}
 BASE = ["--sparsity", "0.5,0.9", "--repeats", "1", "--min-time", "0", "--no-progress", "--no-fit"]
 
