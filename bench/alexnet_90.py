@@ -29,7 +29,7 @@ from harness.kernels.native import host_kernels  # noqa: E402
 from harness.timing import PoolSettler, interleaved_medians, measure  # noqa: E402
 from harness.sweep.tuning import tuned_plan  # noqa: E402
 from harness.conv.verify import verify  # noqa: E402
-from problems import alexnet_problems  # noqa: E402
+from problems import alexnet_problems, run_bench  # noqa: E402
 
 
 def main() -> int:
@@ -104,4 +104,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

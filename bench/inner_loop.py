@@ -22,6 +22,7 @@ from harness.machine.calibrate import calibration  # noqa: E402
 from harness.machine.hostinfo import detect_host  # noqa: E402
 from harness.kernels.native import aligned_zeros, float_ptr, host_kernels, int_ptr  # noqa: E402
 from harness.timing import measure  # noqa: E402
+from problems import run_bench  # noqa: E402
 
 FOOTPRINTS_KIB = (8, 24, 48, 96, 256, 768)
 
@@ -71,4 +72,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

@@ -1,16 +1,38 @@
 """The layers the benchmarks time: generated weights, input and reference output, the same
 for every benchmark so their numbers compare."""
 
+import sys
+
 from harness.conv.layers import network_layers
+from harness.conv.sparsity import check_sparsity
 from harness.conv.verify import expected_output
 from harness.conv.weights import generated_weights, sweep_input
+from harness.errors import HarnessError
+
+
+def run_bench(main) -> int:
+    """Run a benchmark's main(); a user's mistake is one line and exit status 2."""
+    try:
+        return main()
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def alexnet_problems(names: str, sparsity: float, batch: int):
     """(layer, spec, weights, input, expected output) for each AlexNet layer named in
-    ``names`` (comma-separated), randomly pruned to ``sparsity``."""
-    wanted = names.split(",")
-    for layer in [l for l in network_layers("alexnet") if l.name in wanted]:
+    ``names`` (comma-separated), randomly pruned to ``sparsity``; refuses an unknown layer or
+    a sparsity outside [0, 1) before anything runs."""
+    check_sparsity(sparsity)
+    if batch < 1:
+        raise HarnessError(f"--batch must be at least 1, got {batch}")
+    layers = network_layers("alexnet")
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in {l.name for l in layers}]
+    if unknown or not wanted:
+        raise HarnessError(f"--layers: no AlexNet layer {(unknown or [names])[0]!r} (have: "
+                           f"{', '.join(l.name for l in layers)})")
+    for layer in [l for l in layers if l.name in wanted]:
         spec = layer.spec(batch)
         w = generated_weights(layer, sparsity, "random", seed=0)
         x = sweep_input(layer, batch, seed=0)

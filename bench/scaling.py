@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.cli.sweep import main as sweep  # noqa: E402
+from problems import run_bench  # noqa: E402
 
 DENSE = ("onednn", "dense_gemm")
 
@@ -73,4 +74,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

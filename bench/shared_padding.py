@@ -22,7 +22,7 @@ from harness import kernels  # noqa: E402
 from harness.kernels.native import host_kernels  # noqa: E402
 from harness.timing import interleaved_medians, measure  # noqa: E402
 from harness.conv.verify import verify  # noqa: E402
-from problems import alexnet_problems  # noqa: E402
+from problems import alexnet_problems, run_bench  # noqa: E402
 
 
 def plan_grid(spec, threads: int, max_tile: int) -> list:
@@ -72,4 +72,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

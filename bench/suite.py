@@ -29,6 +29,7 @@ from harness.machine.calibrate import calibration  # noqa: E402
 from harness.cli.sweep import main as sweep  # noqa: E402
 from harness.machine.hostinfo import detect_host  # noqa: E402
 from harness.kernels.native import host_kernels  # noqa: E402
+from problems import run_bench  # noqa: E402
 
 DEFAULT_LAYERS = {"alexnet": "conv2,conv3,conv4,conv5", "vgg16": None, "resnet50": None}
 
@@ -125,4 +126,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_bench(main))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness.cli import common
 from harness.errors import HarnessError
+from harness.store.files import writable_dir
 
 
 def build_parser(prog: str = "run_gsl.py") -> argparse.ArgumentParser:
@@ -18,14 +19,20 @@ def build_parser(prog: str = "run_gsl.py") -> argparse.ArgumentParser:
     common.add_profile(p)
     p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist", "synthetic"])
     p.add_argument("--data", default=None, help="directory holding the idx files")
-    p.add_argument("--train-subset", type=int, default=None, help="use the first N training images")
-    p.add_argument("--width", type=int, default=32, help="channels of the first convolutions")
+    p.add_argument("--train-subset", type=common.number("--train-subset", low=1, integer=True),
+                   default=None, help="use the first N training images")
+    p.add_argument("--width", type=common.number("--width", low=1, high=4096, integer=True),
+                   default=32, help="channels of the first convolutions")
     p.add_argument("--checkpoint", default=None, help="dense weights (.pt) instead of training")
     p.add_argument("--method", choices=["l1", "dns"], default="l1")
-    p.add_argument("--dense-epochs", type=int, default=3)
-    p.add_argument("--prune-epochs", type=int, default=4)
-    p.add_argument("--finetune-epochs", type=int, default=2)
-    p.add_argument("--max-target", type=float, default=0.95)
+    p.add_argument("--dense-epochs", type=common.number("--dense-epochs", low=0, high=1000,
+                                                        integer=True), default=3)
+    p.add_argument("--prune-epochs", type=common.number("--prune-epochs", low=1, high=1000,
+                                                        integer=True), default=4)
+    p.add_argument("--finetune-epochs", type=common.number("--finetune-epochs", low=0,
+                                                           high=1000, integer=True), default=2)
+    p.add_argument("--max-target", type=common.number("--max-target", low=0, high=0.999,
+                                                      open_low=True), default=0.95)
     p.add_argument("--allocation", choices=["time", "sweet-spot"], default="time",
                    help="time: keep the weights the sweet-spot targets leave, in the layers where "
                    "they cost the least predicted time (default); sweet-spot: each layer at its "
@@ -33,7 +40,8 @@ def build_parser(prog: str = "run_gsl.py") -> argparse.ArgumentParser:
     p.add_argument("--no-compare", action="store_true", help="skip the unguided comparison")
     p.add_argument("--no-dense-same-epochs", action="store_true",
                    help="skip training the dense model as many extra epochs as pruning takes")
-    p.add_argument("--threads", type=int, default=None, help="PyTorch training threads")
+    p.add_argument("--threads", type=common.number("--threads", low=1, high=4096, integer=True),
+                   default=None, help="PyTorch training threads")
     p.add_argument("--out", default=None, help="run directory (default results/gsl-<time>)")
     return p
 
@@ -61,11 +69,10 @@ def _run(args) -> int:
         from dataclasses import replace
         data = replace(data, train_x=data.train_x[:args.train_subset],
                        train_y=data.train_y[:args.train_subset])
-    if not 0 < args.max_target < 1:
-        raise HarnessError("--max-target must be in (0, 1)")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else Path("results") / f"gsl-{time.strftime('%Y%m%d-%H%M%S')}"
+    writable_dir(out, "the GSL run")  # before hours of training, not after
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
     if checkpoint is not None and not checkpoint.exists():
         raise HarnessError(f"{checkpoint}: checkpoint not found")

@@ -253,18 +253,21 @@ def _executor(args, cfg, cpus):
     return IsolatedExecutor(cfg, timeout=args.point_timeout, cpus=cpus)
 
 
-def _pin_threads(threads: int) -> list[int] | None:
-    """Pin to the first CPUs the largest thread count needs, so runs are repeatable;
-    returns them."""
+def _pin_threads(threads: int):
+    """Claim and pin the CPUs the largest thread count needs (free of other sweeps where
+    possible), so runs are repeatable and concurrent sweeps do not share cores."""
     import psutil
 
-    from harness import STARTUP_CPUS
+    from harness.machine.cpus import allowed_cpus, claim_cpus
+    claim = claim_cpus(threads, allowed_cpus())
+    if claim.shared:
+        print(f"warning: another sweep is running on CPU(s) {claim.shared}; both sweeps' "
+              "timings will disturb each other", file=sys.stderr)
     try:
-        cpus = (STARTUP_CPUS or sorted(psutil.Process().cpu_affinity()))[:threads]
-        psutil.Process().cpu_affinity(cpus)
-        return cpus
+        psutil.Process().cpu_affinity(claim.cpus)
     except (AttributeError, OSError, ValueError):
-        return None
+        pass
+    return claim
 
 
 def _settings(cfg, args) -> dict:
@@ -311,7 +314,7 @@ def _sweep(args, argv, cfg, store) -> int:
     from harness.sweep.run import run_sweep
     from harness.sweep.runner import call_overhead
 
-    cpus = _pin_threads(max(cfg.threads))
+    claim = _pin_threads(max(cfg.threads))
     built, profile, host = cfg.built, cfg.profile, cfg.host
     points = plan_points(cfg)
     on_cluster = bool(args.scheduler or args.scheduler_file)
@@ -322,6 +325,7 @@ def _sweep(args, argv, cfg, store) -> int:
     meta = start_metadata(profile=profile, built=built, host=host, argv=argv, settings={
         **settings, "weights_file": args.weights, "points_planned": len(points),
         "points_to_measure": len(todo), "call_overhead_s": call_overhead(built)})
+    meta["cpus"] = {"pinned": claim.cpus, "shared_with_another_sweep": claim.shared}
     if previous:
         meta["previous_sessions"] = previous.get("previous_sessions", []) + [
             {k: previous.get(k) for k in ("start_time", "end_time", "command_line")}]
@@ -334,7 +338,7 @@ def _sweep(args, argv, cfg, store) -> int:
     try:
         with stop:
             run_sweep(cfg, store, todo, progress=not args.no_progress,
-                      executor=_executor(args, cfg, cpus), should_stop=stop.requested)
+                      executor=_executor(args, cfg, claim.cpus), should_stop=stop.requested)
     except KeyboardInterrupt:  # a second Ctrl-C: give up on the point in flight
         pass
     interrupted = stop.count > 0

@@ -8,6 +8,7 @@ names.
 from __future__ import annotations
 
 import gzip
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,11 +48,13 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise HarnessError(f"{path}: cannot read idx file ({exc})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise HarnessError(f"{path}: not an unsigned-byte idx file")
     ndim = data[3]
+    if ndim == 0 or len(data) < 4 + 4 * ndim:
+        raise HarnessError(f"{path}: idx header cut short")
     dims = np.frombuffer(data, dtype=">u4", count=ndim, offset=4).astype(int)
     expected = int(np.prod(dims))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)

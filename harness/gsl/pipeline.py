@@ -177,7 +177,11 @@ def dense_stage(model, data: ImageData, prune: PruneSettings, settings: GSLSetti
     """Load or train the dense model (in place); returns its test accuracy."""
     trained = out_dir / "dense.pt"
     if checkpoint is not None:
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        try:
+            model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        except Exception as exc:  # torch raises many types for a bad or mismatched file
+            raise HarnessError(f"{checkpoint}: not a state dict of this network "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
         log(f"dense model loaded from {checkpoint}")
     elif stages.get("dense") is not None and trained.exists():
         model.load_state_dict(torch.load(trained, map_location="cpu", weights_only=True))

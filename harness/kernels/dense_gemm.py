@@ -25,7 +25,8 @@ class DenseGemmConv(Im2colConv):
         return blas_threads(self.threads)
 
     def _multiply(self, cols, out_groups):
-        np.matmul(self._w, cols, out=out_groups)
+        with np.errstate(invalid="ignore"):  # 0 x Inf is NaN, as in torch: no warning
+            np.matmul(self._w, cols, out=out_groups)
 
     def describe(self) -> dict:
         return {"blas": blas_info()}

@@ -1,0 +1,53 @@
+"""CPUs a sweep claims on this host, so that two sweeps running at once time on different
+cores instead of both pinning themselves to the first ones.
+
+A claim is an flock on ``cpus/cpu-<n>.lock`` in the cache directory: the kernel releases it
+when the process ends, however it ends, so a crashed sweep never leaves a CPU claimed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+
+from harness.machine.build import cache_root
+from harness.store.files import writable_dir
+
+
+@dataclass
+class CpuClaim:
+    cpus: list[int]          # the CPUs this process pins itself to
+    shared: list[int]        # those of them another live sweep also holds
+    _files: list = field(default_factory=list, repr=False)
+
+    def release(self) -> None:
+        for f in self._files:
+            f.close()
+        self._files.clear()
+
+
+def claim_cpus(count: int, allowed: list[int]) -> CpuClaim:
+    """The first ``count`` CPUs of ``allowed`` that no other sweep holds; when too few are
+    free, the free ones and then the least recently claimed others, reported as shared."""
+    directory = writable_dir(cache_root() / "cpus", "CPU claims")
+    free, busy, files = [], [], []
+    for cpu in allowed:
+        if len(free) == count:
+            break
+        f = open(directory / f"cpu-{cpu}.lock", "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            busy.append(cpu)
+            continue
+        free.append(cpu)
+        files.append(f)
+    shared = busy[:count - len(free)]
+    return CpuClaim(sorted(free + shared), shared, files)
+
+
+def allowed_cpus() -> list[int]:
+    from harness import STARTUP_CPUS
+    return STARTUP_CPUS or sorted(os.sched_getaffinity(0))
