@@ -14,9 +14,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """--help shows every option's default."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """Usage mistakes are one line too (argparse prints the whole usage before them)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=prog, description=description,
-                                   formatter_class=HelpFormatter)
+    return ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
 
 
 def add_profile(p: argparse.ArgumentParser) -> None:

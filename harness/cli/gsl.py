@@ -12,7 +12,7 @@ from harness.store.files import writable_dir
 
 
 def build_parser(prog: str = "run_gsl.py") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, formatter_class=common.HelpFormatter, description=(
+    p = common.ArgumentParser(prog=prog, formatter_class=common.HelpFormatter, description=(
         "Guided Sparsity Learning: prune the reference network on Fashion-MNIST (or MNIST) to "
         "the performance model's per-layer sweet spots, fine-tune, and time the pruned "
         "convolutions with the sweep."))

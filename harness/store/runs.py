@@ -98,10 +98,10 @@ class RunStore:
         try:
             check_envelope(json.loads(lines[0].decode("utf-8")), self.points_path,
                            POINTS_SCHEMA, POINTS_VERSION)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise StoreError(f"{self.points_path}: no schema header on its first line (written "
-                             "by an older version or damaged); start a new run with another "
-                             "--out") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, StoreError):
+            raise StoreError(f"{self.points_path}: no {POINTS_SCHEMA} v{POINTS_VERSION} schema "
+                             "header on its first line (written by another version, or damaged); "
+                             "start a new run with another --out") from None
         rows, good, bad = [], [lines[0]], 0
         for n, line in enumerate(lines[1:], start=2):
             where = f"{self.points_path}:{n}"

@@ -56,31 +56,33 @@ class TuningDB:
     def __init__(self, path: Path | None = None):
         self.path = Path(path) if path else cache_root() / "tuning.json"
 
-    def _read(self) -> dict:
+    def _read(self) -> dict[str, DirectPlan]:
+        """Key -> plan, every entry checked; StoreError naming the file otherwise."""
         data = read_json(self.path, self.SCHEMA, self.VERSION, missing={})
-        if not isinstance(data, dict) or not all(
-                isinstance(e, dict) and isinstance(e.get("plan"), dict) for e in data.values()):
-            raise StoreError(f"{self.path}: damaged tuning database (entries must hold a plan); "
+        if not isinstance(data, dict):
+            raise StoreError(f"{self.path}: damaged tuning database (not a mapping of plans); "
                              "move it away or delete it to start an empty one")
-        return data
+        plans = {}
+        for key, entry in data.items():
+            try:
+                plans[key] = DirectPlan(**entry["plan"])
+            except (TypeError, KeyError, HarnessError) as exc:
+                raise StoreError(f"{self.path}: damaged entry {key!r} ({exc}); move the file "
+                                 "away or delete it to start an empty database") from None
+        self._raw = data
+        return plans
 
     def check(self) -> int:
         """The number of stored plans; StoreError if the file is damaged."""
         return len(self._read())
 
     def get(self, key: str) -> DirectPlan | None:
-        entry = self._read().get(key)
-        if entry is None:
-            return None
-        try:
-            return DirectPlan(**entry["plan"])
-        except (TypeError, HarnessError) as exc:
-            raise StoreError(f"{self.path}: damaged plan under {key!r}: {exc}") from None
+        return self._read().get(key)
 
     def put(self, key: str, plan: DirectPlan, info: dict) -> None:
         with locked(self.path):
-            data = self._read()
-            data[key] = {"plan": asdict(plan), **info}
+            self._read()  # refuses a damaged file: it is never overwritten
+            data = {**self._raw, key: {"plan": asdict(plan), **info}}
             write_json(self.path, self.SCHEMA, self.VERSION, data)
 
 
