@@ -152,6 +152,7 @@ def _sweep_config(args, profile, target, host):
     from harness import kernels
     from harness.conv.layers import load_layer_file, network_layers
     from harness.conv.weights import load_weight_file
+    from harness.sweep.executors.dask import check_scheduler_file
     from harness.sweep.plan import SweepConfig
     from harness.sweep.tuning import TuningDB
 
@@ -185,6 +186,7 @@ def _sweep_config(args, profile, target, host):
                            f"{args.max_points}; raise --max-points to allow more)")
     if args.tune != "off":
         TuningDB().check()  # a damaged database is named now, not at every point
+    check_scheduler_file(args.scheduler_file)
     cfg = SweepConfig(
         profile=profile, target=target, host=host, layers=layers, sparsities=sparsities,
         methods=methods, batches=batches, threads=threads,

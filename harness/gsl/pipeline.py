@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from harness import kernels
+from harness.errors import HarnessError
 from harness.gsl.datasets import ImageData
 from harness.machine.hostinfo import detect_host
 from harness.conv.layers import LayerShape

@@ -51,6 +51,13 @@ def run_point_on_worker(cfg: SweepConfig, sweep_id: str, point: SweepPoint) -> P
                    worker=get_worker().address)
 
 
+def check_scheduler_file(path: str | None) -> None:
+    """Refuse a scheduler file that does not exist (Dask would wait for it for ever)."""
+    if path and not Path(path).is_file():
+        raise HarnessError(f"--scheduler-file {path}: no such file (the scheduler writes it "
+                           "when it starts)")
+
+
 class DaskExecutor(Executor):
     def __init__(self, cfg: SweepConfig, address: str | None = None,
                  scheduler_file: str | None = None, retries: int = 1):
@@ -60,9 +67,7 @@ class DaskExecutor(Executor):
             raise HarnessError("the Dask executor needs dask.distributed: pip install "
                                "'sparseconv-harness[distributed]'") from None
         self.cfg, self.retries = cfg, retries
-        if scheduler_file and not Path(scheduler_file).is_file():
-            raise HarnessError(f"--scheduler-file {scheduler_file}: no such file (the scheduler "
-                               "writes it when it starts)")
+        check_scheduler_file(scheduler_file)
         try:
             self.client = Client(address, scheduler_file=scheduler_file, timeout="20s")
         except (OSError, TimeoutError, ValueError) as exc:
