@@ -17,22 +17,29 @@ def build_parser(prog: str = "run_gsl.py") -> argparse.ArgumentParser:
         "the performance model's per-layer sweet spots, fine-tune, and time the pruned "
         "convolutions with the sweep."))
     common.add_profile(p)
-    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist", "synthetic"])
+    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist", "synthetic"],
+                   help="training data (synthetic: generated, for smoke runs)")
     p.add_argument("--data", default=None, help="directory holding the idx files")
     p.add_argument("--train-subset", type=common.number("--train-subset", low=1, integer=True),
                    default=None, help="use the first N training images")
     p.add_argument("--width", type=common.number("--width", low=1, high=4096, integer=True),
                    default=32, help="channels of the first convolutions")
     p.add_argument("--checkpoint", default=None, help="dense weights (.pt) instead of training")
-    p.add_argument("--method", choices=["l1", "dns"], default="l1")
+    p.add_argument("--method", choices=["l1", "dns"], default="l1",
+                   help="l1: L1 regularisation with hard thresholding; dns: dynamic network "
+                        "surgery")
     p.add_argument("--dense-epochs", type=common.number("--dense-epochs", low=0, high=1000,
-                                                        integer=True), default=3)
+                                                        integer=True), default=3,
+                   help="epochs of dense training before pruning")
     p.add_argument("--prune-epochs", type=common.number("--prune-epochs", low=1, high=1000,
-                                                        integer=True), default=4)
+                                                        integer=True), default=4,
+                   help="epochs of guided pruning")
     p.add_argument("--finetune-epochs", type=common.number("--finetune-epochs", low=0,
-                                                           high=1000, integer=True), default=2)
+                                                           high=1000, integer=True), default=2,
+                   help="epochs of fine-tuning with fixed masks")
     p.add_argument("--max-target", type=common.number("--max-target", low=0, high=0.999,
-                                                      open_low=True), default=0.95)
+                                                      open_low=True), default=0.95,
+                   help="highest sparsity any layer is pruned to")
     p.add_argument("--allocation", choices=["time", "sweet-spot"], default="time",
                    help="time: keep the weights the sweet-spot targets leave, in the layers where "
                    "they cost the least predicted time (default); sweet-spot: each layer at its "

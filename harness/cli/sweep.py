@@ -79,7 +79,7 @@ def build_parser(prog: str = "run_sweep.py"):
                    help=".npz of real weights named by layer, or a PyTorch state dict .pt "
                         "(their own sparsity is used)")
     p.add_argument("--seed", type=common.number("--seed", low=0, high=2**32 - 1, integer=True),
-                   default=config.SEED)
+                   default=config.SEED, help="seed of the generated weights and inputs")
     p.add_argument("--cold-cache", action="store_true",
                    help="evict the last-level cache before every sample")
     p.add_argument("--out", default=None,

@@ -18,9 +18,10 @@ def build_parser(prog: str):
     p.add_argument("--sparsity", default="0.9", help="sparsity list or start:stop:step")
     p.add_argument("--batch", default=config.BATCHES, help="batch sizes, e.g. 1,16")
     p.add_argument("--threads", default=config.THREADS, help="thread counts, e.g. 1,2")
-    p.add_argument("--pattern", default=config.PATTERN, choices=["random", "magnitude"])
+    p.add_argument("--pattern", default=config.PATTERN, choices=["random", "magnitude"],
+                   help="how the generated weights are made sparse")
     p.add_argument("--seed", type=common.number("--seed", low=0, integer=True),
-                   default=config.SEED)
+                   default=config.SEED, help="seed of the generated weights")
     p.add_argument("--budget", type=common.number("--budget", low=1, high=10000, integer=True),
                    default=config.TUNE_BUDGET, help="plans timed per search")
     return p

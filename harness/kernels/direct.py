@@ -10,7 +10,7 @@ import numpy as np
 from harness.conv.sparsity import band_height, block_major, direct_csr, direct_layout
 from harness.errors import BuildError, ShapeError
 from harness.kernels import native
-from harness.kernels.base import KernelError, PreparedConv
+from harness.kernels.base import PreparedConv
 
 
 def _choice(default=dataclasses.MISSING, *, search_rank: int):

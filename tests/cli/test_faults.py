@@ -3,6 +3,7 @@ input, and loses nothing it finished."""
 
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -102,6 +103,16 @@ def test_sigint_stops_after_the_point_in_flight(tmp_path):
     assert "--resume" in err
     table = pd.read_csv(run / "results.csv")
     assert 0 < len(table) < 3 * (5 * 3 + 2) and (table["status"] == "ok").all()
+    # the printed command continues this very run: same options, the missing points only
+    command = err.split("Resume with: ")[1].strip()
+    assert "--sparsity 0.5,0.6,0.7,0.8,0.9" in command and "--layers conv3,conv4,conv5" in command
+    words = shlex.split(command)
+    assert words[:2] == ["python", "run_sweep.py"]
+    resumed = subprocess.run([sys.executable, str(REPO / "run_sweep.py"), *words[2:]], cwd=REPO,
+                             env=PLUGIN_ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{3 * (5 * 3 + 2) - len(table)} of {3 * (5 * 3 + 2)} points" in resumed.stderr
+    assert len(pd.read_csv(run / "results.csv")) == 3 * (5 * 3 + 2)
 
 
 def test_concurrent_sweeps(tmp_path):

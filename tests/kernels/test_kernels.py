@@ -243,3 +243,73 @@ def test_nan_input_propagates_only_where_read(rng):
     w[0, 0] = 1.0
     out = kernels.conv2d(x, w)
     assert np.isnan(out[0, 0, 3, 3]) and np.isfinite(np.delete(out.ravel(), 3 * 6 + 3)).all()
+
+
+def test_compiled_code_paths_agree_with_the_isa_table(isa_build):
+    """The lanes and tile of each code path come from kernels_c/isa.def, and simd.h checks its
+    vector type against them at compile time; the built module reports what it got."""
+    row = isa_table()[isa_build.isa]
+    lib = isa_build.lib
+    assert isa_build.ffi.string(lib.spconv_isa()).decode() == row.name
+    assert lib.spconv_vector_floats() == row.lanes
+    assert lib.spconv_max_tile_vectors() == row.max_tile
+
+
+def test_plan_fields_match_the_c_struct():
+    """DirectPlan and spconv_plan are checked against each other when a build is first used:
+    a field added on one side only is refused."""
+    from types import SimpleNamespace
+
+    from harness.errors import BuildError
+    from harness.kernels.direct import check_plan_struct
+    from harness.machine.build import host_kernels
+    check_plan_struct(host_kernels())  # the real pair agrees
+    real = host_kernels().ffi.typeof("spconv_plan").fields
+    fake_ffi = SimpleNamespace(typeof=lambda name: SimpleNamespace(fields=real[:-1]))
+    with pytest.raises(BuildError, match="spconv_plan"):
+        check_plan_struct(SimpleNamespace(key="a-build-missing-a-field", ffi=fake_ffi))
+
+
+def test_tuner_axes_are_the_plan_fields():
+    import dataclasses
+
+    from harness.machine.build import host_kernels
+    from harness.sweep.tuning import AXES, plan_space
+    spec = kernels.ConvSpec.from_shapes((1, 8, 9, 9), (8, 8, 3, 3), 1, 1, 1, 1)
+    names = {f.name for f in dataclasses.fields(kernels.DirectPlan)}
+    assert set(AXES) == names
+    assert set(plan_space(spec, host_kernels(), 1, 1 << 20).values) == names
+
+
+def test_a_registered_native_plugin_gets_the_sweeps_build(monkeypatch):
+    """A plugin method is first-class: declaring native=True gives it the sweep's build, not
+    the host profile's."""
+    from harness.conv.layers import LayerShape
+    from harness.kernels.base import PreparedConv
+    from harness.sweep.plan import SweepConfig, SweepPoint
+    from harness.sweep.runner import PointRunner
+    seen = []
+
+    class Probe(PreparedConv):
+        method = "probe_native"
+        native = True
+
+        def __init__(self, w, bias, spec, *, relu, threads, kernels=None, **_):
+            super().__init__(spec, relu=relu, threads=threads)
+            seen.append(kernels)
+            self.inner = kernels_module.prepare(w, input_shape=spec.input_shape,
+                                                padding=spec.padding, kernels=kernels)
+
+        def _run(self, x, out):
+            self.inner(x, out=out)
+
+    kernels_module = kernels
+    monkeypatch.setitem(kernels.METHODS, Probe.method, Probe)
+    profile = load_profile(HOST_PROFILE)
+    target = BuildTarget(profile, "sse4.2", ("-O2",), False)  # not the host profile's build
+    cfg = SweepConfig(profile=profile, target=target, host=detect_host(),
+                      layers=[LayerShape("t", "l", 4, 6, 6, 4, 3, 1, 1)], sparsities=[0.5],
+                      methods=[Probe.method], repeats=1, min_time=0.0, tune="off")
+    row = PointRunner(cfg).run(SweepPoint(cfg.layers[0], 0.5, Probe.method, 1, 1, "random", 0))
+    assert row.status == "ok", row.reason
+    assert seen and seen[0].key == cfg.built.key and seen[0].isa == "sse4.2"
