@@ -45,6 +45,7 @@ def main() -> int:
     methods = [m for m in ("direct_sparse", "onednn", "dense_gemm", "lowered_sparse", "lowered_scipy")
                if m in kernels.available_methods()]
     thread_counts = [int(t) for t in args.threads.split(",")]
+    problems = alexnet_problems(args.layers, args.sparsity, args.batch)  # checked before timing
     host, built = detect_host(), host_kernels()
     peak = {t: calibration(built, host, t)["fma_gflops_all"]["median"] for t in thread_counts}
     print(f"host: {host.cpu_model}, {host.physical_cores} cores; BLAS: {blas_summary()}; "
@@ -56,7 +57,7 @@ def main() -> int:
     ratios = {t: {m: [] for m in methods[1:]} for t in thread_counts}
     share = {t: [] for t in thread_counts}
     direct_times = []
-    for layer, spec, w, x, expected in alexnet_problems(args.layers, args.sparsity, args.batch):
+    for layer, spec, w, x, expected in problems:
         prepared = {}
         for t in thread_counts:
             plan = None if args.tune == "off" else tuned_plan(

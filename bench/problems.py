@@ -21,8 +21,13 @@ def run_bench(main) -> int:
 
 def alexnet_problems(names: str, sparsity: float, batch: int):
     """(layer, spec, weights, input, expected output) for each AlexNet layer named in
-    ``names`` (comma-separated), randomly pruned to ``sparsity``; refuses an unknown layer or
-    a sparsity outside [0, 1) before anything runs."""
+    ``names`` (comma-separated), randomly pruned to ``sparsity``, made as they are iterated;
+    an unknown layer or a sparsity outside [0, 1) is refused at the call."""
+    layers = _alexnet_layers(names, sparsity, batch)
+    return (_problem(layer, sparsity, batch) for layer in layers)
+
+
+def _alexnet_layers(names: str, sparsity: float, batch: int):
     check_sparsity(sparsity)
     if batch < 1:
         raise HarnessError(f"--batch must be at least 1, got {batch}")
@@ -32,8 +37,11 @@ def alexnet_problems(names: str, sparsity: float, batch: int):
     if unknown or not wanted:
         raise HarnessError(f"--layers: no AlexNet layer {(unknown or [names])[0]!r} (have: "
                            f"{', '.join(l.name for l in layers)})")
-    for layer in [l for l in layers if l.name in wanted]:
-        spec = layer.spec(batch)
-        w = generated_weights(layer, sparsity, "random", seed=0)
-        x = sweep_input(layer, batch, seed=0)
-        yield layer, spec, w, x, expected_output(x, w, None, spec, relu=False)
+    return [l for l in layers if l.name in wanted]
+
+
+def _problem(layer, sparsity: float, batch: int):
+    spec = layer.spec(batch)
+    w = generated_weights(layer, sparsity, "random", seed=0)
+    x = sweep_input(layer, batch, seed=0)
+    return layer, spec, w, x, expected_output(x, w, None, spec, relu=False)
