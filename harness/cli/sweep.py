@@ -310,6 +310,8 @@ def resume_command(argv: list[str], run_dir: Path) -> str:
 
 
 def _sweep(args, argv, cfg, store) -> int:
+    from harness.machine.caps import dense_caps
+    from harness.machine.profiles import not_reproduced
     from harness.sweep.metadata import finish_metadata, start_metadata
     from harness.sweep.plan import pending_points, plan_points
     from harness.sweep.results import results_table, summary_table
@@ -328,12 +330,17 @@ def _sweep(args, argv, cfg, store) -> int:
         **settings, "weights_file": args.weights, "points_planned": len(points),
         "points_to_measure": len(todo), "call_overhead_s": call_overhead(built)})
     meta["cpus"] = {"pinned": claim.cpus, "shared_with_another_sweep": claim.shared}
+    caps = dense_caps(cfg.target, host)
+    meta["dense_caps"] = {"profile_isa": caps.profile_isa, "host_isa": caps.host_isa,
+                          "env": caps.env, "not_reproduced": not_reproduced(profile, host)}
     if previous:
         meta["previous_sessions"] = previous.get("previous_sessions", []) + [
             {k: previous.get(k) for k in ("start_time", "end_time", "command_line")}]
     store.write_metadata(meta)
 
-    where = f"{profile.name} on {host.cpu_model}" + (" (emulated ISA)" if built.emulated else "")
+    where = f"{profile.name} on {host.cpu_model}" + (" (fallback build)" if built.emulated else "")
+    if caps.active:
+        where += f"; dense libraries capped to {profile.isa} ({caps.describe()})"
     print(f"run {store.dir}: {len(todo)} of {len(points)} points to measure; {where}",
           file=sys.stderr)
     stop = _StopOnInterrupt()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.machine.blas import blas_info, blas_threads
+from harness.machine.caps import openblas_level
 from harness.kernels.lowering import Im2colConv
 
 
@@ -29,4 +30,8 @@ class DenseGemmConv(Im2colConv):
             np.matmul(self._w, cols, out=out_groups)
 
     def describe(self) -> dict:
-        return {"blas": blas_info()}
+        info = blas_info()
+        libraries = info["libraries"]
+        level = openblas_level(libraries[0]["architecture"]) if libraries and \
+            libraries[0]["internal_api"] == "openblas" else None
+        return {"blas": info, "isa": level}

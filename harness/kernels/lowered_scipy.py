@@ -29,4 +29,5 @@ class LoweredScipyConv(Im2colConv):
 
     def describe(self) -> dict:
         import scipy
-        return {"scipy": scipy.__version__, "threads_used": 1}
+        # scipy's CSR product is plain compiled C++: no vector level of its own
+        return {"scipy": scipy.__version__, "threads_used": 1, "isa": "portable"}

@@ -3,7 +3,14 @@ layout, the way frozen inference graphs run it: the strongest dense convolution 
 
 from __future__ import annotations
 
+import functools
+import os
+import re
+import sys
+import tempfile
+
 from harness.errors import HarnessError
+from harness.machine.caps import onednn_level
 from harness.kernels.base import KernelError, PreparedConv
 
 
@@ -60,6 +67,34 @@ class OneDNNConv(PreparedConv):
 
     def describe(self) -> dict:
         torch = self.torch
+        reported = onednn_isa()
         return {"torch": torch.__version__,
                 "onednn": ".".join(map(str, torch.backends.mkldnn.version()))
-                if hasattr(torch.backends.mkldnn, "version") else "unknown"}
+                if hasattr(torch.backends.mkldnn, "version") else "unknown",
+                "onednn_isa": reported, "isa": onednn_level(reported)}
+
+
+@functools.lru_cache(maxsize=1)
+def onednn_isa() -> str | None:
+    """oneDNN's own report of the instruction set it runs at in this process (from its
+    verbose output, read off file descriptor 1 while one small convolution runs)."""
+    torch = torch_or_none()
+    if torch is None:
+        return None
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 1)
+        try:
+            with torch.no_grad(), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                torch.mkldnn_convolution(torch.ones(1, 8, 5, 5), torch.ones(8, 8, 3, 3), None,
+                                         [1, 1], [1, 1], [1, 1], 1)
+        except (RuntimeError, AttributeError):
+            pass
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        capture.seek(0)
+        text = capture.read().decode(errors="replace")
+    match = re.search(r"info,cpu,isa:([^\n,]+)", text)
+    return match.group(1).strip() if match else None

@@ -11,8 +11,8 @@ from harness.errors import BuildError
 from harness.resources import kernel_dir
 
 TABLE = "isa.def"
-_ROW = re.compile(r'^SPCONV_ISA\(\s*(\w+)\s*,\s*"([^"]+)"\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*"([^"]*)"\s*\)',
-                  re.M)
+_ROW = re.compile(r'^SPCONV_ISA\(\s*(\w+)\s*,\s*"([^"]+)"\s*,\s*(\d+)\s*,\s*(\d+)\s*,'
+                  r'\s*"([^"]*)"\s*,\s*"(\w+)"\s*,\s*"(\w+)"\s*\)', re.M)
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class ISA:
     lanes: int               # fp32 values per vector
     max_tile: int            # accumulator vectors a register tile may hold
     features: tuple[str, ...]  # /proc/cpuinfo flags a host needs to execute it
+    onednn_cap: str          # ONEDNN_MAX_CPU_ISA that holds oneDNN to this level
+    openblas_core: str       # OPENBLAS_CORETYPE that holds OpenBLAS to this level
 
     @property
     def macro(self) -> str:
@@ -41,11 +43,17 @@ def isa_table() -> dict[str, ISA]:
         text = path.read_text()
     except OSError as exc:
         raise BuildError(f"{path}: cannot read the instruction-set table: {exc.strerror}") from None
-    rows = [ISA(i, n, int(lanes), int(tile), tuple(flags.split()))
-            for i, n, lanes, tile, flags in _ROW.findall(text)]
+    rows = [ISA(i, n, int(lanes), int(tile), tuple(flags.split()), dnnl, blas)
+            for i, n, lanes, tile, flags, dnnl, blas in _ROW.findall(text)]
     if not rows:
         raise BuildError(f"{path}: no SPCONV_ISA rows")
     return {row.name: row for row in rows}
+
+
+def wider(a: str, b: str) -> bool:
+    """Whether instruction set ``a`` is a wider (higher) level than ``b``."""
+    order = list(isa_table())  # widest first
+    return order.index(a) < order.index(b)
 
 
 def isa(name: str) -> ISA:

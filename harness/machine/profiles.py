@@ -72,8 +72,14 @@ class Profile:
     alpha: float | None
     beta: float
     fallback: Fallback | None = None
+    blas_coretype: str | None = None  # OPENBLAS_CORETYPE for this machine (default: the ISA's)
     path: str = ""
     detected: tuple[str, ...] = ()  # fields filled in from the host
+
+    @property
+    def is_host(self) -> bool:
+        """Whether the profile describes the machine it runs on (its ISA is detected)."""
+        return "isa" in self.detected
 
     @property
     def total_cores(self) -> int:
@@ -146,7 +152,7 @@ class _Fields:
 _TOP_KEYS = {
     "name", "description", "isa", "simd_width_fp32", "sockets", "cores", "threads_per_core",
     "clock_ghz", "caches_kib", "peak_sgemm_gflops", "stream_gbps", "compiler", "cflags",
-    "required_features", "fallback", "model",
+    "required_features", "fallback", "model", "blas_coretype",
 }
 
 
@@ -287,9 +293,28 @@ def load_profile(path: str | Path, host: HostInfo | None = None) -> Profile:
         alpha=mf.number("alpha", required=False, maximum=1000),
         beta=2.0 if beta is None else beta,
         fallback=_fallback(f, isa),
+        blas_coretype=f.string("blas_coretype", required=False) or None,
         path=source,
         detected=tuple(detected),
     )
+
+
+def not_reproduced(profile: Profile, host: HostInfo) -> list[str]:
+    """The parts of a machine that a sweep of ``profile`` on ``host`` does not reproduce: only
+    its instruction set is (and threads within its cores); none for the host's own profile."""
+    if profile.is_host:
+        return []
+    parts = []
+    if profile.total_cores * profile.threads_per_core != host.logical_cpus:
+        parts.append("cores")
+    if any(profile.caches_kib.get(level) != size for level, size in host.caches_kib.items()
+           if level in profile.caches_kib) or set(profile.caches_kib) != set(host.caches_kib):
+        parts.append("caches")
+    host_ghz = (host.max_mhz or 0) / 1000
+    if not profile.clock_ghz or not host_ghz or abs(profile.clock_ghz - host_ghz) > 0.05 * host_ghz:
+        parts.append("clock")
+    parts.append("memory")  # bandwidth and latency are the host's
+    return parts
 
 
 def build_target(profile: Profile, host: HostInfo | None = None, *,

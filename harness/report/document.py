@@ -45,6 +45,20 @@ def _csv(path: Path) -> pd.DataFrame | None:
                            f"`spconv refit {path.parent}`") from None
 
 
+def _caps_line(caps: dict, profile: str, host: str) -> str:
+    """What a sweep of another machine's profile measured: its ISA reproduced on this host,
+    the dense libraries held to it, and what is not reproduced."""
+    if not caps.get("not_reproduced"):
+        return "The profile describes this host."
+    held = " ".join(f"`{k}={v}`" for k, v in caps.get("env", {}).items())
+    return (f"A projection of `{profile}` measured on {host}: its instruction set "
+            f"({caps.get('profile_isa')}) is reproduced, "
+            + (f"the dense libraries capped to it ({held}); " if held else
+               "at the host's own level; ")
+            + f"not reproduced: {', '.join(caps['not_reproduced'])}. Rows marked `uncapped` ran "
+              "above the profile's level and are no baseline.")
+
+
 def _paper_model(fit: dict | None, meta: dict | None):
     if not fit:
         return None
@@ -127,8 +141,10 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
            f"features {', '.join(host.get('features', []))}; caches {host.get('caches_kib', {})} KiB.",
            f"Profile `{meta.get('profile', {}).get('name', '?')}`, build "
            f"`{meta.get('build', {}).get('isa', '?')}`"
-           f"{' (emulated)' if meta.get('build', {}).get('emulated') else ''}; compiler "
+           f"{' (fallback build)' if meta.get('build', {}).get('emulated') else ''}; compiler "
            f"{meta.get('build', {}).get('compiler_version', '?')}.",
+           _caps_line(meta.get("dense_caps") or {}, meta.get("profile", {}).get("name", "?"),
+                      host.get("cpu_model", "?")),
            f"BLAS: {json.dumps(meta.get('blas', {}).get('libraries', []))}; environment "
            f"{meta.get('blas', {}).get('env', {})}.",
            f"Load average {meta.get('load_average_start')} at start, {meta.get('load_average_end')} "

@@ -36,7 +36,9 @@ _FIELDS: list[tuple[str, Any, bool]] = [
     ("error_ratio", float, True), ("worker", str, True), ("tuned", str, True),
     *((PLAN_PREFIX + f.name, _PLAN_TYPES[str(f.type)], True)
       for f in dataclasses.fields(DirectPlan)),
-    ("profile", str, True), ("isa", str, True), ("emulated", bool, True), ("host", str, True),
+    ("profile", str, True), ("isa", str, True), ("ran_isa", str, True), ("uncapped", bool, True),
+    ("caps", str, True), ("emulated", bool, True), ("fallback", bool, True),
+    ("not_reproduced", str, True), ("host", str, True),
     ("build_key", str, True), ("pattern", str, True), ("seed", int, True),
     ("in_channels", int, True), ("height", int, True), ("width", int, True),
     ("out_channels", int, True), ("kernel", int, True), ("stride", int, True),

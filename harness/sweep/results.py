@@ -16,7 +16,8 @@ from harness.sweep.record import TABLE_COLUMNS, as_json, from_mapping, table_dty
 
 def results_table(rows: list) -> pd.DataFrame:
     """Tidy table, one row per point, with each row's speedup against the fastest correct
-    dense baseline measured in the same run for the same layer, batch and threads. A point
+    dense baseline measured in the same run for the same layer, batch and threads, at the
+    profile's instruction set (rows marked ``uncapped`` are kept but never the baseline). A point
     measured again (resumed under a new build or on another host, which re-measures every
     point) is represented by its latest row; the raw log keeps the earlier ones."""
     records = [r if isinstance(r, dict) else as_json(r) for r in rows]
@@ -26,7 +27,9 @@ def results_table(rows: list) -> pd.DataFrame:
     if frame.empty:
         return frame
     group = ["network", "layer", "batch", "threads", "profile", "host"]
-    dense = frame[(frame["dense"] == True) & (frame["status"] == "ok")]  # noqa: E712
+    # a dense method that ran above its profile's instruction set is no baseline of it
+    dense = frame[(frame["dense"] == True) & (frame["status"] == "ok")  # noqa: E712
+                  & (frame["uncapped"] != True)]  # noqa: E712
     if not dense.empty:
         best = dense.loc[dense.groupby(group)["median_s"].idxmin(), group + ["method", "median_s"]]
         best = best.rename(columns={"method": "_bdm", "median_s": "_bds"})

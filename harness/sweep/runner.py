@@ -14,6 +14,9 @@ from harness.conv.weights import generated_weights, sweep_input
 from harness.errors import BuildError, HarnessError
 from harness.kernels.base import KernelError
 from harness.machine.build import BuiltKernels
+from harness.machine.caps import caps_in_effect, dense_caps
+from harness.machine.isa import wider
+from harness.machine.profiles import not_reproduced
 from harness.sweep.plan import SweepConfig, SweepPoint
 from harness.sweep.record import PointRow, make_row, updated
 from harness.sweep.tuning import TuningDB, tuned_plan
@@ -31,6 +34,7 @@ class PointRunner:
         self._evictor = CacheEvictor(llc) if cfg.cold_cache else None
         self._db = TuningDB()
         self._settle = PoolSettler()
+        self._caps = dense_caps(cfg.target, cfg.host)
         self.built = cfg.built  # once: resolving the build hashes every kernel source
 
     def _group_data(self, point: SweepPoint):
@@ -56,6 +60,13 @@ class PointRunner:
                           search=cfg.tune == "search", budget=cfg.tune_budget, db=self._db,
                           l2_bytes=cfg.host.caches_kib.get("l2", 256) * 1024)
         return (plan, "tuned") if plan is not None else (None, "default")
+
+    def _level(self, ran_isa: str | None) -> dict:
+        """What a method reported of the level it ran at, and whether that is above the
+        profile's: such a row is not the profile's machine and is never a baseline. A method
+        that reports no level is taken to run at the host's, uncapped where caps are due."""
+        above = wider(ran_isa, self.cfg.target.isa) if ran_isa else self._caps.active
+        return {"ran_isa": ran_isa, "uncapped": above}
 
     def run(self, point: SweepPoint) -> PointRow:
         row = base_row(point, self.cfg, self.built)
@@ -85,7 +96,8 @@ class PointRunner:
         details = k.describe()
         plan = details.get("plan")
         row = updated(row, details=details,  # the plan also as columns the model fit can use
-                      **{f"plan_{key}": value for key, value in (plan or {}).items()})
+                      **{f"plan_{key}": value for key, value in (plan or {}).items()},
+                      **self._level(details.get("isa")))
         out = np.full(spec.output_shape, np.nan, dtype=np.float32)
         try:
             k(x, out=out)
@@ -121,7 +133,8 @@ def base_row(point: SweepPoint, cfg: SweepConfig, built: BuiltKernels | None = N
         target_sparsity=point.sparsity, sparsity=point.sparsity,
         pattern=point.pattern, seed=point.seed, batch=point.batch,
         threads=point.threads, profile=cfg.profile.name, isa=built.isa,
-        emulated=built.emulated, host=cfg.host.cpu_model,
+        caps=caps_in_effect(), emulated=not cfg.profile.is_host, fallback=built.emulated,
+        not_reproduced=", ".join(not_reproduced(cfg.profile, cfg.host)), host=cfg.host.cpu_model,
         build_key=built.key, status="", reason="", repeats=cfg.repeats,
         min_time_s=cfg.min_time, cold_cache=cfg.cold_cache, timestamp=time.time())
 

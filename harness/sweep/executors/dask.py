@@ -73,6 +73,10 @@ class DaskExecutor(Executor):
         except (OSError, TimeoutError, ValueError) as exc:
             raise HarnessError(f"cannot reach the Dask scheduler: {exc}") from None
         self.resource = resource_name(cfg)
+        caps = dense_caps(cfg.target, cfg.host)
+        if caps.active:
+            print(f"note: start the {self.resource} workers with {caps.describe()} in their "
+                  "environment, or their dense rows are marked uncapped", file=sys.stderr)
         self.hosts: Counter = Counter()
         self._check_workers()
 

@@ -9,6 +9,7 @@ import signal
 import traceback
 
 from harness import config
+from harness.machine.caps import dense_caps
 from harness.sweep.executors.base import Executor
 from harness.sweep.plan import SweepConfig, SweepPoint
 from harness.sweep.record import PointRow
@@ -57,6 +58,8 @@ class IsolatedExecutor(Executor):
 
     def __init__(self, cfg: SweepConfig, timeout: float = config.POINT_TIMEOUT_S, cpus: list[int] | None = None):
         self.cfg, self.timeout, self.cpus = cfg, timeout, cpus
+        # the dense libraries' caps for the profile: read once, when they load in the worker
+        self.env = dense_caps(cfg.target, cfg.host).env
         self._ctx = mp.get_context("spawn")  # no fork: OpenMP and BLAS threads do not survive it
         self._proc = None
         self._conn = None
@@ -70,10 +73,17 @@ class IsolatedExecutor(Executor):
         bound = os.sched_getaffinity(0)
         if self.cpus:
             os.sched_setaffinity(0, self.cpus)
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)  # the worker starts with its caps
         try:
             self._proc.start()
         finally:
             os.sched_setaffinity(0, bound)
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
         child.close()
         self._conn = parent
 
