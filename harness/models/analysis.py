@@ -13,6 +13,7 @@ from harness.errors import HarnessError
 from harness.models.fitted import GAIN_LIMIT, crossing, direct_rows, layer_class, measured_upper, row_spec, validate
 from harness.conv.layers import network_layers
 from harness.models.paper import LayerCost, PaperModel
+from harness.machine.hostinfo import HostInfo, detect_host
 from harness.machine.profiles import PROFILE_DIR, Profile, load_profile
 from harness.store.runs import MODEL_FIT, MODEL_FIT_SCHEMA, MODEL_FIT_VERSION, RunStore
 from harness.sweep.results import crossover_sparsity
@@ -78,8 +79,23 @@ def targets(spots: pd.DataFrame, profile: Profile) -> dict:
             "layers": layers}
 
 
-def projection(alpha_host: float) -> pd.DataFrame:
-    """The paper's model on its three machines at 9% non-zeros, next to the paper's numbers."""
+def host_difference(profile: Profile, host: HostInfo | None) -> str:
+    """How far this host is from a profile's machine: cores, clock and caches side by side."""
+    if host is None:
+        return ""
+    parts = [f"cores {host.logical_cpus} here vs {profile.total_cores * profile.threads_per_core}"]
+    if profile.clock_ghz and host.max_mhz:
+        parts.append(f"clock {host.max_mhz / 1000:.1f} vs {profile.clock_ghz:.1f} GHz")
+    for level in ("l1d", "l2", "l3"):
+        if level in profile.caches_kib or level in host.caches_kib:
+            parts.append(f"{level} {host.caches_kib.get(level, 0)} vs "
+                         f"{profile.caches_kib.get(level, 0)} KiB")
+    return ", ".join(parts)
+
+
+def projection(alpha_host: float, host: HostInfo | None = None) -> pd.DataFrame:
+    """The paper's model on its three machines at 9% non-zeros, next to the paper's numbers,
+    with how far this host is from each machine."""
     rows = []
     for name in PAPER_PROFILES:
         profile = load_profile(PROFILE_DIR / name)
@@ -92,7 +108,8 @@ def projection(alpha_host: float) -> pd.DataFrame:
         total_sparse = sum(max(model.times(l, 1 - PAPER_DENSITY)[1:]) for l in layers)
         rows.append({"profile": profile.name, "alpha": alpha, "alpha_source": note,
                      "model_speedup_conv2_5": total_dense / total_sparse,
-                     "paper_measured": PAPER_MEASURED.get(profile.name)})
+                     "paper_measured": PAPER_MEASURED.get(profile.name),
+                     "host_vs_machine": host_difference(profile, host)})
     return pd.DataFrame(rows)
 
 
@@ -113,7 +130,7 @@ def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict,
     spots = sweet_spots(frame, fitted, PaperModel(host_paper))
     report["points"].to_csv(store.dir / "model_points.csv", index=False)
     spots.to_csv(store.dir / "sweet_spots.csv", index=False)
-    proj = projection(alpha)
+    proj = projection(alpha, detect_host())  # the host the calibration was taken on
     proj.to_csv(store.dir / "projection.csv", index=False)
     (store.dir / "targets.yaml").write_text(yaml.safe_dump(targets(spots, profile), sort_keys=False))
     summary = {

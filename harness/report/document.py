@@ -157,6 +157,16 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
                             "paper_lower", "measured_upper", "fitted_upper", "paper_upper")
                 if c in d["spots"]]
         md += ["## Sweet spots (sparsity)", "", _table(d["spots"][cols]), ""]
+    projection = _csv(run_dir / "projection.csv")
+    if projection is not None and len(projection):
+        md += ["## The paper's machines", "",
+               "The paper's model at 9% non-zeros (AlexNet conv2-5) next to the paper's measured "
+               "speedups, and how far this host is from each machine:", "",
+               _table(projection), ""]
+    uncapped = frame[frame["uncapped"] == True]  # noqa: E712
+    if len(uncapped):
+        md += [f"{len(uncapped)} rows ran above the profile's instruction set (`uncapped`: "
+               f"{', '.join(sorted(set(uncapped['method'])))}); they are no baseline.", ""]
     if fit:
         lolo = pd.DataFrame([{"left out": k, **v} for k, v in
                              fit["validation"]["leave_one_layer_out"].items()])
