@@ -154,7 +154,7 @@ def _sweep_config(args, profile, target, host):
     from harness.conv.weights import load_weight_file
     from harness.sweep.executors.dask import check_scheduler_file
     from harness.sweep.plan import SweepConfig
-    from harness.sweep.tuning import TuningDB
+    from harness.kernels.plans import TuningDB
 
     layers = load_layer_file(args.layer_file) if args.layer_file else network_layers(args.network)
     sparsities = parse_sparsities(args.sparsity, args.max_points)

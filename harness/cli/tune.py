@@ -36,7 +36,8 @@ def _tune(args) -> int:
     from harness.conv.layers import load_layer_file, network_layers
     from harness.conv.weights import generated_weights
     from harness.machine.build import build
-    from harness.sweep.tuning import TuningDB, tune
+    from harness.kernels.plans import TuningDB
+    from harness.sweep.tuning import tune
 
     profile, target, host = common.load_target(args)
     layers = load_layer_file(args.layer_file) if args.layer_file else network_layers(args.network)

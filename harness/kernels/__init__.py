@@ -14,7 +14,8 @@ from harness.conv.reference import reference_conv
 from harness.errors import HarnessError
 from harness.kernels.base import KernelError, PreparedConv, as_float32_array, check_weights
 from harness.kernels.dense_gemm import DenseGemmConv
-from harness.kernels.direct import DirectPlan, DirectSparseConv, default_plan
+from harness.kernels.direct import DirectSparseConv, default_plan
+from harness.kernels.direct_plan import DirectPlan
 from harness.kernels.lowered import LoweredSparseConv
 from harness.kernels.lowered_scipy import LoweredScipyConv
 from harness.kernels.onednn import OneDNNConv

@@ -2,84 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import asdict, dataclass, field
-
-import numpy as np
+from dataclasses import asdict
 
 from harness.conv.sparsity import band_height, block_major, direct_csr, direct_layout
-from harness.errors import BuildError, ShapeError
+from harness.errors import ShapeError
 from harness.kernels import native
 from harness.kernels.base import PreparedConv
-
-
-def _choice(default=dataclasses.MISSING, *, search_rank: int):
-    """A plan field; ``search_rank`` orders the tuner's coordinate descent (most telling
-    first)."""
-    return field(default=default, metadata={"search_rank": search_rank})
-
-
-@dataclass(frozen=True)
-class DirectPlan:
-    """Run-time tuning choices of the direct kernel (no recompilation to change them). The
-    one declaration of the plan: the tuner's axes, the results' plan_* columns and the check
-    against the C struct spconv_plan all derive from these fields."""
-
-    tile_vectors: int = _choice(search_rank=4)       # accumulator vectors kept in registers
-    out_channel_block: int = _choice(search_rank=3)  # output channels per work item
-    channel_block: int = _choice(search_rank=2)      # input channels per cache block
-    # shifted input copies so every load is vector-aligned (stride 1)
-    aligned: bool = _choice(False, search_rank=0)
-    # register tiles outside output channels within a channel block
-    tiles_outer: bool = _choice(False, search_rank=5)
-    # pad each image once for all threads, not per work item
-    shared_padding: bool = _choice(False, search_rank=1)
-    # output rows per work item (0: the whole image); not with shared padding
-    band_rows: int = _choice(0, search_rank=6)
-
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            flag = isinstance(value, (bool, np.bool_))
-            if f.type in (bool, "bool") and flag:
-                object.__setattr__(self, f.name, bool(value))
-            elif f.type in (int, "int") and isinstance(value, (int, np.integer)) and not flag:
-                object.__setattr__(self, f.name, int(value))
-            else:
-                raise ShapeError(f"plan field {f.name} must be {f.type}, got {value!r}")
-        if min(self.tile_vectors, self.out_channel_block, self.channel_block) < 1 or \
-                self.band_rows < 0:
-            raise ShapeError(f"plan sizes must be positive and band_rows non-negative: {self}")
-
-
-def plan_axes() -> tuple[str, ...]:
-    """The plan's fields in the tuner's order."""
-    return tuple(f.name for f in sorted(dataclasses.fields(DirectPlan),
-                                        key=lambda f: f.metadata["search_rank"]))
-
-
-# How a DirectPlan reaches the C struct spconv_plan: its fields that pass unchanged, the one
-# passed under another name, the aligned layout (which the geometry carries as copies), and
-# the fields the wrapper fills in.
-_C_RENAMED = {"channel_block": "block_channels"}
-_C_ELSEWHERE = ("aligned",)
-_C_DERIVED = ("channel_blocks", "threads")
-_checked_builds: set[str] = set()
-
-
-def check_plan_struct(built) -> None:
-    """Refuse a build whose spconv_plan does not have exactly the fields DirectPlan maps to
-    (a field added on one side only)."""
-    if built.key in _checked_builds:
-        return
-    c_fields = {name for name, _ in built.ffi.typeof("spconv_plan").fields}
-    expected = {_C_RENAMED.get(f.name, f.name) for f in dataclasses.fields(DirectPlan)
-                if f.name not in _C_ELSEWHERE} | set(_C_DERIVED)
-    if c_fields != expected:
-        raise BuildError(f"spconv_plan in spconv_api.h has fields {sorted(c_fields)} but "
-                         f"DirectPlan maps to {sorted(expected)}: update both together")
-    _checked_builds.add(built.key)
-
+from harness.kernels.direct_plan import DirectPlan, check_plan_struct
+from harness.kernels.plans import stored_plan
+from harness.machine.hostinfo import detect_host
 
 ACC_BYTES = 512 * 1024  # accumulators of one work item kept within about half an L2
 
@@ -108,10 +39,17 @@ class DirectSparseConv(PreparedConv):
     modelled = True
 
     def __init__(self, w, bias, spec, *, relu, threads, kernels=None, plan: DirectPlan | None = None):
+        """``plan`` None takes the tuning database's plan for this shape, density bucket,
+        thread count, build and host, or the default plan where it has none."""
         super().__init__(spec, relu=relu, threads=threads)
         built = self.built = native.resolve(kernels)
         ffi, lib = built.ffi, built.lib
         check_plan_struct(built)
+        if plan is None:  # the best plan known for this shape, else a sound default
+            plan = stored_plan(w, spec, threads, built, detect_host().cpu_model)
+            self.plan_source = "tuned" if plan is not None else "default"
+        else:
+            self.plan_source = "given"
         plan = self.plan = plan or default_plan(spec, built, threads)
         vector = lib.spconv_vector_floats()
         layout = self.layout = direct_layout(spec, plan.aligned, vector,
@@ -155,5 +93,5 @@ class DirectSparseConv(PreparedConv):
         native.check_rc(built, rc, "spconv_direct")
 
     def describe(self) -> dict:
-        return {"plan": asdict(self.plan), "nnz": self.nnz, "isa": self.built.isa,
-                "build_key": self.built.key}
+        return {"plan": asdict(self.plan), "plan_source": self.plan_source, "nnz": self.nnz,
+                "isa": self.built.isa, "build_key": self.built.key}

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.kernels.direct import DirectPlan
+from harness.kernels.direct_plan import DirectPlan
 
 STATUSES = ("ok", "incorrect", "build_error", "runtime_error", "skipped")
 PLAN_PREFIX = "plan_"

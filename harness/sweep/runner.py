@@ -13,13 +13,15 @@ from harness.conv.verify import expected_output, verify
 from harness.conv.weights import generated_weights, sweep_input
 from harness.errors import BuildError, HarnessError
 from harness.kernels.base import KernelError
+from harness.kernels.direct import default_plan
 from harness.machine.build import BuiltKernels
 from harness.machine.caps import caps_in_effect, dense_caps
 from harness.machine.isa import wider
 from harness.machine.profiles import not_reproduced
 from harness.sweep.plan import SweepConfig, SweepPoint
 from harness.sweep.record import PointRow, make_row, updated
-from harness.sweep.tuning import TuningDB, tuned_plan
+from harness.kernels.plans import TuningDB
+from harness.sweep.tuning import tuned_plan
 from harness.timing import CacheEvictor, PoolSettler, measure
 
 
@@ -52,14 +54,14 @@ class PointRunner:
 
     def _plan(self, w, spec, threads: int):
         """The tuned plan for this layer, density and thread count (searched if asked), or
-        None for the default plan; and how it was chosen."""
+        the default plan; and how it was chosen."""
         cfg = self.cfg
-        if cfg.tune == "off":
-            return None, "default"
-        plan = tuned_plan(w, spec, threads, self.built, host=cfg.host.cpu_model,
-                          search=cfg.tune == "search", budget=cfg.tune_budget, db=self._db,
-                          l2_bytes=cfg.host.caches_kib.get("l2", 256) * 1024)
-        return (plan, "tuned") if plan is not None else (None, "default")
+        plan = None if cfg.tune == "off" else tuned_plan(
+            w, spec, threads, self.built, host=cfg.host.cpu_model, search=cfg.tune == "search",
+            budget=cfg.tune_budget, db=self._db, l2_bytes=cfg.host.caches_kib.get("l2", 256) * 1024)
+        if plan is None:
+            return default_plan(spec, self.built, threads), "default"
+        return plan, "tuned"
 
     def _level(self, ran_isa: str | None) -> dict:
         """What a method reported of the level it ran at, and whether that is above the

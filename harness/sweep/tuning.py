@@ -10,81 +10,25 @@ coordinate descent (every value of one choice tried with the others held at the 
 far, choice after choice, until a round improves nothing or the budget of timed plans is
 spent) from several starts: the default plan and its variants in layout, each sized first.
 Every candidate is verified against the reference before it is timed; the few fastest are
-timed again side by side and the fastest of those is stored. The database is one JSON file
-updated under a lock, so concurrent sweeps share it.
+timed again side by side and the fastest of those is stored. The database (harness.kernels.plans)
+is one JSON file updated under a lock, so concurrent sweeps share it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from harness import config, kernels
-from harness.machine.build import BuiltKernels, cache_root
+from harness.machine.build import BuiltKernels
 from harness.conv.convspec import ConvSpec
-from harness.errors import HarnessError
-from harness.kernels.direct import DirectPlan, default_plan, plan_axes
-from harness.store.files import StoreError, locked, read_json, write_json
+from harness.kernels.direct import default_plan
+from harness.kernels.direct_plan import DirectPlan, plan_axes
+from harness.kernels.plans import TuningDB, tuning_key
 from harness.conv.sparsity import band_height, direct_layout
 from harness.timing import interleaved_medians, measure
 from harness.conv.verify import expected_output, verify
-
-DENSITY_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
-
-
-def density_bucket(density: float) -> float:
-    """The bucket nearest to ``density`` on a log scale (plans are shared within a bucket)."""
-    density = max(density, 1e-6)
-    return min(DENSITY_BUCKETS, key=lambda b: abs(np.log(b / density)))
-
-
-def tuning_key(spec: ConvSpec, density: float, threads: int, built: BuiltKernels, host: str) -> str:
-    geometry = (f"{spec.input_shape}|{spec.weight_shape}|s{spec.stride}|p{spec.padding}"
-                f"|d{spec.dilation}|g{spec.groups}")
-    return f"{built.key}|{host}|{geometry}|t{threads}|x~{density_bucket(density)}"
-
-
-class TuningDB:
-    """The tuned plans: one versioned JSON file, key -> {plan, timings}, shared by concurrent
-    sweeps (updates happen under a lock). A damaged database is an error naming the file, so
-    that no tuning run overwrites the plans stored in it."""
-
-    SCHEMA, VERSION = "spconv.tuning-db", 1
-
-    def __init__(self, path: Path | None = None):
-        self.path = Path(path) if path else cache_root() / "tuning.json"
-
-    def _read(self) -> dict[str, DirectPlan]:
-        """Key -> plan, every entry checked; StoreError naming the file otherwise."""
-        data = read_json(self.path, self.SCHEMA, self.VERSION, missing={})
-        if not isinstance(data, dict):
-            raise StoreError(f"{self.path}: damaged tuning database (not a mapping of plans); "
-                             "move it away or delete it to start an empty one")
-        plans = {}
-        for key, entry in data.items():
-            try:
-                plans[key] = DirectPlan(**entry["plan"])
-            except (TypeError, KeyError, HarnessError) as exc:
-                raise StoreError(f"{self.path}: damaged entry {key!r} ({exc}); move the file "
-                                 "away or delete it to start an empty database") from None
-        self._raw = data
-        return plans
-
-    def check(self) -> int:
-        """The number of stored plans; StoreError if the file is damaged."""
-        return len(self._read())
-
-    def get(self, key: str) -> DirectPlan | None:
-        return self._read().get(key)
-
-    def put(self, key: str, plan: DirectPlan, info: dict) -> None:
-        with locked(self.path):
-            self._read()  # refuses a damaged file: it is never overwritten
-            data = {**self._raw, key: {"plan": asdict(plan), **info}}
-            write_json(self.path, self.SCHEMA, self.VERSION, data)
-
 
 AXES = plan_axes()  # most telling first
 

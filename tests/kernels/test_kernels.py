@@ -261,7 +261,7 @@ def test_plan_fields_match_the_c_struct():
     from types import SimpleNamespace
 
     from harness.errors import BuildError
-    from harness.kernels.direct import check_plan_struct
+    from harness.kernels.direct_plan import check_plan_struct
     from harness.machine.build import host_kernels
     check_plan_struct(host_kernels())  # the real pair agrees
     real = host_kernels().ffi.typeof("spconv_plan").fields

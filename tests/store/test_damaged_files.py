@@ -18,7 +18,7 @@ from harness.machine.build import cache_root, host_kernels
 from harness.machine.hostinfo import detect_host
 from harness.store.files import StoreError, read_json, write_json
 from harness.store.runs import RunStore
-from harness.sweep.tuning import TuningDB
+from harness.kernels.plans import TuningDB
 
 TUNING = sorted(p.name for p in Path(DAMAGED).glob("tuning_*.json"))
 

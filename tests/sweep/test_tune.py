@@ -3,12 +3,14 @@ from dataclasses import replace
 import pandas as pd
 
 from harness.cli.sweep import main
-from harness.kernels.direct import DirectPlan, default_plan
+from harness.kernels.direct import default_plan
+from harness.kernels.direct_plan import DirectPlan
 from harness.kernels.native import host_kernels
 from harness.conv.layers import LayerShape
 from harness.conv.sparsity import random_sparse_weights
-from harness.sweep.tuning import (AXES, TuningDB, coordinate_search, density_bucket, multistart_search,
-                          plan_space, tune, tuned_plan, tuning_key)
+from harness.kernels.plans import TuningDB, density_bucket, tuning_key
+from harness.sweep.tuning import (AXES, coordinate_search, multistart_search, plan_space, tune,
+                                  tuned_plan)
 
 
 def test_density_buckets():
@@ -134,3 +136,24 @@ def test_sweep_searches_then_reuses(tmp_path):
     assert main([*args, "--out", str(tmp_path / "c"), "--tune", "off"]) == 0
     t = pd.read_csv(tmp_path / "c" / "results.csv")
     assert (t.loc[t["method"] == "direct_sparse", "tuned"] == "default").all()
+
+
+def test_prepare_runs_the_stored_plan_of_its_shape(rng):
+    """The Python API is as fast as a tuned sweep: prepare() without a plan takes the tuning
+    database's plan for the shape, density bucket, threads, build and host."""
+    from harness import kernels
+    from harness.kernels.plans import TuningDB
+    from harness.machine.hostinfo import detect_host
+    layer = LayerShape("api", "t", 16, 11, 11, 24, 3, 1, 1)
+    spec = layer.spec(1)
+    w = random_sparse_weights(spec.weight_shape, 0.9, rng)
+    built = host_kernels()
+    db = TuningDB()  # the session's, which prepare() reads
+    plan, _ = tune(w, spec, 1, built, host=detect_host().cpu_model, l2_bytes=1 << 20, budget=4,
+                   db=db, min_time=0.002)
+    k = kernels.prepare(w, input_shape=spec.input_shape, padding=1)
+    assert k.describe()["plan_source"] == "tuned" and k.plan == plan
+    other = random_sparse_weights(spec.weight_shape, 0.5, rng)  # another density bucket
+    k = kernels.prepare(other, input_shape=spec.input_shape, padding=1)
+    assert k.describe()["plan_source"] == "default"
+    assert k.plan == default_plan(spec, built, 1)

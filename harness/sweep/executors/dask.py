@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.machine.caps import dense_caps
 from harness.machine.hostinfo import detect_host
 from harness.sweep.executors.base import Executor
 from harness.sweep.plan import SweepConfig, SweepPoint

@@ -1,0 +1,77 @@
+"""The tuning database: the fastest plan found for each layer shape, density bucket, thread
+count, kernel build and host. The tuner (harness.sweep.tuning) fills it; the direct kernel
+reads it, so ``prepare()`` runs the best plan known for its shape without a sweep."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from harness.conv.convspec import ConvSpec
+from harness.errors import HarnessError
+from harness.kernels.direct_plan import DirectPlan
+from harness.machine.build import BuiltKernels, cache_root
+from harness.store.files import StoreError, locked, read_json, write_json
+
+DENSITY_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+
+
+def density_bucket(density: float) -> float:
+    """The bucket nearest to ``density`` on a log scale (plans are shared within a bucket)."""
+    density = max(density, 1e-6)
+    return min(DENSITY_BUCKETS, key=lambda b: abs(np.log(b / density)))
+
+
+def tuning_key(spec: ConvSpec, density: float, threads: int, built: BuiltKernels, host: str) -> str:
+    geometry = (f"{spec.input_shape}|{spec.weight_shape}|s{spec.stride}|p{spec.padding}"
+                f"|d{spec.dilation}|g{spec.groups}")
+    return f"{built.key}|{host}|{geometry}|t{threads}|x~{density_bucket(density)}"
+
+
+class TuningDB:
+    """The tuned plans: one versioned JSON file, key -> {plan, timings}, shared by concurrent
+    sweeps (updates happen under a lock). A damaged database is an error naming the file, so
+    that no tuning run overwrites the plans stored in it."""
+
+    SCHEMA, VERSION = "spconv.tuning-db", 1
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else cache_root() / "tuning.json"
+
+    def _read(self) -> dict[str, DirectPlan]:
+        """Key -> plan, every entry checked; StoreError naming the file otherwise."""
+        data = read_json(self.path, self.SCHEMA, self.VERSION, missing={})
+        if not isinstance(data, dict):
+            raise StoreError(f"{self.path}: damaged tuning database (not a mapping of plans); "
+                             "move it away or delete it to start an empty one")
+        plans = {}
+        for key, entry in data.items():
+            try:
+                plans[key] = DirectPlan(**entry["plan"])
+            except (TypeError, KeyError, HarnessError) as exc:
+                raise StoreError(f"{self.path}: damaged entry {key!r} ({exc}); move the file "
+                                 "away or delete it to start an empty database") from None
+        self._raw = data
+        return plans
+
+    def check(self) -> int:
+        """The number of stored plans; StoreError if the file is damaged."""
+        return len(self._read())
+
+    def get(self, key: str) -> DirectPlan | None:
+        return self._read().get(key)
+
+    def put(self, key: str, plan: DirectPlan, info: dict) -> None:
+        with locked(self.path):
+            self._read()  # refuses a damaged file: it is never overwritten
+            data = {**self._raw, key: {"plan": asdict(plan), **info}}
+            write_json(self.path, self.SCHEMA, self.VERSION, data)
+
+
+def stored_plan(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels, host: str,
+                db: TuningDB | None = None) -> DirectPlan | None:
+    """The stored plan for ``w``'s layer shape, density bucket and thread count, or None."""
+    density = np.count_nonzero(w) / w.size
+    return (db or TuningDB()).get(tuning_key(spec, density, threads, built, host))
