@@ -272,14 +272,6 @@ def _pin_threads(threads: int):
     return claim
 
 
-def _settings(cfg, args) -> dict:
-    """What defines the run: a resumed run must ask for the same."""
-    return {"layers": [f"{l.key}[{l.geometry}]" for l in cfg.layers],
-            "sparsities": cfg.sparsities, "methods": cfg.methods, "batches": cfg.batches,
-            "threads": cfg.threads, "pattern": cfg.pattern, "seed": cfg.seed,
-            **cfg.measurement_settings()}
-
-
 def _check_resume(previous: dict | None, settings: dict, run_dir: Path) -> None:
     if not previous or "settings" not in previous:
         return
@@ -322,7 +314,7 @@ def _sweep(args, argv, cfg, store) -> int:
     built, profile, host = cfg.built, cfg.profile, cfg.host
     points = plan_points(cfg)
     on_cluster = bool(args.scheduler or args.scheduler_file)
-    settings = _settings(cfg, args)
+    settings = cfg.settings()
     previous = store.read_metadata()
     _check_resume(previous, settings, store.dir)
     todo = pending_points(points, store.rows(), cfg, same_machine=not on_cluster)

@@ -69,13 +69,17 @@ class SweepConfig:
         """The kernels of this process (compiled once, then loaded from the cache)."""
         return build(self.target)
 
-    def measurement_settings(self) -> dict:
-        """The settings that change what a point measures: a run resumed with other values
-        would mix two kinds of rows, so resuming compares them."""
+    def settings(self) -> dict:
+        """What defines the run: its grid, and the settings that change what a point
+        measures. A run resumed with other values would mix two kinds of rows, so resuming
+        compares them."""
         weights = hashlib.sha256()
         for name in sorted(self.weight_files):
             weights.update(name.encode() + self.weight_files[name].tobytes())
-        return {"profile": self.profile.name, "isa": self.target.isa,
+        return {"layers": [f"{l.key}[{l.geometry}]" for l in self.layers],
+                "sparsities": self.sparsities, "methods": self.methods, "batches": self.batches,
+                "threads": self.threads, "pattern": self.pattern, "seed": self.seed,
+                "profile": self.profile.name, "isa": self.target.isa,
                 "cflags": list(self.target.cflags), "repeats": self.repeats,
                 "min_time_s": self.min_time, "cold_cache": self.cold_cache,
                 "tune": self.tune, "tune_budget": self.tune_budget,
