@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 from scipy.stats import gmean as geomean  # noqa: E402
 
 from harness import kernels  # noqa: E402
+from harness.kernels.direct import default_plan  # noqa: E402
 from harness.machine.blas import blas_summary  # noqa: E402
 from harness.machine.calibrate import calibration  # noqa: E402
 from harness.machine.hostinfo import detect_host  # noqa: E402
@@ -42,8 +43,8 @@ def main() -> int:
     ap.add_argument("--tune", choices=["search", "cached", "off"], default="search")
     args = ap.parse_args()
 
-    methods = [m for m in ("direct_sparse", "onednn", "dense_gemm", "lowered_sparse", "lowered_scipy")
-               if m in kernels.available_methods()]
+    methods = [m for m in ("direct_sparse", "onednn", "onnxruntime", "dense_gemm",
+                           "lowered_sparse", "lowered_scipy") if m in kernels.available_methods()]
     thread_counts = [int(t) for t in args.threads.split(",")]
     problems = alexnet_problems(args.layers, args.sparsity, args.batch)  # checked before timing
     host, built = detect_host(), host_kernels()
@@ -63,6 +64,7 @@ def main() -> int:
             plan = None if args.tune == "off" else tuned_plan(
                 w, spec, t, built, host=host.cpu_model, search=args.tune == "search",
                 l2_bytes=host.caches_kib.get("l2", 256) * 1024)
+            plan = plan or default_plan(spec, built, t)  # prepare() would take a stored one
             for m in methods:
                 k = prepared[m, t] = kernels.prepare(
                     w, input_shape=spec.input_shape, stride=spec.stride, padding=spec.padding,

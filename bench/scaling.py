@@ -22,10 +22,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness import kernels  # noqa: E402
 from harness.cli.sweep import main as sweep  # noqa: E402
 from problems import run_bench  # noqa: E402
 
-DENSE = ("onednn", "dense_gemm")
+DENSE = [m for m in kernels.methods_where(dense=True) if kernels.METHODS[m].available()]
 
 
 def print_scaling(frame: pd.DataFrame) -> None:

@@ -27,6 +27,7 @@ from scipy.stats import gmean  # noqa: E402
 
 from harness.machine.calibrate import calibration  # noqa: E402
 from harness.cli.sweep import main as sweep  # noqa: E402
+from harness import kernels  # noqa: E402
 from harness.machine.hostinfo import detect_host  # noqa: E402
 from harness.kernels.native import host_kernels  # noqa: E402
 from problems import run_bench  # noqa: E402
@@ -34,19 +35,17 @@ from problems import run_bench  # noqa: E402
 DEFAULT_LAYERS = {"alexnet": "conv2,conv3,conv4,conv5", "vgg16": None, "resnet50": None}
 
 
-def onnxruntime_note() -> str:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return "ONNX Runtime not installed: not measured"
-    return "ONNX Runtime installed but not wired in: not measured"
+def dense_methods() -> list[str]:
+    """Every dense library available here (oneDNN, ONNX Runtime, SGEMM): the best is the
+    baseline."""
+    return [m for m in kernels.methods_where(dense=True) if kernels.METHODS[m].available()]
 
 
 def print_table(frame: pd.DataFrame, peak_1: float, peak_all: float) -> None:
     ok = frame[frame["status"] == "ok"]
     for (net, layer, batch, threads), g in ok.groupby(["network", "layer", "batch", "threads"],
                                                       sort=False):
-        dense = g[g["method"].isin(["onednn", "dense_gemm"])]
+        dense = g[g["dense"] == True]  # noqa: E712
         if dense.empty:
             continue
         best = dense.loc[dense["median_s"].idxmin()]
@@ -103,14 +102,15 @@ def main() -> int:
     peak_1, peak_all = cal["fma_gflops_1"]["median"], cal["fma_gflops_all"]["median"]
     print(f"host {host.cpu_model}; calibrated FMA peak {peak_1:.1f} GFLOP/s (1 thread), "
           f"{peak_all:.1f} ({threads_all} threads); load average {os.getloadavg()[0]:.2f}")
-    print(onnxruntime_note())
+    print(f"dense baselines: {', '.join(dense_methods())}")
     frames = []
     for net in args.networks.split(","):
         out = Path(args.out) / net
         argv = ["--network", net, "--sparsity", args.sparsity, "--batch", args.batch,
                 "--threads", args.threads, "--repeats", args.repeats, "--tune", "search",
                 "--tune-budget", args.tune_budget, "--out", str(out), "--no-fit",
-                "--methods", "direct_sparse,onednn,dense_gemm,lowered_sparse,lowered_scipy"]
+                "--methods", ",".join(["direct_sparse", *dense_methods(), "lowered_sparse",
+                                       "lowered_scipy"])]
         if DEFAULT_LAYERS.get(net):
             argv += ["--layers", DEFAULT_LAYERS[net]]
         if out.exists():
