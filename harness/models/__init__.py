@@ -1,1 +1,2 @@
-"""Performance models: the paper's roofline (paper), the model fitted to sweeps (fitted), and their analysis of a run."""
+"""Performance models: the paper's roofline (paper), the model fitted to sweeps (fitted), and
+their analysis of a run."""

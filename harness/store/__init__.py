@@ -1,1 +1,2 @@
-"""Files the tool writes and reads back: versioned, atomic, locked (files), and the results of one run (runs)."""
+"""Files the tool writes and reads back: versioned, atomic, locked (files), and the results of one
+run (runs)."""

@@ -85,16 +85,22 @@ def read_json(path: Path, kind: str, version: int, *, missing=None):
     return check_envelope(obj, path, kind, version)
 
 
-def move_aside(path: Path) -> Path:
-    """Rename a damaged file to ``<name>.damaged-<time>`` beside it, and return the new name."""
+def aside_name(path: Path) -> Path:
+    """A free name ``<name>.damaged-<time>[-n]`` beside ``path`` for a damaged copy of it."""
     path = Path(path)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(100):
         target = path.with_name(f"{path.name}.damaged-{stamp}" + (f"-{n}" if n else ""))
         if not target.exists():
-            os.replace(path, target)
             return target
-    raise StoreError(f"cannot move {path} aside: too many damaged copies beside it")
+    raise StoreError(f"cannot set {path} aside: too many damaged copies beside it")
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged file to a free ``aside_name`` beside it, and return the new name."""
+    target = aside_name(path)
+    os.replace(path, target)
+    return target
 
 
 @contextmanager

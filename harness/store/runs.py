@@ -16,15 +16,14 @@ import json
 import os
 import shutil
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.store.files import (StoreError, atomic_write_text, check_envelope, envelope,
-                                 jsonable, move_aside, read_json, write_json,
+from harness.store.files import (StoreError, aside_name, atomic_write_text, check_envelope,
+                                 envelope, jsonable, move_aside, read_json, write_json,
                                  writable_dir)
 
 POINTS = "points.jsonl"
@@ -117,7 +116,7 @@ class RunStore:
         return rows
 
     def _set_aside(self, good: list[bytes], bad: int) -> None:
-        kept = self.points_path.with_name(f"{POINTS}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        kept = aside_name(self.points_path)
         shutil.copy2(self.points_path, kept)
         atomic_write_text(self.points_path, b"\n".join(good).decode("utf-8") + "\n")
         note = (f"{self.points_path}: {bad} damaged line(s) set aside (the original file is "

@@ -1,1 +1,2 @@
-"""The sweep: its plan of points, the runner that measures one, the executors that run them, the tuner and the results table."""
+"""The sweep: its plan of points, the runner that measures one, the executors that run them, the
+tuner and the results table."""
