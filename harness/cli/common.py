@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import textwrap
 
 from harness.errors import HarnessError
 
@@ -22,7 +23,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+    return ArgumentParser(prog=prog, description=textwrap.fill(description, 90),
+                          formatter_class=HelpFormatter)
 
 
 def add_profile(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,8 @@ from harness.errors import HarnessError
 
 
 def build_parser(prog: str):
-    p = common.parser(prog, __doc__.split("\n\n")[0].replace("spconv refit RUN_DIR: ", ""))
+    p = common.parser(prog, "Calibrate (cached), fit the models and write sweet spots, targets "
+                            "and the report of a stored run, without timing anything.")
     p.add_argument("run_dir", help="a run directory written by spconv sweep")
     common.add_profile(p)
     return p
