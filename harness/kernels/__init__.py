@@ -3,8 +3,9 @@
 ``prepare(w, ...)`` converts the weights once for an input shape and returns a callable;
 ``conv2d(x, w, ...)`` is the one-shot form with ``torch.nn.functional.conv2d`` semantics plus an
 optional fused ReLU. Methods: direct_sparse, lowered_sparse, lowered_scipy, dense_gemm, onednn
-(with PyTorch), onnxruntime (with ONNX Runtime), reference (numpy, float64 accumulation), and any a plugin registers. Each
-method class declares its capabilities (see PreparedConv); callers select methods by them.
+(with PyTorch), onnxruntime (with ONNX Runtime), reference (numpy, float64 accumulation), and
+any a plugin registers. Each method class declares its capabilities (see PreparedConv);
+callers select methods by them.
 """
 
 from __future__ import annotations
@@ -90,5 +91,5 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, relu=F
 
 
 __all__ = ["prepare", "conv2d", "register", "METHODS", "method_class", "methods_where",
-           "available_methods", "default_methods", "modelled_method", "PreparedConv", "KernelError", "DirectPlan",
-           "default_plan", "ConvSpec", "reference_conv"]
+           "available_methods", "default_methods", "modelled_method", "PreparedConv",
+           "KernelError", "DirectPlan", "default_plan", "ConvSpec", "reference_conv"]

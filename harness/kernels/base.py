@@ -61,11 +61,6 @@ class PreparedConv:
         """Whether it can run here (its optional packages are installed)."""
         return all(importlib.util.find_spec(p) is not None for p in cls.requires)
 
-    @classmethod
-    def capabilities(cls) -> dict:
-        return {"dense": cls.dense, "tunable": cls.tunable, "native": cls.native,
-                "modelled": cls.modelled, "requires": list(cls.requires)}
-
     def __init__(self, spec: ConvSpec, *, relu: bool, threads: int):
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ShapeError(f"threads must be a positive integer, got {threads!r}")

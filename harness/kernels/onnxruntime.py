@@ -53,13 +53,13 @@ class OnnxRuntimeConv(PreparedConv):
         except Exception as exc:  # ONNX Runtime raises its own exception types
             raise KernelError(f"ONNX Runtime refused the layer: {str(exc).splitlines()[0]}") from None
         self._versions = {"onnxruntime": ort.__version__, "onnx": onnx.__version__}
+        self._binding = self._session.io_binding()  # made once: calls only rebind the buffers
 
     def _run(self, x, out):
-        binding = self._session.io_binding()
-        binding.bind_cpu_input("x", x)
-        binding.bind_output("y", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+        self._binding.bind_cpu_input("x", x)
+        self._binding.bind_output("y", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
         try:
-            self._session.run_with_iobinding(binding)
+            self._session.run_with_iobinding(self._binding)
         except Exception as exc:
             raise KernelError(f"ONNX Runtime failed: {str(exc).splitlines()[0]}") from None
 

@@ -40,8 +40,9 @@ class TuningDB:
     def __init__(self, path: Path | None = None):
         self.path = Path(path) if path else cache_root() / "tuning.json"
 
-    def _read(self) -> dict[str, DirectPlan]:
-        """Key -> plan, every entry checked; StoreError naming the file otherwise."""
+    def _load(self) -> tuple[dict, dict[str, DirectPlan]]:
+        """The stored entries and their plans (key -> plan), every entry checked; StoreError
+        naming the file otherwise."""
         data = read_json(self.path, self.SCHEMA, self.VERSION, missing={})
         if not isinstance(data, dict):
             raise StoreError(f"{self.path}: damaged tuning database (not a mapping of plans); "
@@ -53,20 +54,19 @@ class TuningDB:
             except (TypeError, KeyError, HarnessError) as exc:
                 raise StoreError(f"{self.path}: damaged entry {key!r} ({exc}); move the file "
                                  "away or delete it to start an empty database") from None
-        self._raw = data
-        return plans
+        return data, plans
 
     def check(self) -> int:
         """The number of stored plans; StoreError if the file is damaged."""
-        return len(self._read())
+        return len(self._load()[1])
 
     def get(self, key: str) -> DirectPlan | None:
-        return self._read().get(key)
+        return self._load()[1].get(key)
 
     def put(self, key: str, plan: DirectPlan, info: dict) -> None:
         with locked(self.path):
-            self._read()  # refuses a damaged file: it is never overwritten
-            data = {**self._raw, key: {"plan": asdict(plan), **info}}
+            data, _ = self._load()  # refuses a damaged file: it is never overwritten
+            data[key] = {"plan": asdict(plan), **info}
             write_json(self.path, self.SCHEMA, self.VERSION, data)
 
 

@@ -44,7 +44,7 @@ class DenseCaps:
         return bool(self.env)
 
     def describe(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.env.items())
+        return _env_text(self.env)
 
 
 def dense_caps(target: BuildTarget, host: HostInfo) -> DenseCaps:
@@ -59,7 +59,11 @@ def dense_caps(target: BuildTarget, host: HostInfo) -> DenseCaps:
 
 def caps_in_effect() -> str:
     """The caps set in this process's environment, as text."""
-    return " ".join(f"{k}={os.environ[k]}" for k in CAP_VARS if k in os.environ)
+    return _env_text({k: os.environ[k] for k in CAP_VARS if k in os.environ})
+
+
+def _env_text(env: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in env.items())
 
 
 def openblas_level(architecture: str | None) -> str | None:

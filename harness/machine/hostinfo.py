@@ -10,6 +10,8 @@ from pathlib import Path
 
 import psutil
 
+from harness.machine.isa import isa_table
+
 # cpuinfo flag names of the features the profiles and kernels care about.
 KNOWN_FEATURES = (
     "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512cd", "avx512bw", "avx512dq",
@@ -31,7 +33,6 @@ class HostInfo:
 
     def best_isa(self) -> str:
         """The widest instruction set of the table this host can execute."""
-        from harness.machine.isa import isa_table
         return next(i.name for i in isa_table().values() if self.has(*i.features))
 
     def as_dict(self) -> dict:

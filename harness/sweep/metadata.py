@@ -19,7 +19,7 @@ from harness.machine.profiles import Profile
 from harness.resources import source_checkout
 
 PACKAGES = ("numpy", "cffi", "pandas", "matplotlib", "PyYAML", "psutil", "threadpoolctl",
-            "tqdm", "scipy", "torch", "dask", "distributed")
+            "tqdm", "scipy", "torch", "onnxruntime", "onnx", "dask", "distributed")
 THREAD_ENV = ("OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
