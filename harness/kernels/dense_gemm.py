@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.machine.blas import blas_info, blas_threads
+from harness.machine.blas import blas_info, blas_threads, numpy_blas
 from harness.machine.caps import openblas_level
 from harness.kernels.lowering import Im2colConv
 
@@ -30,8 +30,7 @@ class DenseGemmConv(Im2colConv):
             np.matmul(self._w, cols, out=out_groups)
 
     def describe(self) -> dict:
-        info = blas_info()
-        libraries = info["libraries"]
-        level = openblas_level(libraries[0]["architecture"]) if libraries and \
-            libraries[0]["internal_api"] == "openblas" else None
-        return {"blas": info, "isa": level}
+        lib = numpy_blas()  # the copy np.matmul runs on, not scipy's or torch's
+        level = openblas_level(lib["architecture"]) if lib and \
+            lib["internal_api"] == "openblas" else None
+        return {"blas": blas_info(), "isa": level}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 
 from threadpoolctl import ThreadpoolController
 
@@ -30,11 +31,24 @@ def blas_info() -> dict:
             "env": {k: os.environ[k] for k in BLAS_ENV_VARS if k in os.environ}}
 
 
+def numpy_blas() -> dict | None:
+    """The entry of blas_info()["libraries"] that numpy's matmul calls: scipy and torch may
+    load BLAS copies of their own, listed before it."""
+    import numpy
+    libs = blas_info()["libraries"]
+    home = Path(numpy.__file__).resolve().parent
+    for lib in libs:
+        path = Path(lib["filepath"] or "").resolve()
+        if path.is_relative_to(home) or path.parent.name.startswith("numpy"):
+            return lib
+    return libs[0] if libs else None
+
+
 def blas_summary() -> str:
     info = blas_info()
-    if not info["libraries"]:
+    lib = numpy_blas()
+    if lib is None:
         return "no BLAS found"
-    lib = info["libraries"][0]
     core = info["env"].get("OPENBLAS_CORETYPE")
     extra = f", OPENBLAS_CORETYPE={core}" if core else ""
     return f"{lib['internal_api']} {lib['version']} ({lib['architecture']}{extra})"

@@ -40,3 +40,15 @@ def test_a_projection_names_what_it_does_not_reproduce():
     assert not_reproduced(load_profile(PROFILE_DIR / "host.yaml", host=host), host) == []
     parts = not_reproduced(load_profile(PROFILE_DIR / "atom_c2750.yaml", host=host), host)
     assert parts == ["cores", "caches", "clock", "memory"]
+
+
+def test_the_blas_of_numpy_is_the_one_reported_even_beside_scipys():
+    import numpy
+    import scipy.linalg  # noqa: F401  (loads scipy's own OpenBLAS, listed before numpy's)
+    from pathlib import Path
+
+    from harness.machine.blas import numpy_blas
+    lib = numpy_blas()
+    home = Path(numpy.__file__).resolve().parent
+    path = Path(lib["filepath"]).resolve()
+    assert path.is_relative_to(home) or path.parent.name.startswith("numpy")
