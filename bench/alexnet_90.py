@@ -30,6 +30,7 @@ from harness.kernels.native import host_kernels  # noqa: E402
 from harness.timing import PoolSettler, interleaved_medians, measure  # noqa: E402
 from harness.sweep.tuning import tuned_plan  # noqa: E402
 from harness.conv.verify import verify  # noqa: E402
+from harness.conv.weights import PATTERNS  # noqa: E402
 from problems import alexnet_problems, run_bench  # noqa: E402
 
 
@@ -40,18 +41,20 @@ def main() -> int:
     ap.add_argument("--threads", default="1", help="thread counts, e.g. 1,2 (timed interleaved)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--layers", default="conv2,conv3,conv4,conv5")
+    ap.add_argument("--pattern", default="random", choices=PATTERNS,
+                    help="weight pattern: unstructured (random, magnitude) or block:2/block:4")
     ap.add_argument("--tune", choices=["search", "cached", "off"], default="search")
     args = ap.parse_args()
 
     methods = [m for m in ("direct_sparse", "onednn", "onnxruntime", "dense_gemm",
                            "lowered_sparse", "lowered_scipy") if m in kernels.available_methods()]
     thread_counts = [int(t) for t in args.threads.split(",")]
-    problems = alexnet_problems(args.layers, args.sparsity, args.batch)  # checked before timing
+    problems = alexnet_problems(args.layers, args.sparsity, args.batch, args.pattern)  # checked before timing
     host, built = detect_host(), host_kernels()
     peak = {t: calibration(built, host, t)["fma_gflops_all"]["median"] for t in thread_counts}
     print(f"host: {host.cpu_model}, {host.physical_cores} cores; BLAS: {blas_summary()}; "
           f"load average {os.getloadavg()[0]:.2f}")
-    print(f"sparsity {args.sparsity}, batch {args.batch}, threads {args.threads}, "
+    print(f"sparsity {args.sparsity} ({args.pattern}), batch {args.batch}, threads {args.threads}, "
           f"median of {args.rounds} interleaved rounds; direct plans: {args.tune}; calibrated "
           "peak " + ", ".join(f"{peak[t]:.1f} GFLOP/s on {t}" for t in thread_counts))
     lines = {t: [] for t in thread_counts}
@@ -64,7 +67,7 @@ def main() -> int:
             plan = None if args.tune == "off" else tuned_plan(
                 w, spec, t, built, host=host.cpu_model, search=args.tune == "search",
                 l2_bytes=host.caches_kib.get("l2", 256) * 1024)
-            plan = plan or default_plan(spec, built, t)  # prepare() would take a stored one
+            plan = plan or default_plan(spec, built, t, w)  # prepare() would take a stored one
             for m in methods:
                 k = prepared[m, t] = kernels.prepare(
                     w, input_shape=spec.input_shape, stride=spec.stride, padding=spec.padding,

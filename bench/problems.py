@@ -6,7 +6,7 @@ import sys
 from harness.conv.layers import network_layers
 from harness.conv.sparsity import check_sparsity
 from harness.conv.verify import expected_output
-from harness.conv.weights import generated_weights, sweep_input
+from harness.conv.weights import check_pattern, generated_weights, sweep_input
 from harness.errors import HarnessError
 
 
@@ -19,12 +19,14 @@ def run_bench(main) -> int:
         return 2
 
 
-def alexnet_problems(names: str, sparsity: float, batch: int):
+def alexnet_problems(names: str, sparsity: float, batch: int, pattern: str = "random"):
     """(layer, spec, weights, input, expected output) for each AlexNet layer named in
-    ``names`` (comma-separated), randomly pruned to ``sparsity``, made as they are iterated;
-    an unknown layer or a sparsity outside [0, 1) is refused at the call."""
+    ``names`` (comma-separated), pruned to ``sparsity`` in ``pattern`` (random by default),
+    made as they are iterated; an unknown layer or pattern or a sparsity outside [0, 1) is
+    refused at the call."""
     layers = _alexnet_layers(names, sparsity, batch)
-    return (_problem(layer, sparsity, batch) for layer in layers)
+    check_pattern(pattern)
+    return (_problem(layer, sparsity, batch, pattern) for layer in layers)
 
 
 def _alexnet_layers(names: str, sparsity: float, batch: int):
@@ -40,8 +42,8 @@ def _alexnet_layers(names: str, sparsity: float, batch: int):
     return [l for l in layers if l.name in wanted]
 
 
-def _problem(layer, sparsity: float, batch: int):
+def _problem(layer, sparsity: float, batch: int, pattern: str = "random"):
     spec = layer.spec(batch)
-    w = generated_weights(layer, sparsity, "random", seed=0)
+    w = generated_weights(layer, sparsity, pattern, seed=0)
     x = sweep_input(layer, batch, seed=0)
     return layer, spec, w, x, expected_output(x, w, None, spec, relu=False)

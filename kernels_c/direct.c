@@ -81,9 +81,22 @@ long spconv_padded_floats(const spconv_geometry *g, const spconv_plan *p)
                              : (long)p->threads * block_slot_floats(g, p);
 }
 
+/* Output-channel groups: a group's non-zeros are one row of the block pointers. */
+static int group_count(const spconv_geometry *g, const spconv_plan *p)
+{
+    return (g->out_channels + p->out_group - 1) / p->out_group;
+}
+
+/* Accumulators of one work item: whole groups (a last, partial group computes channels past
+   out_channels that are never stored). */
+static long item_channels(const spconv_plan *p)
+{
+    return (long)(p->out_channel_block + p->out_group - 1) / p->out_group * p->out_group;
+}
+
 long spconv_scratch_floats(const spconv_geometry *g, const spconv_plan *p)
 {
-    return (long)p->threads * p->out_channel_block * run_floats(g, p);
+    return (long)p->threads * item_channels(p) * run_floats(g, p);
 }
 
 int spconv_direct_check(const spconv_geometry *g, const spconv_plan *p)
@@ -106,6 +119,10 @@ int spconv_direct_check(const spconv_geometry *g, const spconv_plan *p)
         p->channel_blocks < 1 || p->block_channels < 1 || p->threads < 1 ||
         (long)p->channel_blocks * p->block_channels < g->channels)
         return SPCONV_EPLAN;
+    if ((p->out_group != 1 && p->out_group != 2 && p->out_group != 4) ||
+        p->tile_vectors > spconv_max_group_tile(p->out_group) ||
+        p->out_channel_block % p->out_group)
+        return SPCONV_EGROUP;
     if (g->copies < 1 || (g->copies > 1 && (g->stride_h != 1 || g->stride_w != 1 ||
                                             g->copy_shift < 1 || g->plane_w % VEC_FLOATS)))
         return SPCONV_ECOPIES;
@@ -319,11 +336,12 @@ static void prefetch_channels(const spconv_geometry *g, const row_window *win,
     }
 }
 
-/* Block cb's row of the block pointers: its non-zeros of output channel m are
-   [row[m], row[m + 1]). */
-static const int *block_row(const spconv_geometry *g, const int *blkptr, int cb)
+/* Block cb's row of the block pointers: its non-zeros of output-channel group q (of
+   out_group channels; a channel with out_group 1) are [row[q], row[q + 1]). */
+static const int *block_row(const spconv_geometry *g, const spconv_plan *p, const int *blkptr,
+                            int cb)
 {
-    return blkptr + (long)cb * (g->out_channels + 1);
+    return blkptr + (long)cb * (group_count(g, p) + 1);
 }
 
 /* One channel block's non-zeros for output channels [m0, m1) over a run of `run` floats (their
@@ -332,18 +350,20 @@ static const int *block_row(const spconv_geometry *g, const int *blkptr, int cb)
    block, which stay in L1 while every output channel streams through them. */
 static void accumulate_tiles_outer(const spconv_plan *p,
                                    const int *row, const int *colidx, const float *values,
-                                   int m0, int m1, const float *block, float *acc_base,
+                                   int q0, int q1, const float *block, float *acc_base,
                                    long run, long acc_stride)
 {
+    const int G = p->out_group;
     const long vectors = run / VEC_FLOATS;
     const long ntiles = tile_count(vectors, p->tile_vectors);
     for (long t = 0; t < ntiles; ++t) {
         const long v0 = tile_start(vectors, ntiles, t) * VEC_FLOATS;
         const long v1 = tile_start(vectors, ntiles, t + 1) * VEC_FLOATS;
-        for (int m = m0; m < m1; ++m)
-            spconv_accumulate(acc_base + (long)(m - m0) * acc_stride + v0, v1 - v0, block + v0,
-                              colidx + row[m], values + row[m], row[m + 1] - row[m],
-                              p->tile_vectors);
+        for (int q = q0; q < q1; ++q)
+            spconv_accumulate_group(acc_base + (long)(q - q0) * G * acc_stride + v0, acc_stride,
+                                    v1 - v0, block + v0, colidx + row[q],
+                                    values + (long)row[q] * G, row[q + 1] - row[q], G,
+                                    p->tile_vectors);
     }
 }
 
@@ -361,6 +381,7 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
     const long in_plane = (long)g->height * g->width;
     const long out_plane = (long)g->out_height * g->out_width;
     const int mb = p->out_channel_block, ncb = p->channel_blocks, bc = p->block_channels;
+    const int G = p->out_group;
     const int mblocks = (g->out_channels + mb - 1) / mb;
     const int band = band_rows(g, p), bands = (g->out_height + band - 1) / band;
     const long items = (long)g->batch * bands * mblocks;
@@ -372,7 +393,7 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
 #else
         const int tid = 0;
 #endif
-        float *acc_base = scratch + (long)tid * mb * acc_stride;
+        float *acc_base = scratch + (long)tid * item_channels(p) * acc_stride;
         float *own_block = padded + (long)tid * block_slot_floats(g, p);
 
         if (p->shared_padding) {
@@ -405,9 +426,12 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                 ? (row_window){y0 * g->stride_h, g->plane_h * g->stride_h, 1}
                 : whole_image(g);
 
-            for (int m = m0; m < m1; ++m) {
+            /* the item's groups [q0, q1); accumulators of channels past m1 (a last, partial
+               group) start at zero and are never stored */
+            const int q0 = m0 / G, q1 = (m1 + G - 1) / G;
+            for (int m = m0; m < q1 * G; ++m) {
                 float *acc = acc_base + (long)(m - m0) * acc_stride;
-                const float b = bias ? bias[m] : 0.0f;
+                const float b = bias && m < m1 ? bias[m] : 0.0f;
                 for (long i = 0; i < run; ++i) acc[i] = b;
             }
             /* Channel blocks outermost: a block is padded once per work item (unless padding
@@ -415,8 +439,8 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                non-zeros through it. Blocks no channel of the item reads (other groups) are
                skipped: not even padded. */
             for (int cb = 0; cb < ncb; ++cb) {
-                const int *row = block_row(g, blkptr, cb);
-                if (row[m1] == row[m0])
+                const int *row = block_row(g, p, blkptr, cb);
+                if (row[q1] == row[q0])
                     continue;
                 const float *block = own_block;
                 if (p->shared_padding) {
@@ -431,13 +455,14 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                                           c1 + bc < g->channels ? c1 + bc : g->channels);
                 }
                 if (p->tiles_outer)
-                    accumulate_tiles_outer(p, row, colidx, values, m0, m1, block, acc_base,
+                    accumulate_tiles_outer(p, row, colidx, values, q0, q1, block, acc_base,
                                            run, acc_stride);
                 else
-                    for (int m = m0; m < m1; ++m)
-                        spconv_accumulate(acc_base + (long)(m - m0) * acc_stride, run, block,
-                                          colidx + row[m], values + row[m], row[m + 1] - row[m],
-                                          p->tile_vectors);
+                    for (int q = q0; q < q1; ++q)
+                        spconv_accumulate_group(acc_base + (long)(q - q0) * G * acc_stride,
+                                                acc_stride, run, block, colidx + row[q],
+                                                values + (long)row[q] * G, row[q + 1] - row[q],
+                                                G, p->tile_vectors);
             }
             for (int m = m0; m < m1; ++m)
                 store_rows(g, acc_base + (long)(m - m0) * acc_stride, rows, relu,

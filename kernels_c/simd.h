@@ -1,16 +1,18 @@
 /* One vector abstraction over the instruction sets the kernels are compiled for.
-   The build defines one row of isa.def: SPCONV_ISA_<ID>, SPCONV_VEC_FLOATS, SPCONV_MAX_TILE
-   and SPCONV_ISA_NAME (harness/machine/build.py). */
+   The build defines one row of isa.def: SPCONV_ISA_<ID>, SPCONV_VEC_FLOATS, SPCONV_MAX_TILE,
+   SPCONV_VEC_REGISTERS and SPCONV_ISA_NAME (harness/machine/build.py). */
 #ifndef SPCONV_SIMD_H
 #define SPCONV_SIMD_H
 
 #include <string.h>
 
-#if !defined(SPCONV_VEC_FLOATS) || !defined(SPCONV_MAX_TILE) || !defined(SPCONV_ISA_NAME)
+#if !defined(SPCONV_VEC_FLOATS) || !defined(SPCONV_MAX_TILE) || !defined(SPCONV_ISA_NAME) || \
+    !defined(SPCONV_VEC_REGISTERS)
 #error "build through harness.machine.build: it defines the isa.def row (SPCONV_VEC_FLOATS, ...)"
 #endif
 #define VEC_FLOATS SPCONV_VEC_FLOATS
 #define MAX_TILE SPCONV_MAX_TILE
+#define VEC_REGISTERS SPCONV_VEC_REGISTERS
 #define ISA_NAME SPCONV_ISA_NAME
 
 #if defined(SPCONV_ISA_AVX512)

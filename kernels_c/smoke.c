@@ -25,6 +25,9 @@ const char *spconv_error_message(int code)
         return "the aligned layout needs stride 1 and rows of whole vectors";
     case SPCONV_EBANDSHARED:
         return "shared padding pads whole images: no band_rows with it";
+    case SPCONV_EGROUP:
+        return "out_group must be 1, 2 or 4, with a tile no wider than the ISA allows for it "
+               "and out_channel_block a multiple of it";
     default: return "unknown error";
     }
 }

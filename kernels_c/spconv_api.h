@@ -21,6 +21,10 @@ typedef struct {
     int band_rows;          /* output rows per work item, below out_height (0: all): a band pads and reads only
                                its rows of the input, so large images stay in cache; the
                                geometry's plane_h then holds one band's input rows */
+    int out_group;          /* 1, 2 or 4: output channels that share one support within a channel
+                               block (their absent weights stored as zeros), so each input
+                               vector is loaded once per group; out_channel_block is a
+                               multiple of it */
     int threads;            /* OpenMP threads for this call */
 } spconv_plan;
 
@@ -32,7 +36,9 @@ enum {
     SPCONV_ELAYOUT = -2,     /* the padded planes are too small for the image or band */
     SPCONV_EPLAN = -3,       /* tile, blocks or threads out of range */
     SPCONV_ECOPIES = -4,     /* shifted copies with a stride, or rows not in whole vectors */
-    SPCONV_EBANDSHARED = -5  /* bands of output rows with shared padding */
+    SPCONV_EBANDSHARED = -5, /* bands of output rows with shared padding */
+    SPCONV_EGROUP = -6       /* out_group not 1, 2 or 4, its tile too wide, or a block of
+                                output channels not a multiple of it */
 };
 const char *spconv_error_message(int code);
 
@@ -41,6 +47,7 @@ void spconv_axpy(long n, float a, const float *x, float *y);
 const char *spconv_isa(void);
 int spconv_vector_floats(void);
 int spconv_max_tile_vectors(void);
+int spconv_max_group_tile(int group);   /* widest tile for a group size; 0: no such group */
 int spconv_openmp_enabled(void);
 
 /* Workspace sizes in floats (they include the slack vector over-reads need). */
@@ -55,7 +62,9 @@ int spconv_direct_check(const spconv_geometry *g, const spconv_plan *p);
    walks them: blkptr has channel_blocks rows of out_channels + 1 entries, row b delimiting each
    output channel's non-zeros in input-channel block b; colidx holds offsets into
    the padded copy of one input-channel block (stride-phase split, see direct.c), counted from
-   the block's first channel. padded (one block buffer per thread, or the whole padded batch
+   the block's first channel. With out_group G > 1 the rows are groups of G output channels
+   (row b has ceil(out_channels / G) + 1 entries) and a group's non-zero j has G values,
+   values[j * G + g] for its channel g (zero where that channel has no weight). padded (one block buffer per thread, or the whole padded batch
    with shared padding) must be spconv_padded_floats() long and zeroed once before first use;
    calls only write the interior of each padded channel. Returns 0 or a negative error code. */
 int spconv_direct(const spconv_geometry *g, const spconv_plan *p,

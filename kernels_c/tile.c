@@ -62,3 +62,88 @@ void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
         v = end;
     }
 }
+
+/* Grouped tiles: `group` output channels that share one support, so each input vector is
+   loaded once for all of them (one load per `group` FMAs instead of one per FMA). The group's
+   T input vectors, its accumulators and one weight broadcast fill the registers:
+   T * (group + 1) + 1 <= VEC_REGISTERS. */
+typedef void (*group_tile_fn)(float *acc, long acc_stride, const float *base, const int *colidx,
+                              const float *values, int npos);
+
+#define DEFINE_GROUP_TILE(G, T)                                                          \
+    static void group_tile_##G##_##T(float *acc, long acc_stride, const float *base,     \
+                                     const int *colidx, const float *values, int npos)   \
+    {                                                                                    \
+        vec_t a[G][T];                                                                   \
+        _Pragma("GCC unroll 8") for (int g = 0; g < G; ++g)                              \
+            _Pragma("GCC unroll 16") for (int v = 0; v < T; ++v)                         \
+                a[g][v] = vec_load(acc + g * acc_stride + v * VEC_FLOATS);               \
+        for (int j = 0; j < npos; ++j) {                                                 \
+            const float *p = base + colidx[j];                                           \
+            vec_t x[T];                                                                  \
+            _Pragma("GCC unroll 16") for (int v = 0; v < T; ++v)                         \
+                x[v] = vec_load(p + v * VEC_FLOATS);                                     \
+            _Pragma("GCC unroll 8") for (int g = 0; g < G; ++g) {                        \
+                const vec_t w = vec_set1(values[(long)j * G + g]);                       \
+                _Pragma("GCC unroll 16") for (int v = 0; v < T; ++v)                     \
+                    a[g][v] = vec_fma(w, x[v], a[g][v]);                                 \
+            }                                                                            \
+        }                                                                                \
+        _Pragma("GCC unroll 8") for (int g = 0; g < G; ++g)                              \
+            _Pragma("GCC unroll 16") for (int v = 0; v < T; ++v)                         \
+                vec_store(acc + g * acc_stride + v * VEC_FLOATS, a[g][v]);               \
+    }
+
+#define GROUP_TILE_MAX(G) ((VEC_REGISTERS - 1) / ((G) + 1))
+
+DEFINE_GROUP_TILE(2, 1) DEFINE_GROUP_TILE(2, 2) DEFINE_GROUP_TILE(2, 3)
+DEFINE_GROUP_TILE(2, 4) DEFINE_GROUP_TILE(2, 5)
+DEFINE_GROUP_TILE(4, 1) DEFINE_GROUP_TILE(4, 2) DEFINE_GROUP_TILE(4, 3)
+#if VEC_REGISTERS >= 32
+DEFINE_GROUP_TILE(2, 6) DEFINE_GROUP_TILE(2, 7) DEFINE_GROUP_TILE(2, 8)
+DEFINE_GROUP_TILE(2, 9) DEFINE_GROUP_TILE(2, 10)
+DEFINE_GROUP_TILE(4, 4) DEFINE_GROUP_TILE(4, 5) DEFINE_GROUP_TILE(4, 6)
+#endif
+
+static const group_tile_fn group2_tiles[GROUP_TILE_MAX(2) + 1] = {
+    0, group_tile_2_1, group_tile_2_2, group_tile_2_3, group_tile_2_4, group_tile_2_5,
+#if VEC_REGISTERS >= 32
+    group_tile_2_6, group_tile_2_7, group_tile_2_8, group_tile_2_9, group_tile_2_10,
+#endif
+};
+static const group_tile_fn group4_tiles[GROUP_TILE_MAX(4) + 1] = {
+    0, group_tile_4_1, group_tile_4_2, group_tile_4_3,
+#if VEC_REGISTERS >= 32
+    group_tile_4_4, group_tile_4_5, group_tile_4_6,
+#endif
+};
+_Static_assert(sizeof group2_tiles / sizeof *group2_tiles == GROUP_TILE_MAX(2) + 1 &&
+               sizeof group4_tiles / sizeof *group4_tiles == GROUP_TILE_MAX(4) + 1,
+               "a grouped tile table does not match the register count");
+
+int spconv_max_group_tile(int group)
+{
+    return group == 1 ? MAX_TILE : group == 2 ? GROUP_TILE_MAX(2)
+                                 : group == 4 ? GROUP_TILE_MAX(4) : 0;
+}
+
+void spconv_accumulate_group(float *acc, long acc_stride, long n, const float *base,
+                             const int *colidx, const float *values, int npos, int group,
+                             int tile_vectors)
+{
+    const long vectors = n / VEC_FLOATS;
+    if (npos <= 0 || vectors <= 0)
+        return;
+    if (group == 1) {
+        spconv_accumulate(acc, n, base, colidx, values, npos, tile_vectors);
+        return;
+    }
+    const group_tile_fn *table = group == 2 ? group2_tiles : group4_tiles;
+    const long ntiles = tile_count(vectors, tile_vectors);
+    for (long t = 0, v = 0; t < ntiles; ++t) {
+        const long end = tile_start(vectors, ntiles, t + 1);
+        table[end - v](acc + v * VEC_FLOATS, acc_stride, base + v * VEC_FLOATS, colidx, values,
+                       npos);
+        v = end;
+    }
+}

@@ -3,6 +3,7 @@ verify every output, then fit the models and write the report."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
 import sys
@@ -13,6 +14,7 @@ import numpy as np
 
 from harness import config
 from harness.cli import common
+from harness.conv.weights import PATTERNS
 from harness.errors import HarnessError
 
 _RUN_NAME = r"-\d{8}-\d{6}(-\d+)?"  # <profile>-<date>-<time>[-n]: see _new_run_dir
@@ -53,6 +55,16 @@ def parse_ints(text: str, option: str) -> list[int]:
     return values
 
 
+def _patterns(text: str) -> list[str]:
+    """--pattern: one or more weight patterns, in the order given, each once."""
+    patterns = list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    unknown = [p for p in patterns if p not in PATTERNS]
+    if unknown or not patterns:
+        raise argparse.ArgumentTypeError(f"--pattern: unknown pattern {(unknown or [text])[0]!r} "
+                                         f"(known: {', '.join(PATTERNS)})")
+    return patterns
+
+
 def build_parser(prog: str = "run_sweep.py"):
     p = common.parser(prog, "Time direct sparse convolution against dense and lowered-sparse "
                             "baselines over layer shapes x sparsity x batch x threads, verifying "
@@ -73,8 +85,10 @@ def build_parser(prog: str = "run_sweep.py"):
     p.add_argument("--min-time", type=common.number("--min-time", low=0, high=60),
                    default=config.MIN_TIME_S,
                    help="minimum seconds per timing sample (short kernels loop)")
-    p.add_argument("--pattern", default=config.PATTERN, choices=["random", "magnitude"],
-                   help="how generated weights are made sparse")
+    p.add_argument("--pattern", default=config.PATTERN, type=_patterns,
+                   help="how generated weights are made sparse, one or a comma-separated list, "
+                        "swept side by side: " + ", ".join(PATTERNS) + " (block:G prunes "
+                        "blocks of G output channels that share one support)")
     p.add_argument("--weights", default=None,
                    help=".npz of real weights named by layer, or a PyTorch state dict .pt "
                         "(their own sparsity is used)")
@@ -180,7 +194,8 @@ def _sweep_config(args, profile, target, host):
         print(f"note: threads capped at {max_threads} (profile {profile.name} on this host)",
               file=sys.stderr)
     batches = parse_ints(args.batch, "--batch")
-    planned = len(layers) * len(batches) * len(threads) * len(methods) * len(sparsities)
+    planned = (len(layers) * len(batches) * len(threads) * len(methods) * len(sparsities)
+               * len(args.pattern))
     if planned > args.max_points:
         raise HarnessError(f"the sweep would measure up to {planned} points (at most "
                            f"{args.max_points}; raise --max-points to allow more)")
@@ -190,7 +205,7 @@ def _sweep_config(args, profile, target, host):
     cfg = SweepConfig(
         profile=profile, target=target, host=host, layers=layers, sparsities=sparsities,
         methods=methods, batches=batches, threads=threads,
-        pattern=args.pattern, seed=args.seed, repeats=repeats, min_time=min_time,
+        patterns=args.pattern, seed=args.seed, repeats=repeats, min_time=min_time,
         cold_cache=args.cold_cache,
         weight_files=load_weight_file(args.weights, layers) if args.weights else {},
         tune=args.tune, tune_budget=args.tune_budget, plugins=args.plugin)

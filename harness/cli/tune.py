@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from harness import config
 from harness.cli import common
+from harness.conv.weights import PATTERNS
 from harness.errors import HarnessError
 
 
@@ -18,7 +19,7 @@ def build_parser(prog: str):
     p.add_argument("--sparsity", default="0.9", help="sparsity list or start:stop:step")
     p.add_argument("--batch", default=config.BATCHES, help="batch sizes, e.g. 1,16")
     p.add_argument("--threads", default=config.THREADS, help="thread counts, e.g. 1,2")
-    p.add_argument("--pattern", default=config.PATTERN, choices=["random", "magnitude"],
+    p.add_argument("--pattern", default=config.PATTERN, choices=PATTERNS,
                    help="how the generated weights are made sparse")
     p.add_argument("--seed", type=common.number("--seed", low=0, integer=True),
                    default=config.SEED, help="seed of the generated weights")

@@ -122,25 +122,54 @@ def direct_csr(w: np.ndarray, spec: ConvSpec, layout: DirectLayout | None = None
 
 @dataclass(frozen=True)
 class BlockedCSR:
-    """The non-zeros ordered by input-channel block, then output channel (then as in the CSR):
-    the direct kernel walks blocks outermost, so it streams them in storage order."""
+    """The non-zeros ordered by input-channel block, then output-channel group (then as in
+    the CSR): the direct kernel walks blocks outermost, so it streams them in storage order.
+    A group of ``group`` output channels holds the union of their supports in the block, each
+    position with one value per channel (zero where that channel has no weight)."""
 
-    blkptr: np.ndarray   # int32 (blocks, M + 1): block b's non-zeros of row m are
-                         # [blkptr[b, m], blkptr[b, m + 1])
-    colidx: np.ndarray   # int32, nnz
-    values: np.ndarray   # float32, nnz
+    blkptr: np.ndarray   # int32 (blocks, groups + 1): block b's positions of group q are
+                         # [blkptr[b, q], blkptr[b, q + 1])
+    colidx: np.ndarray   # int32, one per position
+    values: np.ndarray   # float32, group per position (position-major)
+    group: int = 1
+
+    @property
+    def positions(self) -> int:
+        return int(self.colidx.size)
 
 
-def block_major(csr: CSR, spec: ConvSpec, channel_block: int) -> BlockedCSR:
-    """Regroup a CSR's non-zeros by blocks of ``channel_block`` input channels."""
+def block_major(csr: CSR, spec: ConvSpec, channel_block: int, group: int = 1) -> BlockedCSR:
+    """Regroup a CSR's non-zeros by blocks of ``channel_block`` input channels and groups of
+    ``group`` consecutive output channels."""
     blocks = -(-spec.in_channels // channel_block)
+    groups = -(-spec.out_channels // group)
     block_of_nnz = csr.channel_of_nnz // channel_block
-    order = np.argsort(block_of_nnz, kind="stable")  # keeps each row's CSR order
-    m_count = spec.out_channels
-    keys = block_of_nnz[order] * m_count + csr.rows_of_nnz[order]
-    queries = np.arange(blocks, dtype=np.int64)[:, None] * m_count + np.arange(m_count + 1)
-    blkptr = np.searchsorted(keys, queries.ravel()).reshape(blocks, m_count + 1)
-    return BlockedCSR(blkptr.astype(np.int32), csr.colidx[order], csr.values[order])
+    group_of_nnz = csr.rows_of_nnz // group
+    order = np.lexsort((csr.colidx, csr.channel_of_nnz, group_of_nnz, block_of_nnz))
+    keys = (block_of_nnz * groups + group_of_nnz)[order]
+    offsets = csr.colidx[order]
+    # a position is one (block, group, offset); the CSR holds each (row, offset) once
+    first = np.ones(keys.size, dtype=bool)
+    first[1:] = (keys[1:] != keys[:-1]) | (offsets[1:] != offsets[:-1])
+    position = np.cumsum(first) - 1
+    values = np.zeros((int(first.sum()), group), np.float32)
+    values[position, csr.rows_of_nnz[order] % group] = csr.values[order]
+    queries = np.arange(blocks, dtype=np.int64)[:, None] * groups + np.arange(groups + 1)
+    blkptr = np.searchsorted(keys[first], queries.ravel()).reshape(blocks, groups + 1)
+    return BlockedCSR(blkptr.astype(np.int32), np.ascontiguousarray(offsets[first]),
+                      values.ravel(), group)
+
+
+def support_group(w: np.ndarray, groups=(4, 2)) -> int:
+    """The largest of ``groups`` such that every run of that many consecutive output channels
+    shares one support (the block patterns), else 1."""
+    mask = w.reshape(w.shape[0], -1) != 0
+    for g in groups:
+        if mask.shape[0] % g == 0:
+            blocks = mask.reshape(-1, g, mask.shape[1])
+            if np.array_equal(blocks.any(axis=1), blocks.all(axis=1)):
+                return g
+    return 1
 
 
 def lowered_csr(w: np.ndarray, spec: ConvSpec, row_stride: int) -> CSR:
@@ -178,6 +207,26 @@ def magnitude_pruned_weights(shape, sparsity: float, rng: np.random.Generator) -
     if zeros:
         w[np.argpartition(np.abs(w), zeros - 1)[:zeros]] = 0.0
     return w.reshape(shape)
+
+
+def block_pruned_weights(shape, sparsity: float, rng: np.random.Generator,
+                         group: int) -> np.ndarray:
+    """Gaussian weights pruned in blocks of ``group`` consecutive output channels at the same
+    input position (one shared support per block): the blocks of smallest L2 norm, a fraction
+    ``sparsity`` of them, are zeroed. A last block of fewer channels is one block too."""
+    sparsity = check_sparsity(sparsity)
+    m_count = shape[0]
+    w = rng.standard_normal(int(np.prod(shape))).astype(np.float32).reshape(m_count, -1)
+    blocks = -(-m_count // group)
+    padded = np.zeros((blocks * group, w.shape[1]), np.float32)
+    padded[:m_count] = w
+    norms = np.sqrt((padded.reshape(blocks, group, -1) ** 2).sum(axis=1)).ravel()
+    zeros = int(round(sparsity * norms.size))
+    keep = np.ones(norms.size, dtype=bool)
+    if zeros:
+        keep[np.argpartition(norms, zeros - 1)[:zeros]] = False
+    mask = np.repeat(keep.reshape(blocks, 1, -1), group, axis=1).reshape(blocks * group, -1)
+    return (w * mask[:m_count]).reshape(shape)
 
 
 def sparsity_of(w: np.ndarray) -> float:

@@ -10,9 +10,29 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.conv.layers import LayerShape
-from harness.conv.sparsity import magnitude_pruned_weights, random_sparse_weights
+from harness.conv.sparsity import (block_pruned_weights, magnitude_pruned_weights,
+                                   random_sparse_weights)
 
-PATTERNS = ("random", "magnitude")
+# random: zeros at uniformly random places; magnitude: the smallest weights zeroed;
+# block:G: magnitude-pruned in blocks of G consecutive output channels sharing one support
+PATTERNS = ("random", "magnitude", "block:2", "block:4")
+
+
+def block_group(pattern: str) -> int:
+    """The output channels per block of a pattern (1 for the unstructured ones)."""
+    return int(pattern.split(":")[1]) if pattern.startswith("block:") else 1
+
+
+def is_block(pattern: str) -> bool:
+    """Whether rows of this pattern hold a block structure (they are not what the models of
+    unstructured sparsity are fitted to)."""
+    return block_group(pattern) > 1
+
+
+def check_pattern(pattern: str) -> str:
+    if pattern not in PATTERNS:
+        raise HarnessError(f"unknown weight pattern {pattern!r} (known: {', '.join(PATTERNS)})")
+    return pattern
 
 
 def stable_seed(*parts) -> int:
@@ -27,7 +47,7 @@ def generated_weights(layer: LayerShape, sparsity: float, pattern: str, seed: in
         return random_sparse_weights(shape, sparsity, rng)
     if pattern == "magnitude":
         return magnitude_pruned_weights(shape, sparsity, rng)
-    raise HarnessError(f"unknown weight pattern {pattern!r} (known: {', '.join(PATTERNS)})")
+    return block_pruned_weights(shape, sparsity, rng, block_group(check_pattern(pattern)))
 
 
 def sweep_input(layer: LayerShape, batch: int, seed: int) -> np.ndarray:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from harness.conv.sparsity import band_height, block_major, direct_csr, direct_layout
+import numpy as np
+
+from harness.conv.sparsity import (band_height, block_major, direct_csr, direct_layout,
+                                   support_group)
 from harness.errors import ShapeError
 from harness.kernels import native
 from harness.kernels.base import PreparedConv
@@ -15,21 +18,25 @@ from harness.machine.hostinfo import detect_host
 ACC_BYTES = 512 * 1024  # accumulators of one work item kept within about half an L2
 
 
-def default_out_block(spec, threads: int) -> int:
+def default_out_block(spec, threads: int, group: int = 1) -> int:
     """Output channels per work item: as many as possible, since each item pads its input
-    blocks afresh, but one item per thread and accumulators that stay in L2."""
+    blocks afresh, but one item per thread and accumulators that stay in L2; a multiple of
+    the output-channel group."""
     per_image = max(1, -(-threads // max(1, spec.batch)))
     run = spec.out_height * direct_layout(spec).plane_w
-    return max(1, min(-(-spec.out_channels // per_image), ACC_BYTES // (4 * run)))
+    block = max(1, min(-(-spec.out_channels // per_image), ACC_BYTES // (4 * run)))
+    return -(-block // group) * group
 
 
-def default_plan(spec, built, threads: int) -> DirectPlan:
-    """A sound untuned plan: widest register tile, input-channel blocks whose slice of the
+def default_plan(spec, built, threads: int, w=None) -> DirectPlan:
+    """A sound untuned plan: the weights' own output-channel group (the block pattern they
+    have, if any), the widest register tile for it, input-channel blocks whose slice of the
     padded input fits in about 32 KiB, and large work items (default_out_block)."""
+    group = 1 if w is None else support_group(w)
     plane_bytes = 4 * direct_layout(spec).plane
     channel_block = max(1, min(spec.in_channels, (32 * 1024) // plane_bytes))
-    return DirectPlan(built.lib.spconv_max_tile_vectors(), default_out_block(spec, threads),
-                      channel_block)
+    return DirectPlan(built.lib.spconv_max_group_tile(group),
+                      default_out_block(spec, threads, group), channel_block, out_group=group)
 
 
 class DirectSparseConv(PreparedConv):
@@ -50,7 +57,7 @@ class DirectSparseConv(PreparedConv):
             self.plan_source = "tuned" if plan is not None else "default"
         else:
             self.plan_source = "given"
-        plan = self.plan = plan or default_plan(spec, built, threads)
+        plan = self.plan = plan or default_plan(spec, built, threads, w)
         vector = lib.spconv_vector_floats()
         layout = self.layout = direct_layout(spec, plan.aligned, vector,
                                              plan.channel_block, plan.band_rows)
@@ -66,13 +73,16 @@ class DirectSparseConv(PreparedConv):
             channel_blocks=-(-spec.in_channels // layout.block_channels),
             block_channels=layout.block_channels, tiles_outer=int(plan.tiles_outer),
             shared_padding=int(plan.shared_padding),
-            band_rows=band if band < spec.out_height else 0, threads=threads))
+            band_rows=band if band < spec.out_height else 0, out_group=plan.out_group,
+            threads=threads))
         rc = lib.spconv_direct_check(self._geometry, self._plan)
         if rc:  # the kernel's own check: one source for what it accepts
             raise ShapeError(f"direct_sparse cannot run plan {plan} on {built.isa}: "
                              f"{native.error_message(built, rc)}")
-        blocked = block_major(direct_csr(w, spec, layout), spec, plan.channel_block)
-        self.nnz = blocked.values.size
+        blocked = block_major(direct_csr(w, spec, layout), spec, plan.channel_block,
+                              plan.out_group)
+        self.nnz = int(np.count_nonzero(w))
+        self.positions = blocked.positions
         self._colidx, self._values, self._blkptr = blocked.colidx, blocked.values, blocked.blkptr
         self._bias = None if bias is None else bias.copy()
         # Zeroed once: the kernel writes only the interior (and, with bands, zeroes the rows a
@@ -94,4 +104,5 @@ class DirectSparseConv(PreparedConv):
 
     def describe(self) -> dict:
         return {"plan": asdict(self.plan), "plan_source": self.plan_source, "nnz": self.nnz,
+                "positions": self.positions,
                 "isa": self.built.isa, "build_key": self.built.key}

@@ -16,6 +16,9 @@ def _choice(default=dataclasses.MISSING, *, search_rank: int):
     return field(default=default, metadata={"search_rank": search_rank})
 
 
+OUT_GROUPS = (1, 2, 4)  # the group sizes kernels_c/tile.c has register tiles for
+
+
 @dataclass(frozen=True)
 class DirectPlan:
     """Run-time tuning choices of the direct kernel (no recompilation to change them). The
@@ -33,6 +36,9 @@ class DirectPlan:
     shared_padding: bool = _choice(False, search_rank=1)
     # output rows per work item (0: the whole image); not with shared padding
     band_rows: int = _choice(0, search_rank=6)
+    # output channels sharing one support (1, 2 or 4): one input load per group; a multiple
+    # of it is out_channel_block. Weights without such a pattern run too (zeros fill the union)
+    out_group: int = _choice(1, search_rank=7)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -47,6 +53,9 @@ class DirectPlan:
         if min(self.tile_vectors, self.out_channel_block, self.channel_block) < 1 or \
                 self.band_rows < 0:
             raise ShapeError(f"plan sizes must be positive and band_rows non-negative: {self}")
+        if self.out_group not in OUT_GROUPS or self.out_channel_block % self.out_group:
+            raise ShapeError(f"out_group must be one of {OUT_GROUPS} and divide "
+                             f"out_channel_block: {self}")
 
 
 def plan_axes() -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.conv.convspec import ConvSpec
+from harness.conv.sparsity import support_group
 from harness.errors import HarnessError
 from harness.kernels.direct_plan import DirectPlan
 from harness.machine.build import BuiltKernels, cache_root
@@ -24,10 +25,20 @@ def density_bucket(density: float) -> float:
     return min(DENSITY_BUCKETS, key=lambda b: abs(np.log(b / density)))
 
 
-def tuning_key(spec: ConvSpec, density: float, threads: int, built: BuiltKernels, host: str) -> str:
+def tuning_key(spec: ConvSpec, density: float, threads: int, built: BuiltKernels, host: str,
+               support: int = 1) -> str:
+    """The key of a plan: layer geometry, density bucket, the weights' shared-support group
+    (block patterns run best with other plans), thread count, build and host."""
     geometry = (f"{spec.input_shape}|{spec.weight_shape}|s{spec.stride}|p{spec.padding}"
                 f"|d{spec.dilation}|g{spec.groups}")
-    return f"{built.key}|{host}|{geometry}|t{threads}|x~{density_bucket(density)}"
+    pattern = f"|block{support}" if support > 1 else ""
+    return f"{built.key}|{host}|{geometry}|t{threads}|x~{density_bucket(density)}{pattern}"
+
+
+def weights_tuning_key(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels,
+                       host: str) -> str:
+    """tuning_key() for the density and support pattern of ``w``."""
+    return tuning_key(spec, np.count_nonzero(w) / w.size, threads, built, host, support_group(w))
 
 
 class TuningDB:
@@ -72,6 +83,6 @@ class TuningDB:
 
 def stored_plan(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels, host: str,
                 db: TuningDB | None = None) -> DirectPlan | None:
-    """The stored plan for ``w``'s layer shape, density bucket and thread count, or None."""
-    density = np.count_nonzero(w) / w.size
-    return (db or TuningDB()).get(tuning_key(spec, density, threads, built, host))
+    """The stored plan for ``w``'s layer shape, density bucket, pattern and thread count, or
+    None."""
+    return (db or TuningDB()).get(weights_tuning_key(w, spec, threads, built, host))

@@ -12,7 +12,7 @@ from harness.resources import kernel_dir
 
 TABLE = "isa.def"
 _ROW = re.compile(r'^SPCONV_ISA\(\s*(\w+)\s*,\s*"([^"]+)"\s*,\s*(\d+)\s*,\s*(\d+)\s*,'
-                  r'\s*"([^"]*)"\s*,\s*"(\w+)"\s*,\s*"(\w+)"\s*\)', re.M)
+                  r'\s*(\d+)\s*,\s*"([^"]*)"\s*,\s*"(\w+)"\s*,\s*"(\w+)"\s*\)', re.M)
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class ISA:
     name: str                # as profiles and rows spell it
     lanes: int               # fp32 values per vector
     max_tile: int            # accumulator vectors a register tile may hold
+    registers: int           # vector registers (the register blocks of grouped tiles)
     features: tuple[str, ...]  # /proc/cpuinfo flags a host needs to execute it
     onednn_cap: str          # ONEDNN_MAX_CPU_ISA that holds oneDNN to this level
     openblas_core: str       # OPENBLAS_CORETYPE that holds OpenBLAS to this level
@@ -32,7 +33,8 @@ class ISA:
     def defines(self) -> tuple[str, ...]:
         """The compiler flags that select this row in the C headers."""
         return (f"-D{self.macro}", f"-DSPCONV_VEC_FLOATS={self.lanes}",
-                f"-DSPCONV_MAX_TILE={self.max_tile}", f'-DSPCONV_ISA_NAME="{self.name}"')
+                f"-DSPCONV_MAX_TILE={self.max_tile}",
+                f"-DSPCONV_VEC_REGISTERS={self.registers}", f'-DSPCONV_ISA_NAME="{self.name}"')
 
 
 @functools.lru_cache(maxsize=1)
@@ -43,8 +45,8 @@ def isa_table() -> dict[str, ISA]:
         text = path.read_text()
     except OSError as exc:
         raise BuildError(f"{path}: cannot read the instruction-set table: {exc.strerror}") from None
-    rows = [ISA(i, n, int(lanes), int(tile), tuple(flags.split()), dnnl, blas)
-            for i, n, lanes, tile, flags, dnnl, blas in _ROW.findall(text)]
+    rows = [ISA(i, n, int(lanes), int(tile), int(regs), tuple(flags.split()), dnnl, blas)
+            for i, n, lanes, tile, regs, flags, dnnl, blas in _ROW.findall(text)]
     if not rows:
         raise BuildError(f"{path}: no SPCONV_ISA rows")
     return {row.name: row for row in rows}

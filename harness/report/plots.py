@@ -13,6 +13,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness.conv.weights import is_block  # noqa: E402
 from harness.kernels import modelled_method  # noqa: E402
 from harness.models.fitted import FittedModel, layer_class, row_spec  # noqa: E402
 from harness.models.paper import LayerCost  # noqa: E402
@@ -67,6 +68,14 @@ def speedup_vs_sparsity(frame: pd.DataFrame, spots: pd.DataFrame | None = None,
     model = FittedModel.from_json(fit) if fit else None
     for ax, layer in zip(axes, layers):
         g = d[d["layer"] == layer].sort_values("sparsity")
+        # block patterns beside unstructured sparsity: what structure buys on this machine
+        blocks = g[g["pattern"].map(is_block).astype(bool)]
+        for (pattern, b), marker in zip(blocks.groupby("pattern"), ("s", "^", "D")):
+            ax.plot(b["sparsity"], b["speedup"], color="#16a085", marker=marker, ms=4, lw=1,
+                    label=f"measured, {pattern}")
+        g = g.drop(blocks.index)
+        if g.empty:
+            g = blocks
         lo = g["best_dense_s"] / (g["median_s"] + g["iqr_s"] / 2)
         hi = g["best_dense_s"] / (g["median_s"] - g["iqr_s"] / 2).clip(lower=1e-12)
         ax.errorbar(g["sparsity"], g["speedup"], yerr=[g["speedup"] - lo, hi - g["speedup"]],
@@ -206,7 +215,8 @@ def time_per_method(frame: pd.DataFrame):
     for ax, layer in zip(axes, layers):
         g = ok[ok["layer"] == layer]
         top = float(g["sparsity"].max()) if len(g) else 1.0
-        for method, m in g.groupby("method"):
+        several = g[g["dense"] != True]["pattern"].nunique() > 1  # noqa: E712
+        for (method, pattern), m in g.groupby(["method", "pattern"]):
             color, marker = METHOD_STYLE.get(method, ("black", "x"))
             m = m.sort_values("sparsity")
             if m["dense"].iloc[0] is True:  # timed once: its time holds at every sparsity
@@ -214,7 +224,8 @@ def time_per_method(frame: pd.DataFrame):
                           label=f"{method} (dense, timed once)")
             else:
                 ax.plot(m["sparsity"], m["median_s"] * 1e3, color=color, marker=marker, ms=4,
-                        lw=1.2, label=method)
+                        lw=1.2, ls="--" if is_block(pattern) else "-",
+                        label=f"{method} {pattern}" if several else method)
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))

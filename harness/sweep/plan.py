@@ -13,6 +13,7 @@ import numpy as np
 from harness import config, kernels
 from harness.conv.layers import LayerShape
 from harness.conv.sparsity import check_sparsity, sparsity_of
+from harness.conv.weights import check_pattern
 from harness.errors import HarnessError
 from harness.machine.build import BuiltKernels, build
 from harness.machine.hostinfo import HostInfo
@@ -26,7 +27,7 @@ class SweepPoint:
     method: str
     batch: int
     threads: int
-    pattern: str           # random | magnitude | file
+    pattern: str           # one of conv.weights.PATTERNS, or file
     seed: int
 
     @property
@@ -54,7 +55,7 @@ class SweepConfig:
     methods: list[str]
     batches: list[int] = field(default_factory=lambda: [1])
     threads: list[int] = field(default_factory=lambda: [1])
-    pattern: str = config.PATTERN
+    patterns: list[str] = field(default_factory=lambda: [config.PATTERN])  # weight patterns
     seed: int = config.SEED
     repeats: int = config.REPEATS
     min_time: float = config.MIN_TIME_S
@@ -78,7 +79,7 @@ class SweepConfig:
             weights.update(name.encode() + self.weight_files[name].tobytes())
         return {"layers": [f"{l.key}[{l.geometry}]" for l in self.layers],
                 "sparsities": self.sparsities, "methods": self.methods, "batches": self.batches,
-                "threads": self.threads, "pattern": self.pattern, "seed": self.seed,
+                "threads": self.threads, "pattern": ",".join(self.patterns), "seed": self.seed,
                 "profile": self.profile.name, "isa": self.target.isa,
                 "cflags": list(self.target.cflags), "repeats": self.repeats,
                 "min_time_s": self.min_time, "cold_cache": self.cold_cache,
@@ -104,20 +105,22 @@ def plan_points(cfg: SweepConfig) -> list[SweepPoint]:
     for m in cfg.methods:
         kernels.method_class(m)  # refuses an unknown name
     groups: list[list[SweepPoint]] = []
+    for p in cfg.patterns:
+        check_pattern(p)
     for layer in cfg.layers:
         from_file = layer.key in cfg.weight_files
-        pattern = "file" if from_file else cfg.pattern
         for batch in cfg.batches:
-            if from_file:
-                levels = {None: cfg.methods}  # the file's own sparsity, every method
+            if from_file:  # the file's own sparsity and pattern, every method
+                levels = {(None, "file"): cfg.methods}
             else:
                 dense = [m for m in cfg.methods if m in dense_methods]
                 sparse = [m for m in cfg.methods if m not in dense_methods]
-                levels = {s: sparse for s in cfg.sparsities}
+                levels = {(s, p): sparse for p in cfg.patterns for s in cfg.sparsities}
                 if dense:  # a dense method's time does not depend on the zeros: time it once
-                    levels[0.0] = sorted(set(levels.get(0.0, [])) | set(dense),
-                                         key=cfg.methods.index)
-            for sparsity, methods in levels.items():
+                    first = (0.0, cfg.patterns[0])
+                    levels[first] = sorted(set(levels.get(first, [])) | set(dense),
+                                           key=cfg.methods.index)
+            for (sparsity, pattern), methods in levels.items():
                 if not methods:
                     continue
                 s = sparsity_of(cfg.weight_files[layer.key]) if from_file else sparsity

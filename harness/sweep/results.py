@@ -57,18 +57,19 @@ def crossover_sparsity(sparsity: np.ndarray, speedup: np.ndarray) -> float:
 
 
 def summary_table(frame: pd.DataFrame, method: str | None = None) -> pd.DataFrame:
-    """Per layer, batch and threads: best speedup of ``method`` (default: the modelled one,
-    the direct kernel) and where it starts to win."""
+    """Per layer, weight pattern, batch and threads: best speedup of ``method`` (default: the
+    modelled one, the direct kernel) and where it starts to win."""
     method = method or modelled_method()
     sel = frame[(frame["method"] == method) & (frame["status"] == "ok")]
     rows = []
-    for (net, layer, batch, threads), g in sel.groupby(["network", "layer", "batch", "threads"],
-                                                       sort=False):
+    for (net, layer, pattern, batch, threads), g in sel.groupby(
+            ["network", "layer", "pattern", "batch", "threads"], sort=False):
         g = g.dropna(subset=["speedup"])
         if g.empty:
             continue
         best = g.loc[g["speedup"].idxmax()]
-        rows.append({"network": net, "layer": layer, "batch": batch, "threads": threads,
+        rows.append({"network": net, "layer": layer, "pattern": pattern, "batch": batch,
+                     "threads": threads,
                      "best_dense": best["best_dense_method"],
                      "best_speedup": round(float(best["speedup"]), 2),
                      "at_sparsity": round(float(best["sparsity"]), 3),

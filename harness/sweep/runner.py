@@ -60,7 +60,7 @@ class PointRunner:
             w, spec, threads, self.built, host=cfg.host.cpu_model, search=cfg.tune == "search",
             budget=cfg.tune_budget, db=self._db, l2_bytes=cfg.host.caches_kib.get("l2", 256) * 1024)
         if plan is None:
-            return default_plan(spec, self.built, threads), "default"
+            return default_plan(spec, self.built, threads, w), "default"
         return plan, "tuned"
 
     def _level(self, ran_isa: str | None) -> dict:

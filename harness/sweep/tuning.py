@@ -24,8 +24,8 @@ from harness import config, kernels
 from harness.machine.build import BuiltKernels
 from harness.conv.convspec import ConvSpec
 from harness.kernels.direct import default_plan
-from harness.kernels.direct_plan import DirectPlan, plan_axes
-from harness.kernels.plans import TuningDB, tuning_key
+from harness.kernels.direct_plan import OUT_GROUPS, DirectPlan, plan_axes
+from harness.kernels.plans import TuningDB, weights_tuning_key
 from harness.conv.sparsity import band_height, direct_layout
 from harness.timing import interleaved_medians, measure
 from harness.conv.verify import expected_output, verify
@@ -42,6 +42,7 @@ class PlanSpace:
     l2_bytes: int
     vector: int
     values: dict  # axis -> sorted candidate values
+    group_tiles: dict  # out_group -> the widest register tile the build has for it
 
     def normalised(self, plan: DirectPlan) -> DirectPlan:
         """The same plan with a tile no wider than the output run (wider ones run the same),
@@ -49,9 +50,11 @@ class PlanSpace:
         band = band_height(self.spec, plan.band_rows)
         layout = direct_layout(self.spec, plan.aligned, self.vector)
         vectors = -(-band * layout.plane_w // self.vector)
-        tile = min(plan.tile_vectors, vectors)
+        tile = min(plan.tile_vectors, vectors, self.group_tiles[plan.out_group])
+        group = plan.out_group
         return replace(plan, tile_vectors=tile, tiles_outer=plan.tiles_outer and tile < vectors,
-                       band_rows=band if band < self.spec.out_height else 0)
+                       band_rows=band if band < self.spec.out_height else 0,
+                       out_channel_block=-(-plan.out_channel_block // group) * group)
 
     def feasible(self, plan: DirectPlan) -> bool:
         spec = self.spec
@@ -82,12 +85,15 @@ class PlanSpace:
 
 
 def plan_space(spec: ConvSpec, built: BuiltKernels, threads: int, l2_bytes: int) -> PlanSpace:
-    vector, max_tile = built.lib.spconv_vector_floats(), built.lib.spconv_max_tile_vectors()
+    vector = built.lib.spconv_vector_floats()
+    group_tiles = {g: built.lib.spconv_max_group_tile(g) for g in OUT_GROUPS}
     vectors = -(-spec.out_height * direct_layout(spec, True, vector).plane_w // vector)
-    # the whole run and fractions of it (as wide as registers allow; narrow tiles suit
-    # tiles_outer), and fractions of the register file
-    tiles = {min(max_tile, -(-vectors // parts)) for parts in (1, 2, 3, 6)}
-    tiles |= {max_tile, max(1, max_tile // 2), max(1, (max_tile * 2) // 3)}
+    # per group size: the whole run and fractions of it (as wide as registers allow; narrow
+    # tiles suit tiles_outer), and fractions of the register file
+    tiles = set()
+    for max_tile in group_tiles.values():
+        tiles |= {min(max_tile, -(-vectors // parts)) for parts in (1, 2, 3, 6)}
+        tiles |= {max_tile, max(1, max_tile // 2), max(1, (max_tile * 2) // 3)}
     out_blocks = {4, 16, 32, 64, 128, -(-spec.out_channels // threads), spec.out_channels}
     channels = spec.in_channels
     stride_one = spec.stride == (1, 1) and spec.kernel_w > 1
@@ -99,7 +105,8 @@ def plan_space(spec: ConvSpec, built: BuiltKernels, threads: int, l2_bytes: int)
         "tiles_outer": [False, True],
         "shared_padding": [False, True],
         # bands of output rows keep a large image's input block in cache
-        "band_rows": [0] + [b for b in (2, 4, 8, 16, 32) if b < spec.out_height]})
+        "band_rows": [0] + [b for b in (2, 4, 8, 16, 32) if b < spec.out_height],
+        "out_group": list(OUT_GROUPS)}, group_tiles)
 
 
 def coordinate_search(space: PlanSpace, start: DirectPlan, cost, budget: int,
@@ -169,7 +176,7 @@ def tune(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels, *, ho
         return measure(lambda: k(x, out=out), repeats=3, min_time=min_time).median
 
     space = plan_space(spec, built, threads, l2_bytes)
-    start = space.normalised(default_plan(spec, built, threads))
+    start = space.normalised(default_plan(spec, built, threads, w))
     _, costs = multistart_search(space, start, time_plan, budget)
     finalists = sorted(costs, key=costs.get)[:config.TUNE_FINALISTS]
     if start not in finalists:
@@ -177,8 +184,7 @@ def tune(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels, *, ho
     medians = interleaved_medians(finalists, time_plan)
     best = min(medians, key=medians.get)
     info = {"time_s": medians[best], "default_time_s": medians[start], "candidates": len(costs)}
-    density = np.count_nonzero(w) / w.size
-    (db or TuningDB()).put(tuning_key(spec, density, threads, built, host), best, info)
+    (db or TuningDB()).put(weights_tuning_key(w, spec, threads, built, host), best, info)
     return best, info
 
 
@@ -188,7 +194,7 @@ def tuned_plan(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels,
     """The stored plan for ``w``'s layer, density bucket and thread count; when there is none
     and ``search`` is set, the one a search finds (and stores); else None."""
     db = db or TuningDB()
-    plan = db.get(tuning_key(spec, np.count_nonzero(w) / w.size, threads, built, host))
+    plan = db.get(weights_tuning_key(w, spec, threads, built, host))
     if plan is None and search:
         plan, _ = tune(w, spec, threads, built, host=host, l2_bytes=l2_bytes, budget=budget, db=db)
     return plan

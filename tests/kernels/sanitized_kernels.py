@@ -15,7 +15,7 @@ from harness import kernels  # noqa: E402
 from harness.machine.build import SANITIZE_FLAGS, build  # noqa: E402
 from harness.conv.convspec import ConvSpec  # noqa: E402
 from harness.machine.profiles import HOST_PROFILE, build_target, load_profile  # noqa: E402
-from harness.conv.sparsity import random_sparse_weights  # noqa: E402
+from harness.conv.sparsity import block_pruned_weights, random_sparse_weights  # noqa: E402
 from harness.conv.verify import expected_output, verify  # noqa: E402
 from test_kernels import random_case  # noqa: E402
 
@@ -31,18 +31,29 @@ def main(cache_dir: str, cases: int) -> int:
         x = rng.standard_normal(case["input_shape"]).astype(np.float32)
         w = random_sparse_weights(case["weight_shape"], float(rng.choice([0, 0.5, 0.9, 1 - 1e-9])), rng)
         b = rng.standard_normal(spec.out_channels).astype(np.float32)
-        expected = expected_output(x, w, b, spec, True)
         plans = {"direct_sparse": kernels.DirectPlan(1 + i % 5, 1 + i % 3, 1 + i % 4,
                                                      shared_padding=i % 3 == 0,
                                                      band_rows=0 if i % 3 == 0 else i % 4),
                  "direct_aligned": kernels.DirectPlan(1 + i % 7, 2, 3, aligned=True,
                                                       tiles_outer=i % 2 == 0,
                                                       shared_padding=i % 3 == 1,
-                                                      band_rows=0 if i % 3 == 1 else i % 5)}
-        for method in ("direct_sparse", "direct_aligned", "lowered_sparse", "dense_gemm"):
+                                                      band_rows=0 if i % 3 == 1 else i % 5),
+                 # output-channel groups over block-pattern weights (every other case) and
+                 # unstructured ones
+                 "direct_grouped": kernels.DirectPlan(1 + i % 3, 4 * (1 + i % 2), 1 + i % 5,
+                                                      aligned=i % 2 == 0,
+                                                      tiles_outer=i % 3 == 0,
+                                                      shared_padding=i % 4 == 1,
+                                                      band_rows=0 if i % 4 == 1 else i % 3,
+                                                      out_group=(2, 4)[i % 2])}
+        grouped = block_pruned_weights(spec.weight_shape, 0.6, rng, 4) if i % 2 else w
+        for method in ("direct_sparse", "direct_aligned", "direct_grouped", "lowered_sparse",
+                       "dense_gemm"):
             options = {"plan": plans[method]} if method in plans else {}
-            k = kernels.prepare(w, b, input_shape=spec.input_shape, relu=True,
-                                method=method.replace("direct_aligned", "direct_sparse"),
+            weights = grouped if method == "direct_grouped" else w
+            expected = expected_output(x, weights, b, spec, True)
+            k = kernels.prepare(weights, b, input_shape=spec.input_shape, relu=True,
+                                method="direct_sparse" if method in plans else method,
                                 threads=1 + i % 2, kernels=built, **conv, **options)
             out = np.full(spec.output_shape, np.nan, np.float32)
             k(x, out=out)

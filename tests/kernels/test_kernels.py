@@ -10,7 +10,8 @@ from harness.errors import HarnessError, ShapeError
 from harness.machine.hostinfo import detect_host
 from harness.machine.isa import isa_table
 from harness.machine.profiles import HOST_PROFILE, BuildTarget, load_profile
-from harness.conv.sparsity import random_sparse_weights
+from harness.conv.sparsity import block_pruned_weights, random_sparse_weights, support_group
+from harness.conv.weights import block_group
 from harness.conv.verify import expected_output, verify
 
 METHODS = [m for m in kernels.available_methods() if m != "reference"]
@@ -33,9 +34,11 @@ def random_case(rng):
                 stride=stride, padding=padding, dilation=dilation, groups=groups)
 
 
-def check_method(method, case, sparsity, rng, *, relu, threads, bias=True, **options):
+def check_method(method, case, sparsity, rng, *, relu, threads, bias=True, pattern="random",
+                 **options):
     x = rng.standard_normal(case["input_shape"]).astype(np.float32)
-    w = random_sparse_weights(case["weight_shape"], sparsity, rng)
+    w = (random_sparse_weights(case["weight_shape"], sparsity, rng) if pattern == "random" else
+         block_pruned_weights(case["weight_shape"], sparsity, rng, block_group(pattern)))
     b = rng.standard_normal(case["weight_shape"][0]).astype(np.float32) if bias else None
     conv = {k: case[k] for k in ("stride", "padding", "dilation", "groups")}
     spec = ConvSpec.from_shapes(case["input_shape"], case["weight_shape"], **conv)
@@ -97,6 +100,11 @@ def test_every_isa_path_matches_reference(isa_build, seed):
     check_method("direct_sparse", case, sparsity, rng, relu=bool(seed % 2), threads=1 + seed % 2,
                  kernels=isa_build, plan=plan)
     check_method("lowered_sparse", case, sparsity, rng, relu=False, threads=1, kernels=isa_build)
+    group = (2, 4)[seed % 2]
+    grouped = _grouped_plan(rng, group, isa_build.lib.spconv_max_group_tile(group),
+                            aligned=seed % 2 == 0, tiles_outer=seed % 3 == 0)
+    check_method("direct_sparse", case, sparsity, rng, relu=True, threads=1, kernels=isa_build,
+                 plan=grouped, pattern=f"block:{group}")
     assert vector == {"avx512": 16, "avx2": 8}.get(isa_build.isa, 4)
 
 
@@ -313,3 +321,103 @@ def test_a_registered_native_plugin_gets_the_sweeps_build(monkeypatch):
     row = PointRunner(cfg).run(SweepPoint(cfg.layers[0], 0.5, Probe.method, 1, 1, "random", 0))
     assert row.status == "ok", row.reason
     assert seen and seen[0].key == cfg.built.key and seen[0].isa == "sse4.2"
+
+
+def _grouped_plan(rng, group, max_tile, **layout):
+    return kernels.DirectPlan(int(rng.integers(1, max_tile + 1)), group * int(rng.integers(1, 4)),
+                              int(rng.integers(1, 9)), out_group=group, **layout)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_grouped_plans_match_reference(seed):
+    """Output-channel groups (out_group 2 and 4) on random shapes, strides, dilations, layouts,
+    bands and shared padding, with block-pattern weights and with unstructured ones (whose
+    groups hold the union of their channels' supports)."""
+    rng = np.random.default_rng(5000 + seed)
+    case = random_case(rng)
+    if seed % 2:
+        case["stride"] = (1, 1)
+    group = (2, 4)[seed % 2]
+    spec = ConvSpec.from_shapes(case["input_shape"], case["weight_shape"], case["stride"],
+                                case["padding"], case["dilation"], case["groups"])
+    max_tile = build_for_host().lib.spconv_max_group_tile(group)
+    plan = _grouped_plan(rng, group, max_tile, aligned=seed % 2 == 1,
+                         tiles_outer=seed % 3 == 0, shared_padding=seed % 4 == 2,
+                         band_rows=0 if seed % 4 == 2 else int(rng.integers(0, spec.out_height)))
+    pattern = f"block:{group}" if seed % 3 else "random"
+    check_method("direct_sparse", case, float(rng.choice([0.0, 0.5, 0.9])), rng,
+                 relu=bool(seed % 2), threads=1 + seed % 2, plan=plan, pattern=pattern)
+
+
+def build_for_host():
+    return kernels.prepare(np.ones((1, 1, 1, 1), np.float32), input_shape=(1, 1, 1, 1)).built
+
+
+def _special_weights(kind, shape, rng):
+    """Weight patterns at the edges of the grouped kernel."""
+    w = np.zeros(shape, np.float32)
+    if kind == "one non-zero":
+        w.flat[int(rng.integers(w.size))] = 1.5
+    elif kind == "dense":
+        w[:] = rng.standard_normal(shape)
+    elif kind == "one output channel":
+        w[int(rng.integers(shape[0]))] = rng.standard_normal(shape[1:])
+    elif kind == "zero blocks":  # block:4 weights with whole blocks and channels zeroed
+        w[:] = block_pruned_weights(shape, 0.5, rng, 4)
+        w[:4] = 0
+    return w
+
+
+@pytest.mark.parametrize("kind", ["all zero", "one non-zero", "dense", "one output channel",
+                                  "zero blocks"])
+@pytest.mark.parametrize("group", [1, 2, 4])
+def test_grouped_kernel_edge_patterns(kind, group, rng):
+    case = dict(input_shape=(3, 5, 9, 11), weight_shape=(10, 5, 3, 3), stride=(1, 2),
+                padding=(1, 2), dilation=(2, 1), groups=1)
+    spec = ConvSpec.from_shapes(case["input_shape"], case["weight_shape"], case["stride"],
+                                case["padding"], case["dilation"], case["groups"])
+    x = rng.standard_normal(case["input_shape"]).astype(np.float32)
+    w = _special_weights(kind, case["weight_shape"], rng)
+    b = rng.standard_normal(10).astype(np.float32)
+    plan = kernels.DirectPlan(2, 2 * group, 2, out_group=group, tiles_outer=True)
+    k = kernels.prepare(w, b, input_shape=case["input_shape"], stride=case["stride"],
+                        padding=case["padding"], dilation=case["dilation"], plan=plan)
+    out = np.full(spec.output_shape, np.nan, np.float32)
+    k(x, out=out)
+    assert verify(out, expected_output(x, w, b, spec, False)).ok, kind
+
+
+def test_block_patterns_run_grouped_by_default(rng):
+    """prepare() finds the shared support of block-pattern weights and runs the grouped tiles
+    on it; unstructured weights keep today's kernel (out_group 1)."""
+    shape = (16, 8, 3, 3)
+    for group in (2, 4):
+        w = block_pruned_weights(shape, 0.8, rng, group)
+        assert support_group(w) == group
+        k = kernels.prepare(w, input_shape=(1, 8, 10, 10), padding=1)
+        assert k.plan.out_group == group and k.plan_source == "default"
+        assert k.positions * group == np.count_nonzero(w)
+    w = random_sparse_weights(shape, 0.8, rng)
+    assert support_group(w) == 1
+    assert kernels.prepare(w, input_shape=(1, 8, 10, 10), padding=1).plan.out_group == 1
+
+
+@pytest.mark.parametrize("plan, message", [
+    (dict(out_group=3), "out_group must be one of"),
+    (dict(out_group=4, out_channel_block=6), "out_group must be one of"),
+    (dict(out_group=4, tile_vectors=99), "tile_vectors must"),
+])
+def test_bad_grouped_plans_are_refused(plan, message, rng):
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    with pytest.raises(HarnessError, match=message):
+        fields = {"tile_vectors": 2, "out_channel_block": 4, "channel_block": 2, **plan}
+        kernels.prepare(w, input_shape=(1, 3, 8, 8), plan=kernels.DirectPlan(**fields))
+
+
+def test_a_grouped_tile_wider_than_the_registers_is_refused_by_the_kernel(rng):
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    built = build_for_host()
+    too_wide = built.lib.spconv_max_group_tile(4) + 1
+    with pytest.raises(ShapeError, match="out_group must be 1, 2 or 4, with a tile"):
+        kernels.prepare(w, input_shape=(1, 3, 8, 8),
+                        plan=kernels.DirectPlan(too_wide, 4, 2, out_group=4))
