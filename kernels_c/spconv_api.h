@@ -93,3 +93,15 @@ float spconv_fma_loop(long iterations, int threads);
 long spconv_fma_flops_per_iteration(void);
 void spconv_triad(long n, int repeats, float s, float *a, const float *b, const float *c,
                   int threads);
+/* The load roofs (one thread): `passes` passes over buf[0..floats), floats a multiple of 12
+   vectors, each loading every vector once (floats / vector floats loads), or with broadcast
+   every float, with `fmas` (0-4) FMAs per loaded vector; returns a checksum. */
+float spconv_load_loop(const float *buf, long floats, long passes, int fmas, int broadcast);
+
+/* The register tiles of the direct kernel, alone (kernels_c/tile.c): `group` output channels
+   (1, 2 or 4) sharing npos positions, acc[g * acc_stride + 0..n) += values[j * group + g] *
+   base[colidx[j] + 0..n). n is whole vectors, tile_vectors at most
+   spconv_max_group_tile(group). */
+void spconv_accumulate_group(float *acc, long acc_stride, long n, const float *base,
+                             const int *colidx, const float *values, int npos, int group,
+                             int tile_vectors);

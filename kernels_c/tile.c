@@ -1,7 +1,8 @@
 /* Register tiles: one function per tile width, unrolled so the accumulators live in registers.
    The width is a run-time choice of the plan, dispatched through a table. */
-#include "tile.h"
+#include "spconv_api.h"
 #include "simd.h"
+#include "tile.h"
 
 typedef void (*tile_fn)(float *acc, const float *base, const int *colidx,
                         const float *values, int nnz);

@@ -8,12 +8,8 @@
 void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
                        const float *values, int nnz, int tile_vectors);
 
-/* The same for `group` output channels (1, 2 or 4) sharing one support: acc[g * acc_stride
-   + 0..n) += sum_j values[j * group + g] * base[colidx[j] + 0..n), for g < group and j < npos.
-   tile_vectors is at most spconv_max_group_tile(group). */
-void spconv_accumulate_group(float *acc, long acc_stride, long n, const float *base,
-                             const int *colidx, const float *values, int npos, int group,
-                             int tile_vectors);
+/* spconv_accumulate_group(), the same for output channels sharing one support, is declared
+   in spconv_api.h (the benchmarks call it). */
 
 /* The even split of a run of `vectors` vectors into register tiles: tile_count() tiles of
    nearly equal width, each at most tile_vectors wide (so the last one is not a sliver);
