@@ -28,6 +28,9 @@ def build_parser(prog: str = "run_gsl.py") -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["l1", "dns"], default="l1",
                    help="l1: L1 regularisation with hard thresholding; dns: dynamic network "
                         "surgery")
+    p.add_argument("--pattern", choices=["magnitude", "block:2", "block:4"], default="magnitude",
+                   help="how the convolutions are pruned: weight by weight, or in blocks of 2 "
+                        "or 4 output channels that share one support (faster kernels)")
     p.add_argument("--dense-epochs", type=common.number("--dense-epochs", low=0, high=1000,
                                                         integer=True), default=3,
                    help="epochs of dense training before pruning")
@@ -66,6 +69,7 @@ def _run(args) -> int:
     from harness.gsl.network import ReferenceNet
     from harness.gsl.pipeline import GSLSettings, run_gsl
     from harness.gsl.pruning import PruneSettings
+    from harness.conv.weights import block_group
 
     profile, _, _ = common.load_target(args)  # refuses an ISA the host lacks before training
     if args.dataset == "synthetic":
@@ -90,7 +94,7 @@ def _run(args) -> int:
         finetune_epochs=args.finetune_epochs, max_target=args.max_target,
         allocation=args.allocation, compare_unguided=not args.no_compare,
         dense_same_epochs=not args.no_dense_same_epochs)
-    summary = run_gsl(model, data, profile, out, prune=PruneSettings(method=args.method),
+    summary = run_gsl(model, data, profile, out, prune=PruneSettings(method=args.method, block=block_group(args.pattern)),
                       settings=settings, checkpoint=checkpoint)
     g = summary["gsl"]
     if "dense_accuracy_same_epochs" in summary:
@@ -98,7 +102,8 @@ def _run(args) -> int:
               f"{summary['dense_accuracy_same_epochs']:.2f}%")
     print(f"\ndense accuracy {summary['dense_accuracy']:.2f}%; GSL: {g['accuracy_after_pruning']:.2f}% "
           f"after pruning, {g['accuracy_after_finetune']:.2f}% after fine-tuning; measured conv "
-          f"speedup {g['conv_speedup_measured']:.2f}x")
+          f"speedup {g['conv_speedup_measured']:.2f}x; pattern {summary['pattern']}, "
+          f"{g['accuracy_cost_points']:+.2f} points below dense")
     if "unguided" in summary:
         u = summary["unguided"]
         print(f"unguided (uniform {u['uniform_sparsity']:.3f}): {u['accuracy_after_finetune']:.2f}% "

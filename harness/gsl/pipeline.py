@@ -279,7 +279,10 @@ def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: P
     pd.DataFrame(layer_rows).to_csv(out_dir / "layers.csv", index=False)
     summary = {"dense_accuracy": dense_acc, "gsl": outcome(gsl, net_speedup, per_layer),
                "model": speedup.source, "settings": asdict(settings),
-               "prune_settings": asdict(prune)}
+               "prune_settings": asdict(prune),
+               "pattern": f"block:{prune.block}" if prune.block > 1 else "magnitude"}
+    # what the pattern (and the pruning) cost in accuracy against the dense model
+    summary["gsl"]["accuracy_cost_points"] = dense_acc - summary["gsl"]["accuracy_after_finetune"]
     if unguided is not None:
         per_layer_u, net_u = network_speed(timing, "unguided", set(shapes))  # all pruned, all sparse
         summary["unguided"] = {"uniform_sparsity": unguided["uniform_sparsity"],

@@ -25,6 +25,8 @@ class PruneSettings:
     lr: float = 0.02
     momentum: float = 0.9
     batch_size: int = 128
+    block: int = 1              # convolutions pruned in blocks of this many output channels
+                                # sharing one support (the sweep's block:G patterns); 1: any
 
 
 @dataclass
@@ -38,6 +40,20 @@ class LayerState:
     dense: torch.Tensor | None = None   # weights before pruning, to restore
     std0: float = 1.0
     history: list = field(default_factory=list)
+
+
+def magnitude(w: torch.Tensor, block: int) -> torch.Tensor:
+    """Each weight's pruning score: its magnitude, or with ``block`` > 1 the L2 norm of its
+    block (``block`` consecutive output channels at its input position), so a threshold keeps
+    or drops a block whole. A last block of fewer channels is one block too."""
+    if block == 1:
+        return w.abs()
+    m = w.shape[0]
+    blocks = -(-m // block)
+    flat = torch.zeros((blocks * block, *w.shape[1:]), dtype=w.dtype)
+    flat[:m] = w
+    norms = flat.reshape(blocks, block, -1).pow(2).sum(1).sqrt()
+    return norms.repeat_interleave(block, 0)[:m].reshape(w.shape)
 
 
 def sparsity(t: torch.Tensor) -> float:
@@ -82,11 +98,15 @@ class GuidedPruner:
                  for st in self.layers.values() if st.pruning]
         return torch.stack(terms).sum() if terms else torch.zeros(())
 
-    def _threshold(self, state: LayerState, weights: torch.Tensor, step: int) -> float:
+    def _score(self, state: LayerState, weights: torch.Tensor) -> torch.Tensor:
+        """The magnitudes a layer is pruned by: per block for convolutions."""
+        return magnitude(weights, self.settings.block if state.kind == "conv" else 1)
+
+    def _threshold(self, state: LayerState, score: torch.Tensor, step: int) -> float:
         goal = self.scheduled(state, step)
         if goal <= 0:
             return 0.0
-        q = float(torch.quantile(weights.abs().flatten().float()[:2_000_000], goal))
+        q = float(torch.quantile(score.flatten().float()[:2_000_000], goal))
         return min(q, self.settings.threshold_cap * state.std0)
 
     def before_step(self) -> None:
@@ -102,13 +122,13 @@ class GuidedPruner:
             if name in self.shadow:
                 self.shadow[name].copy_(w.data)
                 if st.pruning:
-                    a = self._threshold(st, self.shadow[name], step)
-                    mag = self.shadow[name].abs()
+                    mag = self._score(st, self.shadow[name])
+                    a = self._threshold(st, mag, step)
                     # prune below a, splice back above 1.1 a, keep the mask in between
                     self.masks[name] = (mag >= 1.1 * a) | (self.masks[name] & (mag >= a))
             elif st.pruning:
-                a = self._threshold(st, w, step)
-                self.masks[name] &= w.abs() >= a
+                mag = self._score(st, w)
+                self.masks[name] &= mag >= self._threshold(st, mag, step)
             w.data.mul_(self.masks[name])
 
     @torch.no_grad()

@@ -151,7 +151,8 @@ def _dense_efficiency(frame: pd.DataFrame) -> dict:
 def direct_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """The modelled method's correct rows of unstructured sparsity (the block patterns run
     other register tiles and are shown beside them, not fitted)."""
-    unstructured = ~frame["pattern"].map(is_block).astype(bool)
+    patterns = frame["pattern"] if "pattern" in frame else pd.Series("random", frame.index)
+    unstructured = ~patterns.map(is_block).astype(bool)
     return frame[(frame["method"] == modelled_method()) & (frame["status"] == "ok")
                  & unstructured].copy()
 

@@ -181,3 +181,21 @@ def test_time_allocation_with_a_layer_pinned_by_its_sweet_spot():
     allocated = allocate_for_time(guidance, shapes, lambda layer, s: (1 - s) * layer.height)
     assert allocated[names[1]].target == 0.5  # nowhere to move: lower == upper
     assert all(0.5 <= g.target <= 0.95 for g in allocated.values())
+
+
+@pytest.mark.parametrize("method", ["l1", "dns"])
+@pytest.mark.parametrize("block", [2, 4])
+def test_block_pruning_keeps_whole_blocks(method, block):
+    """With --pattern block:G the pruned convolutions share one support per block of G output
+    channels, which the direct kernel then runs with its grouped tiles."""
+    from harness.conv.sparsity import support_group
+    torch.manual_seed(0)
+    data, model, names, guidance = small_setup()
+    settings = PruneSettings(method=method, reproject_every=2, batch_size=32, block=block)
+    pruner = GuidedPruner(model, guidance, settings, total_steps=4 * 8)
+    train_epochs(model, data, 4, settings, pruner=pruner, log=lambda *_: None)
+    pruner.finish()
+    for n in names[1:]:
+        w = model.get_submodule(n).weight.detach().numpy()
+        assert sparsity(model.get_submodule(n).weight) >= 0.75
+        assert support_group(w, (block,)) == block, n
