@@ -63,7 +63,7 @@ def main() -> int:
         return loads / seconds
 
     rates = interleaved_medians(loops, time_loop, args.rounds)
-    print(f"\n{'level':>5} {'loads':>9} {'FMAs/load':>9} {'G loads/s':>10} {'per FMA slot':>12} "
+    print(f"\n{'level':>5} {'loads':>9} {'FMAs/load':>9} {'G loads/s':>10} {'per peak FMA':>12} "
           f"{'% FMA peak':>10}")
     for (lvl, kind, fmas), rate in rates.items():
         print(f"{lvl:>5} {kind:>9} {fmas:9d} {rate / 1e9:10.2f} {rate / fma_rate:12.2f} "
