@@ -38,7 +38,7 @@ def main() -> int:
     ap.add_argument("--positions", type=int, default=256, help="non-zeros a tile streams")
     args = ap.parse_args()
     built, host = host_kernels(), detect_host()
-    lib, ffi, vec = built.lib, built.ffi, built.lib.spconv_vector_floats()
+    lib, vec = built.lib, built.lib.spconv_vector_floats()
     peak = calibration(built, host, 1)["fma_gflops_1"]["median"]
     fma_rate = peak * 1e9 / (2 * vec)  # vector FMAs per second at the calibrated peak
     levels = {"L1": host.caches_kib.get("l1d", 32) / 4, "L2": host.caches_kib.get("l2", 512) / 2}
