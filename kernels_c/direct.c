@@ -344,9 +344,9 @@ static const int *block_row(const spconv_geometry *g, const spconv_plan *p, cons
     return blkptr + (long)cb * (group_count(g, p) + 1);
 }
 
-/* One channel block's non-zeros for output channels [m0, m1) over a run of `run` floats (their
-   accumulators acc_stride floats apart), register tile by register tile
-   (the even split of tile.h, as spconv_accumulate makes it): a tile reads only its rows of the
+/* One channel block's non-zeros for output-channel groups [q0, q1) over a run of `run`
+   floats (their accumulators acc_stride floats apart), register tile by register tile (the
+   even split of tile.h, as spconv_accumulate makes it): a tile reads only its rows of the
    block, which stay in L1 while every output channel streams through them. */
 static void accumulate_tiles_outer(const spconv_plan *p,
                                    const int *row, const int *colidx, const float *values,
