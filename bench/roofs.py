@@ -79,7 +79,7 @@ def main() -> int:
     tiles = [(1, lib.spconv_max_tile_vectors()), (1, min(13, lib.spconv_max_tile_vectors()))]
     tiles += [(g, lib.spconv_max_group_tile(g)) for g in (2, 4)]
     rng = np.random.default_rng(1)
-    cases, keep = {}, []
+    cases = {}  # (the cffi pointers keep their arrays alive)
     for lvl, kib in levels.items():
         # runs start anywhere in two thirds of the buffer and reach into the rest: one call
         # streams every position through several tiles, so the call overhead is a few percent
@@ -92,7 +92,6 @@ def main() -> int:
             run = max(1, (span - starts * vec) // (t * vec)) * t * vec
             values = rng.standard_normal(args.positions * g).astype(np.float32)
             acc = aligned_zeros(g * run, 64)
-            keep += [base, colidx, values, acc]
             cases[lvl, g, t] = (float_ptr(built, acc), run, run, float_ptr(built, base),
                                 int_ptr(built, colidx), float_ptr(built, values), args.positions,
                                 g, t)
@@ -114,7 +113,6 @@ def main() -> int:
               " ".join(f"{100 * m:11.1f}%" for m in measured))
     print("(ceiling: the L1 load roof over the tile's loads per FMA, capped at the FMA peak; "
           "% of the FMA peak in lanes, junk lanes of a layer's rows not discounted)")
-    del keep
     return 0
 
 

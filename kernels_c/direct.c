@@ -87,16 +87,9 @@ static int group_count(const spconv_geometry *g, const spconv_plan *p)
     return (g->out_channels + p->out_group - 1) / p->out_group;
 }
 
-/* Accumulators of one work item: whole groups (a last, partial group computes channels past
-   out_channels that are never stored). */
-static long item_channels(const spconv_plan *p)
-{
-    return (long)(p->out_channel_block + p->out_group - 1) / p->out_group * p->out_group;
-}
-
 long spconv_scratch_floats(const spconv_geometry *g, const spconv_plan *p)
 {
-    return (long)p->threads * item_channels(p) * run_floats(g, p);
+    return (long)p->threads * p->out_channel_block * run_floats(g, p);
 }
 
 int spconv_direct_check(const spconv_geometry *g, const spconv_plan *p)
@@ -393,7 +386,7 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
 #else
         const int tid = 0;
 #endif
-        float *acc_base = scratch + (long)tid * item_channels(p) * acc_stride;
+        float *acc_base = scratch + (long)tid * mb * acc_stride;
         float *own_block = padded + (long)tid * block_slot_floats(g, p);
 
         if (p->shared_padding) {
@@ -426,8 +419,9 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                 ? (row_window){y0 * g->stride_h, g->plane_h * g->stride_h, 1}
                 : whole_image(g);
 
-            /* the item's groups [q0, q1); accumulators of channels past m1 (a last, partial
-               group) start at zero and are never stored */
+            /* the item's groups [q0, q1) (whole groups fit its out_channel_block, a multiple
+               of the group); accumulators of channels past m1 (a last, partial group) start at
+               zero and are never stored */
             const int q0 = m0 / G, q1 = (m1 + G - 1) / G;
             for (int m = m0; m < q1 * G; ++m) {
                 float *acc = acc_base + (long)(m - m0) * acc_stride;

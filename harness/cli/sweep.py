@@ -14,7 +14,7 @@ import numpy as np
 
 from harness import config
 from harness.cli import common
-from harness.conv.weights import PATTERNS
+from harness.conv.weights import PATTERNS, check_pattern
 from harness.errors import HarnessError
 
 _RUN_NAME = r"-\d{8}-\d{6}(-\d+)?"  # <profile>-<date>-<time>[-n]: see _new_run_dir
@@ -58,10 +58,11 @@ def parse_ints(text: str, option: str) -> list[int]:
 def _patterns(text: str) -> list[str]:
     """--pattern: one or more weight patterns, in the order given, each once."""
     patterns = list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
-    unknown = [p for p in patterns if p not in PATTERNS]
-    if unknown or not patterns:
-        raise argparse.ArgumentTypeError(f"--pattern: unknown pattern {(unknown or [text])[0]!r} "
-                                         f"(known: {', '.join(PATTERNS)})")
+    try:
+        for p in patterns or [text]:
+            check_pattern(p)
+    except HarnessError as exc:
+        raise argparse.ArgumentTypeError(f"--pattern: {exc}") from None
     return patterns
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from harness import kernels
-from harness.machine.build import build
+from harness.machine.build import build, host_kernels
 from harness.conv.convspec import ConvSpec
 from harness.errors import HarnessError, ShapeError
 from harness.machine.hostinfo import detect_host
@@ -340,17 +340,13 @@ def test_grouped_plans_match_reference(seed):
     group = (2, 4)[seed % 2]
     spec = ConvSpec.from_shapes(case["input_shape"], case["weight_shape"], case["stride"],
                                 case["padding"], case["dilation"], case["groups"])
-    max_tile = build_for_host().lib.spconv_max_group_tile(group)
+    max_tile = host_kernels().lib.spconv_max_group_tile(group)
     plan = _grouped_plan(rng, group, max_tile, aligned=seed % 2 == 1,
                          tiles_outer=seed % 3 == 0, shared_padding=seed % 4 == 2,
                          band_rows=0 if seed % 4 == 2 else int(rng.integers(0, spec.out_height)))
     pattern = f"block:{group}" if seed % 3 else "random"
     check_method("direct_sparse", case, float(rng.choice([0.0, 0.5, 0.9])), rng,
                  relu=bool(seed % 2), threads=1 + seed % 2, plan=plan, pattern=pattern)
-
-
-def build_for_host():
-    return kernels.prepare(np.ones((1, 1, 1, 1), np.float32), input_shape=(1, 1, 1, 1)).built
 
 
 def _special_weights(kind, shape, rng):
@@ -416,7 +412,7 @@ def test_bad_grouped_plans_are_refused(plan, message, rng):
 
 def test_a_grouped_tile_wider_than_the_registers_is_refused_by_the_kernel(rng):
     w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
-    built = build_for_host()
+    built = host_kernels()
     too_wide = built.lib.spconv_max_group_tile(4) + 1
     with pytest.raises(ShapeError, match="out_group must be 1, 2 or 4, with a tile"):
         kernels.prepare(w, input_shape=(1, 3, 8, 8),
