@@ -28,9 +28,11 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def add_profile(p: argparse.ArgumentParser) -> None:
+    from harness.machine.profiles import shipped_profiles
+
     p.add_argument("--profile", default="host",
                    help="architecture profile: a YAML path or the name of a shipped profile "
-                        "(host, xeon_e5_2697v4, atom_c2750, xeon_phi_7250)")
+                        f"({', '.join(shipped_profiles())})")
     p.add_argument("--trust-profile", action="store_true",
                    help="allow compiler flags in the profile that run programs or load code "
                         "(-wrapper, -fplugin, -specs, -B, @file)")

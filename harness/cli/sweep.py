@@ -14,6 +14,7 @@ import numpy as np
 
 from harness import config
 from harness.cli import common
+from harness.conv.layers import CATALOG
 from harness.conv.weights import PATTERNS, check_pattern
 from harness.errors import HarnessError
 
@@ -72,7 +73,7 @@ def build_parser(prog: str = "run_sweep.py"):
                             "every output; then fit the models and write the report.")
     common.add_profile(p)
     p.add_argument("--network", default=config.NETWORK,
-                   help="network of the layer catalog: alexnet, vgg16, resnet50, googlenet")
+                   help="network of the layer catalog: " + ", ".join(CATALOG))
     p.add_argument("--layers", default=None, help="comma-separated layer names to keep")
     p.add_argument("--layer-file", default=None, help="YAML file of layers (replaces --network)")
     p.add_argument("--sparsity", default=config.SPARSITIES,

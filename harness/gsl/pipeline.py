@@ -30,7 +30,6 @@ from harness.gsl.pruning import GuidedPruner, PruneSettings, accuracy, sparsity,
 from harness.gsl.stages import StageRecord
 
 
-
 def timing_methods() -> list[str]:
     """What the pruned convolutions are timed with: the modelled sparse kernel and every
     available dense method (the best of which is the baseline)."""

@@ -76,20 +76,19 @@ def cache_levels(host: HostInfo) -> dict[str, int]:
 
 def run_calibration(built: BuiltKernels, host: HostInfo, threads: int,
                     repeats: int = config.CALIBRATION_REPEATS) -> dict:
-    result = {
+    levels = cache_levels(host)
+    return {
         "host": host.cpu_model, "build_key": built.key, "isa": built.isa, "threads": threads,
         "blas": blas_summary(),
         "fma_gflops_1": fma_peak(built, 1, repeats),
         "fma_gflops_all": fma_peak(built, threads, repeats),
         "triad_gbps_1": {lvl: triad_bandwidth(built, ws, 1, repeats)
-                         for lvl, ws in cache_levels(host).items()},
-        "triad_gbps_all": {"dram": triad_bandwidth(built, cache_levels(host)["dram"],
-                                                   threads, repeats)},
+                         for lvl, ws in levels.items()},
+        "triad_gbps_all": {"dram": triad_bandwidth(built, levels["dram"], threads, repeats)},
         # last: OpenBLAS's threads keep spinning after it returns (see timing.POOL_SPIN_S)
         "sgemm_gflops_1": sgemm(1, repeats),
         "sgemm_gflops_all": sgemm(threads, repeats),
     }
-    return result
 
 
 SCHEMA, VERSION = "spconv.calibration", 1

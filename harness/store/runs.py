@@ -51,12 +51,11 @@ class RunStore:
         self._validate = validate or (lambda row, where: row)
         self.readonly = readonly
         self.notes: list[str] = []  # recoveries made while reading, for the user
+        self.dir = Path(run_dir) if readonly else writable_dir(run_dir, "results")
+        self.points_path = self.dir / POINTS
+        self._lock = None
         if readonly:
-            self.dir = Path(run_dir)
-            self.points_path = self.dir / POINTS
-            self._lock = None
             return
-        self.dir = writable_dir(run_dir, "results")
         self._lock = open(self.dir / ".lock", "w")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -64,7 +63,6 @@ class RunStore:
             self._lock.close()
             raise HarnessError(f"{self.dir} is in use by another sweep; wait for it or choose "
                                "another --out") from None
-        self.points_path = self.dir / POINTS
         self._repair()
 
     def close(self) -> None:
