@@ -72,6 +72,24 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                   const float *bias, int relu, const float *input,
                   float *padded, float *scratch, float *output);
 
+/* Pointwise sparse convolution (kernels_c/pointwise.c): 1x1 kernel, stride 1, no padding, one
+   group, no padded copy of the input. CSR over output channels, colidx[j] = c_j * chunk
+   (offsets into the packed slice of one chunk); chunk (pixels per work item) is a multiple of
+   the vector length; scratch holds spconv_pointwise_scratch_floats() floats. */
+typedef struct {
+    int batch, channels, out_channels;
+    long pixels;            /* height * width */
+    long chunk;             /* pixels one work item covers */
+    int out_block;          /* output channels one work item covers */
+    int tile_vectors;       /* register tile width, at most the ISA's largest */
+    int threads;
+} spconv_pointwise_args;
+
+long spconv_pointwise_scratch_floats(int channels, long chunk, int threads);
+int spconv_pointwise(const spconv_pointwise_args *a, const int *rowptr, const int *colidx,
+                     const float *values, const float *bias, int relu, const float *input,
+                     float *scratch, float *output);
+
 /* im2col of one image for every group: cols[group][(c, r, s)][(y, x)], each row of
    out_height * out_width values starting row_stride floats after the previous one (a stride
    of whole vectors keeps every row aligned; the gap is left as it is). */

@@ -71,17 +71,65 @@ def _vgg16() -> list[LayerShape]:
             for s, (hw, convs) in enumerate(stages) for i, (c, m) in enumerate(convs)]
 
 
-def _resnet50() -> list[LayerShape]:
-    # The 3x3 "branch2b" convolution of each stage; the first block of stages 3-5 strides 2.
-    return [
-        LayerShape("resnet50", "res2_branch2b", 64, 56, 56, 64, 3, 1, 1),
-        LayerShape("resnet50", "res3a_branch2b", 128, 56, 56, 128, 3, 2, 1),
-        LayerShape("resnet50", "res3_branch2b", 128, 28, 28, 128, 3, 1, 1),
-        LayerShape("resnet50", "res4a_branch2b", 256, 28, 28, 256, 3, 2, 1),
-        LayerShape("resnet50", "res4_branch2b", 256, 14, 14, 256, 3, 1, 1),
-        LayerShape("resnet50", "res5a_branch2b", 512, 14, 14, 512, 3, 2, 1),
-        LayerShape("resnet50", "res5_branch2b", 512, 7, 7, 512, 3, 1, 1),
-    ]
+# ResNet-50 (v1.5: the 3x3 convolution strides): (width, blocks, stride) per stage, at 224.
+RESNET50_STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
+RESNET50_EXPANSION = 4
+
+# MobileNetV2: (expansion, out channels, blocks, stride) per stage, at 224.
+MOBILENETV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                      (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+MOBILENETV2_STEM, MOBILENETV2_HEAD = 32, 1280
+
+
+def distinct(layers: list[LayerShape]) -> list[LayerShape]:
+    """One layer per geometry, named after its first occurrence: a sweep times a shape once."""
+    seen: dict[str, LayerShape] = {}
+    for layer in layers:
+        seen.setdefault(layer.geometry, layer)
+    return list(seen.values())
+
+
+def resnet50_convolutions() -> list[LayerShape]:
+    """Every convolution of ResNet-50 in execution order, named as harness.networks names
+    them: the 7x7 stem, each block's 1x1, 3x3 and 1x1, and the strided 1x1 shortcuts."""
+    net = "resnet50"
+    layers = [LayerShape(net, "conv1", 3, 224, 224, 64, 7, 2, 3)]
+    channels, size = 64, 56  # after the stem's stride and the 3x3/2 max pool
+    for s, (width, blocks, stride) in enumerate(RESNET50_STAGES, start=1):
+        out = width * RESNET50_EXPANSION
+        for b in range(blocks):
+            step = stride if b == 0 else 1
+            name = f"layer{s}.{b}"
+            layers += [LayerShape(net, f"{name}.conv1", channels, size, size, width, 1),
+                       LayerShape(net, f"{name}.conv2", width, size, size, width, 3, step, 1)]
+            after = size // step
+            layers.append(LayerShape(net, f"{name}.conv3", width, after, after, out, 1))
+            if b == 0:
+                layers.append(LayerShape(net, f"{name}.downsample.0", channels, size, size,
+                                         out, 1, step))
+            channels, size = out, after
+    return layers
+
+
+def mobilenetv2_convolutions() -> list[LayerShape]:
+    """Every convolution of MobileNetV2 in execution order: the stem, each inverted
+    residual's 1x1 expansion, 3x3 depthwise and 1x1 projection, and the 1x1 head."""
+    net = "mobilenetv2"
+    layers = [LayerShape(net, "features.0.0", 3, 224, 224, MOBILENETV2_STEM, 3, 2, 1)]
+    channels, size, index = MOBILENETV2_STEM, 112, 1
+    for expansion, out, blocks, stride in MOBILENETV2_STAGES:
+        for b in range(blocks):
+            step = stride if b == 0 else 1
+            hidden, name = channels * expansion, f"features.{index}"
+            if expansion != 1:
+                layers.append(LayerShape(net, f"{name}.expand.0", channels, size, size, hidden, 1))
+            layers.append(LayerShape(net, f"{name}.depthwise.0", hidden, size, size, hidden, 3,
+                                     step, 1, groups=hidden))
+            size //= step
+            layers.append(LayerShape(net, f"{name}.project.0", hidden, size, size, out, 1))
+            channels, index = out, index + 1
+    layers.append(LayerShape(net, f"features.{index}.0", channels, size, size, MOBILENETV2_HEAD, 1))
+    return layers
 
 
 def _googlenet() -> list[LayerShape]:
@@ -98,7 +146,9 @@ def _googlenet() -> list[LayerShape]:
     return layers
 
 
-CATALOG = {"alexnet": _alexnet, "vgg16": _vgg16, "resnet50": _resnet50, "googlenet": _googlenet}
+CATALOG = {"alexnet": _alexnet, "vgg16": _vgg16,
+           "resnet50": lambda: distinct(resnet50_convolutions()), "googlenet": _googlenet,
+           "mobilenetv2": lambda: distinct(mobilenetv2_convolutions())}
 
 
 def network_layers(network: str) -> list[LayerShape]:

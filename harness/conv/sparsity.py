@@ -201,12 +201,17 @@ def random_sparse_weights(shape, sparsity: float, rng: np.random.Generator) -> n
 
 def magnitude_pruned_weights(shape, sparsity: float, rng: np.random.Generator) -> np.ndarray:
     """Gaussian weights with the smallest-magnitude fraction ``sparsity`` of each layer zeroed."""
+    return magnitude_prune(rng.standard_normal(tuple(shape)).astype(np.float32), sparsity)
+
+
+def magnitude_prune(w: np.ndarray, sparsity: float) -> np.ndarray:
+    """A copy of ``w`` with its smallest-magnitude fraction ``sparsity`` zeroed."""
     sparsity = check_sparsity(sparsity)
-    w = rng.standard_normal(int(np.prod(shape))).astype(np.float32)
-    zeros = int(round(sparsity * w.size))
+    flat = np.array(w, dtype=np.float32).reshape(-1)
+    zeros = int(round(sparsity * flat.size))
     if zeros:
-        w[np.argpartition(np.abs(w), zeros - 1)[:zeros]] = 0.0
-    return w.reshape(shape)
+        flat[np.argpartition(np.abs(flat), zeros - 1)[:zeros]] = 0.0
+    return flat.reshape(w.shape)
 
 
 def block_pruned_weights(shape, sparsity: float, rng: np.random.Generator,

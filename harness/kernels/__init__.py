@@ -2,7 +2,7 @@
 
 ``prepare(w, ...)`` converts the weights once for an input shape and returns a callable;
 ``conv2d(x, w, ...)`` is the one-shot form with ``torch.nn.functional.conv2d`` semantics plus an
-optional fused ReLU. Methods: direct_sparse, lowered_sparse, lowered_scipy, dense_gemm, onednn
+optional fused ReLU. Methods: direct_sparse, pointwise_sparse (1x1 layers), lowered_sparse, lowered_scipy, dense_gemm, onednn
 (with PyTorch), onnxruntime (with ONNX Runtime), reference (numpy, float64 accumulation), and
 any a plugin registers. Each method class declares its capabilities (see PreparedConv);
 callers select methods by them.
@@ -21,12 +21,13 @@ from harness.kernels.lowered import LoweredSparseConv
 from harness.kernels.lowered_scipy import LoweredScipyConv
 from harness.kernels.onednn import OneDNNConv
 from harness.kernels.onnxruntime import OnnxRuntimeConv
+from harness.kernels.pointwise import PointwiseSparseConv
 from harness.kernels.reference import ReferenceConv
 
 METHODS: dict[str, type[PreparedConv]] = {
     cls.method: cls
-    for cls in (DirectSparseConv, LoweredSparseConv, LoweredScipyConv, DenseGemmConv, OneDNNConv,
-                OnnxRuntimeConv, ReferenceConv)
+    for cls in (DirectSparseConv, PointwiseSparseConv, LoweredSparseConv, LoweredScipyConv,
+                DenseGemmConv, OneDNNConv, OnnxRuntimeConv, ReferenceConv)
 }
 
 

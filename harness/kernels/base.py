@@ -61,6 +61,12 @@ class PreparedConv:
         """Whether it can run here (its optional packages are installed)."""
         return all(importlib.util.find_spec(p) is not None for p in cls.requires)
 
+    @classmethod
+    def applies(cls, spec: ConvSpec) -> bool:
+        """Whether it runs convolutions of this geometry (a method for one shape class, such
+        as pointwise_sparse, says no to the others)."""
+        return True
+
     def __init__(self, spec: ConvSpec, *, relu: bool, threads: int):
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ShapeError(f"threads must be a positive integer, got {threads!r}")
@@ -74,9 +80,15 @@ class PreparedConv:
                 not out.flags.c_contiguous:
             raise ShapeError(f"out must be a C-contiguous float32 array of shape "
                              f"{self.spec.output_shape}")
+        self.run_into(x, out)
+        return out
+
+    def run_into(self, x: np.ndarray, out: np.ndarray) -> None:
+        """The convolution without the checks of ``__call__``, for callers that pass
+        C-contiguous float32 arrays of the prepared input and output shapes (a network's
+        fused layers, where the shapes are fixed when it is built)."""
         if self.spec.batch:
             self._run(x, out)
-        return out
 
     def _run(self, x: np.ndarray, out: np.ndarray) -> None:
         raise NotImplementedError

@@ -1,0 +1,33 @@
+"""Magnitude pruning of a PyTorch model's convolutions, per layer: one sparsity for all, or a
+target per layer (a sweep's targets.yaml)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from harness.conv.sparsity import check_sparsity, magnitude_prune
+from harness.errors import HarnessError
+
+
+def prune_convolutions(model: nn.Module, sparsity: float | dict[str, float], *,
+                       keep_first: bool = True) -> dict[str, float]:
+    """Zero the smallest weights of each Conv2d in place: ``sparsity`` for every one, or a
+    mapping from module name to sparsity (convolutions it does not name stay dense).
+    ``keep_first`` leaves the first convolution (the stem, which reads the image) dense.
+    Returns the sparsity given to each pruned convolution."""
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if isinstance(sparsity, dict):
+        unknown = sorted(set(sparsity) - {name for name, _ in convs})
+        if unknown:
+            raise HarnessError(f"pruning targets name no convolution of the model: {unknown[0]!r}")
+        targets = {name: check_sparsity(float(s)) for name, s in sparsity.items()}
+    else:
+        level = check_sparsity(float(sparsity))
+        targets = {name: level for i, (name, _) in enumerate(convs) if i or not keep_first}
+    modules = dict(convs)
+    with torch.no_grad():
+        for name, level in targets.items():
+            w = modules[name].weight
+            w.copy_(torch.from_numpy(magnitude_prune(w.detach().numpy(), level)))
+    return targets

@@ -1,0 +1,227 @@
+"""harness.sparsify: a PyTorch model rewritten so that each convolution (BatchNorm folded in,
+bias and ReLU fused) runs the direct sparse kernel where it measures faster than dense, and
+dense PyTorch elsewhere; every other operation stays in PyTorch."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from harness import kernels
+from harness.conv.verify import expected_output, verify
+from harness.errors import HarnessError
+from harness.kernels import native
+from harness.networks.layers import ModelConv
+from harness.networks.torch_graph import conv_chains, model_conv, trace
+from harness.timing import interleaved_medians, measure
+
+CHOICES = ("auto", "sparse", "dense")
+DECIDE_MIN_TIME_S = 0.01  # per sample when timing both ways of a layer on first use
+
+
+@dataclass
+class LayerTimes:
+    """What one fused convolution measured: its choice and, in a profiled call, its time."""
+    sparse_s: float | None = None
+    dense_s: float | None = None
+    calls: int = 0
+    total_s: float = 0.0      # forward() wall time over profiled calls
+    kernel_s: float = 0.0     # of which the convolution itself (the C call, or torch's conv)
+
+
+class FusedConv(nn.Module):
+    """One convolution of the model, BatchNorm folded in and ReLU fused: the direct sparse
+    kernel (prepared once per input shape) or torch's dense convolution on the folded weights."""
+
+    def __init__(self, conv: ModelConv, *, threads: int, built, plan=None):
+        super().__init__()
+        self.conv, self.threads, self.built, self.plan = conv, threads, built, plan
+        self.register_buffer("weight", torch.from_numpy(conv.weight.copy()))
+        self.register_buffer("bias", None if conv.bias is None else torch.from_numpy(conv.bias.copy()))
+        self.sparse = True
+        self.times = LayerTimes()
+        self.profiling = False
+        self._prepared: dict[tuple, kernels.PreparedConv] = {}
+
+    @property
+    def subsampled(self) -> bool:
+        """A strided 1x1 convolution without padding is the pointwise one on every stride-th
+        pixel: it runs as that, on the input subsampled by PyTorch."""
+        c = self.conv
+        return (c.weight.shape[2:] == (1, 1) and c.padding == (0, 0) and c.groups == 1
+                and c.stride != (1, 1))
+
+    def kernel(self, shape: tuple) -> kernels.PreparedConv:
+        """The sparse kernel for inputs of ``shape``, prepared on first use: the pointwise
+        kernel for 1x1 layers, the direct kernel for the others."""
+        k = self._prepared.get(shape)
+        if k is None:
+            c = self.conv
+            stride = (1, 1) if self.subsampled else c.stride
+            spec_args = dict(input_shape=shape, stride=stride, padding=c.padding,
+                             dilation=c.dilation, groups=c.groups, relu=c.relu,
+                             threads=self.threads, kernels=self.built)
+            pointwise = kernels.method_class("pointwise_sparse").applies(
+                kernels.ConvSpec.from_shapes(shape, c.weight.shape, stride, c.padding,
+                                             c.dilation, c.groups))
+            if pointwise:
+                k = kernels.prepare(c.weight, c.bias, method="pointwise_sparse", **spec_args)
+            else:
+                k = kernels.prepare(c.weight, c.bias, plan=self.plan, **spec_args)
+            self._prepared[shape] = k
+        return k
+
+    def dense(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        y = nn.functional.conv2d(x, self.weight, self.bias, c.stride, c.padding, c.dilation,
+                                 c.groups)
+        return torch.relu_(y) if c.relu else y
+
+    def run_sparse(self, x: torch.Tensor) -> torch.Tensor:
+        if self.subsampled:
+            sh, sw = self.conv.stride
+            x = x[:, :, ::sh, ::sw]
+        array = x.detach().to(torch.float32).contiguous().numpy()
+        k = self.kernel(array.shape)
+        out = np.empty(k.spec.output_shape, dtype=np.float32)
+        if self.profiling:
+            t0 = time.perf_counter()
+            k.run_into(array, out)
+            self.times.kernel_s += time.perf_counter() - t0
+        else:
+            k.run_into(array, out)
+        return torch.from_numpy(out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.profiling:
+            return self.run_sparse(x) if self.sparse else self.dense(x)
+        t0 = time.perf_counter()
+        if self.sparse:
+            y = self.run_sparse(x)
+        else:
+            y = self.dense(x)
+            self.times.kernel_s += time.perf_counter() - t0
+        self.times.calls += 1
+        self.times.total_s += time.perf_counter() - t0
+        return y
+
+    def decide(self, shape: tuple, choice: str) -> None:
+        """Sparse or dense for this layer: as asked, or (auto) whichever is faster on an input
+        of ``shape``, timed side by side now."""
+        if choice != "auto":
+            self.sparse = choice == "sparse"
+            return
+        x = torch.randn(shape)
+        runs = {"sparse": lambda: self.run_sparse(x), "dense": lambda: self.dense(x)}
+        with torch.no_grad():
+            medians = interleaved_medians(
+                runs, lambda name: measure(runs[name], repeats=3, min_time=DECIDE_MIN_TIME_S).median)
+        self.times.sparse_s, self.times.dense_s = medians["sparse"], medians["dense"]
+        self.sparse = medians["sparse"] < medians["dense"]
+
+    def extra_repr(self) -> str:
+        c = self.conv
+        return (f"{c.name}: {c.input_shape[1]}->{c.weight.shape[0]} k{tuple(c.weight.shape[2:])} "
+                f"s{c.stride} g{c.groups} relu={c.relu} "
+                f"{'sparse' if self.sparse else 'dense'}, density "
+                f"{np.count_nonzero(c.weight) / c.weight.size:.3f}")
+
+
+class SparseNetwork(nn.Module):
+    """The rewritten model. Calls run with ``threads`` threads (PyTorch's and the kernels')."""
+
+    def __init__(self, graph: fx.GraphModule, layers: dict[str, FusedConv], threads: int,
+                 notes: list[str]):
+        super().__init__()
+        self.graph_module, self.threads, self.notes = graph, threads, notes
+        self.fused = layers
+
+    def forward(self, *args):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.no_grad():
+                return self.graph_module(*args)
+        finally:
+            torch.set_num_threads(previous)
+
+    def layers(self) -> list[FusedConv]:
+        return list(self.fused.values())
+
+    def set_profiling(self, on: bool) -> None:
+        for layer in self.layers():
+            layer.profiling = on
+            if on:
+                layer.times.calls, layer.times.total_s, layer.times.kernel_s = 0, 0.0, 0.0
+
+
+def _check_choice(choice: str) -> str:
+    if choice not in CHOICES:
+        raise HarnessError(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
+    return choice
+
+
+def sparsify(model: nn.Module, example_input: torch.Tensor, *, threads: int = 1,
+             choice: str = "auto", kernels_build=None, check: bool = True,
+             plans: dict | None = None) -> SparseNetwork:
+    """A module computing ``model``'s function (in eval mode) with fused sparse convolutions.
+
+    ``choice``: "auto" times both ways of each convolution on ``example_input``'s shapes and
+    keeps the faster (the direct kernel takes the tuning database's plan for the layer when
+    it has one); "sparse" or "dense" forces one. ``check`` compares every fused convolution's
+    output on the example with the float64 reference (tolerance scaled to its accumulation
+    length) and raises if one differs. ``plans`` maps a conv's name to a DirectPlan."""
+    _check_choice(choice)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise HarnessError(f"threads must be a positive integer, got {threads!r}")
+    if not isinstance(example_input, torch.Tensor) or example_input.dtype != torch.float32:
+        raise HarnessError("example_input must be a float32 torch.Tensor")
+    model = model.eval()
+    graph = trace(model, example_input)
+    chains, notes = conv_chains(graph)
+    built = native.resolve(kernels_build)
+    fused: dict[str, FusedConv] = {}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        convs = [model_conv(graph, c) for c in chains]  # read before the graph changes
+        for i, (chain, conv) in enumerate(zip(chains, convs)):
+            layer = FusedConv(conv, threads=threads, built=built,
+                              plan=(plans or {}).get(conv.name))
+            shape = conv.input_shape
+            layer.decide(shape, choice)
+            if check:
+                _check_layer(layer, shape)
+            name = f"fused_{i}"
+            graph.add_submodule(name, layer)
+            fused[conv.name] = layer
+            with graph.graph.inserting_after(chain.last):
+                node = graph.graph.call_module(name, (chain.conv.args[0],))
+            node.meta = dict(chain.last.meta)
+            chain.last.replace_all_uses_with(node)
+            for dead in (chain.relu, chain.batchnorm, chain.conv):
+                if dead is not None:
+                    graph.graph.erase_node(dead)
+    finally:
+        torch.set_num_threads(previous)
+    graph.graph.lint()
+    graph.recompile()
+    return SparseNetwork(graph, fused, threads, notes)
+
+
+def _check_layer(layer: FusedConv, shape: tuple) -> None:
+    """The fused layer's output, the way it will run, against the float64 reference."""
+    c = layer.conv
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    with torch.no_grad():
+        out = (layer.run_sparse(torch.from_numpy(x)) if layer.sparse
+               else layer.dense(torch.from_numpy(x))).numpy()
+    verdict = verify(out, expected_output(x, c.weight, c.bias, c.spec(shape[0]), c.relu))
+    if not verdict.ok:
+        raise HarnessError(f"{c.name}: the fused {'sparse' if layer.sparse else 'dense'} "
+                           f"convolution differs from the reference (max error "
+                           f"{verdict.max_error:.3g}, {verdict.error_ratio:.1f}x the tolerance)")

@@ -1,0 +1,143 @@
+"""A PyTorch model's convolutions, read from its torch.fx graph: each Conv2d with the
+BatchNorm2d and the ReLU that follow it alone (those fold and fuse into the convolution)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from harness.errors import HarnessError
+from harness.networks.layers import ModelConv, fold_batchnorm
+
+_RELU_FUNCTIONS = {torch.relu, torch.relu_, nn.functional.relu}
+_RELU_METHODS = {"relu", "relu_"}
+
+
+@dataclass
+class ConvChain:
+    """conv -> [batchnorm] -> [relu] in a traced graph; ``last`` is the node whose value the
+    fused convolution computes."""
+    conv: fx.Node
+    batchnorm: fx.Node | None
+    relu: fx.Node | None
+
+    @property
+    def last(self) -> fx.Node:
+        return self.relu or self.batchnorm or self.conv
+
+
+def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
+    """The model's fx graph with every node's output shape (``node.meta['tensor_meta']``)."""
+    if not isinstance(model, nn.Module):
+        raise HarnessError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    try:
+        graph = fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many types on code it cannot trace
+        raise HarnessError(f"torch.fx cannot trace {type(model).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
+                           "(data-dependent control flow is not traceable)") from None
+    with torch.no_grad():
+        ShapeProp(graph).propagate(example)
+    return graph
+
+
+def _module(graph: fx.GraphModule, node: fx.Node, kind) -> nn.Module | None:
+    if node.op != "call_module":
+        return None
+    module = graph.get_submodule(node.target)
+    return module if isinstance(module, kind) else None
+
+
+def _is_relu(graph: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_function":
+        return node.target in _RELU_FUNCTIONS
+    if node.op == "call_method":
+        return node.target in _RELU_METHODS
+    return _module(graph, node, nn.ReLU) is not None
+
+
+def _sole_user(node: fx.Node) -> fx.Node | None:
+    return next(iter(node.users)) if len(node.users) == 1 else None
+
+
+def why_unsupported(conv: nn.Module) -> str | None:
+    """Why a Conv2d cannot run as a fused sparse convolution, or None."""
+    if conv.padding_mode != "zeros":
+        return f"padding_mode {conv.padding_mode!r}"
+    if isinstance(conv.padding, str) and conv.padding == "same" and any(
+            d * (k - 1) % 2 for k, d in zip(conv.kernel_size, conv.dilation)):
+        return "asymmetric 'same' padding"
+    return None
+
+
+def conv_chains(graph: fx.GraphModule) -> tuple[list[ConvChain], list[str]]:
+    """Every Conv2d of the graph with what follows it, and a note for each one left out."""
+    chains, notes = [], []
+    for node in graph.graph.nodes:
+        conv = _module(graph, node, nn.Conv2d)
+        if conv is None:
+            continue
+        reason = why_unsupported(conv)
+        if reason:
+            notes.append(f"{node.target}: {reason} is not supported; it stays in PyTorch")
+            continue
+        bn = relu = None
+        user = _sole_user(node)
+        if user is not None and _module(graph, user, nn.BatchNorm2d) is not None \
+                and graph.get_submodule(user.target).track_running_stats:
+            bn, user = user, _sole_user(user)
+        if user is not None and _is_relu(graph, user):
+            relu = user
+        chains.append(ConvChain(node, bn, relu))
+    return chains, notes
+
+
+def _padding(conv: nn.Conv2d) -> tuple[int, int]:
+    if isinstance(conv.padding, str):
+        if conv.padding == "valid":
+            return (0, 0)
+        return tuple(d * (k - 1) // 2 for k, d in zip(conv.kernel_size, conv.dilation))
+    return tuple(conv.padding)
+
+
+def model_conv(graph: fx.GraphModule, chain: ConvChain) -> ModelConv:
+    """The chain as one convolution: the conv's geometry and input shape, its weights with the
+    BatchNorm's inference statistics folded in."""
+    conv = graph.get_submodule(chain.conv.target)
+    shape = chain.conv.args[0].meta["tensor_meta"].shape
+    weight = conv.weight.detach().float().numpy()
+    bias = None if conv.bias is None else conv.bias.detach().float().numpy()
+    bn_name = None
+    if chain.batchnorm is not None:
+        bn = graph.get_submodule(chain.batchnorm.target)
+        scale = np.ones(bn.num_features) if bn.weight is None else bn.weight.detach().numpy()
+        shift = np.zeros(bn.num_features) if bn.bias is None else bn.bias.detach().numpy()
+        weight, bias = fold_batchnorm(weight, bias, scale, shift, bn.running_mean.numpy(),
+                                      bn.running_var.numpy(), bn.eps)
+        bn_name = chain.batchnorm.target
+    return ModelConv(name=chain.conv.target, input_shape=tuple(int(d) for d in shape),
+                     weight=np.ascontiguousarray(weight, dtype=np.float32),
+                     bias=None if bias is None else np.ascontiguousarray(bias, np.float32),
+                     stride=tuple(conv.stride), padding=_padding(conv),
+                     dilation=tuple(conv.dilation), groups=conv.groups,
+                     relu=chain.relu is not None, batchnorm=bn_name)
+
+
+def import_torch(model: nn.Module, example: torch.Tensor) -> tuple[list[ModelConv], list[str]]:
+    """The convolutions of ``model`` as they run on ``example`` (in eval mode), in execution
+    order, and a note for each one left out."""
+    was_training = model.training
+    model.eval()
+    try:
+        graph = trace(model, example)
+        chains, notes = conv_chains(graph)
+        return [model_conv(graph, c) for c in chains], notes
+    finally:
+        model.train(was_training)
+
+
+__all__ = ["ConvChain", "trace", "conv_chains", "model_conv", "import_torch"]

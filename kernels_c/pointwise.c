@@ -1,0 +1,100 @@
+/* Pointwise sparse convolution: a 1x1 kernel, stride 1, no padding, one group. Each output
+   pixel mixes the channels of the same input pixel, so no padding or im2col is needed:
+   out[n][m][p] = act(bias[m] + sum_j values[j] * x[n][c_j][p]).
+
+   Work items are (image, pixel chunk, block of output channels). An item packs its chunk of
+   every input channel into one contiguous slice (channel rows lie a whole image plane apart,
+   which maps them onto few L1 sets; packed, the slice stays in L1 while it is reused), then
+   each output channel of the block streams its non-zeros over the slice in register tiles and
+   writes its chunk once. The last chunk is zero-filled to whole vectors, so no load reads past
+   the input. */
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "spconv_api.h"
+#include "simd.h"
+#include "tile.h"
+
+long spconv_pointwise_scratch_floats(int channels, long chunk, int threads)
+{
+    return (long)threads * ((long)channels + 1) * chunk;
+}
+
+/* dst[0..len) = src[0..len), zeros up to whole vectors: vector copies (a call to memcpy per
+   row of a few vectors costs as much as the copy). */
+static inline void pack_row(float *dst, const float *src, long len)
+{
+    const long full = len / VEC_FLOATS * VEC_FLOATS;
+    for (long i = 0; i < full; i += VEC_FLOATS)
+        vec_store(dst + i, vec_load(src + i));
+    if (full < len) {
+        long i = full;
+        for (; i < len; ++i)
+            dst[i] = src[i];
+        for (; i < full + VEC_FLOATS; ++i)
+            dst[i] = 0.0f;
+    }
+}
+
+int spconv_pointwise(const spconv_pointwise_args *a, const int *rowptr, const int *colidx,
+                     const float *values, const float *bias, int relu, const float *input,
+                     float *scratch, float *output)
+{
+    const long pixels = a->pixels, chunk = a->chunk;
+    if (a->batch < 0 || a->channels <= 0 || a->out_channels <= 0 || pixels <= 0 ||
+        chunk <= 0 || chunk % VEC_FLOATS || a->out_block <= 0 || a->threads < 1)
+        return SPCONV_EGEOMETRY;
+    if (a->tile_vectors < 1 || a->tile_vectors > MAX_TILE)
+        return SPCONV_EPLAN;
+    const long chunks = (pixels + chunk - 1) / chunk;
+    const int blocks = (a->out_channels + a->out_block - 1) / a->out_block;
+    const long per_image = (long)a->channels * pixels, out_per_image = (long)a->out_channels * pixels;
+
+#pragma omp parallel num_threads(a->threads)
+    {
+#ifdef _OPENMP
+        float *slice = scratch + (long)omp_get_thread_num() * (a->channels + 1) * chunk;
+#else
+        float *slice = scratch;
+#endif
+        float *acc = slice + (long)a->channels * chunk;
+#pragma omp for collapse(3) schedule(static)
+        for (int n = 0; n < a->batch; ++n)
+            for (long k = 0; k < chunks; ++k)
+                for (int b = 0; b < blocks; ++b) {
+                    const float *x = input + n * per_image;
+                    float *y = output + n * out_per_image;
+                    const long p0 = k * chunk;
+                    const long len = pixels - p0 < chunk ? pixels - p0 : chunk;
+                    const long padded = (len + VEC_FLOATS - 1) / VEC_FLOATS * VEC_FLOATS;
+                    for (int c = 0; c < a->channels; ++c) {
+                        const float *row = x + c * pixels + p0;
+                        pack_row(slice + c * chunk, row, len);
+                        /* the next chunk of this row: the rows are more streams than the
+                           hardware prefetchers follow */
+                        for (long i = chunk; i < 2 * chunk && p0 + i < pixels; i += 16)
+                            __builtin_prefetch(row + i);
+                    }
+                    const int m0 = b * a->out_block;
+                    const int m1 = m0 + a->out_block < a->out_channels ? m0 + a->out_block
+                                                                       : a->out_channels;
+                    for (int m = m0; m < m1; ++m) {
+                        const float b0 = bias ? bias[m] : 0.0f;
+                        for (long i = 0; i < padded; ++i)
+                            acc[i] = b0;
+                        spconv_accumulate(acc, padded, slice, colidx + rowptr[m],
+                                          values + rowptr[m], rowptr[m + 1] - rowptr[m],
+                                          a->tile_vectors);
+                        float *dst = y + m * pixels + p0;
+                        if (relu)
+                            for (long i = 0; i < len; ++i)
+                                dst[i] = acc[i] > 0.0f ? acc[i] : 0.0f;
+                        else
+                            memcpy(dst, acc, sizeof(float) * len);
+                    }
+                }
+    }
+    return 0;
+}
