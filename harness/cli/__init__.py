@@ -20,6 +20,7 @@ COMMANDS = {
     "report": "redraw the figures and report of stored runs; compare several",
     "refit": "refit the models and sweet spots of a stored run",
     "gsl": "prune a network to the model's targets, fine-tune, time it",
+    "e2e": "time a whole pruned network end to end against PyTorch and ONNX Runtime",
 }
 
 

@@ -76,6 +76,17 @@ def build_parser(prog: str = "run_sweep.py"):
                    help="network of the layer catalog: " + ", ".join(CATALOG))
     p.add_argument("--layers", default=None, help="comma-separated layer names to keep")
     p.add_argument("--layer-file", default=None, help="YAML file of layers (replaces --network)")
+    p.add_argument("--model", default=None, metavar="MODEL",
+                   help="sweep a model's own convolutions with their real weights (BatchNorm "
+                        "folded in): an .onnx file, a Python file FILE.py[:FUNCTION] whose "
+                        "function returns (torch model, example input), or a catalog network "
+                        "(replaces --network)")
+    p.add_argument("--prune", choices=["none", "magnitude"], default="none",
+                   help="with --model: prune each layer's real weights by magnitude to every "
+                        "--sparsity (none: sweep them as they are)")
+    p.add_argument("--targets", default=None, metavar="YAML",
+                   help="with --model: prune each layer by magnitude to its own sparsity from "
+                        "a targets.yaml (a sweep's, or layers: {name: sparsity})")
     p.add_argument("--sparsity", default=config.SPARSITIES,
                    help="sparsity list or start:stop:step")
     p.add_argument("--methods", default=None,
@@ -172,11 +183,22 @@ def _sweep_config(args, profile, target, host):
     from harness.sweep.plan import SweepConfig
     from harness.kernels.plans import TuningDB
 
-    layers = load_layer_file(args.layer_file) if args.layer_file else network_layers(args.network)
+    weight_files, prune_files = {}, False
+    if args.model:
+        layers, weight_files, prune_files = _model_layers(args)
+    elif args.prune != "none" or args.targets:
+        raise HarnessError("--prune and --targets apply to the weights of a --model")
+    elif args.layer_file:
+        layers = load_layer_file(args.layer_file)
+    else:
+        layers = network_layers(args.network)
+    if args.weights:
+        weight_files = load_weight_file(args.weights, layers)
     sparsities = parse_sparsities(args.sparsity, args.max_points)
     repeats, min_time = args.repeats, args.min_time
     if args.quick:
-        if not args.layers and not args.layer_file and args.network == config.NETWORK:
+        if not args.layers and not args.layer_file and not args.model \
+                and args.network == config.NETWORK:
             args.layers = config.QUICK_LAYERS
         sparsities = list(config.QUICK_SPARSITIES)
         repeats, min_time = min(repeats, config.QUICK_REPEATS), min(min_time, config.QUICK_MIN_TIME_S)
@@ -209,12 +231,40 @@ def _sweep_config(args, profile, target, host):
         methods=methods, batches=batches, threads=threads,
         patterns=args.pattern, seed=args.seed, repeats=repeats, min_time=min_time,
         cold_cache=args.cold_cache,
-        weight_files=load_weight_file(args.weights, layers) if args.weights else {},
+        weight_files=weight_files, prune_files=prune_files,
         tune=args.tune, tune_budget=args.tune_budget, plugins=args.plugin)
     cfg.load_plugins()
     for m in methods:
         kernels.method_class(m)  # refuses an unknown method (plugins loaded)
     return cfg
+
+
+def _model_layers(args):
+    """The layers of --model and their real weights: as they are, pruned to each --sparsity
+    (--prune magnitude), or pruned once to per-layer --targets."""
+    from harness.conv.sparsity import magnitude_prune
+    from harness.networks.layers import sweep_layers
+    from harness.networks.pruning import read_targets
+    from harness.networks.sources import model_convolutions
+
+    if args.layer_file or args.weights:
+        raise HarnessError("--model brings its own layers and weights: drop --layer-file "
+                           "and --weights")
+    name, convs, notes = model_convolutions(args.model)
+    layers, weights, more = sweep_layers(convs, name)
+    for note in notes + more:
+        print(f"note: {note}", file=sys.stderr)
+    if not layers:
+        raise HarnessError(f"{args.model}: no convolution the sweep can run")
+    if args.targets:
+        targets = read_targets(args.targets)
+        unknown = sorted(set(targets) - {l.name for l in layers})
+        if unknown:
+            raise HarnessError(f"{args.targets}: no layer {unknown[0]!r} in {args.model}")
+        weights = {l.key: magnitude_prune(weights[l.key], targets[l.name])
+                   if l.name in targets else weights[l.key] for l in layers}
+        return layers, weights, False
+    return layers, weights, args.prune == "magnitude"
 
 
 def _new_run_dir(profile_name: str) -> Path:

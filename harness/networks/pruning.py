@@ -3,7 +3,10 @@ target per layer (a sweep's targets.yaml)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+import yaml
 from torch import nn
 
 from harness.conv.sparsity import check_sparsity, magnitude_prune
@@ -30,4 +33,33 @@ def prune_convolutions(model: nn.Module, sparsity: float | dict[str, float], *,
         for name, level in targets.items():
             w = modules[name].weight
             w.copy_(torch.from_numpy(magnitude_prune(w.detach().numpy(), level)))
+    return targets
+
+
+def read_targets(path: str | Path) -> dict[str, float]:
+    """Per-layer sparsities from a sweep's targets.yaml (each layer marked ``prune`` gets its
+    ``target_sparsity``, else its ``min_sparsity``) or from ``layers: {name: sparsity}``."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HarnessError(f"{path}: targets file not found") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"{path}: not a YAML targets file ({str(exc).splitlines()[0]})") from None
+    layers = data.get("layers") if isinstance(data, dict) else None
+    if not isinstance(layers, dict) or not layers:
+        raise HarnessError(f"{path}: expected a mapping 'layers' of layer name to sparsity")
+    targets = {}
+    for name, entry in layers.items():
+        if isinstance(entry, dict):
+            if not entry.get("prune"):
+                continue
+            value = entry.get("target_sparsity")
+            value = entry.get("min_sparsity") if value is None else value
+        else:
+            value = entry
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise HarnessError(f"{path}: layer {name!r}: sparsity must be a number in [0, 1), "
+                               f"got {value!r}")
+        targets[str(name)] = float(value)
     return targets

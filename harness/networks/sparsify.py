@@ -15,11 +15,14 @@ from harness import kernels
 from harness.conv.verify import expected_output, verify
 from harness.errors import HarnessError
 from harness.kernels import native
+from harness.machine.hostinfo import detect_host
 from harness.networks.layers import ModelConv
 from harness.networks.torch_graph import conv_chains, model_conv, trace
+from harness.sweep.tuning import tuned_plan
 from harness.timing import interleaved_medians, measure
 
 CHOICES = ("auto", "sparse", "dense")
+TUNE_MODES = ("cached", "search")
 DECIDE_MIN_TIME_S = 0.01  # per sample when timing both ways of a layer on first use
 
 
@@ -37,15 +40,21 @@ class FusedConv(nn.Module):
     """One convolution of the model, BatchNorm folded in and ReLU fused: the direct sparse
     kernel (prepared once per input shape) or torch's dense convolution on the folded weights."""
 
-    def __init__(self, conv: ModelConv, *, threads: int, built, plan=None):
+    def __init__(self, conv: ModelConv, *, threads: int, built, plan=None, search: bool = False):
         super().__init__()
         self.conv, self.threads, self.built, self.plan = conv, threads, built, plan
+        self.search = search  # search the direct kernel's plan when the database has none
         self.register_buffer("weight", torch.from_numpy(conv.weight.copy()))
         self.register_buffer("bias", None if conv.bias is None else torch.from_numpy(conv.bias.copy()))
         self.sparse = True
         self.times = LayerTimes()
         self.profiling = False
         self._prepared: dict[tuple, kernels.PreparedConv] = {}
+        # One output buffer per input shape, written afresh by every call: a fresh array each
+        # call costs page faults on every large output. Within one pass of the network each
+        # fused layer runs once, so its last output is consumed before it is overwritten;
+        # SparseNetwork copies a network output that is such a buffer.
+        self._outputs: dict[tuple, np.ndarray] = {}
 
     @property
     def subsampled(self) -> bool:
@@ -71,9 +80,17 @@ class FusedConv(nn.Module):
             if pointwise:
                 k = kernels.prepare(c.weight, c.bias, method="pointwise_sparse", **spec_args)
             else:
-                k = kernels.prepare(c.weight, c.bias, plan=self.plan, **spec_args)
+                plan = self.plan or (self._searched_plan(shape, stride) if self.search else None)
+                k = kernels.prepare(c.weight, c.bias, plan=plan, **spec_args)
             self._prepared[shape] = k
         return k
+
+    def _searched_plan(self, shape: tuple, stride):
+        c, host = self.conv, detect_host()
+        spec = kernels.ConvSpec.from_shapes(shape, c.weight.shape, stride, c.padding,
+                                            c.dilation, c.groups)
+        return tuned_plan(c.weight, spec, self.threads, self.built, host=host.cpu_model,
+                          search=True, l2_bytes=host.caches_kib.get("l2", 256) * 1024)
 
     def dense(self, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
@@ -87,7 +104,9 @@ class FusedConv(nn.Module):
             x = x[:, :, ::sh, ::sw]
         array = x.detach().to(torch.float32).contiguous().numpy()
         k = self.kernel(array.shape)
-        out = np.empty(k.spec.output_shape, dtype=np.float32)
+        out = self._outputs.get(array.shape)
+        if out is None:
+            out = self._outputs[array.shape] = np.empty(k.spec.output_shape, dtype=np.float32)
         if self.profiling:
             t0 = time.perf_counter()
             k.run_into(array, out)
@@ -108,6 +127,9 @@ class FusedConv(nn.Module):
         self.times.calls += 1
         self.times.total_s += time.perf_counter() - t0
         return y
+
+    def buffers_in_use(self) -> list[np.ndarray]:
+        return list(self._outputs.values())
 
     def decide(self, shape: tuple, choice: str) -> None:
         """Sparse or dense for this layer: as asked, or (auto) whichever is faster on an input
@@ -145,9 +167,21 @@ class SparseNetwork(nn.Module):
         torch.set_num_threads(self.threads)
         try:
             with torch.no_grad():
-                return self.graph_module(*args)
+                return self._detached(self.graph_module(*args))
         finally:
             torch.set_num_threads(previous)
+
+    def _detached(self, result):
+        """``result`` with every tensor that is a fused layer's reused buffer copied, so that
+        the next call cannot overwrite what the caller holds."""
+        if isinstance(result, torch.Tensor):
+            buffers = {b.ctypes.data for layer in self.layers() for b in layer.buffers_in_use()}
+            return result.clone() if result.untyped_storage().data_ptr() in buffers else result
+        if isinstance(result, (tuple, list)):
+            return type(result)(self._detached(r) for r in result)
+        if isinstance(result, dict):
+            return {k: self._detached(v) for k, v in result.items()}
+        return result
 
     def layers(self) -> list[FusedConv]:
         return list(self.fused.values())
@@ -167,15 +201,19 @@ def _check_choice(choice: str) -> str:
 
 def sparsify(model: nn.Module, example_input: torch.Tensor, *, threads: int = 1,
              choice: str = "auto", kernels_build=None, check: bool = True,
-             plans: dict | None = None) -> SparseNetwork:
+             tune: str = "cached", plans: dict | None = None) -> SparseNetwork:
     """A module computing ``model``'s function (in eval mode) with fused sparse convolutions.
 
     ``choice``: "auto" times both ways of each convolution on ``example_input``'s shapes and
     keeps the faster (the direct kernel takes the tuning database's plan for the layer when
     it has one); "sparse" or "dense" forces one. ``check`` compares every fused convolution's
     output on the example with the float64 reference (tolerance scaled to its accumulation
-    length) and raises if one differs. ``plans`` maps a conv's name to a DirectPlan."""
+    length) and raises if one differs. ``tune``: "cached" takes the tuning database's plans,
+    "search" searches (and stores) a plan for each direct-kernel layer that has none.
+    ``plans`` maps a conv's name to a DirectPlan, overriding both."""
     _check_choice(choice)
+    if tune not in TUNE_MODES:
+        raise HarnessError(f"tune must be one of {', '.join(TUNE_MODES)}, got {tune!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise HarnessError(f"threads must be a positive integer, got {threads!r}")
     if not isinstance(example_input, torch.Tensor) or example_input.dtype != torch.float32:
@@ -191,7 +229,7 @@ def sparsify(model: nn.Module, example_input: torch.Tensor, *, threads: int = 1,
         convs = [model_conv(graph, c) for c in chains]  # read before the graph changes
         for i, (chain, conv) in enumerate(zip(chains, convs)):
             layer = FusedConv(conv, threads=threads, built=built,
-                              plan=(plans or {}).get(conv.name))
+                              plan=(plans or {}).get(conv.name), search=tune == "search")
             shape = conv.input_shape
             layer.decide(shape, choice)
             if check:

@@ -61,6 +61,7 @@ class SweepConfig:
     min_time: float = config.MIN_TIME_S
     cold_cache: bool = False
     weight_files: dict[str, np.ndarray] = field(default_factory=dict)  # layer key -> weights
+    prune_files: bool = False  # prune those weights by magnitude to each sparsity ("pruned")
     tune: str = config.TUNE_MODE  # direct plans: "off" default, "cached" tuning DB, "search"
     tune_budget: int = config.TUNE_BUDGET
     plugins: list[str] = field(default_factory=list)  # modules registering extra methods
@@ -85,6 +86,7 @@ class SweepConfig:
                 "min_time_s": self.min_time, "cold_cache": self.cold_cache,
                 "tune": self.tune, "tune_budget": self.tune_budget,
                 "weights_sha256": weights.hexdigest() if self.weight_files else None,
+                "prune_files": self.prune_files,
                 "plugins": list(self.plugins)}
 
     def load_plugins(self) -> None:
@@ -109,21 +111,24 @@ def plan_points(cfg: SweepConfig) -> list[SweepPoint]:
         check_pattern(p)
     for layer in cfg.layers:
         from_file = layer.key in cfg.weight_files
+        patterns = ["pruned"] if from_file and cfg.prune_files else cfg.patterns
         for batch in cfg.batches:
-            if from_file:  # the file's own sparsity and pattern, every method
-                levels = {(None, "file"): cfg.methods}
+            methods = [m for m in cfg.methods
+                       if kernels.method_class(m).applies(layer.spec(batch))]
+            if from_file and not cfg.prune_files:  # the file's own sparsity, every method
+                levels = {(None, "file"): methods}
             else:
-                dense = [m for m in cfg.methods if m in dense_methods]
-                sparse = [m for m in cfg.methods if m not in dense_methods]
-                levels = {(s, p): sparse for p in cfg.patterns for s in cfg.sparsities}
+                dense = [m for m in methods if m in dense_methods]
+                sparse = [m for m in methods if m not in dense_methods]
+                levels = {(s, p): sparse for p in patterns for s in cfg.sparsities}
                 if dense:  # a dense method's time does not depend on the zeros: time it once
-                    first = (0.0, cfg.patterns[0])
+                    first = (0.0, patterns[0])
                     levels[first] = sorted(set(levels.get(first, [])) | set(dense),
                                            key=cfg.methods.index)
             for (sparsity, pattern), methods in levels.items():
                 if not methods:
                     continue
-                s = sparsity_of(cfg.weight_files[layer.key]) if from_file else sparsity
+                s = sparsity_of(cfg.weight_files[layer.key]) if sparsity is None else sparsity
                 groups.append([SweepPoint(layer, round(float(s), 6), m, batch, t, pattern, cfg.seed)
                                for m in methods for t in cfg.threads])
     rng = random.Random(cfg.seed)

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from harness import kernels
-from harness.conv.sparsity import sparsity_of
+from harness.conv.sparsity import magnitude_prune, sparsity_of
 from harness.conv.verify import expected_output, verify
 from harness.conv.weights import generated_weights, sweep_input
 from harness.errors import BuildError, HarnessError
@@ -44,6 +44,8 @@ class PointRunner:
             layer = point.layer
             if point.pattern == "file":
                 w = self.cfg.weight_files[layer.key]
+            elif point.pattern == "pruned":
+                w = magnitude_prune(self.cfg.weight_files[layer.key], point.sparsity)
             else:
                 w = generated_weights(layer, point.sparsity, point.pattern, point.seed)
             x = sweep_input(layer, point.batch, point.seed)

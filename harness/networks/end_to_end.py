@@ -1,0 +1,109 @@
+"""Whole-network latency: the sparsified network against every dense runtime here, timed side
+by side in one run, with a breakdown of the sparsified network's time by kind of layer."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.networks.pruning import prune_convolutions
+from harness.networks.runtimes import dense_runners
+from harness.networks.sparsify import SparseNetwork, sparsify
+from harness.timing import interleaved_medians, measure
+
+SPARSE = "sparsified"
+
+
+@dataclass
+class Breakdown:
+    """Where the sparsified network's time goes, from profiled calls (medians of per-call
+    sums): fused convolutions run sparse, those left dense, and everything else."""
+    total_s: float
+    sparse_conv_s: float
+    dense_conv_s: float
+    other_s: float
+    overhead_us_per_layer: float  # Python around each fused convolution's kernel, per call
+    layers: list[dict] = field(default_factory=list)
+
+
+def profile(network: SparseNetwork, example: torch.Tensor, calls: int = 5) -> Breakdown:
+    network(example)
+    network.set_profiling(True)
+    totals = []
+    try:
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            network(example)
+            totals.append(time.perf_counter() - t0)
+    finally:
+        network.set_profiling(False)
+    layers, sparse, dense, overheads = [], 0.0, 0.0, []
+    for layer in network.layers():
+        t = layer.times
+        per_call, kernel = t.total_s / calls, t.kernel_s / calls
+        overheads.append((per_call - kernel) * 1e6)
+        if layer.sparse:
+            sparse += per_call
+        else:
+            dense += per_call
+        c = layer.conv
+        layers.append({"layer": c.name, "run": "sparse" if layer.sparse else "dense",
+                       "density": round(float(np.count_nonzero(c.weight)) / c.weight.size, 4),
+                       "time_ms": per_call * 1e3, "kernel_ms": kernel * 1e3,
+                       "decide_sparse_ms": None if t.sparse_s is None else t.sparse_s * 1e3,
+                       "decide_dense_ms": None if t.dense_s is None else t.dense_s * 1e3})
+    total = float(np.mean(totals))
+    return Breakdown(total, sparse, dense, max(0.0, total - sparse - dense),
+                     float(np.median(overheads)) if overheads else 0.0, layers)
+
+
+@dataclass
+class Case:
+    network: str
+    sparsity: float
+    batch: int
+    threads: int
+
+
+def time_case(case: Case, model: torch.nn.Module, example: torch.Tensor, *,
+              choice: str = "auto", tune: str = "cached", rounds: int = 3, min_time: float = 0.2,
+              workdir: Path | None = None, pruned: bool = False) -> dict:
+    """One row: the model pruned to ``case.sparsity`` (every convolution but the first, by
+    magnitude; ``pruned`` keeps the weights as given), sparsified, and timed against the dense
+    runtimes on the same weights, interleaved in ``rounds`` rounds."""
+    model = copy.deepcopy(model).eval()
+    if not pruned and case.sparsity > 0:
+        prune_convolutions(model, case.sparsity)
+    network = sparsify(model, example, threads=case.threads, choice=choice, tune=tune)
+    with torch.no_grad():
+        reference = model(example)
+    out = network(example)
+    error = float((out - reference).abs().max() / reference.abs().max().clamp_min(1e-30))
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="spconv-e2e-"))
+    runners = dense_runners(model, example, case.threads, workdir)
+    runners[SPARSE] = lambda: network(example)
+    medians = interleaved_medians(
+        runners, lambda name: measure(runners[name], repeats=3, min_time=min_time).median,
+        rounds)
+    torch_best = min((k for k in medians if k.startswith("torch_")), key=medians.get)
+    breakdown = profile(network, example)
+    row = {"network": case.network, "sparsity": case.sparsity, "batch": case.batch,
+           "threads": case.threads, "sparse_layers": sum(l.sparse for l in network.layers()),
+           "layers": len(network.layers()), "relative_error": error,
+           **{f"{name}_ms": t * 1e3 for name, t in medians.items()},
+           "torch_best": torch_best, "torch_best_ms": medians[torch_best] * 1e3,
+           "speedup_vs_torch": medians[torch_best] / medians[SPARSE],
+           "sparse_conv_ms": breakdown.sparse_conv_s * 1e3,
+           "dense_conv_ms": breakdown.dense_conv_s * 1e3, "other_ms": breakdown.other_s * 1e3,
+           "overhead_us_per_layer": breakdown.overhead_us_per_layer}
+    for name in ("onnxruntime", "deepsparse"):
+        if name in medians:
+            row[f"speedup_vs_{name}"] = medians[name] / medians[SPARSE]
+    row["per_layer"] = breakdown.layers
+    return row
