@@ -1,0 +1,71 @@
+"""The pointwise kernel (1x1 layers, input read in place) against the float64 reference."""
+
+import numpy as np
+import pytest
+
+from harness import kernels
+from harness.conv.convspec import ConvSpec
+from harness.conv.sparsity import random_sparse_weights
+from harness.conv.verify import expected_output, verify
+from harness.errors import ShapeError
+from harness.machine.build import host_kernels
+from test_kernels import isa_build  # noqa: F401  (the fixture: one build per ISA path)
+
+CHUNKS = (None, 8, 16, 24, 64)
+
+
+def run(w, b, x, *, relu, threads, built=None, **options):
+    spec = ConvSpec.from_shapes(x.shape, w.shape)
+    k = kernels.prepare(w, b, input_shape=x.shape, relu=relu, method="pointwise_sparse",
+                        threads=threads, kernels=built, **options)
+    expected = expected_output(x, w, b, spec, relu)
+    for _ in range(2):  # twice: the packed slices are reused across calls
+        out = np.full(spec.output_shape, np.nan, np.float32)
+        k(x, out=out)
+        verdict = verify(out, expected)
+        assert verdict.ok, (x.shape, w.shape, options, verdict)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_pointwise_layers_match_reference(seed):
+    """Pixel counts that are not whole vectors or chunks, one to many channels, partial
+    output-channel blocks, batches, threads, and every density."""
+    rng = np.random.default_rng(seed)
+    batch, c, m = int(rng.integers(1, 4)), int(rng.integers(1, 70)), int(rng.integers(1, 40))
+    h, w = int(rng.integers(1, 20)), int(rng.integers(1, 20))
+    x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
+    weights = random_sparse_weights((m, c, 1, 1), float(rng.choice([0, 0.5, 0.9, 0.99, 1 - 1e-9])), rng)
+    bias = rng.standard_normal(m).astype(np.float32) if seed % 3 else None
+    vector = host_kernels().lib.spconv_vector_floats()
+    chunk = CHUNKS[seed % len(CHUNKS)]
+    run(weights, bias, x, relu=seed % 2 == 0, threads=1 + seed % 2,
+        chunk=None if chunk is None else -(-chunk // vector) * vector,
+        out_block=None if seed % 4 else int(rng.integers(1, m + 1)))
+
+
+def test_every_isa_path_the_host_runs(isa_build, rng):
+    x = rng.standard_normal((2, 37, 5, 7)).astype(np.float32)  # 35 pixels: a partial vector
+    w = random_sparse_weights((19, 37, 1, 1), 0.8, rng)
+    b = rng.standard_normal(19).astype(np.float32)
+    run(w, b, x, relu=True, threads=2, built=isa_build)
+
+
+def test_refuses_layers_it_does_not_run(rng):
+    x = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
+    for shape, conv in [((4, 4, 3, 3), {}), ((4, 4, 1, 1), {"stride": 2}),
+                        ((4, 4, 1, 1), {"padding": 1}), ((4, 2, 1, 1), {"groups": 2})]:
+        w = rng.standard_normal(shape).astype(np.float32)
+        spec = ConvSpec.from_shapes(x.shape, w.shape, **conv)
+        assert not kernels.METHODS["pointwise_sparse"].applies(spec)
+        with pytest.raises(ShapeError, match="pointwise_sparse runs 1x1"):
+            kernels.prepare(w, input_shape=x.shape, method="pointwise_sparse", **conv)
+
+
+def test_non_finite_input_spreads_through_non_zero_weights_only(rng):
+    x = rng.standard_normal((1, 3, 4, 5)).astype(np.float32)
+    x[0, 1, 2, 3] = np.inf
+    w = rng.standard_normal((4, 3, 1, 1)).astype(np.float32)
+    w[0, 1] = w[2, 1] = 0.0
+    out = kernels.conv2d(x, w, method="pointwise_sparse")
+    assert np.isfinite(out[0, [0, 2]]).all()
+    assert not np.isfinite(out[0, [1, 3], 2, 3]).any()
