@@ -7,3 +7,11 @@ __version__ = "0.1.0"
 # The CPUs this process may use, read before any OpenMP runtime binds the main thread to one
 # of them (after that, the main thread's affinity no longer tells the process's CPUs).
 STARTUP_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+
+def sparsify(model, example_input, **options):
+    """``model`` (a torch.nn.Module) rewritten to run its convolutions with the sparse kernels
+    where they measure faster than dense; see harness.networks.sparsify.sparsify for the
+    options. Needs PyTorch."""
+    from harness.networks.sparsify import sparsify as rewrite
+    return rewrite(model, example_input, **options)

@@ -70,6 +70,7 @@ def _e2e(args, argv) -> int:
 
     profile, target, host = common.load_target(args)
     built = build(target)
+    loaded = {batches[0]: torch_model(args.model, batches[0])}  # a bad --model fails here
     out = Path(args.out) if args.out else Path(config.RESULTS_ROOT) / (
         f"e2e-{Path(args.model.split(':')[0]).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,7 @@ def _e2e(args, argv) -> int:
     threads = sorted({min(t, host.logical_cpus) for t in threads})
     rows, layer_rows = [], []
     for batch in batches:
-        name, model, example = torch_model(args.model, batch)
+        name, model, example = loaded.pop(batch, None) or torch_model(args.model, batch)
         for t in threads:
             for s in sparsities:
                 case = Case(name, 0.0 if s is None else s, batch, t)

@@ -34,10 +34,10 @@ class Bottleneck(nn.Module):
                            if stride != 1 or cin != out else None)
 
     def forward(self, x):
-        shortcut = x if self.downsample is None else self.downsample(x)
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.relu(self.bn2(self.conv2(y)))
-        return self.relu(self.bn3(self.conv3(y)) + shortcut)
+        y = self.bn3(self.conv3(y))
+        return self.relu(y + (x if self.downsample is None else self.downsample(x)))
 
 
 class ResNet50(nn.Module):
@@ -186,12 +186,14 @@ ARCHITECTURES = {"alexnet": (AlexNet, 227), "vgg16": (VGG16, 224), "resnet50": (
                  "googlenet": (GoogLeNet, 224), "mobilenetv2": (MobileNetV2, 224)}
 
 
-def build(name: str, *, seed: int = 0, batch: int = 1):
+def build(name: str, *, seed: int = 0, batch: int = 1, size: int | None = None):
     """The catalog network ``name`` in eval mode with seeded random weights (BatchNorm
-    statistics randomised too, so that folding them is exercised), and an example input."""
+    statistics randomised too, so that folding them is exercised), and an example input of
+    ``size`` pixels square (default the catalog's)."""
     if name not in ARCHITECTURES:
         raise HarnessError(f"unknown network {name!r} (known: {', '.join(ARCHITECTURES)})")
-    cls, size = ARCHITECTURES[name]
+    cls, default_size = ARCHITECTURES[name]
+    size = size or default_size
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = cls()

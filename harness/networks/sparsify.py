@@ -49,28 +49,28 @@ class FusedConv(nn.Module):
         self.sparse = True
         self.times = LayerTimes()
         self.profiling = False
-        self._prepared: dict[tuple, kernels.PreparedConv] = {}
-        # One output buffer per input shape, written afresh by every call: a fresh array each
-        # call costs page faults on every large output. Within one pass of the network each
-        # fused layer runs once, so its last output is consumed before it is overwritten;
-        # SparseNetwork copies a network output that is such a buffer.
-        self._outputs: dict[tuple, np.ndarray] = {}
-
-    @property
-    def subsampled(self) -> bool:
-        """A strided 1x1 convolution without padding is the pointwise one on every stride-th
-        pixel: it runs as that, on the input subsampled by PyTorch."""
-        c = self.conv
-        return (c.weight.shape[2:] == (1, 1) and c.padding == (0, 0) and c.groups == 1
-                and c.stride != (1, 1))
+        c = conv
+        # A strided 1x1 convolution without padding is the pointwise one on every stride-th
+        # pixel: it runs as that, on the input subsampled by PyTorch.
+        self._subsample = (c.stride if c.weight.shape[2:] == (1, 1) and c.padding == (0, 0)
+                           and c.groups == 1 and c.stride != (1, 1) else None)
+        # Per input shape: the prepared kernel and one output buffer (an array and the tensor
+        # over it) that every call writes afresh; a fresh array per call would cost page
+        # faults on every large output. Within one pass of the network each fused layer runs
+        # once, so its output is consumed before it is overwritten; SparseNetwork copies a
+        # network output that is such a buffer.
+        self._runs: dict[tuple, tuple] = {}
 
     def kernel(self, shape: tuple) -> kernels.PreparedConv:
-        """The sparse kernel for inputs of ``shape``, prepared on first use: the pointwise
-        kernel for 1x1 layers, the direct kernel for the others."""
-        k = self._prepared.get(shape)
-        if k is None:
+        """The sparse kernel for inputs of ``shape`` (after any subsampling), prepared on
+        first use: the pointwise kernel for 1x1 layers, the direct kernel for the others."""
+        return self._run_for(tuple(shape))[0]
+
+    def _run_for(self, shape: tuple) -> tuple:
+        run = self._runs.get(shape)
+        if run is None:
             c = self.conv
-            stride = (1, 1) if self.subsampled else c.stride
+            stride = (1, 1) if self._subsample else c.stride
             spec_args = dict(input_shape=shape, stride=stride, padding=c.padding,
                              dilation=c.dilation, groups=c.groups, relu=c.relu,
                              threads=self.threads, kernels=self.built)
@@ -82,8 +82,9 @@ class FusedConv(nn.Module):
             else:
                 plan = self.plan or (self._searched_plan(shape, stride) if self.search else None)
                 k = kernels.prepare(c.weight, c.bias, plan=plan, **spec_args)
-            self._prepared[shape] = k
-        return k
+            out = np.empty(k.spec.output_shape, dtype=np.float32)
+            run = self._runs[shape] = (k, out, torch.from_numpy(out))
+        return run
 
     def _searched_plan(self, shape: tuple, stride):
         c, host = self.conv, detect_host()
@@ -99,21 +100,18 @@ class FusedConv(nn.Module):
         return torch.relu_(y) if c.relu else y
 
     def run_sparse(self, x: torch.Tensor) -> torch.Tensor:
-        if self.subsampled:
-            sh, sw = self.conv.stride
-            x = x[:, :, ::sh, ::sw]
-        array = x.detach().to(torch.float32).contiguous().numpy()
-        k = self.kernel(array.shape)
-        out = self._outputs.get(array.shape)
-        if out is None:
-            out = self._outputs[array.shape] = np.empty(k.spec.output_shape, dtype=np.float32)
+        if self._subsample:
+            x = x[:, :, ::self._subsample[0], ::self._subsample[1]]
+        if x.dtype != torch.float32 or not x.is_contiguous() or x.requires_grad:
+            x = x.detach().to(torch.float32).contiguous()
+        k, out, y = self._runs.get(x.shape) or self._run_for(tuple(x.shape))
         if self.profiling:
             t0 = time.perf_counter()
-            k.run_into(array, out)
+            k.run_into(x.numpy(), out)
             self.times.kernel_s += time.perf_counter() - t0
         else:
-            k.run_into(array, out)
-        return torch.from_numpy(out)
+            k.run_into(x.numpy(), out)
+        return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.profiling:
@@ -129,7 +127,7 @@ class FusedConv(nn.Module):
         return y
 
     def buffers_in_use(self) -> list[np.ndarray]:
-        return list(self._outputs.values())
+        return [out for _, out, _ in self._runs.values()]
 
     def decide(self, shape: tuple, choice: str) -> None:
         """Sparse or dense for this layer: as asked, or (auto) whichever is faster on an input

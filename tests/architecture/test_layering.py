@@ -18,6 +18,7 @@ LAYERS = [
     {"harness.sweep"},
     {"harness.models"},
     {"harness.report"},
+    {"harness.networks"},
     {"harness.gsl"},
     {"harness.cli", "harness.__main__"},
 ]
@@ -71,7 +72,10 @@ def resolve(name: str) -> str | None:
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_upward_import(module):
     rank = layer_of(module)
-    upward = sorted({target for name in imports(MODULES[module], module, False)
+    # The package itself is the front door: its functions may hand over to any room
+    # (harness.sparsify), lazily, so importing harness still loads nothing above layer 0.
+    front_door = module == "harness"
+    upward = sorted({target for name in imports(MODULES[module], module, front_door)
                      if (target := resolve(name)) and layer_of(target) > rank})
     assert not upward, f"{module} (layer {rank}) imports upward: {upward}"
 

@@ -1,0 +1,52 @@
+"""spconv e2e: a whole network timed against the dense runtimes, with its breakdown."""
+
+import json
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+from harness.cli.e2e import main as e2e  # noqa: E402
+
+MODEL_FILE = '''
+import torch
+from torch import nn
+
+def model(batch=1):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(32, 32, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(32, 10))
+    return net.eval(), torch.randn(batch, 3, 24, 24)
+'''
+
+
+def test_e2e_times_every_runtime_and_breaks_the_time_down(tmp_path, capsys):
+    path = tmp_path / "small.py"
+    path.write_text(MODEL_FILE)
+    out = tmp_path / "e2e"
+    assert e2e(["--model", str(path), "--sparsity", "0.5,0.9", "--batch", "1,2",
+                "--threads", "1", "--rounds", "1", "--min-time", "0", "--out", str(out)]) == 0
+    rows = pd.read_csv(out / "e2e.csv")
+    assert len(rows) == 4 and set(rows["sparsity"]) == {0.5, 0.9}
+    for column in ("sparsified_ms", "torch_eager_ms", "torch_best_ms", "speedup_vs_torch",
+                   "sparse_conv_ms", "dense_conv_ms", "other_ms", "overhead_us_per_layer"):
+        assert (rows[column] >= 0).all(), column
+    assert (rows["relative_error"] < 1e-5).all() and (rows["layers"] == 3).all()
+    if "onnxruntime_ms" in rows:
+        assert (rows["speedup_vs_onnxruntime"] > 0).all()
+    layers = pd.read_csv(out / "e2e_layers.csv")
+    assert len(layers) == 4 * 3 and set(layers["run"]) <= {"sparse", "dense"}
+    first = layers[layers["layer"].astype(str) == "0"]
+    assert (first["density"] == 1.0).all()  # the first convolution is never pruned
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["data"]["host"]["cpu_model"] and meta["data"]["blas"]
+    assert "sparsified" in capsys.readouterr().out
+
+
+def test_e2e_bad_model_is_one_line_and_exit_2(tmp_path, capsys):
+    assert e2e(["--model", "nosuchnet", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nosuchnet" in err[0]

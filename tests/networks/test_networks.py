@@ -1,0 +1,169 @@
+"""Whole networks: the catalog's modules, model import from PyTorch and ONNX, sparsify."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from harness.conv.layers import (distinct, mobilenetv2_convolutions, network_layers,  # noqa: E402
+                                 resnet50_convolutions)
+from harness.errors import HarnessError  # noqa: E402
+from harness.networks.architectures import ARCHITECTURES, build  # noqa: E402
+from harness.networks.pruning import prune_convolutions, read_targets  # noqa: E402
+from harness.networks.sparsify import sparsify  # noqa: E402
+from harness.networks.torch_graph import import_torch  # noqa: E402
+
+
+class Mixed(nn.Module):
+    """Convolutions of every geometry the importers must read: strides, dilation, groups,
+    depthwise, 'same' padding, a non-square kernel, BatchNorm with and without a ReLU, ReLU as
+    a module, a function and a method, a residual add, a convolution with two users."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 12, 5, stride=2, padding=2, bias=False)
+        self.bn = nn.BatchNorm2d(12)
+        self.relu = nn.ReLU(inplace=True)
+        self.dilated = nn.Conv2d(12, 12, 3, padding=2, dilation=2)
+        self.grouped = nn.Conv2d(12, 24, 3, padding=1, groups=3)
+        self.depthwise = nn.Conv2d(24, 24, 3, padding="same", groups=24, bias=False)
+        self.dw_bn = nn.BatchNorm2d(24)
+        self.tall = nn.Conv2d(24, 16, (3, 1), padding=(1, 0))
+        self.point = nn.Conv2d(16, 16, 1)
+        self.shortcut = nn.Conv2d(24, 16, 1, stride=2, bias=False)
+        self.reduce = nn.Conv2d(16, 8, 1, stride=2)
+
+    def forward(self, x):
+        y = self.relu(self.bn(self.stem(x)))
+        y = torch.relu(self.dilated(y))
+        y = self.grouped(y).relu()
+        d = nn.functional.relu(self.dw_bn(self.depthwise(y)))
+        t = self.tall(d)
+        u = self.point(t) + t                     # `t` has two users: nothing fuses into it
+        return self.reduce(u[:, :, ::2, ::2] + self.shortcut(d))
+
+
+def mixed(seed=0):
+    torch.manual_seed(seed)
+    model = Mixed()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return model.eval(), torch.randn(2, 3, 23, 19)
+
+
+def test_torch_import_reads_geometry_folds_batchnorm_and_notes_relu():
+    model, x = mixed()
+    convs, notes = import_torch(model, x)
+    assert notes == []
+    by = {c.name: c for c in convs}
+    assert [c.name for c in convs] == ["stem", "dilated", "grouped", "depthwise", "tall",
+                                       "point", "shortcut", "reduce"]
+    stem = by["stem"]
+    assert stem.input_shape == (2, 3, 23, 19) and stem.stride == (2, 2) and stem.padding == (2, 2)
+    assert stem.relu and stem.batchnorm == "bn"
+    bn = model.bn
+    factor = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().numpy()
+    np.testing.assert_allclose(stem.weight, model.stem.weight.detach().numpy()
+                               * factor[:, None, None, None], rtol=1e-6)
+    np.testing.assert_allclose(stem.bias, (bn.bias - bn.running_mean * bn.weight
+                                           / torch.sqrt(bn.running_var + bn.eps)).detach().numpy(),
+                               rtol=1e-5, atol=1e-7)
+    assert by["dilated"].dilation == (2, 2) and by["dilated"].relu          # torch.relu
+    assert by["grouped"].groups == 3 and by["grouped"].relu                 # .relu()
+    assert by["depthwise"].groups == 24 and by["depthwise"].padding == (1, 1)  # 'same'
+    assert by["depthwise"].batchnorm == "dw_bn" and by["depthwise"].relu
+    assert by["tall"].weight.shape == (16, 24, 3, 1) and by["tall"].padding == (1, 0)
+    assert not by["tall"].relu and not by["point"].relu
+    assert by["shortcut"].stride == (2, 2) and by["shortcut"].bias is None
+    assert by["reduce"].input_shape[1:] == (16, 6, 5) and by["reduce"].stride == (2, 2)
+
+
+def _same_function(model, x, net):
+    with torch.no_grad():
+        want = model(x)
+    got = net(x)
+    scale = want.abs().max().item()
+    assert got.shape == want.shape
+    assert (got - want).abs().max().item() <= 1e-5 * scale
+
+
+@pytest.mark.parametrize("choice", ["sparse", "dense", "auto"])
+def test_sparsified_model_computes_the_same_function(choice):
+    model, x = mixed()
+    prune_convolutions(model, 0.8)
+    net = sparsify(model, x, choice=choice, threads=2)   # checks every layer on the way
+    _same_function(model, x, net)
+    assert all(layer.sparse == (choice == "sparse") for layer in net.layers()) \
+        or choice == "auto"
+    _same_function(model, torch.randn_like(x), net)      # another input, the same layers
+
+
+def test_sparsified_output_survives_the_next_call():
+    """A network output that is a fused layer's reused buffer is handed out as a copy."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1)).eval()
+    x = torch.randn(1, 4, 9, 9)
+    net = sparsify(model, x, choice="sparse")
+    first = net(x)
+    kept = first.clone()
+    net(torch.randn_like(x))
+    assert torch.equal(first, kept)
+
+
+def test_magnitude_pruning_keeps_the_stem_and_follows_targets():
+    model, _ = build("resnet50", size=64)
+    levels = prune_convolutions(model, 0.9)
+    assert "conv1" not in levels and len(levels) == 52
+    w = model.layer1[0].conv1.weight
+    assert abs((w == 0).float().mean().item() - 0.9) < 0.01
+    assert (model.conv1.weight != 0).all()
+    model, _ = build("resnet50", size=64)
+    prune_convolutions(model, {"layer2.0.conv2": 0.5})
+    assert abs((model.layer2[0].conv2.weight == 0).float().mean().item() - 0.5) < 0.01
+    assert (model.layer2[0].conv1.weight != 0).all()
+    with pytest.raises(HarnessError, match="no convolution"):
+        prune_convolutions(model, {"nope": 0.5})
+
+
+def test_targets_file(tmp_path):
+    path = tmp_path / "targets.yaml"
+    path.write_text("layers:\n  a: {prune: true, min_sparsity: 0.6, target_sparsity: 0.85}\n"
+                    "  b: {prune: false, min_sparsity: null, target_sparsity: null}\n"
+                    "  c: {prune: true, min_sparsity: 0.7, target_sparsity: null}\n")
+    assert read_targets(path) == {"a": 0.85, "c": 0.7}
+    path.write_text("layers: {a: 1.5}\n")
+    with pytest.raises(HarnessError, match="in \\[0, 1\\)"):
+        read_targets(path)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_catalog_modules_have_the_catalog_layers(name):
+    """The runnable modules and the catalog's shape lists describe the same networks."""
+    model, x = build(name)
+    convs, notes = import_torch(model, x)
+    assert notes == []
+    imported = [c.layer_shape(name) for c in convs]
+    every = {"resnet50": resnet50_convolutions, "mobilenetv2": mobilenetv2_convolutions}
+    catalog = every[name]() if name in every else network_layers(name)
+    if name == "googlenet":  # the catalog holds its 3x3 and 5x5 convolutions only
+        assert {l.geometry for l in catalog} <= {l.geometry for l in imported}
+    else:
+        assert [(l.name, l.geometry) for l in imported] == [(l.name, l.geometry) for l in catalog]
+    if name in every:  # the catalog sweeps each geometry once
+        assert network_layers(name) == distinct(catalog)
+
+
+def test_mobilenetv2_sparsified_end_to_end():
+    """Depthwise and pointwise layers, ReLU6 left to PyTorch, residual adds."""
+    model, x = build("mobilenetv2", size=64)
+    prune_convolutions(model, 0.7)
+    net = sparsify(model, x, choice="sparse")
+    _same_function(model, x, net)
+    runs = {layer.conv.name: layer for layer in net.layers()}
+    assert len(runs) == 52 and not runs["features.1.depthwise.0"].conv.relu
