@@ -90,6 +90,12 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *rowptr, const in
                      const float *values, const float *bias, int relu, const float *input,
                      float *scratch, float *output);
 
+/* Max pooling of `planes` NCHW planes, torch.nn.functional.max_pool2d's semantics with
+   dilation 1 and floor rounding (padding at most half the kernel); kernels_c/pool.c. */
+int spconv_max_pool(const float *input, int planes, int height, int width, int kernel_h,
+                    int kernel_w, int stride_h, int stride_w, int pad_h, int pad_w,
+                    int out_height, int out_width, float *output, int threads);
+
 /* im2col of one image for every group: cols[group][(c, r, s)][(y, x)], each row of
    out_height * out_width values starting row_stride floats after the previous one (a stride
    of whole vectors keeps every row aligned; the gap is left as it is). */

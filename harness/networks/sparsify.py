@@ -17,6 +17,7 @@ from harness.errors import HarnessError
 from harness.kernels import native
 from harness.machine.hostinfo import detect_host
 from harness.networks.layers import ModelConv
+from harness.networks.pooling import replace_max_pools
 from harness.networks.torch_graph import conv_chains, model_conv, trace
 from harness.sweep.tuning import tuned_plan
 from harness.timing import interleaved_medians, measure
@@ -244,6 +245,7 @@ def sparsify(model: nn.Module, example_input: torch.Tensor, *, threads: int = 1,
                     graph.graph.erase_node(dead)
     finally:
         torch.set_num_threads(previous)
+    replace_max_pools(graph, threads, built)
     graph.graph.lint()
     graph.recompile()
     return SparseNetwork(graph, fused, threads, notes)

@@ -167,3 +167,25 @@ def test_mobilenetv2_sparsified_end_to_end():
     _same_function(model, x, net)
     runs = {layer.conv.name: layer for layer in net.layers()}
     assert len(runs) == 52 and not runs["features.1.depthwise.0"].conv.relu
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_max_pool_kernel_equals_torch(seed):
+    from harness.machine.build import host_kernels
+    from harness.networks.pooling import MaxPool, fast_poolable
+    rng = np.random.default_rng(seed)
+    kernel = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+    stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    padding = (int(rng.integers(0, kernel[0] // 2 + 1)), int(rng.integers(0, kernel[1] // 2 + 1)))
+    pool = nn.MaxPool2d(kernel, stride, padding)
+    assert fast_poolable(pool)
+    x = torch.from_numpy(rng.standard_normal((2, 3, kernel[0] + int(rng.integers(0, 12)),
+                                              kernel[1] + int(rng.integers(0, 12))))
+                         .astype(np.float32))
+    x[0, 1, 0, 0] = float("nan")  # propagates like PyTorch's
+    x[1, 2, -1, -1] = -float("inf")
+    got = MaxPool(pool, 1 + seed % 2, host_kernels())(x)
+    assert torch.equal(got.isnan(), pool(x).isnan())
+    assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(pool(x)))
+    assert not fast_poolable(nn.MaxPool2d(3, 2, 1, ceil_mode=True))
+    assert not fast_poolable(nn.MaxPool2d(3, 2, 1, dilation=2))
