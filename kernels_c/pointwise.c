@@ -88,6 +88,11 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *rowptr, const in
                                           values + rowptr[m], rowptr[m + 1] - rowptr[m],
                                           a->tile_vectors);
                         float *dst = y + m * pixels + p0;
+                        /* the next chunk's output row, for writing: a layer's output is
+                           usually out of cache, and its rows are too many streams for the
+                           hardware prefetchers */
+                        for (long i = chunk; i < 2 * chunk && p0 + i < pixels; i += 16)
+                            __builtin_prefetch(dst + i, 1);
                         if (relu)
                             for (long i = 0; i < len; ++i)
                                 dst[i] = acc[i] > 0.0f ? acc[i] : 0.0f;

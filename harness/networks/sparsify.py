@@ -17,7 +17,8 @@ from harness.errors import HarnessError
 from harness.kernels import native
 from harness.machine.hostinfo import detect_host
 from harness.networks.layers import ModelConv
-from harness.networks.pooling import replace_max_pools
+from harness.networks.memory import share_buffers
+from harness.networks.pooling import MaxPool, replace_max_pools
 from harness.networks.torch_graph import conv_chains, model_conv, trace
 from harness.sweep.tuning import tuned_plan
 from harness.timing import interleaved_medians, measure
@@ -126,6 +127,18 @@ class FusedConv(nn.Module):
         self.times.calls += 1
         self.times.total_s += time.perf_counter() - t0
         return y
+
+    def bind_output(self, out_shape: tuple, buffer: np.ndarray) -> None:
+        """Write the outputs of the model's own input shape into ``buffer``, which other
+        layers share (harness.networks.memory plans when it is free)."""
+        n, c, h, w = self.conv.input_shape
+        if self._subsample:
+            h, w = -(-h // self._subsample[0]), -(-w // self._subsample[1])
+        k, out, _ = self._run_for((n, c, h, w))
+        if out.shape != tuple(out_shape):
+            raise HarnessError(f"{self.conv.name}: planned an output of {out_shape}, the "
+                               f"kernel writes {out.shape}")
+        self._runs[(n, c, h, w)] = (k, buffer, torch.from_numpy(buffer))
 
     def buffers_in_use(self) -> list[np.ndarray]:
         return [out for _, out, _ in self._runs.values()]
@@ -246,6 +259,9 @@ def sparsify(model: nn.Module, example_input: torch.Tensor, *, threads: int = 1,
     finally:
         torch.set_num_threads(previous)
     replace_max_pools(graph, threads, built)
+    by_target = {node.target: graph.get_submodule(node.target) for node in graph.graph.nodes
+                 if node.op == "call_module" and node.target.startswith("fused_")}
+    share_buffers(graph, {t: m for t, m in by_target.items() if m.sparse}, (FusedConv, MaxPool))
     graph.graph.lint()
     graph.recompile()
     return SparseNetwork(graph, fused, threads, notes)
