@@ -108,5 +108,14 @@ def _run(args) -> int:
         u = summary["unguided"]
         print(f"unguided (uniform {u['uniform_sparsity']:.3f}): {u['accuracy_after_finetune']:.2f}% "
               f"after fine-tuning; measured conv speedup {u['conv_speedup_measured']:.2f}x")
+    for name in ("gsl", "unguided"):
+        e2e = summary.get(name, {}).get("end_to_end")
+        if e2e:
+            versus = "".join(f", {e2e[f'speedup_vs_{r}']:.2f}x {label}"
+                             for r, label in (("torch", e2e["torch_best"]),
+                                              ("onnxruntime", "ONNX Runtime"))
+                             if f"speedup_vs_{r}" in e2e)
+            print(f"{name} end to end (batch 1, 1 thread): {e2e['sparsified_ms']:.3f} ms{versus}; "
+                  f"test accuracy of the sparse execution {e2e['sparse_execution_accuracy']:.2f}%")
     print(f"outputs in {out}")
     return 0

@@ -1,5 +1,6 @@
 """End to end: dense training (or a checkpoint), guided pruning, fine-tuning, an unguided
-comparison, and the measured speed of the pruned convolutions' real sparsity patterns."""
+comparison, the measured speed of the pruned convolutions' real sparsity patterns, and the
+pruned network run whole with sparse convolutions (its accuracy and latency)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from harness import kernels
 from harness.errors import HarnessError
@@ -28,6 +30,10 @@ from harness.gsl.guidance import LayerGuidance, ModelSpeedup, allocate_for_time,
 from harness.gsl.network import conv_shapes
 from harness.gsl.pruning import GuidedPruner, PruneSettings, accuracy, sparsity, train_epochs
 from harness.gsl.stages import StageRecord
+from harness.networks.end_to_end import Case, time_case
+from harness.networks.sparsify import sparsify
+
+EVAL_BATCH = 512  # test images per call of the sparse execution
 
 
 def timing_methods() -> list[str]:
@@ -48,6 +54,7 @@ class GSLSettings:
     compare_unguided: bool = True
     dense_same_epochs: bool = True  # also train the dense model as long as the pruned one
     sweep_layers: bool = True  # fit the model on a sweep of the network's own layer shapes
+    end_to_end: bool = True  # run the pruned network whole through harness.sparsify
     timing_repeats: int = 5
     seed: int = 0
 
@@ -203,6 +210,28 @@ def outcome(record: dict, speedup: float, per_layer: pd.DataFrame) -> dict:
             "conv_speedup_measured": speedup, "layers": per_layer.to_dict("records")}
 
 
+def end_to_end(pruned: nn.Module, data: ImageData, log) -> dict:
+    """The pruned network run whole through harness.sparsify: its test accuracy as the sparse
+    execution computes it, and its batch-1 latency against dense PyTorch and ONNX Runtime on
+    the same weights (one thread, interleaved)."""
+    example = torch.from_numpy(data.test_x[:1])
+    network = sparsify(copy.deepcopy(pruned), torch.from_numpy(data.test_x[:EVAL_BATCH]))
+    correct = 0
+    for i in range(0, len(data.test_x), EVAL_BATCH):
+        pred = network(torch.from_numpy(data.test_x[i:i + EVAL_BATCH])).argmax(1).numpy()
+        correct += int((pred == data.test_y[i:i + EVAL_BATCH]).sum())
+    row = time_case(Case("gsl", 0.0, 1, 1), pruned, example, pruned=True)
+    row.pop("per_layer")
+    result = {"sparse_execution_accuracy": 100.0 * correct / max(1, len(data.test_x)),
+              **{k: row[k] for k in row if k.endswith("_ms") or k.startswith("speedup_vs_")
+                 or k in ("torch_best", "sparse_layers", "layers")}}
+    log(f"end to end (batch 1, 1 thread): sparsified {row['sparsified_ms']:.3f} ms, "
+        f"{row['torch_best']} {row['torch_best_ms']:.3f} ms"
+        + (f", ONNX Runtime {row['onnxruntime_ms']:.3f} ms" if "onnxruntime_ms" in row else "")
+        + f"; test accuracy of the sparse execution {result['sparse_execution_accuracy']:.2f}%")
+    return result
+
+
 def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: PruneSettings,
             settings: GSLSettings, checkpoint: Path | None = None, log=print,
             results_root: Path = Path("results")) -> dict:
@@ -286,6 +315,11 @@ def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: P
         per_layer_u, net_u = network_speed(timing, "unguided", set(shapes))  # all pruned, all sparse
         summary["unguided"] = {"uniform_sparsity": unguided["uniform_sparsity"],
                                **outcome(unguided, net_u, per_layer_u)}
+    if settings.end_to_end:
+        log("running the pruned network end to end with sparse convolutions")
+        summary["gsl"]["end_to_end"] = end_to_end(model_gsl, data, log)
+        if unguided is not None:
+            summary["unguided"]["end_to_end"] = end_to_end(model_u, data, log)
     if stages.get("dense_same_epochs") is not None:
         summary["dense_accuracy_same_epochs"] = stages.get("dense_same_epochs")["accuracy"]
     summary["seconds_this_session"] = time.time() - started

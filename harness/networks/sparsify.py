@@ -195,6 +195,11 @@ class SparseNetwork(nn.Module):
             return {k: self._detached(v) for k, v in result.items()}
         return result
 
+    def train(self, mode: bool = True):
+        """Inference only: the folded BatchNorms cannot train, so the network stays in eval
+        mode (callers that switch modes around evaluation get the same function)."""
+        return super().train(False)
+
     def layers(self) -> list[FusedConv]:
         return list(self.fused.values())
 

@@ -157,6 +157,10 @@ def test_pipeline_end_to_end(tmp_path):
     saved = json.loads((out / "summary.json").read_text())
     assert saved["gsl"]["conv_speedup_measured"] > 0 and "unguided" in saved
     assert 0 <= saved["dense_accuracy_same_epochs"] <= 100
+    e2e = saved["gsl"]["end_to_end"]  # the pruned network run whole by harness.sparsify
+    assert abs(e2e["sparse_execution_accuracy"] - saved["gsl"]["accuracy_after_finetune"]) <= 0.5
+    assert e2e["sparsified_ms"] > 0 and e2e["torch_best_ms"] > 0 and e2e["sparse_layers"] >= 0
+    assert "end_to_end" in saved["unguided"]
     timing = pd.read_csv(out / "timing" / "results.csv")
     assert (timing["status"] == "ok").all() and (timing["pattern"] == "file").all()
     assert {layer.rsplit("@", 1)[1] for layer in timing["layer"]} == {"gsl", "unguided"}
