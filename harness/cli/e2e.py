@@ -29,6 +29,8 @@ def build_parser(prog: str):
     p.add_argument("--prune", choices=["magnitude", "none"], default="magnitude",
                    help="none: time the model's weights as they are (one row per batch and "
                         "thread count)")
+    p.add_argument("--pointwise-only", action="store_true",
+                   help="prune only the 1x1 convolutions (MobileNet's depthwise stay dense)")
     p.add_argument("--batch", default="1", help="batch sizes, e.g. 1,16")
     p.add_argument("--threads", default="1", help="thread counts, e.g. 1,2")
     p.add_argument("--choice", choices=["auto", "sparse", "dense"], default="auto",
@@ -87,7 +89,8 @@ def _e2e(args, argv) -> int:
                       f"{t} thread(s) ...", file=sys.stderr, flush=True)
                 row = time_case(case, model, example, choice=args.choice, tune=args.tune,
                                 rounds=args.rounds, min_time=args.min_time,
-                                workdir=out, pruned=s is None)
+                                workdir=out, pruned=s is None,
+                                pointwise_only=args.pointwise_only)
                 layers = row.pop("per_layer")
                 layer_rows += [{"network": name, "sparsity": case.sparsity, "batch": batch,
                                 "threads": t, **layer} for layer in layers]

@@ -73,13 +73,14 @@ class Case:
 
 def time_case(case: Case, model: torch.nn.Module, example: torch.Tensor, *,
               choice: str = "auto", tune: str = "cached", rounds: int = 3, min_time: float = 0.2,
-              workdir: Path | None = None, pruned: bool = False) -> dict:
-    """One row: the model pruned to ``case.sparsity`` (every convolution but the first, by
-    magnitude; ``pruned`` keeps the weights as given), sparsified, and timed against the dense
-    runtimes on the same weights, interleaved in ``rounds`` rounds."""
+              workdir: Path | None = None, pruned: bool = False,
+              pointwise_only: bool = False) -> dict:
+    """One row: the model pruned to ``case.sparsity`` (every convolution but the first, or its
+    1x1 ones only, by magnitude; ``pruned`` keeps the weights as given), sparsified, and timed
+    against the dense runtimes on the same weights, interleaved in ``rounds`` rounds."""
     model = copy.deepcopy(model).eval()
     if not pruned and case.sparsity > 0:
-        prune_convolutions(model, case.sparsity)
+        prune_convolutions(model, case.sparsity, pointwise_only=pointwise_only)
     network = sparsify(model, example, threads=case.threads, choice=choice, tune=tune)
     with torch.no_grad():
         reference = model(example)

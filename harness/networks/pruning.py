@@ -13,11 +13,16 @@ from harness.conv.sparsity import check_sparsity, magnitude_prune
 from harness.errors import HarnessError
 
 
+def is_pointwise(conv: nn.Conv2d) -> bool:
+    return tuple(conv.kernel_size) == (1, 1) and conv.groups == 1
+
+
 def prune_convolutions(model: nn.Module, sparsity: float | dict[str, float], *,
-                       keep_first: bool = True) -> dict[str, float]:
+                       keep_first: bool = True, pointwise_only: bool = False) -> dict[str, float]:
     """Zero the smallest weights of each Conv2d in place: ``sparsity`` for every one, or a
     mapping from module name to sparsity (convolutions it does not name stay dense).
-    ``keep_first`` leaves the first convolution (the stem, which reads the image) dense.
+    ``keep_first`` leaves the first convolution (the stem, which reads the image) dense;
+    ``pointwise_only`` prunes only 1x1 convolutions (MobileNet's depthwise ones stay dense).
     Returns the sparsity given to each pruned convolution."""
     convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     if isinstance(sparsity, dict):
@@ -27,7 +32,8 @@ def prune_convolutions(model: nn.Module, sparsity: float | dict[str, float], *,
         targets = {name: check_sparsity(float(s)) for name, s in sparsity.items()}
     else:
         level = check_sparsity(float(sparsity))
-        targets = {name: level for i, (name, _) in enumerate(convs) if i or not keep_first}
+        targets = {name: level for i, (name, m) in enumerate(convs)
+                   if (i or not keep_first) and (is_pointwise(m) or not pointwise_only)}
     modules = dict(convs)
     with torch.no_grad():
         for name, level in targets.items():

@@ -129,6 +129,10 @@ def test_magnitude_pruning_keeps_the_stem_and_follows_targets():
     assert (model.layer2[0].conv1.weight != 0).all()
     with pytest.raises(HarnessError, match="no convolution"):
         prune_convolutions(model, {"nope": 0.5})
+    model, _ = build("mobilenetv2", size=32)
+    levels = prune_convolutions(model, 0.9, pointwise_only=True)
+    assert levels and all(model.get_submodule(n).kernel_size == (1, 1) for n in levels)
+    assert (model.features[1].depthwise[0].weight != 0).all()
 
 
 def test_targets_file(tmp_path):
