@@ -4,6 +4,7 @@ in one run, with a breakdown of the sparsified network's time."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -58,13 +59,12 @@ def _e2e(args, argv) -> int:
 
     sparsities = parse_sparsities(args.sparsity) if args.prune == "magnitude" else [None]
     batches, threads = parse_ints(args.batch, "--batch"), parse_ints(args.threads, "--threads")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise HarnessError("spconv e2e needs PyTorch: pip install 'sparseconv-harness[torch]'") from None
+    if importlib.util.find_spec("torch") is None:
+        raise HarnessError("spconv e2e needs PyTorch: pip install 'sparseconv-harness[torch]'")
     import pandas as pd
 
     from harness.machine.build import build
+    from harness.models.speedup import ModelSpeedup
     from harness.networks.end_to_end import Case, time_case
     from harness.networks.sources import torch_model
     from harness.store.files import atomic_write_text, write_json
@@ -90,7 +90,8 @@ def _e2e(args, argv) -> int:
                 row = time_case(case, model, example, choice=args.choice, tune=args.tune,
                                 rounds=args.rounds, min_time=args.min_time,
                                 workdir=out, pruned=s is None,
-                                pointwise_only=args.pointwise_only)
+                                pointwise_only=args.pointwise_only,
+                                predictor=ModelSpeedup(profile, Path(config.RESULTS_ROOT), t))
                 layers = row.pop("per_layer")
                 layer_rows += [{"network": name, "sparsity": case.sparsity, "batch": batch,
                                 "threads": t, **layer} for layer in layers]
@@ -112,6 +113,8 @@ def _line(row: dict) -> str:
     for name in ("onnxruntime", "deepsparse"):
         if f"{name}_ms" in row:
             parts.append(f"{name} {row[f'{name}_ms']:.1f} ms ({row[f'speedup_vs_{name}']:.2f}x)")
+    if "predicted_ms" in row:
+        parts.append(f"predicted {row['predicted_ms']:.1f} ms")
     parts.append(f"[sparse conv {row['sparse_conv_ms']:.1f}, dense conv "
                  f"{row['dense_conv_ms']:.1f}, other {row['other_ms']:.1f} ms; "
                  f"{row['sparse_layers']}/{row['layers']} layers sparse; Python "

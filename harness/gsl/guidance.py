@@ -6,15 +6,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from harness.models.fitted import GAIN_LIMIT, FittedModel, crossing
+from harness.models.fitted import GAIN_LIMIT, crossing
 from harness.conv.layers import LayerShape
-from harness.models.paper import PaperModel
-from harness.store.runs import MODEL_FIT, read_model_fit
-from harness.machine.profiles import Profile
 
 TOP = 0.98               # highest sparsity considered
 MIN_SPEEDUP = 1.3        # a layer projected to gain less is not worth the accuracy it costs
@@ -29,57 +25,6 @@ class LayerGuidance:
     speedup_at_target: float
     prune: bool
     reason: str
-
-
-PAPER_ALPHA = 3.0  # the paper's Broadwell value, for a profile that has none
-
-
-def _with_model_numbers(profile: Profile) -> tuple[Profile, str]:
-    """The profile with what the paper's model needs: peak and bandwidth from the host's
-    calibration when the profile has none, alpha from the paper when it has none."""
-    note = ""
-    if not profile.peak_sgemm_gflops or not profile.stream_gbps:
-        from harness.machine.calibrate import calibrated_profile, calibration
-        from harness.machine.hostinfo import detect_host
-        from harness.kernels.native import host_kernels
-        profile = calibrated_profile(profile, calibration(host_kernels(), detect_host(), 1))
-        note += ", peak and bandwidth calibrated on this host"
-    if profile.alpha is None:
-        profile = dataclasses.replace(profile, alpha=PAPER_ALPHA)
-        note += f", alpha {PAPER_ALPHA} (the paper's Broadwell value; run a sweep to fit)"
-    return profile, note
-
-
-class ModelSpeedup:
-    """speedup(layer, sparsity) of whichever model guides the pruning."""
-
-    def __init__(self, profile: Profile, results_root: Path = Path("results"), threads: int = 1,
-                 fit_file: Path | None = None):
-        self.threads = threads
-        self.fitted, self.source = None, ""
-        runs = [fit_file] if fit_file is not None and fit_file.exists() else sorted(
-            results_root.glob(f"{profile.name}-*/{MODEL_FIT}"), key=lambda p: p.stat().st_mtime)
-        if runs:
-            self.fitted = FittedModel.from_json(read_model_fit(runs[-1]))
-            self.source = f"fitted model of {runs[-1].parent}"
-            return
-        profile, note = _with_model_numbers(profile)
-        self.paper = PaperModel(profile)
-        self.source = f"paper model of profile {profile.name}{note}"
-
-    def __call__(self, layer: LayerShape, sparsity: float) -> float:
-        if self.fitted is not None:
-            spec = layer.spec(1)
-            cls = f"k{layer.kernel}s{layer.stride}"
-            return self.fitted.speedup(spec, sparsity, self.threads, cls, (layer.key, 1, self.threads))
-        return self.paper.speedup(layer, sparsity)
-
-    def sparse_time(self, layer: LayerShape, sparsity: float) -> float:
-        """Seconds per image of direct sparse convolution at ``sparsity``."""
-        if self.fitted is not None:
-            return self.fitted.sparse_time(layer.spec(1), sparsity, self.threads,
-                                           f"k{layer.kernel}s{layer.stride}")
-        return max(self.paper.times(layer, sparsity)[1:])
 
 
 def guide(layers: dict[str, LayerShape], speedup, max_target: float = 0.95) -> dict[str, LayerGuidance]:

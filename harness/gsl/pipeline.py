@@ -26,7 +26,8 @@ from harness.store.runs import MODEL_FIT, RunStore
 from harness.sweep.results import results_table
 from harness.sweep.plan import SweepConfig, plan_points
 from harness.sweep.run import run_sweep
-from harness.gsl.guidance import LayerGuidance, ModelSpeedup, allocate_for_time, guide
+from harness.gsl.guidance import LayerGuidance, allocate_for_time, guide
+from harness.models.speedup import ModelSpeedup
 from harness.gsl.network import conv_shapes
 from harness.gsl.pruning import GuidedPruner, PruneSettings, accuracy, sparsity, train_epochs
 from harness.gsl.stages import StageRecord

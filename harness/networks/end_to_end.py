@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.errors import HarnessError
 from harness.networks.pruning import prune_convolutions
 from harness.networks.runtimes import dense_runners
 from harness.networks.sparsify import SparseNetwork, sparsify
@@ -74,10 +75,11 @@ class Case:
 def time_case(case: Case, model: torch.nn.Module, example: torch.Tensor, *,
               choice: str = "auto", tune: str = "cached", rounds: int = 3, min_time: float = 0.2,
               workdir: Path | None = None, pruned: bool = False,
-              pointwise_only: bool = False) -> dict:
+              pointwise_only: bool = False, predictor=None) -> dict:
     """One row: the model pruned to ``case.sparsity`` (every convolution but the first, or its
     1x1 ones only, by magnitude; ``pruned`` keeps the weights as given), sparsified, and timed
-    against the dense runtimes on the same weights, interleaved in ``rounds`` rounds."""
+    against the dense runtimes on the same weights, interleaved in ``rounds`` rounds.
+    ``predictor`` (a harness.models.speedup.ModelSpeedup) adds the model's predictions."""
     model = copy.deepcopy(model).eval()
     if not pruned and case.sparsity > 0:
         prune_convolutions(model, case.sparsity, pointwise_only=pointwise_only)
@@ -106,5 +108,29 @@ def time_case(case: Case, model: torch.nn.Module, example: torch.Tensor, *,
     for name in ("onnxruntime", "deepsparse"):
         if name in medians:
             row[f"speedup_vs_{name}"] = medians[name] / medians[SPARSE]
+    if predictor is not None:
+        row.update(predict(network, breakdown, predictor, case))
     row["per_layer"] = breakdown.layers
     return row
+
+
+def predict(network: SparseNetwork, breakdown: Breakdown, predictor, case: Case) -> dict:
+    """The performance model's time for each fused layer as it runs (sparse at its own
+    density, or dense), added to ``breakdown.layers``; the network's predicted time is their
+    sum plus the measured time of the other operations."""
+    total, missing = 0.0, 0
+    for layer, entry in zip(network.layers(), breakdown.layers):
+        try:
+            shape = layer.conv.layer_shape(case.network)
+        except HarnessError:  # a geometry the models do not describe
+            entry["predicted_ms"] = None
+            missing += 1
+            continue
+        sparsity = 1.0 - entry["density"]
+        seconds = (predictor.sparse_time(shape, min(sparsity, 0.999)) if layer.sparse
+                   else predictor.dense_time(shape))
+        entry["predicted_ms"] = seconds * case.batch * 1e3
+        total += entry["predicted_ms"]
+    predicted = total + breakdown.other_s * 1e3
+    return {"predicted_conv_ms": total, "predicted_ms": predicted,
+            "layers_not_predicted": missing, "model": predictor.source}
