@@ -2,6 +2,9 @@
    pixel mixes the channels of the same input pixel, so no padding or im2col is needed:
    out[n][m][p] = act(bias[m] + sum_j values[j] * x[n][c_j][p]).
 
+   With a residual (same shape as the output), out = act(conv + residual): a network's
+   shortcut addition and the ReLU after it, fused.
+
    Work items are (image, pixel chunk, block of output channels). An item packs its chunk of
    every input channel into one contiguous slice (channel rows lie a whole image plane apart,
    which maps them onto few L1 sets; packed, the slice stays in L1 while it is reused), then
@@ -40,7 +43,7 @@ static inline void pack_row(float *dst, const float *src, long len)
 
 int spconv_pointwise(const spconv_pointwise_args *a, const int *rowptr, const int *colidx,
                      const float *values, const float *bias, int relu, const float *input,
-                     float *scratch, float *output)
+                     const float *residual, float *scratch, float *output)
 {
     const long pixels = a->pixels, chunk = a->chunk;
     if (a->batch < 0 || a->channels <= 0 || a->out_channels <= 0 || pixels <= 0 ||
@@ -93,6 +96,11 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *rowptr, const in
                            hardware prefetchers */
                         for (long i = chunk; i < 2 * chunk && p0 + i < pixels; i += 16)
                             __builtin_prefetch(dst + i, 1);
+                        if (residual) {
+                            const float *res = residual + n * out_per_image + m * pixels + p0;
+                            for (long i = 0; i < len; ++i)
+                                acc[i] += res[i];
+                        }
                         if (relu)
                             for (long i = 0; i < len; ++i)
                                 dst[i] = acc[i] > 0.0f ? acc[i] : 0.0f;

@@ -75,7 +75,8 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
 /* Pointwise sparse convolution (kernels_c/pointwise.c): 1x1 kernel, stride 1, no padding, one
    group, no padded copy of the input. CSR over output channels, colidx[j] = c_j * chunk
    (offsets into the packed slice of one chunk); chunk (pixels per work item) is a multiple of
-   the vector length; scratch holds spconv_pointwise_scratch_floats() floats. */
+   the vector length; scratch holds spconv_pointwise_scratch_floats() floats. residual (NULL
+   or the output's shape) is added before the activation. */
 typedef struct {
     int batch, channels, out_channels;
     long pixels;            /* height * width */
@@ -88,7 +89,7 @@ typedef struct {
 long spconv_pointwise_scratch_floats(int channels, long chunk, int threads);
 int spconv_pointwise(const spconv_pointwise_args *a, const int *rowptr, const int *colidx,
                      const float *values, const float *bias, int relu, const float *input,
-                     float *scratch, float *output);
+                     const float *residual, float *scratch, float *output);
 
 /* Max pooling of `planes` NCHW planes, torch.nn.functional.max_pool2d's semantics with
    dilation 1 and floor rounding (padding at most half the kernel); kernels_c/pool.c. */

@@ -80,10 +80,16 @@ class PointwiseSparseConv(PreparedConv):
         self._scratch_ptr = native.float_ptr(built, self._scratch)
 
     def _run(self, x, out):
+        self.run_with_residual(x, None, out)
+
+    def run_with_residual(self, x, residual, out) -> None:
+        """out = act(conv(x) + residual): a shortcut addition (and the ReLU after it) fused
+        into the kernel's output step. Arrays as for run_into; residual has out's shape."""
         built = self.built
-        rc = built.lib.spconv_pointwise(self._args, *self._ptrs, int(self.relu),
-                                        native.float_ptr(built, x), self._scratch_ptr,
-                                        native.float_ptr(built, out))
+        rc = built.lib.spconv_pointwise(
+            self._args, *self._ptrs, int(self.relu), native.float_ptr(built, x),
+            built.ffi.NULL if residual is None else native.float_ptr(built, residual),
+            self._scratch_ptr, native.float_ptr(built, out))
         native.check_rc(built, rc, "spconv_pointwise")
 
     def describe(self) -> dict:

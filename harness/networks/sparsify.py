@@ -4,6 +4,7 @@ dense PyTorch elsewhere; every other operation stays in PyTorch."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from harness.machine.hostinfo import detect_host
 from harness.networks.layers import ModelConv
 from harness.networks.memory import share_buffers
 from harness.networks.pooling import MaxPool, replace_max_pools
-from harness.networks.torch_graph import conv_chains, model_conv, trace
+from harness.networks.torch_graph import conv_chains, model_conv, residual_adds, trace
 from harness.sweep.tuning import tuned_plan
 from harness.timing import interleaved_medians, measure
 
@@ -49,6 +50,7 @@ class FusedConv(nn.Module):
         self.register_buffer("weight", torch.from_numpy(conv.weight.copy()))
         self.register_buffer("bias", None if conv.bias is None else torch.from_numpy(conv.bias.copy()))
         self.sparse = True
+        self.residual = False  # forward takes a second tensor, added before the activation
         self.times = LayerTimes()
         self.profiling = False
         c = conv
@@ -95,50 +97,74 @@ class FusedConv(nn.Module):
         return tuned_plan(c.weight, spec, self.threads, self.built, host=host.cpu_model,
                           search=True, l2_bytes=host.caches_kib.get("l2", 256) * 1024)
 
-    def dense(self, x: torch.Tensor) -> torch.Tensor:
+    def fuse_residual(self, relu: bool) -> None:
+        """From now on forward(x, residual) computes act(conv(x) + residual), act the ReLU if
+        ``relu`` (the layer's own ReLU is then none: it had no user but the addition)."""
+        self.conv = dataclasses.replace(self.conv, relu=relu)
+        self.residual = True
+        self._runs.clear()  # the kernels apply the activation: prepare them afresh
+
+    def dense(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         c = self.conv
         y = nn.functional.conv2d(x, self.weight, self.bias, c.stride, c.padding, c.dilation,
                                  c.groups)
+        if residual is not None:
+            y += residual
         return torch.relu_(y) if c.relu else y
 
-    def run_sparse(self, x: torch.Tensor) -> torch.Tensor:
+    def run_sparse(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if self._subsample:
             x = x[:, :, ::self._subsample[0], ::self._subsample[1]]
         if x.dtype != torch.float32 or not x.is_contiguous() or x.requires_grad:
             x = x.detach().to(torch.float32).contiguous()
         k, out, y = self._runs.get(x.shape) or self._run_for(tuple(x.shape))
-        if self.profiling:
-            t0 = time.perf_counter()
+        t0 = time.perf_counter() if self.profiling else 0.0
+        if residual is None:
             k.run_into(x.numpy(), out)
-            self.times.kernel_s += time.perf_counter() - t0
         else:
-            k.run_into(x.numpy(), out)
+            residual = residual.detach().to(torch.float32).contiguous()
+            k.run_with_residual(x.numpy(), residual.numpy(), out)
+        if self.profiling:
+            self.times.kernel_s += time.perf_counter() - t0
         return y
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if not self.profiling:
-            return self.run_sparse(x) if self.sparse else self.dense(x)
+            return self.run_sparse(x, residual) if self.sparse else self.dense(x, residual)
         t0 = time.perf_counter()
         if self.sparse:
-            y = self.run_sparse(x)
+            y = self.run_sparse(x, residual)
         else:
-            y = self.dense(x)
+            y = self.dense(x, residual)
             self.times.kernel_s += time.perf_counter() - t0
         self.times.calls += 1
         self.times.total_s += time.perf_counter() - t0
         return y
 
-    def bind_output(self, out_shape: tuple, buffer: np.ndarray) -> None:
-        """Write the outputs of the model's own input shape into ``buffer``, which other
-        layers share (harness.networks.memory plans when it is free)."""
+    def fuses_residuals(self) -> bool:
+        """Whether its kernel can add a residual before the activation: a pointwise layer
+        (run sparse) without a ReLU of its own, or any layer run dense."""
+        if self.conv.relu or self.residual:
+            return False
+        if not self.sparse:
+            return True
+        return hasattr(self.kernel(self._example_shape()), "run_with_residual")
+
+    def _example_shape(self) -> tuple:
         n, c, h, w = self.conv.input_shape
         if self._subsample:
             h, w = -(-h // self._subsample[0]), -(-w // self._subsample[1])
-        k, out, _ = self._run_for((n, c, h, w))
+        return (n, c, h, w)
+
+    def bind_output(self, out_shape: tuple, buffer: np.ndarray) -> None:
+        """Write the outputs of the model's own input shape into ``buffer``, which other
+        layers share (harness.networks.memory plans when it is free)."""
+        shape = self._example_shape()
+        k, out, _ = self._run_for(shape)
         if out.shape != tuple(out_shape):
             raise HarnessError(f"{self.conv.name}: planned an output of {out_shape}, the "
                                f"kernel writes {out.shape}")
-        self._runs[(n, c, h, w)] = (k, buffer, torch.from_numpy(buffer))
+        self._runs[shape] = (k, buffer, torch.from_numpy(buffer))
 
     def buffers_in_use(self) -> list[np.ndarray]:
         return [out for _, out, _ in self._runs.values()]
@@ -263,6 +289,7 @@ def sparsify(model: nn.Module, example_input: torch.Tensor, *, threads: int = 1,
                     graph.graph.erase_node(dead)
     finally:
         torch.set_num_threads(previous)
+    fuse_residual_adds(graph)
     replace_max_pools(graph, threads, built)
     by_target = {node.target: graph.get_submodule(node.target) for node in graph.graph.nodes
                  if node.op == "call_module" and node.target.startswith("fused_")}
@@ -270,6 +297,29 @@ def sparsify(model: nn.Module, example_input: torch.Tensor, *, threads: int = 1,
     graph.graph.lint()
     graph.recompile()
     return SparseNetwork(graph, fused, threads, notes)
+
+
+def fuse_residual_adds(graph: fx.GraphModule) -> None:
+    """Fold each shortcut addition (and the ReLU after it) into the pointwise layer whose
+    output it adds to: ResNet's last 1x1 convolution of a block, MobileNetV2's projection.
+    The fused call takes the addition's place in the graph, after both of its inputs."""
+    while True:  # one at a time: a rewrite replaces nodes that later matches refer to
+        candidates = {node.target for node in graph.graph.nodes
+                      if node.op == "call_module" and str(node.target).startswith("fused_")
+                      and graph.get_submodule(node.target).fuses_residuals()}
+        matches = residual_adds(graph, candidates)
+        if not matches:
+            return
+        match = matches[0]
+        layer = graph.get_submodule(match.fused.target)
+        layer.fuse_residual(relu=match.relu is not None)
+        with graph.graph.inserting_before(match.add):
+            node = graph.graph.call_module(match.fused.target, (match.fused.args[0], match.residual))
+        node.meta = dict(match.last.meta)
+        match.last.replace_all_uses_with(node)
+        for dead in (match.relu, match.add, match.fused):
+            if dead is not None:
+                graph.graph.erase_node(dead)
 
 
 def _check_layer(layer: FusedConv, shape: tuple) -> None:

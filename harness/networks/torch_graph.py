@@ -3,6 +3,7 @@ BatchNorm2d and the ReLU that follow it alone (those fold and fuse into the conv
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +63,48 @@ def _is_relu(graph: fx.GraphModule, node: fx.Node) -> bool:
 
 def _sole_user(node: fx.Node) -> fx.Node | None:
     return next(iter(node.users)) if len(node.users) == 1 else None
+
+
+_ADD_FUNCTIONS = {operator.add, torch.add}
+
+
+@dataclass
+class ResidualAdd:
+    """fused -> add(fused, residual) -> [relu]: the addition (and ReLU) a fused layer can
+    apply to its own output."""
+    fused: fx.Node
+    residual: fx.Node
+    add: fx.Node
+    relu: fx.Node | None
+
+    @property
+    def last(self) -> fx.Node:
+        return self.relu or self.add
+
+
+def residual_adds(graph: fx.GraphModule, candidates: set[str]) -> list[ResidualAdd]:
+    """Additions of a tensor of the same shape to the output of a candidate layer (a
+    submodule name) that feeds nothing else, with the ReLU that alone follows them."""
+    found = []
+    for node in graph.graph.nodes:
+        is_add = ((node.op == "call_function" and node.target in _ADD_FUNCTIONS)
+                  or (node.op == "call_method" and node.target == "add"))
+        if not is_add or len(node.args) != 2 or node.kwargs:
+            continue
+        for mine, other in (node.args, node.args[::-1]):
+            if (isinstance(mine, fx.Node) and isinstance(other, fx.Node) and mine.op == "call_module"
+                    and mine.target in candidates and len(mine.users) == 1
+                    and _shape(mine) is not None and _shape(mine) == _shape(other)):
+                user = _sole_user(node)
+                found.append(ResidualAdd(mine, other, node,
+                                         user if user is not None and _is_relu(graph, user) else None))
+                break
+    return found
+
+
+def _shape(node: fx.Node):
+    meta = node.meta.get("tensor_meta")
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
 
 
 def why_unsupported(conv: nn.Module) -> str | None:

@@ -69,3 +69,21 @@ def test_non_finite_input_spreads_through_non_zero_weights_only(rng):
     out = kernels.conv2d(x, w, method="pointwise_sparse")
     assert np.isfinite(out[0, [0, 2]]).all()
     assert not np.isfinite(out[0, [1, 3], 2, 3]).any()
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_residual_is_added_before_the_activation(rng, relu):
+    x = rng.standard_normal((2, 13, 5, 9)).astype(np.float32)
+    w = random_sparse_weights((11, 13, 1, 1), 0.7, rng)
+    b = rng.standard_normal(11).astype(np.float32)
+    residual = rng.standard_normal((2, 11, 5, 9)).astype(np.float32)
+    k = kernels.prepare(w, b, input_shape=x.shape, relu=relu, method="pointwise_sparse",
+                        threads=2)
+    out = np.full(k.spec.output_shape, np.nan, np.float32)
+    k.run_with_residual(x, residual, out)
+    plain = expected_output(x, w, b, k.spec, False)
+    want = plain.value + residual
+    if relu:
+        want = np.maximum(want, 0)
+    tolerance = 1e-5 * (plain.magnitude + np.abs(residual)) + 1e-6
+    assert (np.abs(out - want) <= tolerance).all()
