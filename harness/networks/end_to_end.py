@@ -16,7 +16,7 @@ from harness.errors import HarnessError
 from harness.networks.pruning import prune_convolutions
 from harness.networks.runtimes import dense_runners
 from harness.networks.sparsify import SparseNetwork, sparsify
-from harness.timing import interleaved_medians, measure
+from harness.timing import POOL_SPIN_S, interleaved_medians, measure
 
 SPARSE = "sparsified"
 
@@ -54,14 +54,22 @@ def profile(network: SparseNetwork, example: torch.Tensor, calls: int = 5) -> Br
         else:
             dense += per_call
         c = layer.conv
-        layers.append({"layer": c.name, "run": "sparse" if layer.sparse else "dense",
+        layers.append({"layer": c.name, "run": layer.runner,
                        "density": round(float(np.count_nonzero(c.weight)) / c.weight.size, 4),
                        "time_ms": per_call * 1e3, "kernel_ms": kernel * 1e3,
-                       "decide_sparse_ms": None if t.sparse_s is None else t.sparse_s * 1e3,
-                       "decide_dense_ms": None if t.dense_s is None else t.dense_s * 1e3})
+                       **{f"decide_{runner}_ms": seconds * 1e3
+                          for runner, seconds in t.decided.items()}})
     total = float(np.mean(totals))
     return Breakdown(total, sparse, dense, max(0.0, total - sparse - dense),
                      float(np.median(overheads)) if overheads else 0.0, layers)
+
+
+def _time_runtime(run, min_time: float) -> float:
+    """One runtime's median, after a pause: the runtime timed before it (its thread pool,
+    its caches) slows the next one for a while, even on one thread (ONNX Runtime did so by
+    up to 25% here)."""
+    time.sleep(POOL_SPIN_S)
+    return measure(run, repeats=3, min_time=min_time, warmup=2).median
 
 
 @dataclass
@@ -91,9 +99,8 @@ def time_case(case: Case, model: torch.nn.Module, example: torch.Tensor, *,
     workdir = workdir or Path(tempfile.mkdtemp(prefix="spconv-e2e-"))
     runners = dense_runners(model, example, case.threads, workdir)
     runners[SPARSE] = lambda: network(example)
-    medians = interleaved_medians(
-        runners, lambda name: measure(runners[name], repeats=3, min_time=min_time).median,
-        rounds)
+    medians = interleaved_medians(runners, lambda name: _time_runtime(runners[name], min_time),
+                                  rounds)
     torch_best = min((k for k in medians if k.startswith("torch_")), key=medians.get)
     breakdown = profile(network, example)
     row = {"network": case.network, "sparsity": case.sparsity, "batch": case.batch,

@@ -1,12 +1,14 @@
 """harness.sparsify: a PyTorch model rewritten so that each convolution (BatchNorm folded in,
-bias and ReLU fused) runs the direct sparse kernel where it measures faster than dense, and
-dense PyTorch elsewhere; every other operation stays in PyTorch."""
+bias and ReLU fused) runs the sparse kernels where they measure faster than dense, and the
+fastest dense convolution (PyTorch's, or ONNX Runtime's or oneDNN's where installed)
+elsewhere; shortcut additions fuse into the pointwise kernel, max pooling runs in C, every
+other operation stays in PyTorch."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,22 +28,28 @@ from harness.timing import interleaved_medians, measure
 
 CHOICES = ("auto", "sparse", "dense")
 TUNE_MODES = ("cached", "search")
-DECIDE_MIN_TIME_S = 0.01  # per sample when timing both ways of a layer on first use
+DECIDE_MIN_TIME_S = 0.01  # per sample when timing each way of running a layer on first use
+SPARSE, TORCH = "sparse", "torch"
+# Dense libraries a layer may run on instead of PyTorch's convolution, where installed: the
+# whole network is judged against ONNX Runtime, so its dense layers may use it too.
+DENSE_LIBRARIES = ("onnxruntime", "onednn")
 
 
 @dataclass
 class LayerTimes:
-    """What one fused convolution measured: its choice and, in a profiled call, its time."""
-    sparse_s: float | None = None
-    dense_s: float | None = None
+    """What one fused convolution measured: the timings that chose how it runs and, in
+    profiled calls, its time."""
+    decided: dict = field(default_factory=dict)  # runner -> seconds per call on the example
     calls: int = 0
     total_s: float = 0.0      # forward() wall time over profiled calls
-    kernel_s: float = 0.0     # of which the convolution itself (the C call, or torch's conv)
+    kernel_s: float = 0.0     # of which the convolution itself
 
 
 class FusedConv(nn.Module):
-    """One convolution of the model, BatchNorm folded in and ReLU fused: the direct sparse
-    kernel (prepared once per input shape) or torch's dense convolution on the folded weights."""
+    """One convolution of the model, BatchNorm folded in and ReLU fused, run one of several
+    ways (``runner``): "sparse" (the pointwise kernel for 1x1 layers, strided 1x1 ones on the
+    subsampled input, the direct kernel for the others), "torch" (PyTorch's convolution on the
+    folded weights), or a dense library's prepared convolution ("onnxruntime", "onednn")."""
 
     def __init__(self, conv: ModelConv, *, threads: int, built, plan=None, search: bool = False):
         super().__init__()
@@ -49,52 +57,62 @@ class FusedConv(nn.Module):
         self.search = search  # search the direct kernel's plan when the database has none
         self.register_buffer("weight", torch.from_numpy(conv.weight.copy()))
         self.register_buffer("bias", None if conv.bias is None else torch.from_numpy(conv.bias.copy()))
-        self.sparse = True
+        self.runner = SPARSE
         self.residual = False  # forward takes a second tensor, added before the activation
         self.times = LayerTimes()
         self.profiling = False
         c = conv
         # A strided 1x1 convolution without padding is the pointwise one on every stride-th
-        # pixel: it runs as that, on the input subsampled by PyTorch.
+        # pixel: the sparse runner runs it as that, on the input subsampled by PyTorch.
         self._subsample = (c.stride if c.weight.shape[2:] == (1, 1) and c.padding == (0, 0)
                            and c.groups == 1 and c.stride != (1, 1) else None)
-        # Per input shape: the prepared kernel and one output buffer (an array and the tensor
-        # over it) that every call writes afresh; a fresh array per call would cost page
-        # faults on every large output. Within one pass of the network each fused layer runs
-        # once, so its output is consumed before it is overwritten; SparseNetwork copies a
-        # network output that is such a buffer.
+        # Per (runner, input shape): the prepared kernel and one output buffer (an array and
+        # the tensor over it) that every call writes afresh; a fresh array per call would cost
+        # page faults on every large output. Within one pass of the network each fused layer
+        # runs once, so its output is consumed before it is overwritten; SparseNetwork copies
+        # a network output that is such a buffer.
         self._runs: dict[tuple, tuple] = {}
 
+    @property
+    def sparse(self) -> bool:
+        return self.runner == SPARSE
+
     def kernel(self, shape: tuple) -> kernels.PreparedConv:
-        """The sparse kernel for inputs of ``shape`` (after any subsampling), prepared on
-        first use: the pointwise kernel for 1x1 layers, the direct kernel for the others."""
+        """The prepared kernel of the current runner for inputs of ``shape`` (after any
+        subsampling), prepared on first use."""
         return self._run_for(tuple(shape))[0]
 
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sparse and self._subsample:
+            x = x[:, :, ::self._subsample[0], ::self._subsample[1]]
+        if x.dtype != torch.float32 or not x.is_contiguous() or x.requires_grad:
+            x = x.detach().to(torch.float32).contiguous()
+        return x
+
     def _run_for(self, shape: tuple) -> tuple:
-        run = self._runs.get(shape)
+        run = self._runs.get((self.runner, shape))
         if run is None:
             c = self.conv
-            stride = (1, 1) if self._subsample else c.stride
-            spec_args = dict(input_shape=shape, stride=stride, padding=c.padding,
-                             dilation=c.dilation, groups=c.groups, relu=c.relu,
-                             threads=self.threads, kernels=self.built)
-            pointwise = kernels.method_class("pointwise_sparse").applies(
-                kernels.ConvSpec.from_shapes(shape, c.weight.shape, stride, c.padding,
-                                             c.dilation, c.groups))
-            if pointwise:
-                k = kernels.prepare(c.weight, c.bias, method="pointwise_sparse", **spec_args)
+            stride = (1, 1) if self.sparse and self._subsample else c.stride
+            args = dict(input_shape=shape, stride=stride, padding=c.padding,
+                        dilation=c.dilation, groups=c.groups, relu=c.relu,
+                        threads=self.threads, kernels=self.built)
+            spec = kernels.ConvSpec.from_shapes(shape, c.weight.shape, stride, c.padding,
+                                                c.dilation, c.groups)
+            if not self.sparse:
+                k = kernels.prepare(c.weight, c.bias, method=self.runner, **args)
+            elif kernels.method_class("pointwise_sparse").applies(spec):
+                k = kernels.prepare(c.weight, c.bias, method="pointwise_sparse", **args)
             else:
-                plan = self.plan or (self._searched_plan(shape, stride) if self.search else None)
-                k = kernels.prepare(c.weight, c.bias, plan=plan, **spec_args)
+                plan = self.plan or (self._searched_plan(spec) if self.search else None)
+                k = kernels.prepare(c.weight, c.bias, plan=plan, **args)
             out = np.empty(k.spec.output_shape, dtype=np.float32)
-            run = self._runs[shape] = (k, out, torch.from_numpy(out))
+            run = self._runs[(self.runner, shape)] = (k, out, torch.from_numpy(out))
         return run
 
-    def _searched_plan(self, shape: tuple, stride):
-        c, host = self.conv, detect_host()
-        spec = kernels.ConvSpec.from_shapes(shape, c.weight.shape, stride, c.padding,
-                                            c.dilation, c.groups)
-        return tuned_plan(c.weight, spec, self.threads, self.built, host=host.cpu_model,
+    def _searched_plan(self, spec):
+        host = detect_host()
+        return tuned_plan(self.conv.weight, spec, self.threads, self.built, host=host.cpu_model,
                           search=True, l2_bytes=host.caches_kib.get("l2", 256) * 1024)
 
     def fuse_residual(self, relu: bool) -> None:
@@ -112,16 +130,13 @@ class FusedConv(nn.Module):
             y += residual
         return torch.relu_(y) if c.relu else y
 
-    def run_sparse(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if self._subsample:
-            x = x[:, :, ::self._subsample[0], ::self._subsample[1]]
-        if x.dtype != torch.float32 or not x.is_contiguous() or x.requires_grad:
-            x = x.detach().to(torch.float32).contiguous()
-        k, out, y = self._runs.get(x.shape) or self._run_for(tuple(x.shape))
+    def run_kernel(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        x = self._input(x)
+        k, out, y = self._runs.get((self.runner, x.shape)) or self._run_for(tuple(x.shape))
         t0 = time.perf_counter() if self.profiling else 0.0
         if residual is None:
             k.run_into(x.numpy(), out)
-        else:
+        else:  # only kernels that fuse a residual get one (fuses_residuals)
             residual = residual.detach().to(torch.float32).contiguous()
             k.run_with_residual(x.numpy(), residual.numpy(), out)
         if self.profiling:
@@ -130,31 +145,33 @@ class FusedConv(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if not self.profiling:
-            return self.run_sparse(x, residual) if self.sparse else self.dense(x, residual)
+            return self.dense(x, residual) if self.runner == TORCH else self.run_kernel(x, residual)
         t0 = time.perf_counter()
-        if self.sparse:
-            y = self.run_sparse(x, residual)
-        else:
+        if self.runner == TORCH:
             y = self.dense(x, residual)
             self.times.kernel_s += time.perf_counter() - t0
+        else:
+            y = self.run_kernel(x, residual)
         self.times.calls += 1
         self.times.total_s += time.perf_counter() - t0
         return y
 
     def fuses_residuals(self) -> bool:
-        """Whether its kernel can add a residual before the activation: a pointwise layer
-        (run sparse) without a ReLU of its own, or any layer run dense."""
+        """Whether it can add a residual before the activation: it has no ReLU of its own and
+        runs in PyTorch or with a kernel that adds one (the pointwise kernel)."""
         if self.conv.relu or self.residual:
             return False
-        if not self.sparse:
-            return True
-        return hasattr(self.kernel(self._example_shape()), "run_with_residual")
+        return self.runner == TORCH or hasattr(self.kernel(self._example_shape()),
+                                               "run_with_residual")
 
     def _example_shape(self) -> tuple:
         n, c, h, w = self.conv.input_shape
-        if self._subsample:
+        if self.sparse and self._subsample:
             h, w = -(-h // self._subsample[0]), -(-w // self._subsample[1])
         return (n, c, h, w)
+
+    def uses_buffers(self) -> bool:
+        return self.runner != TORCH
 
     def bind_output(self, out_shape: tuple, buffer: np.ndarray) -> None:
         """Write the outputs of the model's own input shape into ``buffer``, which other
@@ -164,30 +181,36 @@ class FusedConv(nn.Module):
         if out.shape != tuple(out_shape):
             raise HarnessError(f"{self.conv.name}: planned an output of {out_shape}, the "
                                f"kernel writes {out.shape}")
-        self._runs[shape] = (k, buffer, torch.from_numpy(buffer))
+        self._runs[(self.runner, shape)] = (k, buffer, torch.from_numpy(buffer))
 
     def buffers_in_use(self) -> list[np.ndarray]:
         return [out for _, out, _ in self._runs.values()]
 
     def decide(self, shape: tuple, choice: str) -> None:
-        """Sparse or dense for this layer: as asked, or (auto) whichever is faster on an input
-        of ``shape``, timed side by side now."""
+        """How this layer runs: as asked ("sparse", or "dense": PyTorch), or (auto) the fastest
+        of the sparse kernels, PyTorch and the dense libraries installed, timed side by side
+        now on an input of ``shape``."""
         if choice != "auto":
-            self.sparse = choice == "sparse"
+            self.runner = SPARSE if choice == "sparse" else TORCH
             return
         x = torch.randn(shape)
-        runs = {"sparse": lambda: self.run_sparse(x), "dense": lambda: self.dense(x)}
+        runners = [SPARSE, TORCH, *(m for m in DENSE_LIBRARIES
+                                    if kernels.method_class(m).available())]
+
+        def time_one(runner):
+            self.runner = runner
+            run = self.dense if runner == TORCH else self.run_kernel
+            return measure(lambda: run(x), repeats=3, min_time=DECIDE_MIN_TIME_S).median
+
         with torch.no_grad():
-            medians = interleaved_medians(
-                runs, lambda name: measure(runs[name], repeats=3, min_time=DECIDE_MIN_TIME_S).median)
-        self.times.sparse_s, self.times.dense_s = medians["sparse"], medians["dense"]
-        self.sparse = medians["sparse"] < medians["dense"]
+            self.times.decided = interleaved_medians(runners, time_one)
+        self.runner = min(self.times.decided, key=self.times.decided.get)
+        self._runs = {key: run for key, run in self._runs.items() if key[0] == self.runner}
 
     def extra_repr(self) -> str:
         c = self.conv
         return (f"{c.name}: {c.input_shape[1]}->{c.weight.shape[0]} k{tuple(c.weight.shape[2:])} "
-                f"s{c.stride} g{c.groups} relu={c.relu} "
-                f"{'sparse' if self.sparse else 'dense'}, density "
+                f"s{c.stride} g{c.groups} relu={c.relu} runs {self.runner}, density "
                 f"{np.count_nonzero(c.weight) / c.weight.size:.3f}")
 
 
@@ -279,7 +302,8 @@ def sparsify(model: nn.Module, example_input: torch.Tensor, *, threads: int = 1,
                 _check_layer(layer, shape)
             name = f"fused_{i}"
             graph.add_submodule(name, layer)
-            fused[conv.name] = layer
+            # a module called twice (shared weights) is two fused layers
+            fused[conv.name if conv.name not in fused else f"{conv.name}#{i}"] = layer
             with graph.graph.inserting_after(chain.last):
                 node = graph.graph.call_module(name, (chain.conv.args[0],))
             node.meta = dict(chain.last.meta)
@@ -293,7 +317,8 @@ def sparsify(model: nn.Module, example_input: torch.Tensor, *, threads: int = 1,
     replace_max_pools(graph, threads, built)
     by_target = {node.target: graph.get_submodule(node.target) for node in graph.graph.nodes
                  if node.op == "call_module" and node.target.startswith("fused_")}
-    share_buffers(graph, {t: m for t, m in by_target.items() if m.sparse}, (FusedConv, MaxPool))
+    share_buffers(graph, {t: m for t, m in by_target.items() if m.uses_buffers()},
+                  (FusedConv, MaxPool))
     graph.graph.lint()
     graph.recompile()
     return SparseNetwork(graph, fused, threads, notes)
@@ -327,10 +352,9 @@ def _check_layer(layer: FusedConv, shape: tuple) -> None:
     c = layer.conv
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     with torch.no_grad():
-        out = (layer.run_sparse(torch.from_numpy(x)) if layer.sparse
-               else layer.dense(torch.from_numpy(x))).numpy()
+        out = layer(torch.from_numpy(x)).numpy().copy()
     verdict = verify(out, expected_output(x, c.weight, c.bias, c.spec(shape[0]), c.relu))
     if not verdict.ok:
-        raise HarnessError(f"{c.name}: the fused {'sparse' if layer.sparse else 'dense'} "
-                           f"convolution differs from the reference (max error "
-                           f"{verdict.max_error:.3g}, {verdict.error_ratio:.1f}x the tolerance)")
+        raise HarnessError(f"{c.name}: the fused convolution run by {layer.runner} differs "
+                           f"from the reference (max error {verdict.max_error:.3g}, "
+                           f"{verdict.error_ratio:.1f}x the tolerance)")
