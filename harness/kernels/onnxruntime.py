@@ -8,6 +8,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.kernels.base import KernelError, PreparedConv
+from harness.machine.cpus import widened_binding
 from harness.machine.hostinfo import detect_host
 
 
@@ -48,8 +49,9 @@ class OnnxRuntimeConv(PreparedConv):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self._session = ort.InferenceSession(model.SerializeToString(), options,
-                                                 providers=["CPUExecutionProvider"])
+            with widened_binding():  # its threads start unbound
+                self._session = ort.InferenceSession(model.SerializeToString(), options,
+                                                     providers=["CPUExecutionProvider"])
         except Exception as exc:  # ONNX Runtime raises its own exception types
             raise KernelError(f"ONNX Runtime refused the layer: {str(exc).splitlines()[0]}") from None
         self._versions = {"onnxruntime": ort.__version__, "onnx": onnx.__version__}

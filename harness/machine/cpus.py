@@ -7,6 +7,7 @@ when the process ends, however it ends, so a crashed sweep never leaves a CPU cl
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from dataclasses import dataclass, field
@@ -51,3 +52,21 @@ def claim_cpus(count: int, allowed: list[int]) -> CpuClaim:
 def allowed_cpus() -> list[int]:
     from harness import STARTUP_CPUS
     return STARTUP_CPUS or sorted(os.sched_getaffinity(0))
+
+
+@contextlib.contextmanager
+def widened_binding():
+    """While a library creates its thread pool: the calling thread bound to every CPU the
+    process may use. OpenMP binds the main thread to one core at its first parallel region
+    (OMP_PROC_BIND), and a new thread inherits its creator's binding, so a pool created after
+    that (ONNX Runtime's, DeepSparse's) would crowd onto that one core: ONNX Runtime on 2
+    threads ran ResNet-50 2x slower than on one."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    bound = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, allowed_cpus())
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, bound)

@@ -23,8 +23,8 @@ SPARSE = "sparsified"
 
 @dataclass
 class Breakdown:
-    """Where the sparsified network's time goes, from profiled calls (medians of per-call
-    sums): fused convolutions run sparse, those left dense, and everything else."""
+    """Where the sparsified network's time goes, as means over profiled calls: fused
+    convolutions run sparse, those run dense, and everything else."""
     total_s: float
     sparse_conv_s: float
     dense_conv_s: float
@@ -65,9 +65,9 @@ def profile(network: SparseNetwork, example: torch.Tensor, calls: int = 5) -> Br
 
 
 def _time_runtime(run, min_time: float) -> float:
-    """One runtime's median, after a pause: the runtime timed before it (its thread pool,
-    its caches) slows the next one for a while, even on one thread (ONNX Runtime did so by
-    up to 25% here)."""
+    """One runtime's median, after a pause and two warm-up calls: the runtime timed before it
+    (its thread pool, its caches) slows the next one for a while, even on one thread (on a
+    2-vCPU host, the sparsified ResNet-50 ran up to 25% slower just after ONNX Runtime)."""
     time.sleep(POOL_SPIN_S)
     return measure(run, repeats=3, min_time=min_time, warmup=2).median
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
+from harness.machine.cpus import widened_binding
 
 
 @contextlib.contextmanager
@@ -83,7 +84,8 @@ def onnxruntime_session(path: Path, threads: int):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    with widened_binding():  # its threads start unbound
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def onnxruntime_runner(path: Path, example: torch.Tensor, threads: int):
@@ -98,7 +100,9 @@ def deepsparse_runner(path: Path, example: torch.Tensor, threads: int):
     if importlib.util.find_spec("deepsparse") is None:
         return None
     import deepsparse
-    engine = deepsparse.compile_model(str(path), batch_size=example.shape[0], num_cores=threads)
+    with widened_binding():
+        engine = deepsparse.compile_model(str(path), batch_size=example.shape[0],
+                                          num_cores=threads)
     data = [np.ascontiguousarray(example.numpy())]
     return lambda: engine(data)[0]
 
