@@ -17,7 +17,9 @@ class OnnxRuntimeConv(PreparedConv):
     dense = True
     requires = ("onnxruntime", "onnx")
 
-    def __init__(self, w, bias, spec, *, relu, threads, **_):
+    def __init__(self, w, bias, spec, *, relu, threads, spin: bool = True, **_):
+        """``spin`` False: its threads sleep between calls instead of spinning, for layers
+        of a network where many such sessions and other kernels take turns."""
         super().__init__(spec, relu=relu, threads=threads)
         try:
             import onnx
@@ -48,6 +50,7 @@ class OnnxRuntimeConv(PreparedConv):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         try:
             with widened_binding():  # its threads start unbound
                 self._session = ort.InferenceSession(model.SerializeToString(), options,

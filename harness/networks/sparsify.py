@@ -100,7 +100,8 @@ class FusedConv(nn.Module):
             spec = kernels.ConvSpec.from_shapes(shape, c.weight.shape, stride, c.padding,
                                                 c.dilation, c.groups)
             if not self.sparse:
-                k = kernels.prepare(c.weight, c.bias, method=self.runner, **args)
+                # dense libraries' threads must not spin between calls: many layers take turns
+                k = kernels.prepare(c.weight, c.bias, method=self.runner, spin=False, **args)
             elif kernels.method_class("pointwise_sparse").applies(spec):
                 k = kernels.prepare(c.weight, c.bias, method="pointwise_sparse", **args)
             else:
