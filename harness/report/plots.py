@@ -19,7 +19,8 @@ from harness.models.fitted import FittedModel, layer_class, row_spec  # noqa: E4
 from harness.models.paper import LayerCost  # noqa: E402
 
 METHOD_STYLE = {
-    "direct_sparse": ("#c0392b", "o"), "lowered_sparse": ("#2980b9", "s"),
+    "direct_sparse": ("#c0392b", "o"), "pointwise_sparse": ("#e67e22", "P"),
+    "lowered_sparse": ("#2980b9", "s"),
     "lowered_scipy": ("#8e44ad", "v"), "dense_gemm": ("#7f8c8d", "^"),
     "onednn": ("#27ae60", "D"),
 }
