@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness import config
 from harness.cli import common
+from harness.conv.layers import CATALOG
 from harness.errors import HarnessError
 
 E2E_SCHEMA, E2E_VERSION = "spconv-e2e", 1
@@ -23,8 +24,8 @@ def build_parser(prog: str):
                             "weights, interleaved in one run.")
     common.add_profile(p)
     p.add_argument("--model", default="resnet50",
-                   help="a catalog network (alexnet, vgg16, resnet50, googlenet, mobilenetv2) or "
-                        "a Python file FILE.py[:FUNCTION] returning (torch model, example input)")
+                   help=f"a catalog network ({', '.join(CATALOG)}) or a Python file "
+                        "FILE.py[:FUNCTION] returning (torch model, example input)")
     p.add_argument("--sparsity", default="0.7,0.9",
                    help="sparsities to prune every convolution but the first to")
     p.add_argument("--prune", choices=["magnitude", "none"], default="magnitude",

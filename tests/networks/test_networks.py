@@ -146,6 +146,11 @@ def test_targets_file(tmp_path):
         read_targets(path)
 
 
+def test_every_catalog_network_is_a_module():
+    from harness.conv.layers import CATALOG
+    assert set(ARCHITECTURES) == set(CATALOG)
+
+
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_catalog_modules_have_the_catalog_layers(name):
     """The runnable modules and the catalog's shape lists describe the same networks."""
