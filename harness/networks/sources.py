@@ -57,6 +57,10 @@ def torch_model(spec: str, batch: int = 1, seed: int = 0):
         model, example = build(spec, seed=seed, batch=batch)
     elif spec.split(":")[0].endswith(".py"):
         model, example = _python_model(spec, batch)
+    elif is_onnx(spec):
+        raise HarnessError(f"{spec}: an ONNX model can be swept layer by layer (spconv sweep "
+                           "--model FILE.onnx) but not yet run whole; give a catalog network "
+                           "or a Python model file")
     else:
         raise HarnessError(f"--model: {spec!r} is neither a catalog network "
                            f"({', '.join(ARCHITECTURES)}), a .py model file nor an .onnx file")

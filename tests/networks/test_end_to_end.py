@@ -46,7 +46,10 @@ def test_e2e_times_every_runtime_and_breaks_the_time_down(tmp_path, capsys):
     assert "sparsified" in capsys.readouterr().out
 
 
-def test_e2e_bad_model_is_one_line_and_exit_2(tmp_path, capsys):
-    assert e2e(["--model", "nosuchnet", "--out", str(tmp_path / "e")]) == 2
+@pytest.mark.parametrize("model, says", [("nosuchnet", "nosuchnet"),
+                                         ("net.onnx", "not yet run whole")])
+def test_e2e_bad_model_is_one_line_and_exit_2(tmp_path, capsys, model, says):
+    assert e2e(["--model", model, "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "nosuchnet" in err[0]
+    assert len(err) == 1 and says in err[0]
+    assert not (tmp_path / "e").exists()
