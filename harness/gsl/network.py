@@ -1,4 +1,4 @@
-"""The reference network and the layer shapes read from any model with forward hooks."""
+"""The reference network, and the layer shapes of any model."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from harness.conv.layers import LayerShape
+from harness.errors import HarnessError
+from harness.networks.torch_graph import import_torch
 
 
 class ReferenceNet(nn.Module):
@@ -31,31 +33,14 @@ class ReferenceNet(nn.Module):
 
 
 def conv_shapes(model: nn.Module, sample: torch.Tensor, network: str = "model") -> dict[str, LayerShape]:
-    """Each Conv2d's shape as it runs on ``sample`` (one forward pass with hooks); layers the
-    catalog cannot express (non-square kernels, strides or padding) are left out."""
-    shapes: dict[str, LayerShape] = {}
-    handles = []
-
-    def hook(name, conv):
-        def record(_module, inputs, _output):
-            x = inputs[0]
-            k, s, p, d = conv.kernel_size, conv.stride, conv.padding, conv.dilation
-            if isinstance(p, str) or len({k[0], k[1]}) > 1 or s[0] != s[1] or p[0] != p[1] \
-                    or d[0] != d[1]:
-                return
-            shapes[name] = LayerShape(network, name, conv.in_channels, x.shape[2], x.shape[3],
-                                      conv.out_channels, k[0], s[0], p[0], d[0], conv.groups)
-        return record
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(hook(name, module)))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(sample[:1])
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    """Each Conv2d's shape as it runs on ``sample``, read by the model importer
+    (harness.networks); layers the catalog cannot express (non-square kernels, strides or
+    padding) are left out."""
+    convs, _ = import_torch(model, sample[:1])
+    shapes = {}
+    for conv in convs:
+        try:
+            shapes[conv.name] = conv.layer_shape(network)
+        except HarnessError:
+            continue
     return shapes
