@@ -22,6 +22,7 @@ from harness.machine.hostinfo import detect_host
 from harness.networks.layers import ModelConv
 from harness.networks.memory import share_buffers
 from harness.networks.pooling import MaxPool, replace_max_pools
+from harness.networks.runtimes import torch_threads
 from harness.networks.torch_graph import conv_chains, model_conv, residual_adds, trace
 from harness.sweep.tuning import tuned_plan
 from harness.timing import interleaved_medians, measure
@@ -225,13 +226,8 @@ class SparseNetwork(nn.Module):
         self.fused = layers
 
     def forward(self, *args):
-        previous = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            with torch.no_grad():
-                return self._detached(self.graph_module(*args))
-        finally:
-            torch.set_num_threads(previous)
+        with torch_threads(self.threads), torch.no_grad():
+            return self._detached(self.graph_module(*args))
 
     def _detached(self, result):
         """``result`` with every tensor that is a fused layer's reused buffer copied, so that
@@ -290,9 +286,7 @@ def sparsify(model: nn.Module, example_input: torch.Tensor, *, threads: int = 1,
     chains, notes = conv_chains(graph)
     built = native.resolve(kernels_build)
     fused: dict[str, FusedConv] = {}
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         convs = [model_conv(graph, c) for c in chains]  # read before the graph changes
         for i, (chain, conv) in enumerate(zip(chains, convs)):
             layer = FusedConv(conv, threads=threads, built=built,
@@ -312,8 +306,6 @@ def sparsify(model: nn.Module, example_input: torch.Tensor, *, threads: int = 1,
             for dead in (chain.relu, chain.batchnorm, chain.conv):
                 if dead is not None:
                     graph.graph.erase_node(dead)
-    finally:
-        torch.set_num_threads(previous)
     fuse_residual_adds(graph)
     replace_max_pools(graph, threads, built)
     by_target = {node.target: graph.get_submodule(node.target) for node in graph.graph.nodes
