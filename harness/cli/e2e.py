@@ -84,6 +84,7 @@ def _e2e(args, argv) -> int:
     for batch in batches:
         name, model, example = loaded.pop(batch, None) or torch_model(args.model, batch)
         for t in threads:
+            predictor = ModelSpeedup(profile, Path(config.RESULTS_ROOT), t)  # read once
             for s in sparsities:
                 case = Case(name, 0.0 if s is None else s, batch, t)
                 print(f"{name}: sparsity {'as given' if s is None else s}, batch {batch}, "
@@ -92,7 +93,7 @@ def _e2e(args, argv) -> int:
                                 rounds=args.rounds, min_time=args.min_time,
                                 workdir=out, pruned=s is None,
                                 pointwise_only=args.pointwise_only,
-                                predictor=ModelSpeedup(profile, Path(config.RESULTS_ROOT), t))
+                                predictor=predictor)
                 layers = row.pop("per_layer")
                 layer_rows += [{"network": name, "sparsity": case.sparsity, "batch": batch,
                                 "threads": t, **layer} for layer in layers]
