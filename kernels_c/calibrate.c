@@ -93,3 +93,14 @@ float spconv_load_loop(const float *buf, long floats, long passes, int fmas, int
     default: return vector_fma4(buf, floats, passes);
     }
 }
+
+/* spconv_accumulate_group() called `reps` times over the same arguments: a register tile's
+   cost per call and per position, timed without the caller's overhead per call. */
+void spconv_tile_repeat(long reps, float *acc, long acc_stride, long n, const float *base,
+                        const int *colidx, const float *values, int npos, int group,
+                        int tile_vectors)
+{
+    for (long r = 0; r < reps; ++r)
+        spconv_accumulate_group(acc, acc_stride, n, base, colidx, values, npos, group,
+                                tile_vectors);
+}

@@ -130,3 +130,7 @@ float spconv_load_loop(const float *buf, long floats, long passes, int fmas, int
 void spconv_accumulate_group(float *acc, long acc_stride, long n, const float *base,
                              const int *colidx, const float *values, int npos, int group,
                              int tile_vectors);
+/* The same, `reps` times over: the calibration of a tile's cost per call (kernels_c/calibrate.c). */
+void spconv_tile_repeat(long reps, float *acc, long acc_stride, long n, const float *base,
+                        const int *colidx, const float *values, int npos, int group,
+                        int tile_vectors);

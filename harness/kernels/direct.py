@@ -33,10 +33,15 @@ def default_plan(spec, built, threads: int, w=None) -> DirectPlan:
     have, if any), the widest register tile for it, input-channel blocks whose slice of the
     padded input fits in about 32 KiB, and large work items (default_out_block)."""
     group = 1 if w is None else support_group(w)
+    return plan_with_tile(spec, built.lib.spconv_max_group_tile(group), threads, group)
+
+
+def plan_with_tile(spec, tile_vectors: int, threads: int, group: int = 1) -> DirectPlan:
+    """The default plan for a build whose widest tile for ``group`` is ``tile_vectors``."""
     plane_bytes = 4 * direct_layout(spec).plane
     channel_block = max(1, min(spec.in_channels, (32 * 1024) // plane_bytes))
-    return DirectPlan(built.lib.spconv_max_group_tile(group),
-                      default_out_block(spec, threads, group), channel_block, out_group=group)
+    return DirectPlan(tile_vectors, default_out_block(spec, threads, group), channel_block,
+                      out_group=group)
 
 
 class DirectSparseConv(PreparedConv):

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 
-from harness.machine.build import BuiltKernels, host_kernels
+from harness.machine.build import (BuiltKernels, aligned_zeros, float_ptr,  # noqa: F401
+                                    host_kernels, int_ptr)
 from harness.kernels.base import KernelError
 
 
 def resolve(kernels: BuiltKernels | None) -> BuiltKernels:
     return kernels if kernels is not None else host_kernels()
-
-
-def float_ptr(built: BuiltKernels, a: np.ndarray):
-    return built.ffi.from_buffer("float[]", a)
-
-
-def int_ptr(built: BuiltKernels, a: np.ndarray):
-    return built.ffi.from_buffer("int[]", a)
 
 
 def error_message(built: BuiltKernels, rc: int) -> str:
@@ -38,10 +30,3 @@ def im2col(built: BuiltKernels, image_ptr, spec, cols_ptr, threads: int,
         image_ptr, spec.in_channels, spec.height, spec.width, spec.kernel_h, spec.kernel_w,
         *spec.padding, *spec.stride, *spec.dilation, spec.out_height, spec.out_width,
         cols_ptr, row_stride or spec.out_height * spec.out_width, threads), "spconv_im2col")
-
-
-def aligned_zeros(count: int, alignment: int) -> np.ndarray:
-    """Zeroed float32 array whose data starts on an ``alignment``-byte boundary."""
-    raw = np.zeros(count + alignment // 4, dtype=np.float32)
-    skip = (-raw.ctypes.data % alignment) // 4
-    return raw[skip:skip + count]

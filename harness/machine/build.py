@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cffi
+import numpy as np
 import contextlib
 import io
 
@@ -186,3 +187,18 @@ def build(target: BuildTarget, *, extra_cflags: tuple[str, ...] = (),
 def host_kernels() -> BuiltKernels:
     """The kernels built for this host's own profile: what the Python API uses by default."""
     return build(build_target(load_profile(HOST_PROFILE)))
+
+
+def float_ptr(built: BuiltKernels, a: np.ndarray):
+    return built.ffi.from_buffer("float[]", a)
+
+
+def int_ptr(built: BuiltKernels, a: np.ndarray):
+    return built.ffi.from_buffer("int[]", a)
+
+
+def aligned_zeros(count: int, alignment: int) -> np.ndarray:
+    """Zeroed float32 array whose data starts on an ``alignment``-byte boundary."""
+    raw = np.zeros(count + alignment // 4, dtype=np.float32)
+    skip = (-raw.ctypes.data % alignment) // 4
+    return raw[skip:skip + count]

@@ -1,4 +1,5 @@
-"""Calibration of the host: peak FMA throughput, triad bandwidth per cache level, SGEMM.
+"""Calibration of the host: peak FMA throughput, triad bandwidth per cache level, SGEMM, and
+the roofs of the kernels' inner loop (harness.machine.roofs).
 
 Each number is the median of several samples, reported with its interquartile range. Results
 are cached per host and kernel build, so a sweep calibrates once.
@@ -20,6 +21,7 @@ from harness.machine.blas import blas_summary, blas_threads
 from harness.machine.build import BuiltKernels, cache_root
 from harness.machine.hostinfo import HostInfo
 from harness.machine.profiles import Profile
+from harness.machine.roofs import run_roofs
 from harness.store.files import StoreError, move_aside, read_json, write_json
 from harness.timing import measure, Timing
 from harness.conv.weights import stable_seed
@@ -85,6 +87,7 @@ def run_calibration(built: BuiltKernels, host: HostInfo, threads: int,
         "triad_gbps_1": {lvl: triad_bandwidth(built, ws, 1, repeats)
                          for lvl, ws in levels.items()},
         "triad_gbps_all": {"dram": triad_bandwidth(built, levels["dram"], threads, repeats)},
+        "roofs": run_roofs(built, host, threads),
         # last: OpenBLAS's threads keep spinning after it returns (see timing.POOL_SPIN_S)
         "sgemm_gflops_1": sgemm(1, repeats),
         "sgemm_gflops_all": sgemm(threads, repeats),
@@ -92,6 +95,7 @@ def run_calibration(built: BuiltKernels, host: HostInfo, threads: int,
 
 
 SCHEMA, VERSION = "spconv.calibration", 1
+REQUIRED = ("fma_gflops_1", "roofs")  # a cached calibration without these is taken afresh
 BUSY_SHARE = 0.3  # a calibration CPU more than this busy with other work makes the host busy
 BUSY_PROBE_S = 0.25
 
@@ -145,7 +149,7 @@ def calibration(built: BuiltKernels, host: HostInfo, threads: int, *,
             print(f"warning: {exc}; moved aside as {kept.name}, calibrating afresh",
                   file=sys.stderr)
             cached = None
-        if isinstance(cached, dict) and "fma_gflops_1" in cached:
+        if isinstance(cached, dict) and all(k in cached for k in REQUIRED):
             return cached
     before = busy_reason(threads)
     result = run_calibration(built, host, threads)

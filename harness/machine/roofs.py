@@ -1,0 +1,155 @@
+"""Calibration of the roofs that bind the sparse kernels' inner loop, one thread.
+
+- Load throughput: loops of vector loads, of scalar broadcasts, and of 1-4 FMAs per loaded
+  vector, over a buffer sized for each cache level.
+- The register tiles themselves (kernels_c/tile.c, every group size and width the build has):
+  seconds per non-zero position, with the positions vector-aligned and at random offsets
+  (loads that straddle cache lines), the input in each cache level; and the fixed cost of one
+  tile call (its accumulators loaded and stored).
+- Call overhead: one call of the direct kernel on a problem too small to cost anything else,
+  from Python, per thread count.
+
+These are the machine constants of the mechanistic model (harness.models.mechanistic): it sets
+a layer's time from the plan's counts and these rates alone, without timing the layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.machine.build import BuiltKernels, aligned_zeros, float_ptr, int_ptr
+from harness.machine.hostinfo import HostInfo
+from harness.timing import interleaved_medians, measure
+
+LOAD_LOOPS = (("vector", 0), ("broadcast", 0), ("vector", 1), ("vector", 2), ("vector", 3),
+              ("vector", 4))
+POSITIONS = (8, 128)        # non-zeros per tile call: the fixed cost and the cost per position
+LINE_FLOATS = 16            # a 64-byte cache line
+
+
+def level_bytes(host: HostInfo) -> dict[str, int]:
+    """The working sets the tiles are measured over: from a quarter of L1 to past L2 (4x L2,
+    inside any last-level cache of a server part), with steps through L1's edge, where a
+    kernel's padded block usually sits."""
+    caches = host.caches_kib
+    l1, l2 = caches.get("l1d", 32) * 1024, caches.get("l2", 512) * 1024
+    return {"l1": l1 // 4, "l1_half": l1 // 2, "l1_full": l1 * 3 // 4, "l1_over": l1 * 3 // 2,
+            "l2": l2 // 2, "l3": 4 * l2}
+
+
+def _floats(nbytes: int, vector: int) -> int:
+    unit = 12 * vector  # the load loops unroll 12 vectors
+    return max(unit, nbytes // 4 // unit * unit)
+
+
+def load_rates(built: BuiltKernels, host: HostInfo, rounds: int = 3) -> dict:
+    """G loads per second by level, kind and FMAs per load."""
+    lib, vec = built.lib, built.lib.spconv_vector_floats()
+    levels = {k: v for k, v in level_bytes(host).items() if k in ("l1", "l2")}
+    buffers = {lvl: aligned_zeros(_floats(nbytes, vec), 64) for lvl, nbytes in levels.items()}
+    for b in buffers.values():
+        b[:] = np.random.default_rng(0).standard_normal(b.size)
+
+    def time_loop(key):
+        lvl, kind, fmas = key
+        buf = buffers[lvl]
+        passes = max(1, 2_000_000 // buf.size)
+        call = (float_ptr(built, buf), buf.size, passes, fmas, int(kind == "broadcast"))
+        seconds = measure(lambda: lib.spconv_load_loop(*call), repeats=3, min_time=0.01).median
+        return passes * (buf.size if kind == "broadcast" else buf.size // vec) / seconds
+
+    keys = [(lvl, kind, fmas) for lvl in levels for kind, fmas in LOAD_LOOPS]
+    rates = interleaved_medians(keys, time_loop, rounds)
+    return {f"{lvl}/{kind}/{fmas}": rate / 1e9 for (lvl, kind, fmas), rate in rates.items()}
+
+
+def tile_shapes(built: BuiltKernels) -> list[tuple[int, int]]:
+    """(group, tile width) of every register tile the build has."""
+    lib = built.lib
+    return [(g, t) for g in (1, 2, 4) for t in range(1, lib.spconv_max_group_tile(g) + 1)]
+
+
+def split_fraction(offsets: np.ndarray, vectors: int, vector: int) -> float:
+    """Share of the vector loads at these float offsets (vectors consecutive loads each) that
+    straddle a cache line (the buffer starts on a line)."""
+    if vector >= LINE_FLOATS:
+        return float(np.mean(offsets % LINE_FLOATS != 0))
+    starts = (offsets[:, None] + vector * np.arange(vectors)[None, :]) % LINE_FLOATS
+    return float(np.mean(starts > LINE_FLOATS - vector))
+
+
+def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 1) -> dict:
+    """Per tile (group g, width t), level and offsets (aligned or random): seconds per
+    position and per tile call, from calls of POSITIONS[0] and POSITIONS[1] positions; and the
+    share of split loads the random offsets had."""
+    lib, vec = built.lib, built.lib.spconv_vector_floats()
+    rng = np.random.default_rng(1)
+    shapes = tile_shapes(built)
+    widest = max(t for _, t in shapes)
+    cases, keep, split = {}, [], {}
+    for lvl, nbytes in level_bytes(host).items():
+        span = _floats(nbytes, vec)
+        base = aligned_zeros(span + widest * vec + LINE_FLOATS, 64)
+        base[:] = rng.standard_normal(base.size)
+        keep.append(base)
+        for offsets in ("aligned", "random"):
+            cols = rng.integers(0, span // LINE_FLOATS, POSITIONS[-1]) * LINE_FLOATS
+            if offsets == "random":
+                cols = cols + rng.integers(0, LINE_FLOATS, cols.size)
+            colidx = cols.astype(np.int32)
+            keep.append(colidx)
+            split[lvl, offsets] = split_fraction(colidx, widest, vec)
+            for g, t in shapes:
+                values = rng.standard_normal(POSITIONS[-1] * g).astype(np.float32)
+                acc = aligned_zeros(g * t * vec, 64)
+                keep += [values, acc]
+                for npos in POSITIONS:
+                    cases[g, t, lvl, offsets, npos] = (
+                        float_ptr(built, acc), t * vec, t * vec, float_ptr(built, base),
+                        int_ptr(built, colidx), float_ptr(built, values), npos, g, t)
+    reps = 64  # tile calls per C call: the caller's overhead per call would swamp a tile
+
+    def time_case(key):
+        args = cases[key]
+        return measure(lambda: lib.spconv_tile_repeat(reps, *args), repeats=3,
+                       min_time=0.002).median / reps
+
+    times = interleaved_medians(list(cases), time_case, rounds)
+    out = {}
+    for g, t in shapes:
+        for lvl in level_bytes(host):
+            for offsets in ("aligned", "random"):
+                lo, hi = (times[g, t, lvl, offsets, n] for n in POSITIONS)
+                per_position = max(0.0, (hi - lo) / (POSITIONS[1] - POSITIONS[0]))
+                fixed = max(0.0, lo - POSITIONS[0] * per_position)
+                out[f"{g}/{t}/{lvl}/{offsets}"] = {"position_s": per_position, "call_s": fixed}
+    return {"tiles": out, "random_split": {f"{lvl}/{o}": v for (lvl, o), v in split.items()},
+            "level_bytes": level_bytes(host)}
+
+
+def call_overhead(built: BuiltKernels, threads: int) -> float:
+    """Seconds of one direct-kernel call from Python on a 1x1-channel, 1-pixel problem: the
+    cffi call, the kernel's checks and its OpenMP parallel region."""
+    ffi, lib = built.ffi, built.lib
+    vec = lib.spconv_vector_floats()
+    g = ffi.new("spconv_geometry *", dict(
+        batch=1, channels=1, height=1, width=1, out_channels=1, out_height=1, out_width=1,
+        pad_h=0, pad_w=0, stride_h=1, stride_w=1, plane_h=1, plane_w=vec, copies=1,
+        copy_shift=1))
+    p = ffi.new("spconv_plan *", dict(
+        tile_vectors=1, out_channel_block=1, channel_blocks=1, block_channels=1, tiles_outer=0,
+        shared_padding=0, band_rows=0, out_group=1, threads=threads))
+    blkptr, colidx = np.array([0, 1], np.int32), np.zeros(1, np.int32)
+    values, x = np.ones(1, np.float32), np.ones(1, np.float32)
+    padded = aligned_zeros(lib.spconv_padded_floats(g, p), 64)
+    scratch = aligned_zeros(lib.spconv_scratch_floats(g, p), 64)
+    out = np.zeros(1, np.float32)
+    args = (g, p, int_ptr(built, blkptr), int_ptr(built, colidx), float_ptr(built, values),
+            ffi.NULL, 0, float_ptr(built, x), float_ptr(built, padded),
+            float_ptr(built, scratch), float_ptr(built, out))
+    return measure(lambda: lib.spconv_direct(*args), repeats=5, min_time=0.01).median
+
+
+def run_roofs(built: BuiltKernels, host: HostInfo, threads: int) -> dict:
+    return {"loads_g_per_s": load_rates(built, host), **tile_costs(built, host),
+            "call_s": {str(t): call_overhead(built, t) for t in sorted({1, threads})}}

@@ -1,0 +1,192 @@
+"""A mechanistic model of the direct kernel (kernels_c/direct.c): a layer's time from what the
+plan makes the kernel do, priced by the host's calibration alone (harness.machine.roofs), with
+no timing of the layer.
+
+Per work item (one band of output rows of one image for one block of output channels):
+- tiles: for every output-channel group and input-channel block with non-zeros, the run is
+  split into register tiles; each tile call costs its fixed cost (accumulators in and out)
+  plus, per non-zero position, the calibrated cost of that tile width with the block's input
+  in the cache level its footprint fits (interpolated over the calibrated working-set curve)
+  and with the share of loads that straddle cache lines the layout gives;
+- padding: the channels of every block it reads, copied into the padded layout (once per
+  image with shared padding), at the triad rate of the level the layer's tensors fit;
+- accumulators set to the bias, and output rows stored, at the same rates;
+then the items are shared by the threads (whole items per thread) and one call's overhead is
+added. Expected counts (positions per block, blocks with any) come from the density and the
+pattern: uniform random supports, or supports shared by blocks of output channels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.conv.convspec import ConvSpec
+from harness.conv.sparsity import band_height, direct_layout
+from harness.conv.weights import block_group
+from harness.kernels.direct import plan_with_tile
+from harness.kernels.direct_plan import DirectPlan
+from harness.machine.isa import isa_table
+from harness.machine.roofs import LINE_FLOATS, split_fraction
+
+
+
+@dataclass
+class KernelCosts:
+    """The calibration's rates for one build (a calibration dict with its ``roofs``)."""
+
+    tiles: dict          # "g/t/level/offsets" -> {"position_s", "call_s"}
+    random_split: dict   # "level/random" -> share of split loads of the calibration offsets
+    level_bytes: dict    # level -> bytes of the calibration buffer
+    call_s: dict         # threads -> seconds per call
+    triad: dict          # level -> (working set bytes, GB/s), one thread
+    lanes: int
+
+    @classmethod
+    def from_calibration(cls, cal: dict) -> "KernelCosts":
+        roofs = cal["roofs"]
+        return cls(roofs["tiles"], roofs["random_split"], roofs["level_bytes"],
+                   {int(k): v for k, v in roofs["call_s"].items()},
+                   {k: (v["working_set_kib"] * 1024, v["median"])
+                    for k, v in cal["triad_gbps_1"].items()},
+                   isa_table()[cal["isa"]].lanes)
+
+    def tile(self, group: int, width: int, level: str, offsets: str) -> dict:
+        return self.tiles[f"{group}/{width}/{level}/{offsets}"]
+
+    def _levels(self) -> tuple[list[str], np.ndarray]:
+        names = sorted(self.level_bytes, key=self.level_bytes.get)
+        return names, np.log([self.level_bytes[n] for n in names])
+
+    def position_s(self, group: int, width: int, footprint: float, split: float) -> float:
+        """Seconds per non-zero position of a tile call, its input block ``footprint`` bytes,
+        ``split`` of its loads straddling lines: the calibrated working sets interpolated in
+        the logarithm of the footprint, and the split loads' cost in proportion."""
+        names, sizes = self._levels()
+        costs = []
+        for lvl in names:
+            aligned = self.tile(group, width, lvl, "aligned")["position_s"]
+            rand = self.tile(group, width, lvl, "random")["position_s"]
+            share = self.random_split[f"{lvl}/random"]
+            costs.append(aligned + (rand - aligned) * (split / share if share else 0.0))
+        return float(np.interp(math.log(max(footprint, 1.0)), sizes, costs))
+
+    def call_fixed_s(self, group: int, width: int, footprint: float) -> float:
+        names, sizes = self._levels()
+        costs = [self.tile(group, width, lvl, "aligned")["call_s"] for lvl in names]
+        return float(np.interp(math.log(max(footprint, 1.0)), sizes, costs))
+
+    def stream_s(self, nbytes: float, working_set: float) -> float:
+        """Seconds to move ``nbytes`` within a working set of ``working_set`` bytes: the triad
+        rates of the calibrated working sets, interpolated in the logarithm of its size."""
+        levels = sorted(self.triad.values())
+        sizes = np.log([size for size, _ in levels])
+        rates = [rate for _, rate in levels]
+        rate = float(np.interp(math.log(max(working_set, 1.0)), sizes, rates))
+        return nbytes / (rate * 1e9)
+
+    def call_overhead(self, threads: int) -> float:
+        return self.call_s.get(threads) or max(self.call_s.values())
+
+
+def even_split(vectors: int, tile: int) -> list[int]:
+    """The tile widths of tile.h's even split of a run of ``vectors`` vectors."""
+    n = -(-vectors // tile)
+    return [vectors * (i + 1) // n - vectors * i // n for i in range(n)]
+
+
+def support_probability(density: float, group: int, pattern: str) -> float:
+    """Probability that a position is in a group's support: the pattern's blocks share one
+    support (a multiple of the group), else the union of ``group`` random supports."""
+    if group == 1 or block_group(pattern) % group == 0 and block_group(pattern) > 1:
+        return density
+    return 1.0 - (1.0 - density) ** group
+
+
+def layout_split(spec: ConvSpec, layout, tile: int, lanes: int) -> float:
+    """Share of the tiles' vector loads that straddle a cache line, over every position of
+    one channel block (uniform supports)."""
+    if layout.aligned:
+        return 0.0
+    from harness.conv.sparsity import direct_csr
+    channels = min(layout.block_channels, spec.in_channels // spec.groups)
+    w = np.ones((1, channels, spec.kernel_h, spec.kernel_w), np.float32)
+    one = ConvSpec.from_shapes((1, channels, spec.height, spec.width), w.shape, spec.stride,
+                               spec.padding, spec.dilation, 1)
+    offsets = direct_csr(w, one, layout).colidx.astype(np.int64)
+    return split_fraction(offsets % LINE_FLOATS, tile, lanes)
+
+
+def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: DirectPlan,
+                threads: int, pattern: str = "random") -> dict:
+    """Predicted seconds of one call, and its parts."""
+    lanes = costs.lanes
+    G, mb = plan.out_group, plan.out_channel_block
+    layout = direct_layout(spec, plan.aligned, lanes, plan.channel_block, plan.band_rows)
+    bc = layout.block_channels
+    band = band_height(spec, plan.band_rows)
+    bands = -(-spec.out_height // band)
+    m_group, c_group = spec.out_channels // spec.groups, spec.in_channels // spec.groups
+    area = spec.kernel_h * spec.kernel_w
+    mblocks = -(-spec.out_channels // mb)
+    items = spec.batch * bands * mblocks
+
+    vectors = -(-band * layout.plane_w // lanes)
+    widths = even_split(vectors, plan.tile_vectors)
+    block_bytes = 4 * (layout.copies * bc * layout.plane + vectors * lanes)
+    split = layout_split(spec, layout, max(widths), lanes)
+
+    # one group's positions in one block of its conv group's channels
+    bc_eff = min(bc, c_group)
+    p = support_probability(density, G, pattern)
+    slots = bc_eff * area
+    positions = p * slots
+    nonempty = 1.0 - (1.0 - p) ** slots
+    blocks_per_group = -(-c_group // bc)
+    groups_per_item = -(-min(mb, spec.out_channels) // G)
+    pairs = groups_per_item * blocks_per_group  # (output group, channel block) per item
+
+    tile_s = sum(costs.call_fixed_s(G, w, block_bytes) * nonempty
+                 + positions * costs.position_s(G, w, block_bytes, split) for w in widths)
+    tiles = pairs * tile_s
+
+    # padding: the input channels of the conv groups an item's output channels belong to,
+    # read from the input tensor and written into the block
+    in_bytes = 4 * spec.batch * spec.in_channels * spec.height * spec.width
+    out_bytes = 4 * spec.batch * spec.out_channels * spec.out_height * spec.out_width
+    channels_read = min(spec.in_channels,
+                        -(-min(mb, spec.out_channels) // m_group) * c_group)
+    in_rows = min(spec.height, (band - 1) * spec.stride[0] + spec.kernel_h)
+
+    def pad_s(channels):
+        return (costs.stream_s(4 * channels * in_rows * spec.width, in_bytes)
+                + costs.stream_s(4 * channels * layout.copies * layout.plane, block_bytes))
+    if plan.shared_padding:
+        padding_total, pad_item = pad_s(spec.batch * spec.in_channels), 0.0
+    else:
+        padding_total, pad_item = 0.0, pad_s(channels_read)
+    acc_bytes = 4 * min(mb, spec.out_channels) * vectors * lanes
+    acc_item = costs.stream_s(acc_bytes, acc_bytes)
+    stored = 4 * min(mb, spec.out_channels) * band * spec.out_width
+    store_item = costs.stream_s(stored, acc_bytes) + costs.stream_s(stored, out_bytes)
+
+    item_s = tiles + pad_item + acc_item + store_item
+    per_thread_items = -(-items // threads)
+    total = costs.call_overhead(threads) + padding_total / threads + per_thread_items * item_s
+    return {"total_s": total, "tiles_s": per_thread_items * tiles,
+            "padding_s": per_thread_items * pad_item + padding_total / threads,
+            "accumulators_s": per_thread_items * acc_item,
+            "stores_s": per_thread_items * store_item,
+            "call_s": costs.call_overhead(threads), "block_bytes": block_bytes,
+            "split": split}
+
+
+def plan_for(spec: ConvSpec, max_tile: int, threads: int,
+             plan: DirectPlan | dict | None) -> DirectPlan:
+    """The plan a row ran with (a DirectPlan or its fields), else the default plan for
+    unstructured weights."""
+    if isinstance(plan, DirectPlan):
+        return plan
+    return DirectPlan(**plan) if plan else plan_with_tile(spec, max_tile, threads)
