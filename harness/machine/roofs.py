@@ -2,7 +2,7 @@
 
 - Load throughput: loops of vector loads, of scalar broadcasts, and of 1-4 FMAs per loaded
   vector, over a buffer sized for each cache level.
-- The register tiles themselves (kernels_c/tile.c, every group size and width the build has):
+- The register tiles themselves (kernels_c/tile.c, every group size, widths up to the widest):
   seconds per non-zero position, with the positions vector-aligned and at random offsets
   (loads that straddle cache lines), the input in each cache level; and the fixed cost of one
   tile call (its accumulators loaded and stored).
@@ -33,8 +33,8 @@ def level_bytes(host: HostInfo) -> dict[str, int]:
     kernel's padded block usually sits."""
     caches = host.caches_kib
     l1, l2 = caches.get("l1d", 32) * 1024, caches.get("l2", 512) * 1024
-    return {"l1": l1 // 4, "l1_half": l1 // 2, "l1_full": l1 * 3 // 4, "l1_over": l1 * 3 // 2,
-            "l2": l2 // 2, "l3": 4 * l2}
+    return {"l1": l1 // 4, "l1_full": l1 * 3 // 4, "l1_over": l1 * 3 // 2, "l2": l2 // 2,
+            "l3": 4 * l2}
 
 
 def _floats(nbytes: int, vector: int) -> int:
@@ -63,10 +63,16 @@ def load_rates(built: BuiltKernels, host: HostInfo, rounds: int = 3) -> dict:
     return {f"{lvl}/{kind}/{fmas}": rate / 1e9 for (lvl, kind, fmas), rate in rates.items()}
 
 
+def measured_widths(widest: int) -> list[int]:
+    """The tile widths calibrated: every one up to 8, then every fourth and the widest (the
+    model interpolates between them: a tile's cost grows about linearly with its width)."""
+    return sorted({*range(1, min(widest, 8) + 1), *range(12, widest + 1, 4), widest})
+
+
 def tile_shapes(built: BuiltKernels) -> list[tuple[int, int]]:
-    """(group, tile width) of every register tile the build has."""
+    """(group, tile width) of the register tiles calibrated."""
     lib = built.lib
-    return [(g, t) for g in (1, 2, 4) for t in range(1, lib.spconv_max_group_tile(g) + 1)]
+    return [(g, t) for g in (1, 2, 4) for t in measured_widths(lib.spconv_max_group_tile(g))]
 
 
 def split_fraction(offsets: np.ndarray, vectors: int, vector: int) -> float:
@@ -93,7 +99,8 @@ def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 1) -> dict:
         base[:] = rng.standard_normal(base.size)
         keep.append(base)
         for offsets in ("aligned", "random"):
-            cols = rng.integers(0, span // LINE_FLOATS, POSITIONS[-1]) * LINE_FLOATS
+            # ascending, as the kernel streams each output channel's positions in a block
+            cols = np.sort(rng.integers(0, span // LINE_FLOATS, POSITIONS[-1])) * LINE_FLOATS
             if offsets == "random":
                 cols = cols + rng.integers(0, LINE_FLOATS, cols.size)
             colidx = cols.astype(np.int32)

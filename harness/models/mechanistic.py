@@ -54,7 +54,17 @@ class KernelCosts:
                    isa_table()[cal["isa"]].lanes)
 
     def tile(self, group: int, width: int, level: str, offsets: str) -> dict:
-        return self.tiles[f"{group}/{width}/{level}/{offsets}"]
+        """A tile's calibrated costs; widths between the calibrated ones interpolated."""
+        key = f"{group}/{width}/{level}/{offsets}"
+        if key in self.tiles:
+            return self.tiles[key]
+        widths = sorted(int(k.split("/")[1]) for k in self.tiles
+                        if k.startswith(f"{group}/") and k.endswith(f"/{level}/{offsets}"))
+        lo = max(w for w in widths if w < width)
+        hi = min(w for w in widths if w > width)
+        a, b = (self.tiles[f"{group}/{w}/{level}/{offsets}"] for w in (lo, hi))
+        f = (width - lo) / (hi - lo)
+        return {k: a[k] + f * (b[k] - a[k]) for k in a}
 
     def _levels(self) -> tuple[list[str], np.ndarray]:
         names = sorted(self.level_bytes, key=self.level_bytes.get)
@@ -148,7 +158,15 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
     groups_per_item = -(-min(mb, spec.out_channels) // G)
     pairs = groups_per_item * blocks_per_group  # (output group, channel block) per item
 
-    tile_s = sum(costs.call_fixed_s(G, w, block_bytes) * nonempty
+    # a tile call's accumulators come from the item's accumulator run, in L1 in the
+    # calibration but wherever the item's whole run fits here
+    acc_bytes = 4 * min(mb, spec.out_channels) * vectors * lanes
+    l1 = min(costs.level_bytes.values())
+
+    def acc_extra(width):
+        moved = 2 * 4 * G * width * lanes
+        return max(0.0, costs.stream_s(moved, acc_bytes) - costs.stream_s(moved, l1))
+    tile_s = sum((costs.call_fixed_s(G, w, block_bytes) + acc_extra(w)) * nonempty
                  + positions * costs.position_s(G, w, block_bytes, split) for w in widths)
     tiles = pairs * tile_s
 
@@ -167,7 +185,6 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
         padding_total, pad_item = pad_s(spec.batch * spec.in_channels), 0.0
     else:
         padding_total, pad_item = 0.0, pad_s(channels_read)
-    acc_bytes = 4 * min(mb, spec.out_channels) * vectors * lanes
     acc_item = costs.stream_s(acc_bytes, acc_bytes)
     stored = 4 * min(mb, spec.out_channels) * band * spec.out_width
     store_item = costs.stream_s(stored, acc_bytes) + costs.stream_s(stored, out_bytes)
