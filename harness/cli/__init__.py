@@ -17,6 +17,7 @@ COMMANDS = {
     "sweep": "time the kernels over layers x sparsity x batch x threads, fit and report",
     "tune": "search the direct kernel's plans for layers and store them",
     "calibrate": "measure this host's FMA peak, bandwidths and SGEMM (cached)",
+    "predict": "predict where sparsity pays for a profile's build from calibration alone",
     "report": "redraw the figures and report of stored runs; compare several",
     "refit": "refit the models and sweet spots of a stored run",
     "gsl": "prune a network to the model's targets, fine-tune, time it",

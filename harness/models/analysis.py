@@ -12,6 +12,7 @@ import yaml
 from harness.errors import HarnessError
 from harness.models.fitted import GAIN_LIMIT, crossing, direct_rows, layer_class, measured_upper, row_spec, validate
 from harness.conv.layers import network_layers
+from harness.models.mechanistic import KernelCosts, zero_shot_validation
 from harness.models.paper import LayerCost, PaperModel
 from harness.machine.hostinfo import HostInfo, detect_host
 from harness.machine.profiles import PROFILE_DIR, Profile, load_profile
@@ -128,6 +129,14 @@ def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict,
         peak_sgemm_gflops=rate["median"],
         stream_gbps=cal["triad_gbps_1" if threads == 1 else "triad_gbps_all"]["dram"]["median"])
     spots = sweet_spots(frame, fitted, PaperModel(host_paper))
+    zero = None
+    if "roofs" in cal:  # the mechanistic model, from the calibration alone
+        zero = zero_shot_validation(KernelCosts.from_calibration(cal), rows)
+        report["points"]["zero_shot_s"] = zero["predicted_s"]
+        spots["zero_shot_crossover"] = [
+            zero["crossovers"].get(f"{r.layer}|{r.batch}|{r.threads}", {}).get("zero_shot",
+                                                                               np.nan)
+            for r in spots.itertuples()]
     report["points"].to_csv(store.dir / "model_points.csv", index=False)
     spots.to_csv(store.dir / "sweet_spots.csv", index=False)
     proj = projection(alpha, detect_host())  # the host the calibration was taken on
@@ -137,6 +146,8 @@ def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict,
         "fitted": fitted.as_dict(),
         "validation": {k: report[k] for k in ("median_rel_error", "worst_rel_error",
                                               "leave_one_layer_out", "worst_lolo_median")},
+        "zero_shot": None if zero is None else
+            {k: v for k, v in zero.items() if k != "predicted_s"},
         "paper_model_on_host": {"alpha_fitted": alpha, "sgemm_gflops": rate["median"],
                                 "stream_gbps": host_paper.stream_gbps},
         "calibration": cal,
@@ -150,7 +161,14 @@ def print_analysis(result: dict) -> None:
     print(f"fitted model: median error {v['median_rel_error']:.1%}, worst {v['worst_rel_error']:.1%}, "
           f"worst leave-one-layer-out median {v['worst_lolo_median']:.1%}; paper alpha on this "
           f"host {result['summary']['paper_model_on_host']['alpha_fitted']:.2f}")
-    cols = ["layer", "batch", "threads", "measured_crossover", "fitted_crossover", "paper_lower",
+    zero = result["summary"].get("zero_shot")
+    if zero:
+        print(f"mechanistic model, zero-shot (calibration only): median error "
+              f"{zero['median_rel_error']:.1%}, worst {zero['worst_rel_error']:.1%}; "
+              f"crossovers within 0.05 of the measured ones: {zero['crossovers_within_0.05']} "
+              f"of {zero['crossovers_compared']} (worst {zero['worst_crossover_error']:.3f})")
+    cols = ["layer", "batch", "threads", "measured_crossover", "fitted_crossover",
+            "zero_shot_crossover", "paper_lower",
             "measured_upper", "fitted_upper", "paper_upper"]
     spots = result["spots"]
     print(spots[[c for c in cols if c in spots]].round(3).to_string(index=False))

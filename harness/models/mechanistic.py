@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from harness.conv.convspec import ConvSpec
 from harness.conv.sparsity import band_height, direct_layout
@@ -30,6 +31,9 @@ from harness.kernels.direct import plan_with_tile
 from harness.kernels.direct_plan import DirectPlan
 from harness.machine.isa import isa_table
 from harness.machine.roofs import LINE_FLOATS, split_fraction
+from harness.models.fitted import measured_upper, row_spec
+from harness.sweep.record import plan_of
+from harness.sweep.results import crossover_sparsity
 
 
 
@@ -43,6 +47,7 @@ class KernelCosts:
     call_s: dict         # threads -> seconds per call
     triad: dict          # level -> (working set bytes, GB/s), one thread
     lanes: int
+    max_tile: int
 
     @classmethod
     def from_calibration(cls, cal: dict) -> "KernelCosts":
@@ -51,7 +56,7 @@ class KernelCosts:
                    {int(k): v for k, v in roofs["call_s"].items()},
                    {k: (v["working_set_kib"] * 1024, v["median"])
                     for k, v in cal["triad_gbps_1"].items()},
-                   isa_table()[cal["isa"]].lanes)
+                   isa_table()[cal["isa"]].lanes, isa_table()[cal["isa"]].max_tile)
 
     def tile(self, group: int, width: int, level: str, offsets: str) -> dict:
         """A tile's calibrated costs; widths between the calibrated ones interpolated."""
@@ -207,3 +212,46 @@ def plan_for(spec: ConvSpec, max_tile: int, threads: int,
     if isinstance(plan, DirectPlan):
         return plan
     return DirectPlan(**plan) if plan else plan_with_tile(spec, max_tile, threads)
+
+
+def predicted_sweet_spot(speedup, grid: np.ndarray) -> dict:
+    """Crossover and upper bound of a predicted speedup curve over ``grid``, by the same
+    rules as the measured ones (harness.sweep.results, harness.models.fitted)."""
+    v = np.array([speedup(float(s)) for s in grid])
+    return {"predicted_crossover": crossover_sparsity(grid, v),
+            "predicted_upper": measured_upper(grid, v),
+            "predicted_speedup_at_top": float(v[-1]), "top_sparsity": float(grid[-1])}
+
+
+def zero_shot(costs: KernelCosts, rows: pd.DataFrame) -> np.ndarray:
+    """Predicted seconds of a sweep's direct-kernel rows, each with the plan it ran."""
+    out = []
+    for _, r in rows.iterrows():
+        spec = row_spec(r)
+        density = float(r["nnz"]) / (spec.out_channels * spec.reduction_length)
+        plan = plan_for(spec, costs.max_tile, int(r["threads"]), plan_of(r))
+        out.append(direct_time(costs, spec, density, plan, int(r["threads"]),
+                               str(r.get("pattern", "random")))["total_s"])
+    return np.array(out)
+
+
+def zero_shot_validation(costs: KernelCosts, rows: pd.DataFrame) -> dict:
+    """Zero-shot predictions against a sweep's measurements: per point, and each layer's
+    crossover with the sweep's own best dense time."""
+    predicted = zero_shot(costs, rows)
+    rel = np.abs(predicted / rows["median_s"].to_numpy() - 1)
+    crossovers = {}
+    frame = rows.assign(zero_shot_s=predicted)
+    for (layer, b, t), g in frame.dropna(subset=["best_dense_s"]).groupby(
+            ["layer", "batch", "threads"]):
+        s = g["sparsity"].to_numpy()
+        measured = crossover_sparsity(s, (g["best_dense_s"] / g["median_s"]).to_numpy())
+        zero = crossover_sparsity(s, (g["best_dense_s"] / g["zero_shot_s"]).to_numpy())
+        crossovers[f"{layer}|{int(b)}|{int(t)}"] = {"measured": measured, "zero_shot": zero,
+                                                    "error": zero - measured}
+    errors = [abs(v["error"]) for v in crossovers.values() if np.isfinite(v["error"])]
+    return {"predicted_s": predicted, "median_rel_error": float(np.median(rel)),
+            "worst_rel_error": float(rel.max()), "crossovers": crossovers,
+            "worst_crossover_error": max(errors, default=float("nan")),
+            "crossovers_within_0.05": int(sum(e <= 0.05 for e in errors)),
+            "crossovers_compared": len(errors)}
