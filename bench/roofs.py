@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 from harness.kernels.native import aligned_zeros, float_ptr, host_kernels, int_ptr  # noqa: E402
 from harness.machine.calibrate import calibration  # noqa: E402
 from harness.machine.hostinfo import detect_host  # noqa: E402
+from harness.machine.roofs import load_rates  # noqa: E402
 from harness.timing import interleaved_medians, measure  # noqa: E402
 from problems import run_bench  # noqa: E402
 
@@ -46,23 +47,10 @@ def main() -> int:
           f"{peak:.1f} GFLOP/s on 1 thread = {fma_rate / 1e9:.2f} G vector FMA/s; "
           f"median of {args.rounds} interleaved rounds")
 
-    buffers = {lvl: aligned_zeros(buffer_floats(kib, vec), 64) for lvl, kib in levels.items()}
-    for b in buffers.values():
-        b[:] = np.random.default_rng(0).standard_normal(b.size)
-    loops = [(lvl, kind, fmas) for lvl in levels for kind, fmas in
-             [("vector", 0), ("broadcast", 0), ("vector", 1), ("vector", 2), ("vector", 3),
-              ("vector", 4)]]
-
-    def time_loop(key):
-        lvl, kind, fmas = key
-        buf = buffers[lvl]
-        passes = max(1, 2_000_000 // buf.size)
-        call = (float_ptr(built, buf), buf.size, passes, fmas, int(kind == "broadcast"))
-        seconds = measure(lambda: lib.spconv_load_loop(*call), repeats=3, min_time=0.02).median
-        loads = passes * (buf.size if kind == "broadcast" else buf.size // vec)
-        return loads / seconds
-
-    rates = interleaved_medians(loops, time_loop, args.rounds)
+    rates = {}  # (level, kind, FMAs per load) -> loads per second
+    for key, g_per_s in load_rates(built, host, args.rounds).items():
+        lvl, kind, fmas = key.split("/")
+        rates[lvl.upper(), kind, int(fmas)] = g_per_s * 1e9
     print(f"\n{'level':>5} {'loads':>9} {'FMAs/load':>9} {'G loads/s':>10} {'per peak FMA':>12} "
           f"{'% FMA peak':>10}")
     for (lvl, kind, fmas), rate in rates.items():

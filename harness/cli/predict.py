@@ -84,7 +84,8 @@ def _predict(args) -> int:
     if rc:
         return rc
     dense = pd.read_csv(out / "dense" / "results.csv")
-    dense = dense[(dense["status"] == "ok") & dense["dense"].astype(bool)]
+    dense = dense[(dense["status"] == "ok") & dense["dense"].astype(bool)
+                  & dense["best_dense_s"].notna()]
     if dense.empty:
         raise HarnessError("no dense library ran correctly on these layers: nothing to "
                            "compare the predictions with")
@@ -94,9 +95,11 @@ def _predict(args) -> int:
     max_tile = built.lib.spconv_max_tile_vectors()
 
     points, spots = [], []
+    # best_dense_s: the sweep's baseline, the fastest at the profile's instruction set
     for (net, layer, b, t), g in dense.groupby(["network", "layer", "batch", "threads"]):
-        best = g.loc[g["median_s"].idxmin()]
-        spec, t = row_spec(best), int(t)
+        first = g.iloc[0]
+        spec, t = row_spec(first), int(t)
+        best = {"method": first["best_dense_method"], "median_s": float(first["best_dense_s"])}
         plan = plan_for(spec, max_tile, t, None)
 
         def sparse_s(s, spec=spec, plan=plan, t=t):

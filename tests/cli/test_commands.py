@@ -74,3 +74,32 @@ def test_tune_stores_a_plan_that_sweeps_then_use(tmp_path, capsys):
                    "--no-progress", "--in-process", "--out", str(tmp_path / "r")]) == 0
     import pandas as pd
     assert (pd.read_csv(tmp_path / "r" / "results.csv")["tuned"] == "tuned").all()
+
+
+def test_predict_writes_sweet_spots_from_calibration_alone(tmp_path, capsys):
+    """spconv predict times no sparse kernel: its dense run holds only dense methods, and its
+    sweet spots have one row per layer, batch and thread count."""
+    import pandas as pd
+
+    layers = tmp_path / "l.yaml"
+    layers.write_text("layers:\n  - {name: a, in_channels: 16, height: 12, width: 12, "
+                      "out_channels: 32, kernel: 3, padding: 1}\n"
+                      "  - {name: b, in_channels: 32, height: 6, width: 6, "
+                      "out_channels: 32, kernel: 1}\n")
+    out = tmp_path / "p"
+    assert spconv(["predict", "--layer-file", str(layers), "--sparsity", "0.5,0.9",
+                   "--out", str(out)]) == 0
+    dense = pd.read_csv(out / "dense" / "results.csv")
+    assert dense["dense"].astype(bool).all() and (dense["status"] == "ok").all()
+    spots = pd.read_csv(out / "sweet_spots.csv")
+    assert {"layer", "batch", "threads", "predicted_crossover", "predicted_upper"} <= set(spots)
+    assert sorted(spots["layer"]) == ["a", "b"]
+    points = pd.read_csv(out / "predictions.csv")
+    assert len(points) == 4 and (points["predicted_s"] > 0).all()
+    for _, g in points.groupby("layer"):  # sparser is faster
+        g = g.sort_values("sparsity")
+        assert g["predicted_s"].iloc[1] < g["predicted_s"].iloc[0]
+    assert "predicted_crossover" in capsys.readouterr().out
+    # bad input: one line and status 2, no traceback
+    assert spconv(["predict", "--layer-file", str(tmp_path / "none.yaml"), "--out",
+                   str(out)]) == 2

@@ -1,0 +1,123 @@
+"""The mechanistic model of the direct kernel and the calibration it is priced by."""
+
+import numpy as np
+import pytest
+
+from harness.conv.convspec import ConvSpec
+from harness.kernels.direct_plan import DirectPlan
+from harness.machine import roofs
+from harness.machine.hostinfo import detect_host
+from harness.machine.isa import isa_table
+from harness.kernels.native import host_kernels
+from harness.models.mechanistic import (KernelCosts, direct_time, even_split, plan_for,
+                                        predicted_sweet_spot, support_probability)
+
+CONV3 = ConvSpec.from_shapes((1, 256, 13, 13), (384, 256, 3, 3), 1, 1)
+
+
+def synthetic_costs(lanes=16, max_tile=28, slow_l2=4.0, split_penalty=1.5) -> KernelCosts:
+    """Rates of a made-up machine: a position costs 0.25 ns per vector of its tile in L1,
+    ``slow_l2`` times that past L1, ``split_penalty`` times that with every load split."""
+    levels = {"l1": 12 << 10, "l2": 1 << 20, "l3": 8 << 20}
+    tiles = {}
+    for g, widest in ((1, max_tile), (2, 10), (4, 6)):
+        for t in roofs.measured_widths(widest):
+            for lvl in levels:
+                base = 0.25e-9 * t * g ** 0.5 * (1.0 if lvl == "l1" else slow_l2)
+                for offsets, f in (("aligned", 1.0), ("random", split_penalty)):
+                    tiles[f"{g}/{t}/{lvl}/{offsets}"] = {"position_s": base * f,
+                                                         "call_s": 2e-9 * t}
+    return KernelCosts(tiles, {f"{lvl}/random": 1.0 for lvl in levels}, levels,
+                       {1: 2e-6, 2: 4e-6},
+                       {"l1d": (24 << 10, 100.0), "l2": (1 << 20, 50.0), "dram": (1 << 30, 10.0)},
+                       lanes, max_tile)
+
+
+def test_even_split_matches_the_kernels_tiles():
+    assert even_split(13, 28) == [13]
+    assert even_split(30, 14) == [10, 10, 10]
+    assert sum(even_split(196, 28)) == 196 and max(even_split(196, 28)) <= 28
+
+
+def test_missing_tile_widths_are_interpolated_between_calibrated_ones():
+    costs = synthetic_costs()
+    assert 9 not in roofs.measured_widths(28)
+    a, b = (costs.tile(1, w, "l1", "aligned")["position_s"] for w in (8, 12))
+    assert costs.tile(1, 9, "l1", "aligned")["position_s"] == pytest.approx(a + (b - a) / 4)
+
+
+def test_time_grows_with_density_and_falls_with_threads():
+    costs = synthetic_costs()
+    plan = plan_for(CONV3, 28, 1, None)
+    times = [direct_time(costs, CONV3, d, plan, 1)["total_s"] for d in (0.05, 0.1, 0.3, 0.7)]
+    assert all(a < b for a, b in zip(times, times[1:]))
+    two = plan_for(CONV3, 28, 2, None)
+    assert direct_time(costs, CONV3, 0.3, two, 2)["total_s"] < 0.7 * times[2]
+
+
+def test_split_loads_and_working_sets_are_priced():
+    costs = synthetic_costs()
+    # blocks of 4 channels: both layouts within the L1 working set of the made-up machine
+    unaligned = DirectPlan(13, 384, 4)
+    aligned = DirectPlan(13, 384, 4, aligned=True)
+    a = direct_time(costs, CONV3, 0.3, aligned, 1)
+    u = direct_time(costs, CONV3, 0.3, unaligned, 1)
+    assert a["split"] == 0.0 and u["split"] > 0.8
+    assert u["tiles_s"] > 1.15 * a["tiles_s"]  # positions cost 1.5x, tile calls the same
+    small = direct_time(costs, CONV3, 0.3, DirectPlan(13, 384, 4, aligned=True), 1)
+    big = direct_time(costs, CONV3, 0.3, DirectPlan(13, 384, 256, aligned=True), 1)
+    assert big["block_bytes"] > 8 * small["block_bytes"]
+    # the same positions, read from a block past L1: dearer per position
+    assert big["tiles_s"] > small["tiles_s"]
+
+
+def test_block_patterns_share_supports():
+    assert support_probability(0.1, 4, "block:4") == pytest.approx(0.1)
+    assert support_probability(0.1, 2, "block:4") == pytest.approx(0.1)
+    assert support_probability(0.1, 4, "random") == pytest.approx(1 - 0.9 ** 4)
+    costs = synthetic_costs()
+    grouped = DirectPlan(6, 384, 16, aligned=True, out_group=4)
+    assert direct_time(costs, CONV3, 0.1, grouped, 1, "block:4")["tiles_s"] < \
+        direct_time(costs, CONV3, 0.1, grouped, 1, "random")["tiles_s"]
+
+
+def test_sweet_spot_of_a_known_curve():
+    grid = np.round(np.arange(0.0, 0.951, 0.01), 2)
+    spot = predicted_sweet_spot(lambda s: 0.5 / (1.0 - s), grid)  # 1 at s = 0.5
+    assert spot["predicted_crossover"] == pytest.approx(0.5, abs=1e-9)
+    assert spot["predicted_speedup_at_top"] == pytest.approx(10.0)
+    assert 0.9 < spot["predicted_upper"] <= 0.95
+
+
+def test_split_fraction_by_vector_width():
+    offsets = np.array([0, 16, 32])
+    assert roofs.split_fraction(offsets, 4, 16) == 0.0
+    assert roofs.split_fraction(offsets + 1, 4, 16) == 1.0
+    # 8-float vectors from offset 4: every other load crosses a line
+    assert roofs.split_fraction(np.array([4]), 2, 8) == 0.5
+
+
+def test_tile_calibration_on_this_host(monkeypatch):
+    """The real measurement, cut to two tiles and two working sets."""
+    built, host = host_kernels(), detect_host()
+    monkeypatch.setattr(roofs, "tile_shapes", lambda b: [(1, 1), (1, 4)])
+    monkeypatch.setattr(roofs, "level_bytes", lambda h: {"l1": 8 << 10, "l2": 256 << 10})
+    out = roofs.tile_costs(built, host)
+    assert set(out["tiles"]) == {f"1/{t}/{lvl}/{o}" for t in (1, 4) for lvl in ("l1", "l2")
+                                 for o in ("aligned", "random")}
+    wide, narrow = out["tiles"]["1/4/l1/aligned"], out["tiles"]["1/1/l1/aligned"]
+    assert 0 < narrow["position_s"] < wide["position_s"] < 1e-6
+    vec = built.lib.spconv_vector_floats()
+    assert out["random_split"]["l1/random"] > (0.5 if vec == 16 else 0.0)
+    assert 0 < roofs.call_overhead(built, 1) < 1e-3
+
+
+def test_costs_from_a_calibration_dict():
+    isa = next(iter(isa_table()))
+    cal = {"isa": isa, "roofs": {"tiles": {"1/1/l1/aligned": {"position_s": 1e-9, "call_s": 0}},
+                                 "random_split": {"l1/random": 1.0}, "level_bytes": {"l1": 1},
+                                 "call_s": {"1": 1e-6, "2": 2e-6}},
+           "triad_gbps_1": {"l1d": {"median": 90.0, "working_set_kib": 24}}}
+    costs = KernelCosts.from_calibration(cal)
+    assert costs.call_overhead(2) == 2e-6 and costs.triad["l1d"] == (24 * 1024, 90.0)
+    assert costs.lanes == isa_table()[isa].lanes
