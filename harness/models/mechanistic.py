@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from harness.conv.convspec import ConvSpec
-from harness.conv.sparsity import band_height, direct_layout
+from harness.conv.sparsity import band_height, direct_csr, direct_layout
 from harness.conv.weights import block_group
 from harness.kernels.direct import plan_with_tile
 from harness.kernels.direct_plan import DirectPlan
@@ -125,7 +125,6 @@ def layout_split(spec: ConvSpec, layout, tile: int, lanes: int) -> float:
     one channel block (uniform supports)."""
     if layout.aligned:
         return 0.0
-    from harness.conv.sparsity import direct_csr
     channels = min(layout.block_channels, spec.in_channels // spec.groups)
     w = np.ones((1, channels, spec.kernel_h, spec.kernel_w), np.float32)
     one = ConvSpec.from_shapes((1, channels, spec.height, spec.width), w.shape, spec.stride,
