@@ -134,8 +134,8 @@ def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict,
         zero = zero_shot_validation(KernelCosts.from_calibration(cal), rows)
         report["points"]["zero_shot_s"] = zero["predicted_s"]
         spots["zero_shot_crossover"] = [
-            zero["crossovers"].get(f"{r.layer}|{r.batch}|{r.threads}", {}).get("zero_shot",
-                                                                               np.nan)
+            zero["crossovers"].get(f"{r.network}/{r.layer}|{r.batch}|{r.threads}",
+                                   {}).get("zero_shot", np.nan)
             for r in spots.itertuples()]
     report["points"].to_csv(store.dir / "model_points.csv", index=False)
     spots.to_csv(store.dir / "sweet_spots.csv", index=False)

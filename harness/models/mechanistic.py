@@ -241,12 +241,12 @@ def zero_shot_validation(costs: KernelCosts, rows: pd.DataFrame) -> dict:
     rel = np.abs(predicted / rows["median_s"].to_numpy() - 1)
     crossovers = {}
     frame = rows.assign(zero_shot_s=predicted)
-    for (layer, b, t), g in frame.dropna(subset=["best_dense_s"]).groupby(
-            ["layer", "batch", "threads"]):
+    for (net, layer, b, t), g in frame.dropna(subset=["best_dense_s"]).groupby(
+            ["network", "layer", "batch", "threads"]):
         s = g["sparsity"].to_numpy()
         measured = crossover_sparsity(s, (g["best_dense_s"] / g["median_s"]).to_numpy())
         zero = crossover_sparsity(s, (g["best_dense_s"] / g["zero_shot_s"]).to_numpy())
-        crossovers[f"{layer}|{int(b)}|{int(t)}"] = {"measured": measured, "zero_shot": zero,
+        crossovers[f"{net}/{layer}|{int(b)}|{int(t)}"] = {"measured": measured, "zero_shot": zero,
                                                     "error": zero - measured}
     errors = [abs(v["error"]) for v in crossovers.values() if np.isfinite(v["error"])]
     return {"predicted_s": predicted, "median_rel_error": float(np.median(rel)),

@@ -84,6 +84,14 @@ def test_quick_sweep_fits_the_model(tmp_path):
     assert "conv3" in targets and "target_sparsity" in targets
     spots = pd.read_csv(out / "sweet_spots.csv")
     assert set(spots["layer"]) == {"conv3", "conv4", "conv5"}
+    # the mechanistic model, zero-shot from the calibration, beside the measurements
+    zero = fit["zero_shot"]
+    assert zero["crossovers_compared"] <= 3 and zero["median_rel_error"] >= 0
+    assert "zero_shot_crossover" in spots and "measured_crossover" in spots
+    points = pd.read_csv(out / "model_points.csv")
+    assert (points["zero_shot_s"] > 0).all()
+    # within a factor of 3 of every measured point: a sanity bound, not the model's accuracy
+    assert ((points["zero_shot_s"] / points["measured_s"]).between(1 / 3, 3)).all()
     assert main(["--refit", str(out)]) == 0
 
 
