@@ -100,13 +100,15 @@ def test_split_fraction_by_vector_width():
 def test_tile_calibration_on_this_host(monkeypatch):
     """The real measurement, cut to two tiles and two working sets."""
     built, host = host_kernels(), detect_host()
-    monkeypatch.setattr(roofs, "tile_shapes", lambda b: [(1, 1), (1, 4)])
+    wide = min(12, built.lib.spconv_max_tile_vectors())
+    monkeypatch.setattr(roofs, "tile_shapes", lambda b: [(1, 1), (1, wide)])
     monkeypatch.setattr(roofs, "level_bytes", lambda h: {"l1": 8 << 10, "l2": 256 << 10})
     out = roofs.tile_costs(built, host)
-    assert set(out["tiles"]) == {f"1/{t}/{lvl}/{o}" for t in (1, 4) for lvl in ("l1", "l2")
+    assert set(out["tiles"]) == {f"1/{t}/{lvl}/{o}" for t in (1, wide) for lvl in ("l1", "l2")
                                  for o in ("aligned", "random")}
-    wide, narrow = out["tiles"]["1/4/l1/aligned"], out["tiles"]["1/1/l1/aligned"]
-    assert 0 < narrow["position_s"] < wide["position_s"] < 1e-6
+    many, one = out["tiles"][f"1/{wide}/l1/aligned"], out["tiles"]["1/1/l1/aligned"]
+    # a position of a 12-vector tile makes 12 loads and FMAs, one of a 1-vector tile 1
+    assert 0 < one["position_s"] < many["position_s"] < 1e-6
     vec = built.lib.spconv_vector_floats()
     assert out["random_split"]["l1/random"] > (0.5 if vec == 16 else 0.0)
     assert 0 < roofs.call_overhead(built, 1) < 1e-3
