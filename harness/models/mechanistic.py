@@ -133,75 +133,90 @@ def layout_split(spec: ConvSpec, layout, tile: int, lanes: int) -> float:
     return split_fraction(offsets % LINE_FLOATS, tile, lanes)
 
 
+def block_overlaps(channels: int, c_group: int, block: int, groups: int) -> list[float]:
+    """Input channels of one conv group in each channel block that holds any (blocks run over
+    all channels, so one may straddle two groups), averaged over the groups."""
+    per_group = []
+    for g in range(groups):
+        lo, hi = g * c_group, (g + 1) * c_group
+        per_group.append([min(hi, b + block) - max(lo, b)
+                          for b in range(lo // block * block, hi, block)])
+    width = max(len(o) for o in per_group)
+    return [float(np.mean([o[i] if i < len(o) else 0 for o in per_group]))
+            for i in range(width)]
+
+
 def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: DirectPlan,
                 threads: int, pattern: str = "random") -> dict:
-    """Predicted seconds of one call, and its parts."""
+    """Predicted seconds of one call, and its parts (summed over the items, per thread)."""
     lanes = costs.lanes
     G, mb = plan.out_group, plan.out_channel_block
     layout = direct_layout(spec, plan.aligned, lanes, plan.channel_block, plan.band_rows)
     bc = layout.block_channels
     band = band_height(spec, plan.band_rows)
-    bands = -(-spec.out_height // band)
     m_group, c_group = spec.out_channels // spec.groups, spec.in_channels // spec.groups
     area = spec.kernel_h * spec.kernel_w
-    mblocks = -(-spec.out_channels // mb)
-    items = spec.batch * bands * mblocks
-
-    vectors = -(-band * layout.plane_w // lanes)
-    widths = even_split(vectors, plan.tile_vectors)
-    block_bytes = 4 * (layout.copies * bc * layout.plane + vectors * lanes)
-    split = layout_split(spec, layout, max(widths), lanes)
-
-    # one group's positions in one block of its conv group's channels
-    bc_eff = min(bc, c_group)
-    p = support_probability(density, G, pattern)
-    slots = bc_eff * area
-    positions = p * slots
-    nonempty = 1.0 - (1.0 - p) ** slots
-    blocks_per_group = -(-c_group // bc)
-    groups_per_item = -(-min(mb, spec.out_channels) // G)
-    pairs = groups_per_item * blocks_per_group  # (output group, channel block) per item
-
-    # a tile call's accumulators come from the item's accumulator run, in L1 in the
-    # calibration but wherever the item's whole run fits here
-    acc_bytes = 4 * min(mb, spec.out_channels) * vectors * lanes
-    l1 = min(costs.level_bytes.values())
-
-    def acc_extra(width):
-        moved = 2 * 4 * G * width * lanes
-        return max(0.0, costs.stream_s(moved, acc_bytes) - costs.stream_s(moved, l1))
-    tile_s = sum((costs.call_fixed_s(G, w, block_bytes) + acc_extra(w)) * nonempty
-                 + positions * costs.position_s(G, w, block_bytes, split) for w in widths)
-    tiles = pairs * tile_s
-
-    # padding: the input channels of the conv groups an item's output channels belong to,
-    # read from the input tensor and written into the block
+    full_vectors = -(-band * layout.plane_w // lanes)
+    block_bytes = 4 * (layout.copies * bc * layout.plane + full_vectors * lanes)
+    split = layout_split(spec, layout, min(full_vectors, plan.tile_vectors), lanes)
     in_bytes = 4 * spec.batch * spec.in_channels * spec.height * spec.width
     out_bytes = 4 * spec.batch * spec.out_channels * spec.out_height * spec.out_width
-    channels_read = min(spec.in_channels,
-                        -(-min(mb, spec.out_channels) // m_group) * c_group)
-    in_rows = min(spec.height, (band - 1) * spec.stride[0] + spec.kernel_h)
+    l1 = min(costs.level_bytes.values())
+    # the channels each block holds of a conv group's input channels (a block may hold fewer
+    # at a group's edge, or the last block fewer)
+    p = support_probability(density, G, pattern)
+    overlaps = block_overlaps(spec.in_channels, c_group, bc, spec.groups)
 
-    def pad_s(channels):
+    def pad_s(channels, rows):
+        in_rows = min(spec.height, (rows - 1) * spec.stride[0] + spec.kernel_h)
         return (costs.stream_s(4 * channels * in_rows * spec.width, in_bytes)
                 + costs.stream_s(4 * channels * layout.copies * layout.plane, block_bytes))
-    if plan.shared_padding:
-        padding_total, pad_item = pad_s(spec.batch * spec.in_channels), 0.0
-    else:
-        padding_total, pad_item = 0.0, pad_s(channels_read)
-    acc_item = costs.stream_s(acc_bytes, acc_bytes)
-    stored = 4 * min(mb, spec.out_channels) * band * spec.out_width
-    store_item = costs.stream_s(stored, acc_bytes) + costs.stream_s(stored, out_bytes)
 
-    item_s = tiles + pad_item + acc_item + store_item
-    per_thread_items = -(-items // threads)
-    total = costs.call_overhead(threads) + padding_total / threads + per_thread_items * item_s
-    return {"total_s": total, "tiles_s": per_thread_items * tiles,
-            "padding_s": per_thread_items * pad_item + padding_total / threads,
-            "accumulators_s": per_thread_items * acc_item,
-            "stores_s": per_thread_items * store_item,
-            "call_s": costs.call_overhead(threads), "block_bytes": block_bytes,
-            "split": split}
+    def item(channels: int, rows: int) -> dict:
+        """One work item of ``channels`` output channels and ``rows`` output rows."""
+        vectors = -(-rows * layout.plane_w // lanes)
+        widths = even_split(vectors, plan.tile_vectors)
+        # a tile call's accumulators come from the item's accumulator run (in L1 in the
+        # calibration, here wherever the item's whole run fits)
+        acc_bytes = 4 * channels * vectors * lanes
+
+        def acc_extra(width):
+            moved = 2 * 4 * G * width * lanes
+            return max(0.0, costs.stream_s(moved, acc_bytes) - costs.stream_s(moved, l1))
+        per_call = sum(costs.call_fixed_s(G, w, block_bytes) + acc_extra(w) for w in widths)
+        per_position = sum(costs.position_s(G, w, block_bytes, split) for w in widths)
+        # over the blocks a group reads: P(any position) tile calls, the positions expected
+        per_group = sum((1.0 - (1.0 - p) ** (n * area)) * per_call + p * n * area * per_position
+                        for n in overlaps)
+        stored = 4 * channels * rows * spec.out_width
+        # padding: the input channels of the conv groups the item's channels belong to
+        channels_read = min(spec.in_channels, -(-channels // m_group) * c_group)
+        return {"tiles_s": -(-channels // G) * per_group,
+                "padding_s": 0.0 if plan.shared_padding else pad_s(channels_read, rows),
+                "accumulators_s": costs.stream_s(acc_bytes, acc_bytes),
+                "stores_s": costs.stream_s(stored, acc_bytes) + costs.stream_s(stored, out_bytes)}
+
+    # the items in the kernel's order (image, band, block of output channels), handed to
+    # whichever thread is free first (schedule(dynamic, 1))
+    kinds, order = {}, []
+    for y0 in range(0, spec.out_height, band):
+        for m0 in range(0, spec.out_channels, mb):
+            key = (min(mb, spec.out_channels - m0), min(band, spec.out_height - y0))
+            if key not in kinds:
+                kinds[key] = item(*key)
+            order.append(key)
+    order *= spec.batch
+    finish = [0.0] * threads
+    for key in order:
+        i = int(np.argmin(finish))
+        finish[i] += sum(kinds[key].values())
+    parts = {k: sum(kinds[key][k] for key in order) / threads for k in kinds[order[0]]}
+    shared = pad_s(spec.batch * spec.in_channels, spec.out_height) / threads \
+        if plan.shared_padding else 0.0
+    parts["padding_s"] += shared
+    call = costs.call_overhead(threads)
+    return {"total_s": call + shared + max(finish), **parts, "call_s": call,
+            "block_bytes": block_bytes, "split": split}
 
 
 def plan_for(spec: ConvSpec, max_tile: int, threads: int,
