@@ -94,12 +94,17 @@ class KernelCosts:
         return float(np.interp(math.log(max(footprint, 1.0)), sizes, costs))
 
     def stream_s(self, nbytes: float, working_set: float) -> float:
-        """Seconds to move ``nbytes`` within a working set of ``working_set`` bytes: the triad
-        rates of the calibrated working sets, interpolated in the logarithm of its size."""
-        levels = sorted(self.triad.values())
-        sizes = np.log([size for size, _ in levels])
-        rates = [rate for _, rate in levels]
-        rate = float(np.interp(math.log(max(working_set, 1.0)), sizes, rates))
+        """Seconds to move ``nbytes`` within a working set of ``working_set`` bytes. The triad
+        was calibrated at half of each cache; past a cache's whole size the next level's
+        rate holds (interpolated in the logarithm of the size in between)."""
+        order = sorted(self.triad.values())
+        points = []
+        for (size, rate), (_, next_rate) in zip(order, order[1:]):
+            points += [(size, rate), (2 * size, next_rate)]
+        points.append(order[-1])
+        sizes = np.log([size for size, _ in points])
+        rate = float(np.interp(math.log(max(working_set, 1.0)), sizes,
+                               [rate for _, rate in points]))
         return nbytes / (rate * 1e9)
 
     def call_overhead(self, threads: int) -> float:
