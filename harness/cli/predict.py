@@ -71,7 +71,7 @@ def _predict(args) -> int:
     from harness.machine.build import build
     from harness.machine.calibrate import calibration
     from harness.models.mechanistic import KernelCosts, predicted_sweet_spot, direct_time, plan_for
-    from harness.models.fitted import row_spec
+    from harness.models.rows import row_spec
     from harness.store.files import write_json
 
     sparsities = sweep.parse_sparsities(args.sparsity)

@@ -52,9 +52,8 @@ def fit_and_report(store, frame, profile, host, built, threads: int) -> None:
     from harness.report.document import write_report
 
     cal = calibration(built, host, threads)
-    l2 = host.caches_kib.get("l2", 1024) * 1024
     try:
-        result = analyse(store, frame, profile, cal, l2, built.isa)
+        result = analyse(store, frame, profile, cal)
     except (HarnessError, ValueError) as exc:
         print(f"warning: no model fit: {exc}", file=sys.stderr)
         return

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.models.fitted import GAIN_LIMIT, crossing
+from harness.models.curves import GAIN_LIMIT, crossing
 from harness.conv.layers import LayerShape
 
 TOP = 0.98               # highest sparsity considered

@@ -113,8 +113,7 @@ def sweep_own_layers(shapes: dict[str, LayerShape], profile: Profile, run_dir: P
     frame = results_table(store.rows())
     store.write_table(frame)
     try:
-        analyse(store, frame, profile, calibration(cfg.built, host, 1),
-                host.caches_kib.get("l2", 1024) * 1024, cfg.built.isa)
+        analyse(store, frame, profile, calibration(cfg.built, host, 1))
     finally:
         store.close()
     return run_dir / MODEL_FIT

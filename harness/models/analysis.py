@@ -10,7 +10,9 @@ import pandas as pd
 import yaml
 
 from harness.errors import HarnessError
-from harness.models.fitted import GAIN_LIMIT, crossing, direct_rows, layer_class, measured_upper, row_spec, validate
+from harness.models.curves import GAIN_LIMIT, crossing, measured_upper
+from harness.models.fitted import validate
+from harness.models.rows import direct_rows, layer_class, row_spec
 from harness.conv.layers import network_layers
 from harness.models.mechanistic import KernelCosts, zero_shot_validation
 from harness.models.paper import LayerCost, PaperModel
@@ -43,12 +45,12 @@ def sweet_spots(frame: pd.DataFrame, fitted, paper: PaperModel | None) -> pd.Dat
         if g.empty:
             continue
         r0 = g.iloc[0]
-        spec, cls, key = row_spec(r0), layer_class(r0), (f"{net}/{layer}", int(b), int(t))
+        spec, key = row_spec(r0), (f"{net}/{layer}", int(b), int(t))
         s, v = g["sparsity"].to_numpy(), g["speedup"].to_numpy()
         top = float(s.max())
 
-        def model_speedup(x, spec=spec, cls=cls, key=key, t=int(t)):
-            return fitted.speedup(spec, x, t, cls, key)
+        def model_speedup(x, spec=spec, key=key, t=int(t)):
+            return fitted.speedup(spec, x, t, key)
         limit = model_speedup(top)
         row = {"network": net, "layer": layer, "batch": int(b), "threads": int(t),
                "measured_crossover": crossover_sparsity(s, v),
@@ -114,12 +116,12 @@ def projection(alpha_host: float, host: HostInfo | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict,
-            l2_bytes: float, isa: str) -> dict:
+def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict) -> dict:
     rows = direct_rows(frame)
     if len(rows) < 3 or frame["speedup"].notna().sum() == 0:
         raise HarnessError("model fit needs direct_sparse points and a dense baseline in the run")
-    report = validate(frame, isa, l2_bytes)
+    costs = KernelCosts.from_calibration(cal)
+    report = validate(frame, costs)
     fitted = report["model"]
     alpha = fitted_alpha(rows.dropna(subset=["useful_flops"]), cal)
     threads = int(rows["threads"].min())
@@ -129,14 +131,12 @@ def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict,
         peak_sgemm_gflops=rate["median"],
         stream_gbps=cal["triad_gbps_1" if threads == 1 else "triad_gbps_all"]["dram"]["median"])
     spots = sweet_spots(frame, fitted, PaperModel(host_paper))
-    zero = None
-    if "roofs" in cal:  # the mechanistic model, from the calibration alone
-        zero = zero_shot_validation(KernelCosts.from_calibration(cal), rows)
-        report["points"]["zero_shot_s"] = zero["predicted_s"]
-        spots["zero_shot_crossover"] = [
-            zero["crossovers"].get(f"{r.network}/{r.layer}|{r.batch}|{r.threads}",
-                                   {}).get("zero_shot", np.nan)
-            for r in spots.itertuples()]
+    zero = zero_shot_validation(costs, rows)  # the mechanistic model, calibration alone
+    report["points"]["zero_shot_s"] = zero["predicted_s"]
+    spots["zero_shot_crossover"] = [
+        zero["crossovers"].get(f"{r.network}/{r.layer}|{r.batch}|{r.threads}",
+                               {}).get("zero_shot", np.nan)
+        for r in spots.itertuples()]
     report["points"].to_csv(store.dir / "model_points.csv", index=False)
     spots.to_csv(store.dir / "sweet_spots.csv", index=False)
     proj = projection(alpha, detect_host())  # the host the calibration was taken on
@@ -145,9 +145,9 @@ def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict,
     summary = {
         "fitted": fitted.as_dict(),
         "validation": {k: report[k] for k in ("median_rel_error", "worst_rel_error",
-                                              "leave_one_layer_out", "worst_lolo_median")},
-        "zero_shot": None if zero is None else
-            {k: v for k, v in zero.items() if k != "predicted_s"},
+                                              "leave_one_layer_out", "worst_lolo_median",
+                                              "leave_one_class_out", "worst_loco_median")},
+        "zero_shot": {k: v for k, v in zero.items() if k != "predicted_s"},
         "paper_model_on_host": {"alpha_fitted": alpha, "sgemm_gflops": rate["median"],
                                 "stream_gbps": host_paper.stream_gbps},
         "calibration": cal,
@@ -159,10 +159,11 @@ def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict,
 def print_analysis(result: dict) -> None:
     v = result["summary"]["validation"]
     print(f"fitted model: median error {v['median_rel_error']:.1%}, worst {v['worst_rel_error']:.1%}, "
-          f"worst leave-one-layer-out median {v['worst_lolo_median']:.1%}; paper alpha on this "
+          f"worst leave-one-layer-out median {v['worst_lolo_median']:.1%}, leave-one-class-out "
+          f"{v['worst_loco_median']:.1%}; paper alpha on this "
           f"host {result['summary']['paper_model_on_host']['alpha_fitted']:.2f}")
-    zero = result["summary"].get("zero_shot")
-    if zero:
+    zero = result["summary"]["zero_shot"]
+    if zero["crossovers_compared"]:
         print(f"mechanistic model, zero-shot (calibration only): median error "
               f"{zero['median_rel_error']:.1%}, worst {zero['worst_rel_error']:.1%}; "
               f"crossovers within 0.05 of the measured ones: {zero['crossovers_within_0.05']} "

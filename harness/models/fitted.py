@@ -1,14 +1,14 @@
-"""A performance model fitted to a sweep's measurements, its validation and the sweet spots.
+"""The mechanistic model refined on a sweep: its parts' weights fitted to the measurements.
 
-Direct sparse time is modelled from what the kernel does (kernels_c/direct.c) per call:
-    t = t_fixed + a_pad * padded input floats (per work item) + a_out * output-run floats
-        + a_tile * non-zeros x register tiles + (a_fma + d_class) * non-zeros x vectors
-        + d_level * non-zeros x vectors [input beyond L2]
-all over the batch and divided by the threads. d_class adjusts the vector-FMA cost per layer
-class (kernel size and stride), d_level for inputs that do not fit the L2 cache; both are
-ridge-penalised so a class or level absent from the data falls back to the shared cost.
+The mechanistic model (harness.models.mechanistic) splits a call of the direct kernel into
+register-tile work (aligned loads), the extra cost of loads that straddle cache lines, blocks
+read into L1 again tile by tile, padding, accumulator and output traffic, and the call's
+overhead, each priced by the calibration. The fitted model scales each part by a weight of its own:
+    t = w_tiles * tiles + w_split * split loads + w_reload * reloads + w_padding * padding
+        + w_memory * (accumulators + stores) + w_call * call
+fitted by least squares on relative error, with a ridge pulling every weight towards 1 (the
+calibration's own price), so a part the sweep barely exercises keeps its calibrated cost.
 Dense time comes from the measured efficiency of the best dense baseline per layer.
-Parameters are fitted by least squares on relative error.
 """
 
 from __future__ import annotations
@@ -20,123 +20,61 @@ import pandas as pd
 from scipy.optimize import lsq_linear
 
 from harness.conv.convspec import ConvSpec
-from harness.kernels import modelled_method
-from harness.kernels.direct import default_out_block
-from harness.machine.isa import isa_table
+from harness.models.mechanistic import KernelCosts, direct_time, plan_for
+from harness.models.rows import direct_rows, layer_class, row_spec
 from harness.sweep.record import plan_of
-from harness.conv.sparsity import band_height, direct_layout
-from harness.conv.weights import is_block
 
-RIDGE = 1e-2
-GAIN_LIMIT = 1.10  # "extra sparsity gains less than 10% speed"
-
-
-def row_spec(r) -> ConvSpec:
-    k = int(r["kernel"])
-    return ConvSpec.from_shapes(
-        (int(r["batch"]), int(r["in_channels"]), int(r["height"]), int(r["width"])),
-        (int(r["out_channels"]), int(r["in_channels"]) // int(r["groups"]), k, k),
-        int(r["stride"]), int(r["padding"]), int(r["dilation"]), int(r["groups"]))
+RIDGE = 0.05   # pull of each weight towards its calibrated value of 1
+PARTS = {"tiles": ("tiles_s",), "split_loads": ("split_loads_s",), "reloads": ("reloads_s",),
+         "padding": ("padding_s",), "memory": ("accumulators_s", "stores_s"),
+         "call": ("call_s",)}
 
 
-def layer_class(r) -> str:
-    return f"k{int(r['kernel'])}s{int(r['stride'])}"
+def parts(costs: KernelCosts, spec: ConvSpec, density: float, threads: int, plan=None,
+          pattern: str = "random") -> np.ndarray:
+    """The mechanistic model's parts of one call, in the order of PARTS."""
+    t = direct_time(costs, spec, density, plan_for(spec, costs.max_tile, threads, plan),
+                    threads, pattern)
+    return np.array([sum(t[k] for k in keys) for keys in PARTS.values()])
 
 
-def row_plan(r) -> dict:
-    """The work_terms() arguments of the plan a stored row ran with ({} when it recorded none:
-    the default plan)."""
-    plan = plan_of(r)
-    if plan is None:
-        return {}
-    return {"aligned": plan.aligned, "tile": plan.tile_vectors,
-            "out_block": plan.out_channel_block, "shared_padding": plan.shared_padding,
-            "band_rows": plan.band_rows}
-
-
-def padded_channels(spec: ConvSpec, out_block: int, shared_padding: bool = False) -> int:
-    """Input channels one call pads: every channel once with shared padding, else every work
-    item pads the channels of the groups its output channels belong to."""
-    if shared_padding:
-        return spec.batch * spec.in_channels
-    items = -(-spec.out_channels // out_block)
-    groups_spanned = min(spec.groups, -(-out_block // (spec.out_channels // spec.groups)))
-    return spec.batch * items * spec.in_channels // spec.groups * groups_spanned
-
-
-def work_terms(spec: ConvSpec, nnz: float, isa: str, threads: int, l2_bytes: float,
-               aligned: bool = False, tile: int | None = None,
-               out_block: int | None = None, shared_padding: bool = False,
-               band_rows: int = 0) -> dict:
-    """What one call of the direct kernel does, for the plan it ran with (default plan when
-    the plan is unknown). With bands, every band pads its own input rows (halo included) and
-    tiles its own run."""
-    vec, max_tile = isa_table()[isa].lanes, isa_table()[isa].max_tile
-    band = band_height(spec, band_rows)
-    bands = -(-spec.out_height // band)
-    layout = direct_layout(spec, aligned, vec, band_rows=band_rows)
-    plane = layout.plane * layout.copies  # one band's, or the whole image's
-    run = -(-spec.out_height * layout.plane_w // vec) * vec
-    vectors = run // vec
-    band_vectors = -(-band * layout.plane_w // vec)
-    tiles = bands * -(-band_vectors // (tile or max_tile))
-    out_block = out_block or default_out_block(spec, threads)
-    b, t = spec.batch, threads
-    fma = b * nnz * vectors / t
-    return {"fixed": 1.0,
-            "pad": padded_channels(spec, out_block, shared_padding) * bands * plane / t,
-            "out": b * spec.out_channels * run / t, "tile": b * nnz * tiles / t, "fma": fma,
-            "beyond_l2": fma * float(4 * spec.in_channels * plane > l2_bytes)}
+def row_parts(costs: KernelCosts, r) -> np.ndarray:
+    spec = row_spec(r)
+    density = float(r["nnz"]) / (spec.out_channels * spec.reduction_length)
+    return parts(costs, spec, density, int(r["threads"]), plan_of(r),
+                 str(r.get("pattern", "random")))
 
 
 @dataclass
 class FittedModel:
-    columns: list[str]
-    coef: np.ndarray
+    weights: np.ndarray      # one per PARTS entry
     dense_gflops: dict       # (layer key, batch, threads) -> measured best dense GFLOP/s
-    isa: str
-    l2_bytes: float
+    costs: KernelCosts
 
-    def _features(self, spec, nnz, threads, cls, plan=None) -> np.ndarray:
-        terms = work_terms(spec, nnz, self.isa, threads, self.l2_bytes, **(plan or {}))
-        return np.array([terms.get(c, terms["fma"] if c == f"class:{cls}" else 0.0)
-                         for c in self.columns])
-
-    def sparse_time(self, spec: ConvSpec, sparsity: float, threads: int, cls: str) -> float:
-        nnz = (1.0 - sparsity) * spec.out_channels * spec.reduction_length
-        return float(self._features(spec, nnz, threads, cls) @ self.coef)
+    def sparse_time(self, spec: ConvSpec, sparsity: float, threads: int, plan=None) -> float:
+        """Seconds of the direct kernel at ``sparsity`` (default plan unless one is given)."""
+        return float(parts(self.costs, spec, 1.0 - sparsity, threads, plan) @ self.weights)
 
     def dense_time(self, spec: ConvSpec, key) -> float:
         gflops = self.dense_gflops.get(key) or float(np.median(list(self.dense_gflops.values())))
         return spec.dense_flops() / (gflops * 1e9)
 
-    def speedup(self, spec, sparsity, threads, cls, key) -> float:
-        return self.dense_time(spec, key) / self.sparse_time(spec, sparsity, threads, cls)
+    def speedup(self, spec, sparsity, threads, key) -> float:
+        return self.dense_time(spec, key) / self.sparse_time(spec, sparsity, threads)
 
     @classmethod
     def from_json(cls, fit: dict) -> "FittedModel":
-        """The model saved in a run's model_fit.json."""
+        """The model saved in a run's model_fit.json (with the calibration it refines)."""
         f = fit["fitted"]
         dense = {tuple(int(p) if p.isdigit() else p for p in k.split("|")): v
                  for k, v in f["dense_gflops"].items()}
-        return cls(list(f["parameters_s"]), np.array(list(f["parameters_s"].values())),
-                   dense, f["isa"], f["l2_bytes"])
+        return cls(np.array([f["weights"][name] for name in PARTS]), dense,
+                   KernelCosts.from_calibration(fit["calibration"]))
 
     def as_dict(self) -> dict:
-        return {"form": __doc__.split("\n\n")[1], "isa": self.isa, "l2_bytes": self.l2_bytes,
-                "parameters_s": dict(zip(self.columns, map(float, self.coef))),
+        return {"form": __doc__.split("\n\n")[1], "isa": self.costs.isa,
+                "weights": dict(zip(PARTS, map(float, self.weights))),
                 "dense_gflops": {"|".join(map(str, k)): v for k, v in self.dense_gflops.items()}}
-
-
-def _design(rows: pd.DataFrame, isa: str, l2_bytes: float, classes: list[str]):
-    cols = ["fixed", "pad", "out", "tile", "fma", "beyond_l2"] + [f"class:{c}" for c in classes]
-    X = np.zeros((len(rows), len(cols)))
-    for i, (_, r) in enumerate(rows.iterrows()):
-        terms = work_terms(row_spec(r), float(r["nnz"]), isa, int(r["threads"]), l2_bytes,
-                           **row_plan(r))
-        for j, c in enumerate(cols):
-            X[i, j] = terms["fma"] * (layer_class(r) == c[6:]) if c.startswith("class:") else terms[c]
-    return cols, X
 
 
 def _dense_efficiency(frame: pd.DataFrame) -> dict:
@@ -148,85 +86,58 @@ def _dense_efficiency(frame: pd.DataFrame) -> dict:
     return out
 
 
-def direct_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """The modelled method's correct rows of unstructured sparsity (the block patterns run
-    other register tiles and are shown beside them, not fitted)."""
-    patterns = frame["pattern"] if "pattern" in frame else pd.Series("random", frame.index)
-    unstructured = ~patterns.map(is_block).astype(bool)
-    return frame[(frame["method"] == modelled_method()) & (frame["status"] == "ok")
-                 & unstructured].copy()
+def _design(costs: KernelCosts, rows: pd.DataFrame) -> np.ndarray:
+    return np.array([row_parts(costs, r) for _, r in rows.iterrows()]).reshape(-1, len(PARTS))
 
 
-def fit_model(frame: pd.DataFrame, isa: str, l2_bytes: float) -> FittedModel:
+def _weights(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    A = np.vstack([X / y[:, None], np.sqrt(RIDGE) * np.eye(len(PARTS))])
+    b = np.concatenate([np.ones_like(y), np.sqrt(RIDGE) * np.ones(len(PARTS))])
+    return lsq_linear(A, b, bounds=(0.0, np.inf)).x  # a part's cost is never negative
+
+
+def fit_model(frame: pd.DataFrame, costs: KernelCosts) -> FittedModel:
     rows = direct_rows(frame)
     if len(rows) < 3:
         raise ValueError("too few direct_sparse points to fit (need 3)")
-    classes = sorted({layer_class(r) for _, r in rows.iterrows()})
-    cols, X = _design(rows, isa, l2_bytes, classes)
-    y = rows["median_s"].to_numpy()
-    Xw, yw = X / y[:, None], np.ones_like(y)  # relative error
-    scale = np.abs(Xw).max(axis=0)
-    scale[scale == 0] = 1.0
-    Xs = Xw / scale
-    penalised = [j for j, c in enumerate(cols) if c.startswith("class:") or c == "beyond_l2"]
-    A = np.vstack([Xs, np.sqrt(RIDGE) * np.eye(len(cols))[penalised]])
-    b = np.concatenate([yw, np.zeros(len(penalised))])
-    # Costs of real work are non-negative; class adjustments may go either way.
-    lower = np.array([-np.inf if c.startswith("class:") else 0.0 for c in cols])
-    coef = lsq_linear(A, b, bounds=(lower, np.inf)).x / scale
-    return FittedModel(cols, coef, _dense_efficiency(frame), isa, l2_bytes)
+    return FittedModel(_weights(_design(costs, rows), rows["median_s"].to_numpy()),
+                       _dense_efficiency(frame), costs)
 
 
 def predict_rows(model: FittedModel, rows: pd.DataFrame) -> np.ndarray:
-    return np.array([float(model._features(row_spec(r), float(r["nnz"]), int(r["threads"]),
-                                           layer_class(r), row_plan(r)) @ model.coef)
-                     for _, r in rows.iterrows()])
+    return _design(model.costs, rows) @ model.weights if len(rows) else np.zeros(0)
 
 
-def validate(frame: pd.DataFrame, isa: str, l2_bytes: float) -> dict:
-    """Fit on all points, and leave each layer out in turn: relative errors of time."""
-    rows = direct_rows(frame)
-    model = fit_model(frame, isa, l2_bytes)
-    rel = np.abs(predict_rows(model, rows) / rows["median_s"].to_numpy() - 1)
-    lolo = {}
-    for layer, g in rows.groupby("layer"):
-        rest = frame[~((frame["method"] == modelled_method()) & (frame["layer"] == layer))]
-        if len(direct_rows(rest)) < 3:
+def _held_out(X: np.ndarray, y: np.ndarray, labels: np.ndarray) -> dict:
+    """Fit without each label's rows in turn; relative errors on the rows held out."""
+    out = {}
+    for label in sorted(set(labels)):
+        held = labels == label
+        if (~held).sum() < 3:
             continue
-        held = fit_model(rest, isa, l2_bytes)
-        err = np.abs(predict_rows(held, g) / g["median_s"].to_numpy() - 1)
-        lolo[layer] = {"median": float(np.median(err)), "worst": float(err.max())}
+        err = np.abs(X[held] @ _weights(X[~held], y[~held]) / y[held] - 1)
+        out[label] = {"median": float(np.median(err)), "worst": float(err.max())}
+    return out
+
+
+def validate(frame: pd.DataFrame, costs: KernelCosts) -> dict:
+    """Fit on all points; then leave each layer, and each layer class (kernel size and
+    stride), out in turn: relative errors of time."""
+    rows = direct_rows(frame)
+    if len(rows) < 3:
+        raise ValueError("too few direct_sparse points to fit (need 3)")
+    X, y = _design(costs, rows), rows["median_s"].to_numpy()
+    model = FittedModel(_weights(X, y), _dense_efficiency(frame), costs)
+    predicted = X @ model.weights
+    rel = np.abs(predicted / y - 1)
+    lolo = _held_out(X, y, (rows["network"] + "/" + rows["layer"]).to_numpy())
+    loco = _held_out(X, y, np.array([layer_class(r) for _, r in rows.iterrows()]))
     return {"model": model, "points": pd.DataFrame({
         "layer": rows["layer"].to_numpy(), "sparsity": rows["sparsity"].to_numpy(),
         "batch": rows["batch"].to_numpy(), "threads": rows["threads"].to_numpy(),
-        "measured_s": rows["median_s"].to_numpy(), "predicted_s": predict_rows(model, rows)}),
+        "measured_s": y, "predicted_s": predicted}),
         "median_rel_error": float(np.median(rel)), "worst_rel_error": float(rel.max()),
         "leave_one_layer_out": lolo,
-        "worst_lolo_median": max((v["median"] for v in lolo.values()), default=float("nan"))}
-
-
-def crossing(f, lo: float, hi: float, target: float) -> float:
-    """Smallest s in [lo, hi] with f(s) >= target for increasing f (bisection); NaN if none."""
-    if f(hi) < target:
-        return float("nan")
-    if f(lo) >= target:
-        return lo
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if f(mid) < target else (lo, mid)
-    return hi
-
-
-def measured_upper(s: np.ndarray, v: np.ndarray) -> float:
-    """Sparsity past which the measured speedup gains less than 10% up to the top of the grid."""
-    order = np.argsort(s)
-    s, v = s[order], v[order]
-    top = v[-1]
-    for i in range(len(s)):
-        if top / v[i] < GAIN_LIMIT:
-            if i == 0:
-                return float(s[0])
-            # interpolate where v reaches top / GAIN_LIMIT
-            goal = top / GAIN_LIMIT
-            return float(s[i - 1] + (goal - v[i - 1]) * (s[i] - s[i - 1]) / (v[i] - v[i - 1]))
-    return float(s[-1])
+        "worst_lolo_median": max((v["median"] for v in lolo.values()), default=float("nan")),
+        "leave_one_class_out": loco,
+        "worst_loco_median": max((v["median"] for v in loco.values()), default=float("nan"))}

@@ -18,6 +18,7 @@ pattern: uniform random supports, or supports shared by blocks of output channel
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -31,7 +32,8 @@ from harness.kernels.direct import plan_with_tile
 from harness.kernels.direct_plan import DirectPlan
 from harness.machine.isa import isa_table
 from harness.machine.roofs import LINE_FLOATS, split_fraction
-from harness.models.fitted import measured_upper, row_spec
+from harness.models.curves import measured_upper
+from harness.models.rows import row_spec
 from harness.sweep.record import plan_of
 from harness.sweep.results import crossover_sparsity
 
@@ -48,6 +50,7 @@ class KernelCosts:
     triad: dict          # level -> (working set bytes, GB/s), one thread
     lanes: int
     max_tile: int
+    isa: str
 
     @classmethod
     def from_calibration(cls, cal: dict) -> "KernelCosts":
@@ -56,7 +59,7 @@ class KernelCosts:
                    {int(k): v for k, v in roofs["call_s"].items()},
                    {k: (v["working_set_kib"] * 1024, v["median"])
                     for k, v in cal["triad_gbps_1"].items()},
-                   isa_table()[cal["isa"]].lanes, isa_table()[cal["isa"]].max_tile)
+                   isa_table()[cal["isa"]].lanes, isa_table()[cal["isa"]].max_tile, cal["isa"])
 
     def tile(self, group: int, width: int, level: str, offsets: str) -> dict:
         """A tile's calibrated costs; widths between the calibrated ones interpolated."""
@@ -107,6 +110,11 @@ class KernelCosts:
                                [rate for _, rate in points]))
         return nbytes / (rate * 1e9)
 
+    @property
+    def l1_bytes(self) -> float:
+        """L1's size: the triad's smallest working set is half of it."""
+        return 2.0 * min(size for size, _ in self.triad.values())
+
     def call_overhead(self, threads: int) -> float:
         return self.call_s.get(threads) or max(self.call_s.values())
 
@@ -125,6 +133,7 @@ def support_probability(density: float, group: int, pattern: str) -> float:
     return 1.0 - (1.0 - density) ** group
 
 
+@functools.lru_cache(maxsize=4096)
 def layout_split(spec: ConvSpec, layout, tile: int, lanes: int) -> float:
     """Share of the tiles' vector loads that straddle a cache line, over every position of
     one channel block (uniform supports)."""
@@ -149,6 +158,25 @@ def block_overlaps(channels: int, c_group: int, block: int, groups: int) -> list
     width = max(len(o) for o in per_group)
     return [float(np.mean([o[i] if i < len(o) else 0 for o in per_group]))
             for i in range(width)]
+
+
+def tile_window_bytes(spec: ConvSpec, layout, run_floats: int) -> float:
+    """Bytes of a channel block that one tile's positions can read: per channel and stride
+    phase (or shifted copy), the tile's run plus the reach of the kernel's rows and columns
+    in that plane."""
+    sh, sw = spec.stride
+    reach_rows = (spec.kernel_h - 1) * spec.dilation[0] // sh
+    reach_cols = 0 if layout.aligned else (spec.kernel_w - 1) * spec.dilation[1] // sw
+    planes = layout.copies if layout.aligned else sh * sw
+    per_plane = min(layout.plane // planes,
+                    run_floats + reach_rows * layout.plane_w + reach_cols + LINE_FLOATS)
+    return 4.0 * layout.block_channels * planes * per_plane
+
+
+def reload_share(block_bytes: float, l1_bytes: float) -> float:
+    """0 for a block that stays in L1 across output channels, 1 for one twice its size or
+    more (in between, in the logarithm of the size)."""
+    return float(np.clip(math.log(max(block_bytes, 1.0) / l1_bytes) / math.log(2.0), 0.0, 1.0))
 
 
 def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: DirectPlan,
@@ -188,15 +216,37 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
         def acc_extra(width):
             moved = 2 * 4 * G * width * lanes
             return max(0.0, costs.stream_s(moved, acc_bytes) - costs.stream_s(moved, l1))
-        per_call = sum(costs.call_fixed_s(G, w, block_bytes) + acc_extra(w) for w in widths)
-        per_position = sum(costs.position_s(G, w, block_bytes, split) for w in widths)
-        # over the blocks a group reads: P(any position) tile calls, the positions expected
-        per_group = sum((1.0 - (1.0 - p) ** (n * area)) * per_call + p * n * area * per_position
-                        for n in overlaps)
+        # a block past L1 is read tile by tile: a tile's positions share its window of the
+        # block (in L1), whose lines the next output channel reads in afresh from the
+        # block's level (as many as the positions touch)
+        # (with tiles outside output channels, a tile's window stays in L1 while every
+        # output channel of the item streams through it: the block is read in once). The
+        # prefetchers bring the next tile's window in while one is computed, so the reloads
+        # cost only where two windows do not fit L1 together.
+        window = tile_window_bytes(spec, layout, widths[0] * lanes) / bc  # per channel
+        beyond_l1 = reload_share(block_bytes, costs.l1_bytes)
+        reload = min(beyond_l1, reload_share(2 * window * bc, costs.l1_bytes))
+        ws = min(block_bytes, window * bc) if beyond_l1 else block_bytes
+        once = 0.0
+        if plan.tiles_outer:
+            once = reload * costs.stream_s(len(overlaps) * block_bytes, block_bytes)
+            reload = 0.0
+        per_call = sum(costs.call_fixed_s(G, w, ws) + acc_extra(w) for w in widths)
+        per_position = sum(costs.position_s(G, w, ws, 0.0) for w in widths)
+        split_extra = sum(costs.position_s(G, w, ws, split) for w in widths) - per_position
+
+        def block_s(n):  # one group's tile calls over a block holding n of its channels
+            positions = p * n * area
+            touched = sum(min(window * n, positions * 4 * (w * lanes + LINE_FLOATS))
+                          for w in widths)
+            return np.array([(1.0 - (1.0 - p) ** (n * area)) * per_call
+                             + positions * per_position, positions * split_extra,
+                             reload * costs.stream_s(touched, block_bytes)])
+        tiles, splits, reloads = -(-channels // G) * sum(block_s(n) for n in overlaps)
         stored = 4 * channels * rows * spec.out_width
         # padding: the input channels of the conv groups the item's channels belong to
         channels_read = min(spec.in_channels, -(-channels // m_group) * c_group)
-        return {"tiles_s": -(-channels // G) * per_group,
+        return {"tiles_s": tiles, "split_loads_s": splits, "reloads_s": reloads + once,
                 "padding_s": 0.0 if plan.shared_padding else pad_s(channels_read, rows),
                 "accumulators_s": costs.stream_s(acc_bytes, acc_bytes),
                 "stores_s": costs.stream_s(stored, acc_bytes) + costs.stream_s(stored, out_bytes)}

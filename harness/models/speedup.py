@@ -12,6 +12,7 @@ from harness.conv.layers import LayerShape
 from harness.machine.profiles import Profile
 from harness.models.fitted import FittedModel
 from harness.models.paper import PaperModel
+from harness.store.files import StoreError
 from harness.store.runs import MODEL_FIT, read_model_fit
 
 
@@ -43,9 +44,13 @@ class ModelSpeedup:
         self.fitted, self.source = None, ""
         runs = [fit_file] if fit_file is not None and fit_file.exists() else sorted(
             results_root.glob(f"{profile.name}-*/{MODEL_FIT}"), key=lambda p: p.stat().st_mtime)
-        if runs:
-            self.fitted = FittedModel.from_json(read_model_fit(runs[-1]))
-            self.source = f"fitted model of {runs[-1].parent}"
+        for run in reversed(runs):  # the latest fit of this version
+            try:
+                fit = read_model_fit(run)
+            except StoreError:
+                continue  # a fit of another version (`spconv refit` redoes it)
+            self.fitted = FittedModel.from_json(fit)
+            self.source = f"fitted model of {run.parent}"
             return
         profile, note = _with_model_numbers(profile)
         self.paper = PaperModel(profile)
@@ -53,9 +58,8 @@ class ModelSpeedup:
 
     def __call__(self, layer: LayerShape, sparsity: float) -> float:
         if self.fitted is not None:
-            spec = layer.spec(1)
-            cls = f"k{layer.kernel}s{layer.stride}"
-            return self.fitted.speedup(spec, sparsity, self.threads, cls, (layer.key, 1, self.threads))
+            return self.fitted.speedup(layer.spec(1), sparsity, self.threads,
+                                       (layer.key, 1, self.threads))
         return self.paper.speedup(layer, sparsity)
 
     def dense_time(self, layer: LayerShape) -> float:
@@ -67,6 +71,5 @@ class ModelSpeedup:
     def sparse_time(self, layer: LayerShape, sparsity: float) -> float:
         """Seconds per image of direct sparse convolution at ``sparsity``."""
         if self.fitted is not None:
-            return self.fitted.sparse_time(layer.spec(1), sparsity, self.threads,
-                                           f"k{layer.kernel}s{layer.stride}")
+            return self.fitted.sparse_time(layer.spec(1), sparsity, self.threads)
         return max(self.paper.times(layer, sparsity)[1:])

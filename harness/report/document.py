@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +17,7 @@ from harness.report import plots
 from harness.errors import HarnessError
 from harness.kernels import modelled_method
 from harness.models.paper import PaperModel
+from harness.store.files import StoreError
 from harness.store.runs import MODEL_FIT, RunStore, read_model_fit
 from harness.sweep.results import load_results, summary_table
 
@@ -26,7 +28,11 @@ def _load(run_dir: Path) -> dict:
     data = {"frame": load_results(run_dir)}
     for name, key in (("sweet_spots.csv", "spots"), ("model_points.csv", "points")):
         data[key] = _csv(run_dir / name)
-    data["fit"] = read_model_fit(run_dir / MODEL_FIT)
+    try:
+        data["fit"] = read_model_fit(run_dir / MODEL_FIT)
+    except StoreError as exc:  # a fit of another version: the report goes on without it
+        print(f"warning: {exc}; `spconv refit {run_dir}` fits the run again", file=sys.stderr)
+        data["fit"] = None
     store = RunStore(run_dir, readonly=True)
     try:
         data["meta"] = store.read_metadata()
@@ -135,7 +141,13 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
         v = fit["validation"]
         md.append(f"- Fitted model: median error {v['median_rel_error']:.1%}, worst "
                   f"{v['worst_rel_error']:.1%}, worst leave-one-layer-out median "
-                  f"{v['worst_lolo_median']:.1%}.")
+                  f"{v['worst_lolo_median']:.1%}, worst leave-one-class-out median "
+                  f"{v['worst_loco_median']:.1%}.")
+        z = fit["zero_shot"]
+        md.append(f"- Mechanistic model from the calibration alone (zero-shot): median error "
+                  f"{z['median_rel_error']:.1%}, worst {z['worst_rel_error']:.1%}; "
+                  f"{z['crossovers_within_0.05']} of {z['crossovers_compared']} crossovers "
+                  f"within 0.05 of the measured ones (worst {z['worst_crossover_error']:.3f}).")
     md += ["", "## Machine", "",
            f"{host.get('cpu_model', '?')}, {host.get('physical_cores', '?')} cores, ISA "
            f"features {', '.join(host.get('features', []))}; caches {host.get('caches_kib', {})} KiB.",
@@ -154,7 +166,8 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
         md += ["## Best speedup per layer", "", _table(summary), ""]
     if d["spots"] is not None:
         cols = [c for c in ("layer", "batch", "threads", "measured_crossover", "fitted_crossover",
-                            "paper_lower", "measured_upper", "fitted_upper", "paper_upper")
+                            "zero_shot_crossover", "paper_lower", "measured_upper",
+                            "fitted_upper", "paper_upper")
                 if c in d["spots"]]
         md += ["## Sweet spots (sparsity)", "", _table(d["spots"][cols]), ""]
     projection = _csv(run_dir / "projection.csv")
@@ -168,9 +181,11 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
         md += [f"{len(uncapped)} rows ran above the profile's instruction set (`uncapped`: "
                f"{', '.join(sorted(set(uncapped['method'])))}); they are no baseline.", ""]
     if fit:
-        lolo = pd.DataFrame([{"left out": k, **v} for k, v in
-                             fit["validation"]["leave_one_layer_out"].items()])
-        md += ["## Model errors", "", "Leave-one-layer-out relative time error:", "", _table(lolo), ""]
+        held = [pd.DataFrame([{"left out": k, **v} for k, v in fit["validation"][key].items()])
+                for key in ("leave_one_layer_out", "leave_one_class_out")]
+        md += ["## Model errors", "", "The fitted model's relative time error on what it was "
+               "not fitted to, leaving out each layer:", "", _table(held[0]), "",
+               "and each layer class (kernel size and stride):", "", _table(held[1]), ""]
     noisy = frame[(frame["status"] == "ok") & (frame["noisy"] == True)]  # noqa: E712
     bad = frame[frame["status"] != "ok"]
     md += ["## Warnings", ""]

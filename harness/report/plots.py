@@ -15,7 +15,8 @@ import pandas as pd  # noqa: E402
 
 from harness.conv.weights import is_block  # noqa: E402
 from harness.kernels import modelled_method  # noqa: E402
-from harness.models.fitted import FittedModel, layer_class, row_spec  # noqa: E402
+from harness.models.fitted import FittedModel  # noqa: E402
+from harness.models.rows import layer_class, row_spec  # noqa: E402
 from harness.models.paper import LayerCost  # noqa: E402
 
 METHOD_STYLE = {
@@ -87,7 +88,7 @@ def speedup_vs_sparsity(frame: pd.DataFrame, spots: pd.DataFrame | None = None,
         spec = row_spec(r0)
         if model is not None:
             key = (f"{r0['network']}/{layer}", batch, threads)
-            ax.plot(s, [model.speedup(spec, x, threads, layer_class(r0), key) for x in s],
+            ax.plot(s, [model.speedup(spec, x, threads, key) for x in s],
                     color="#34495e", lw=1.5, label="fitted model")
         if paper is not None:
             ax.plot(s, [paper.speedup(spec, x) for x in s], color="#e67e22", lw=1.2, ls="--",

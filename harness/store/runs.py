@@ -32,7 +32,7 @@ METADATA = "metadata.json"
 POINTS_SCHEMA, POINTS_VERSION = "spconv.points", 2
 METADATA_SCHEMA, METADATA_VERSION = "spconv.run-metadata", 1
 MODEL_FIT = "model_fit.json"
-MODEL_FIT_SCHEMA, MODEL_FIT_VERSION = "spconv.model-fit", 1
+MODEL_FIT_SCHEMA, MODEL_FIT_VERSION = "spconv.model-fit", 2  # 2: the mechanistic form
 
 
 def read_model_fit(path: Path) -> dict | None:
