@@ -24,6 +24,7 @@ from harness.timing import interleaved_medians, measure
 LOAD_LOOPS = (("vector", 0), ("broadcast", 0), ("vector", 1), ("vector", 2), ("vector", 3),
               ("vector", 4))
 POSITIONS = (8, 128)        # non-zeros per tile call: the fixed cost and the cost per position
+FEW_POSITIONS = (1, 2, 4)   # tile calls this short, timed whole (their FMA chains are short)
 LINE_FLOATS = 16            # a 64-byte cache line
 
 
@@ -84,7 +85,7 @@ def split_fraction(offsets: np.ndarray, vectors: int, vector: int) -> float:
     return float(np.mean(starts > LINE_FLOATS - vector))
 
 
-def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 1) -> dict:
+def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 3) -> dict:
     """Per tile (group g, width t), level and offsets (aligned or random): seconds per
     position and per tile call, from calls of POSITIONS[0] and POSITIONS[1] positions; and the
     share of split loads the random offsets had."""
@@ -110,7 +111,8 @@ def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 1) -> dict:
                 values = rng.standard_normal(POSITIONS[-1] * g).astype(np.float32)
                 acc = aligned_zeros(g * t * vec, 64)
                 keep += [values, acc]
-                for npos in POSITIONS:
+                few = FEW_POSITIONS if (lvl, offsets) == ("l1", "aligned") else ()
+                for npos in few + POSITIONS:
                     cases[g, t, lvl, offsets, npos] = (
                         float_ptr(built, acc), t * vec, t * vec, float_ptr(built, base),
                         int_ptr(built, colidx), float_ptr(built, values), npos, g, t)
@@ -130,6 +132,9 @@ def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 1) -> dict:
                 per_position = max(0.0, (hi - lo) / (POSITIONS[1] - POSITIONS[0]))
                 fixed = max(0.0, lo - POSITIONS[0] * per_position)
                 out[f"{g}/{t}/{lvl}/{offsets}"] = {"position_s": per_position, "call_s": fixed}
+        # calls of a few positions, whole: the fixed cost above is extrapolated from 8
+        out[f"{g}/{t}/l1/aligned"]["few_s"] = [times[g, t, "l1", "aligned", n]
+                                               for n in FEW_POSITIONS]
     return {"tiles": out, "random_split": {f"{lvl}/{o}": v for (lvl, o), v in split.items()},
             "level_bytes": level_bytes(host)}
 

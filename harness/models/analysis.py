@@ -11,7 +11,7 @@ import yaml
 
 from harness.errors import HarnessError
 from harness.models.curves import GAIN_LIMIT, crossing, measured_upper
-from harness.models.fitted import validate
+from harness.models.fitted import held_out_text, validate
 from harness.models.rows import direct_rows, layer_class, row_spec
 from harness.conv.layers import network_layers
 from harness.models.mechanistic import KernelCosts, zero_shot_validation
@@ -159,8 +159,8 @@ def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict) -
 def print_analysis(result: dict) -> None:
     v = result["summary"]["validation"]
     print(f"fitted model: median error {v['median_rel_error']:.1%}, worst {v['worst_rel_error']:.1%}, "
-          f"worst leave-one-layer-out median {v['worst_lolo_median']:.1%}, leave-one-class-out "
-          f"{v['worst_loco_median']:.1%}; paper alpha on this "
+          f"worst leave-one-layer-out median {held_out_text(v['worst_lolo_median'])}, "
+          f"leave-one-class-out {held_out_text(v['worst_loco_median'])}; paper alpha on this "
           f"host {result['summary']['paper_model_on_host']['alpha_fitted']:.2f}")
     zero = result["summary"]["zero_shot"]
     if zero["crossovers_compared"]:

@@ -108,6 +108,13 @@ def predict_rows(model: FittedModel, rows: pd.DataFrame) -> np.ndarray:
     return _design(model.costs, rows) @ model.weights if len(rows) else np.zeros(0)
 
 
+def held_out_text(worst_median: float) -> str:
+    """A held-out error as the reports print it; NaN when nothing could be held out (one
+    layer class only, say)."""
+    return "n/a (nothing else to fit on)" if not np.isfinite(worst_median) else \
+        f"{worst_median:.1%}"
+
+
 def _held_out(X: np.ndarray, y: np.ndarray, labels: np.ndarray) -> dict:
     """Fit without each label's rows in turn; relative errors on the rows held out."""
     out = {}

@@ -4,22 +4,27 @@ no timing of the layer.
 
 Per work item (one band of output rows of one image for one block of output channels):
 - tiles: for every output-channel group and input-channel block with non-zeros, the run is
-  split into register tiles; each tile call costs its fixed cost (accumulators in and out)
-  plus, per non-zero position, the calibrated cost of that tile width with the block's input
-  in the cache level its footprint fits (interpolated over the calibrated working-set curve)
-  and with the share of loads that straddle cache lines the layout gives;
+  split into register tiles (tile.h's even split); each tile call costs its fixed cost plus
+  the traffic of its accumulators at the working set of the item's accumulator run, and each
+  non-zero position the calibrated cost of that tile width at the working set it reads (the
+  padded block, or for a block past L1 one tile's window of it), with the share of loads
+  that straddle cache lines the layout's offsets give (priced apart: split loads);
+- reloads: a block past L1 is read in again, window by window, for every output channel
+  where two windows do not fit L1 together (once per item with tiles outside channels);
 - padding: the channels of every block it reads, copied into the padded layout (once per
-  image with shared padding), at the triad rate of the level the layer's tensors fit;
-- accumulators set to the bias, and output rows stored, at the same rates;
-then the items are shared by the threads (whole items per thread) and one call's overhead is
-added. Expected counts (positions per block, blocks with any) come from the density and the
-pattern: uniform random supports, or supports shared by blocks of output channels.
+  image with shared padding), accumulators set to the bias, and output rows stored, at the
+  triad rate of the working set each moves within;
+then the items, at their real sizes, are handed to the threads as the kernel's dynamic
+schedule does, and one call's overhead is added. Expected counts (positions per block,
+blocks with any) come from the density and the pattern: uniform random supports, or
+supports shared by blocks of output channels.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,12 +36,13 @@ from harness.conv.weights import block_group
 from harness.kernels.direct import plan_with_tile
 from harness.kernels.direct_plan import DirectPlan
 from harness.machine.isa import isa_table
-from harness.machine.roofs import LINE_FLOATS, split_fraction
+from harness.machine.roofs import LINE_FLOATS, POSITIONS, split_fraction
+
+FEW_UP_TO = POSITIONS[0]  # tile calls of fewer positions than this are priced whole
 from harness.models.curves import measured_upper
 from harness.models.rows import row_spec
 from harness.sweep.record import plan_of
 from harness.sweep.results import crossover_sparsity
-
 
 
 @dataclass
@@ -72,7 +78,19 @@ class KernelCosts:
         hi = min(w for w in widths if w > width)
         a, b = (self.tiles[f"{group}/{w}/{level}/{offsets}"] for w in (lo, hi))
         f = (width - lo) / (hi - lo)
-        return {k: a[k] + f * (b[k] - a[k]) for k in a}
+        return {k: np.asarray(a[k]) + f * (np.asarray(b[k]) - np.asarray(a[k])) for k in a}
+
+    def short_call_s(self, group: int, width: int, positions: float) -> float:
+        """Seconds of a tile call of ``positions`` positions, input in L1 and aligned: the
+        calls of a few positions timed whole (their FMA chains are shorter than the
+        pipeline), else the fixed cost plus the cost per position."""
+        t = self.tile(group, width, "l1", "aligned")
+        long_call = t["call_s"] + positions * t["position_s"]
+        if "few_s" not in t or positions >= FEW_UP_TO:
+            return float(long_call)
+        ns = [1, 2, 4, FEW_UP_TO]
+        ts = list(t["few_s"]) + [t["call_s"] + FEW_UP_TO * t["position_s"]]
+        return float(np.interp(positions, ns, ts))
 
     def _levels(self) -> tuple[list[str], np.ndarray]:
         names = sorted(self.level_bytes, key=self.level_bytes.get)
@@ -89,11 +107,6 @@ class KernelCosts:
             rand = self.tile(group, width, lvl, "random")["position_s"]
             share = self.random_split[f"{lvl}/random"]
             costs.append(aligned + (rand - aligned) * (split / share if share else 0.0))
-        return float(np.interp(math.log(max(footprint, 1.0)), sizes, costs))
-
-    def call_fixed_s(self, group: int, width: int, footprint: float) -> float:
-        names, sizes = self._levels()
-        costs = [self.tile(group, width, lvl, "aligned")["call_s"] for lvl in names]
         return float(np.interp(math.log(max(footprint, 1.0)), sizes, costs))
 
     def stream_s(self, nbytes: float, working_set: float) -> float:
@@ -216,13 +229,13 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
         def acc_extra(width):
             moved = 2 * 4 * G * width * lanes
             return max(0.0, costs.stream_s(moved, acc_bytes) - costs.stream_s(moved, l1))
-        # a block past L1 is read tile by tile: a tile's positions share its window of the
+        # A block past L1 is read tile by tile: a tile's positions share its window of the
         # block (in L1), whose lines the next output channel reads in afresh from the
-        # block's level (as many as the positions touch)
-        # (with tiles outside output channels, a tile's window stays in L1 while every
-        # output channel of the item streams through it: the block is read in once). The
-        # prefetchers bring the next tile's window in while one is computed, so the reloads
-        # cost only where two windows do not fit L1 together.
+        # block's level (as many as the positions touch). The prefetchers bring the next
+        # tile's window in while one is computed, so the reloads cost only where two windows
+        # do not fit L1 together. With tiles outside output channels a tile's window stays
+        # in L1 while every output channel of the item streams through it: the block is
+        # read in once.
         window = tile_window_bytes(spec, layout, widths[0] * lanes) / bc  # per channel
         beyond_l1 = reload_share(block_bytes, costs.l1_bytes)
         reload = min(beyond_l1, reload_share(2 * window * bc, costs.l1_bytes))
@@ -231,18 +244,26 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
         if plan.tiles_outer:
             once = reload * costs.stream_s(len(overlaps) * block_bytes, block_bytes)
             reload = 0.0
-        per_call = sum(costs.call_fixed_s(G, w, ws) + acc_extra(w) for w in widths)
-        per_position = sum(costs.position_s(G, w, ws, 0.0) for w in widths)
-        split_extra = sum(costs.position_s(G, w, ws, split) for w in widths) - per_position
+        # per width (the even split has one or two): how many tiles, and the cost per
+        # position at this working set beyond the L1 price
+        counts = Counter(widths)
+        excess = {w: costs.position_s(G, w, ws, 0.0)
+                  - float(costs.tile(G, w, "l1", "aligned")["position_s"]) for w in counts}
+        split_extra = sum(k * (costs.position_s(G, w, ws, split)
+                               - costs.position_s(G, w, ws, 0.0)) for w, k in counts.items())
 
         def block_s(n):  # one group's tile calls over a block holding n of its channels
             positions = p * n * area
-            touched = sum(min(window * n, positions * 4 * (w * lanes + LINE_FLOATS))
-                          for w in widths)
-            return np.array([(1.0 - (1.0 - p) ** (n * area)) * per_call
-                             + positions * per_position, positions * split_extra,
+            nonempty = 1.0 - (1.0 - p) ** (n * area)
+            per_call = positions / nonempty if nonempty else 0.0  # in a call that has any
+            calls = sum(k * (costs.short_call_s(G, w, per_call) + per_call * excess[w]
+                             + acc_extra(w)) for w, k in counts.items())
+            touched = sum(k * min(window * n, positions * 4 * (w * lanes + LINE_FLOATS))
+                          for w, k in counts.items())
+            return np.array([nonempty * calls, positions * split_extra,
                              reload * costs.stream_s(touched, block_bytes)])
-        tiles, splits, reloads = -(-channels // G) * sum(block_s(n) for n in overlaps)
+        tiles, splits, reloads = -(-channels // G) * sum(
+            k * block_s(n) for n, k in Counter(overlaps).items())
         stored = 4 * channels * rows * spec.out_width
         # padding: the input channels of the conv groups the item's channels belong to
         channels_read = min(spec.in_channels, -(-channels // m_group) * c_group)

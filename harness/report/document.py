@@ -16,6 +16,7 @@ from scipy.stats import gmean
 from harness.report import plots
 from harness.errors import HarnessError
 from harness.kernels import modelled_method
+from harness.models.fitted import held_out_text
 from harness.models.paper import PaperModel
 from harness.store.files import StoreError
 from harness.store.runs import MODEL_FIT, RunStore, read_model_fit
@@ -141,8 +142,8 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
         v = fit["validation"]
         md.append(f"- Fitted model: median error {v['median_rel_error']:.1%}, worst "
                   f"{v['worst_rel_error']:.1%}, worst leave-one-layer-out median "
-                  f"{v['worst_lolo_median']:.1%}, worst leave-one-class-out median "
-                  f"{v['worst_loco_median']:.1%}.")
+                  f"{held_out_text(v['worst_lolo_median'])}, worst leave-one-class-out median "
+                  f"{held_out_text(v['worst_loco_median'])}.")
         z = fit["zero_shot"]
         md.append(f"- Mechanistic model from the calibration alone (zero-shot): median error "
                   f"{z['median_rel_error']:.1%}, worst {z['worst_rel_error']:.1%}; "
