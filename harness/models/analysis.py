@@ -12,7 +12,7 @@ import yaml
 from harness.errors import HarnessError
 from harness.models.curves import GAIN_LIMIT, crossing, measured_upper
 from harness.models.fitted import held_out_text, validate
-from harness.models.rows import direct_rows, layer_class, row_spec
+from harness.models.rows import direct_rows, row_spec
 from harness.conv.layers import network_layers
 from harness.models.mechanistic import KernelCosts, zero_shot_validation
 from harness.models.paper import LayerCost, PaperModel

@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 from harness.conv.weights import is_block  # noqa: E402
 from harness.kernels import modelled_method  # noqa: E402
 from harness.models.fitted import FittedModel  # noqa: E402
-from harness.models.rows import layer_class, row_spec  # noqa: E402
+from harness.models.rows import row_spec  # noqa: E402
 from harness.models.paper import LayerCost  # noqa: E402
 
 METHOD_STYLE = {
