@@ -65,12 +65,15 @@ def sgemm(threads: int, repeats: int, size: int = 1536) -> dict:
 
 
 def cache_levels(host: HostInfo) -> dict[str, int]:
-    """Triad working sets (bytes) meant to sit in each level: half of it, or 4x the LLC."""
+    """Triad working sets (bytes) meant to sit in each level: half of it, 4x L2 (the part of
+    a large last-level cache nearest a core), and 4x the LLC."""
     caches = host.caches_kib
     levels = {}
     for name in ("l1d", "l2", "l3"):
         if name in caches:
             levels[name] = caches[name] * 1024 // 2
+    if "l2" in caches:  # just past L2: where a layer's tensors usually stream from
+        levels["past_l2"] = caches["l2"] * 1024 * 4
     llc = max(caches.values(), default=32 * 1024) * 1024
     levels["dram"] = max(4 * llc, 256 << 20)
     return levels

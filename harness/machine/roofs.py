@@ -25,6 +25,9 @@ LOAD_LOOPS = (("vector", 0), ("broadcast", 0), ("vector", 1), ("vector", 2), ("v
               ("vector", 4))
 POSITIONS = (8, 128)        # non-zeros per tile call: the fixed cost and the cost per position
 FEW_POSITIONS = (1, 2, 4)   # tile calls this short, timed whole (their FMA chains are short)
+# tiles per timed run, each on its own accumulators, as the kernel walks a run: the same tile
+# called again on the same accumulators would wait for its own stores
+RUN_TILES = 8
 LINE_FLOATS = 16            # a 64-byte cache line
 
 
@@ -96,7 +99,7 @@ def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 3) -> dict:
     cases, keep, split = {}, [], {}
     for lvl, nbytes in level_bytes(host).items():
         span = _floats(nbytes, vec)
-        base = aligned_zeros(span + widest * vec + LINE_FLOATS, 64)
+        base = aligned_zeros(span + RUN_TILES * widest * vec + LINE_FLOATS, 64)
         base[:] = rng.standard_normal(base.size)
         keep.append(base)
         for offsets in ("aligned", "random"):
@@ -109,19 +112,20 @@ def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 3) -> dict:
             split[lvl, offsets] = split_fraction(colidx, widest, vec)
             for g, t in shapes:
                 values = rng.standard_normal(POSITIONS[-1] * g).astype(np.float32)
-                acc = aligned_zeros(g * t * vec, 64)
+                run = RUN_TILES * t * vec
+                acc = aligned_zeros(g * run, 64)
                 keep += [values, acc]
                 few = FEW_POSITIONS if (lvl, offsets) == ("l1", "aligned") else ()
                 for npos in few + POSITIONS:
                     cases[g, t, lvl, offsets, npos] = (
-                        float_ptr(built, acc), t * vec, t * vec, float_ptr(built, base),
+                        float_ptr(built, acc), run, run, float_ptr(built, base),
                         int_ptr(built, colidx), float_ptr(built, values), npos, g, t)
     reps = 64  # tile calls per C call: the caller's overhead per call would swamp a tile
 
     def time_case(key):
         args = cases[key]
         return measure(lambda: lib.spconv_tile_repeat(reps, *args), repeats=3,
-                       min_time=0.002).median / reps
+                       min_time=0.002).median / reps / RUN_TILES
 
     times = interleaved_medians(list(cases), time_case, rounds)
     out = {}
