@@ -191,20 +191,27 @@ def roofline(frame: pd.DataFrame, calibration: dict):
 
 
 def model_error(points: pd.DataFrame):
-    fig, ax = plt.subplots(figsize=(5, 4.6))
-    for layer, g in points.groupby("layer"):
-        ax.scatter(g["measured_s"] * 1e3, g["predicted_s"] * 1e3, s=18, label=layer)
-    lo = float(min(points["measured_s"].min(), points["predicted_s"].min())) * 1e3 / 1.3
-    hi = float(max(points["measured_s"].max(), points["predicted_s"].max())) * 1e3 * 1.3
-    ax.plot([lo, hi], [lo, hi], color="black", lw=1, label="y = x")
-    ax.fill_between([lo, hi], [lo / 1.1, hi / 1.1], [lo * 1.1, hi * 1.1], color="#bbb",
-                    alpha=0.3, label="±10%")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("measured time (ms)")
-    ax.set_ylabel("predicted time (ms)")
-    ax.set_title("Fitted model: predicted vs measured (direct sparse)")
-    ax.legend(fontsize=7, ncols=2)
+    """Predicted against measured time of every direct sparse point: the fitted model, and
+    beside it the mechanistic model from the calibration alone (zero-shot) where the run has
+    its predictions."""
+    models = [("predicted_s", "Fitted model")]
+    if "zero_shot_s" in points:
+        models.append(("zero_shot_s", "Zero-shot (calibration only)"))
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4.6), squeeze=False)
+    for ax, (column, title) in zip(axes[0], models):
+        for layer, g in points.groupby("layer"):
+            ax.scatter(g["measured_s"] * 1e3, g[column] * 1e3, s=18, label=layer)
+        lo = float(min(points["measured_s"].min(), points[column].min())) * 1e3 / 1.3
+        hi = float(max(points["measured_s"].max(), points[column].max())) * 1e3 * 1.3
+        ax.plot([lo, hi], [lo, hi], color="black", lw=1, label="y = x")
+        ax.fill_between([lo, hi], [lo / 1.1, hi / 1.1], [lo * 1.1, hi * 1.1], color="#bbb",
+                        alpha=0.3, label="±10%")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("measured time (ms)")
+        ax.set_ylabel("predicted time (ms)")
+        ax.set_title(f"{title}: predicted vs measured (direct sparse)", fontsize=9)
+    axes[0][0].legend(fontsize=7, ncols=2)
     fig.tight_layout()
     return fig
 

@@ -50,8 +50,12 @@ def test_roofline_and_model_error(run_dir):
     assert any("DRAM" in l.get_label() for l in ax.get_lines())
     matplotlib.pyplot.close(fig)
     fig = plots.model_error(d["points"])
-    assert any(l.get_label() == "y = x" for l in fig.axes[0].get_lines())
+    assert len(fig.axes) == 2  # the fitted model, and the zero-shot one from the calibration
+    assert "Zero-shot" in fig.axes[1].get_title()
+    assert all(any(l.get_label() == "y = x" for l in ax.get_lines()) for ax in fig.axes)
     matplotlib.pyplot.close(fig)
+    md = (run_dir / "report.md").read_text()
+    assert "zero-shot" in md and "zero_shot_crossover" in md
 
 
 def test_report_regenerates_and_compares(run_dir, tmp_path):
