@@ -111,8 +111,9 @@ class KernelCosts:
 
     def stream_s(self, nbytes: float, working_set: float) -> float:
         """Seconds to move ``nbytes`` within a working set of ``working_set`` bytes. The triad
-        was calibrated at half of each cache; past a cache's whole size the next level's
-        rate holds (interpolated in the logarithm of the size in between)."""
+        was calibrated at half of each cache (and just past L2); from twice a calibrated
+        working set on, the next one's rate holds (interpolated in the logarithm of the size
+        in between)."""
         order = sorted(self.triad.values())
         points = []
         for (size, rate), (_, next_rate) in zip(order, order[1:]):
