@@ -38,6 +38,17 @@ def add_profile(p: argparse.ArgumentParser) -> None:
                         "(-wrapper, -fplugin, -specs, -B, @file)")
 
 
+def add_layer_source(p: argparse.ArgumentParser) -> None:
+    """The layers a command works on: a catalog network, some of its layers, or a layer file."""
+    from harness import config
+    from harness.conv.layers import CATALOG
+
+    p.add_argument("--network", default=config.NETWORK,
+                   help="network of the layer catalog: " + ", ".join(CATALOG))
+    p.add_argument("--layers", default=None, help="comma-separated layer names to keep")
+    p.add_argument("--layer-file", default=None, help="YAML file of layers (replaces --network)")
+
+
 def number(option: str, *, low: float | None = None, high: float | None = None,
            integer: bool = False, open_low: bool = False):
     """An argparse type: a finite number (an integer if asked) within [low, high] (or

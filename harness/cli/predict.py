@@ -25,9 +25,7 @@ def build_parser(prog: str):
                             "profile's build, from calibration alone: predicted times, speedup "
                             "curves, crossovers and upper bounds per layer.")
     common.add_profile(p)
-    p.add_argument("--network", default=config.NETWORK, help="network of the layer catalog")
-    p.add_argument("--layers", default=None, help="comma-separated layer names to keep")
-    p.add_argument("--layer-file", default=None, help="YAML file of layers (replaces --network)")
+    common.add_layer_source(p)
     p.add_argument("--batch", default="1", help="batch sizes, e.g. 1,16")
     p.add_argument("--threads", default="1", help="thread counts, e.g. 1,2")
     p.add_argument("--sparsity", default=config.SPARSITIES,
@@ -92,27 +90,24 @@ def _predict(args) -> int:
     threads_max = int(dense["threads"].max())
     cal = calibration(built, host, threads_max)
     costs = KernelCosts.from_calibration(cal)
-    max_tile = built.lib.spconv_max_tile_vectors()
 
     points, spots = [], []
     # best_dense_s: the sweep's baseline, the fastest at the profile's instruction set
     for (net, layer, b, t), g in dense.groupby(["network", "layer", "batch", "threads"]):
         first = g.iloc[0]
         spec, t = row_spec(first), int(t)
-        best = {"method": first["best_dense_method"], "median_s": float(first["best_dense_s"])}
-        plan = plan_for(spec, max_tile, t, None)
+        dense_method, dense_s = first["best_dense_method"], float(first["best_dense_s"])
+        plan = plan_for(spec, costs.max_tile, t, None)
+        row = {"network": net, "layer": layer, "batch": int(b), "threads": t}
 
         def sparse_s(s, spec=spec, plan=plan, t=t):
             return direct_time(costs, spec, 1.0 - s, plan, t)["total_s"]
         for s in sparsities:
             pred = sparse_s(s)
-            points.append({"network": net, "layer": layer, "batch": int(b), "threads": t,
-                           "sparsity": s, "predicted_s": pred, "dense_method": best["method"],
-                           "dense_s": float(best["median_s"]),
-                           "predicted_speedup": float(best["median_s"]) / pred})
-        spot = predicted_sweet_spot(lambda s: float(best["median_s"]) / sparse_s(s), GRID)
-        spots.append({"network": net, "layer": layer, "batch": int(b), "threads": t, **spot,
-                      "dense_method": best["method"], "dense_s": float(best["median_s"])})
+            points.append({**row, "sparsity": s, "predicted_s": pred, "dense_method": dense_method,
+                           "dense_s": dense_s, "predicted_speedup": dense_s / pred})
+        spot = predicted_sweet_spot(lambda s: dense_s / sparse_s(s), GRID)
+        spots.append({**row, **spot, "dense_method": dense_method, "dense_s": dense_s})
     pd.DataFrame(points).to_csv(out / "predictions.csv", index=False)
     spots = pd.DataFrame(spots)
     spots.to_csv(out / "sweet_spots.csv", index=False)

@@ -14,7 +14,6 @@ import numpy as np
 
 from harness import config
 from harness.cli import common
-from harness.conv.layers import CATALOG
 from harness.conv.weights import PATTERNS, check_pattern
 from harness.errors import HarnessError
 
@@ -72,10 +71,7 @@ def build_parser(prog: str = "run_sweep.py"):
                             "baselines over layer shapes x sparsity x batch x threads, verifying "
                             "every output; then fit the models and write the report.")
     common.add_profile(p)
-    p.add_argument("--network", default=config.NETWORK,
-                   help="network of the layer catalog: " + ", ".join(CATALOG))
-    p.add_argument("--layers", default=None, help="comma-separated layer names to keep")
-    p.add_argument("--layer-file", default=None, help="YAML file of layers (replaces --network)")
+    common.add_layer_source(p)
     p.add_argument("--model", default=None, metavar="MODEL",
                    help="sweep a model's own convolutions with their real weights (BatchNorm "
                         "folded in): an .onnx file, a Python file FILE.py[:FUNCTION] whose "

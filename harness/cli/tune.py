@@ -13,9 +13,7 @@ def build_parser(prog: str):
     p = common.parser(prog, "Search the direct kernel's plan (register tile, blocks, layout, "
                             "bands) for layers and store the fastest in the tuning database.")
     common.add_profile(p)
-    p.add_argument("--network", default=config.NETWORK, help="network of the layer catalog")
-    p.add_argument("--layers", default=None, help="comma-separated layer names to keep")
-    p.add_argument("--layer-file", default=None, help="YAML file of layers (replaces --network)")
+    common.add_layer_source(p)
     p.add_argument("--sparsity", default="0.9", help="sparsity list or start:stop:step")
     p.add_argument("--batch", default=config.BATCHES, help="batch sizes, e.g. 1,16")
     p.add_argument("--threads", default=config.THREADS, help="thread counts, e.g. 1,2")

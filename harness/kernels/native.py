@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from harness.machine.build import (BuiltKernels, aligned_zeros, float_ptr,  # noqa: F401
                                     host_kernels, int_ptr)
 from harness.kernels.base import KernelError

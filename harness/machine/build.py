@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cffi
-import numpy as np
 import contextlib
 import io
+
+import numpy as np
 
 from harness.errors import BuildError
 from harness.machine.isa import isa

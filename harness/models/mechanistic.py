@@ -208,7 +208,7 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
     split = layout_split(spec, layout, min(full_vectors, plan.tile_vectors), lanes)
     in_bytes = 4 * spec.batch * spec.in_channels * spec.height * spec.width
     out_bytes = 4 * spec.batch * spec.out_channels * spec.out_height * spec.out_width
-    l1 = min(costs.level_bytes.values())
+    in_l1 = min(costs.level_bytes.values())  # the working set the tiles' L1 costs were timed on
     # the channels each block holds of a conv group's input channels (a block may hold fewer
     # at a group's edge, or the last block fewer)
     p = support_probability(density, G, pattern)
@@ -229,7 +229,7 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
 
         def acc_extra(width):
             moved = 2 * 4 * G * width * lanes
-            return max(0.0, costs.stream_s(moved, acc_bytes) - costs.stream_s(moved, l1))
+            return max(0.0, costs.stream_s(moved, acc_bytes) - costs.stream_s(moved, in_l1))
         # A block past L1 is read tile by tile: a tile's positions share its window of the
         # block (in L1), whose lines the next output channel reads in afresh from the
         # block's level (as many as the positions touch). The prefetchers bring the next
@@ -297,12 +297,9 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
 
 
 def plan_for(spec: ConvSpec, max_tile: int, threads: int,
-             plan: DirectPlan | dict | None) -> DirectPlan:
-    """The plan a row ran with (a DirectPlan or its fields), else the default plan for
-    unstructured weights."""
-    if isinstance(plan, DirectPlan):
-        return plan
-    return DirectPlan(**plan) if plan else plan_with_tile(spec, max_tile, threads)
+             plan: DirectPlan | None) -> DirectPlan:
+    """The plan a row ran with, else the default plan for unstructured weights."""
+    return plan or plan_with_tile(spec, max_tile, threads)
 
 
 def predicted_sweet_spot(speedup, grid: np.ndarray) -> dict:
