@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +36,24 @@ class ImageData:
     test_x: np.ndarray
     test_y: np.ndarray
     name: str
+    val_x: np.ndarray | None = None  # held out of the training images (hold_out_validation)
+    val_y: np.ndarray | None = None
 
     @property
     def classes(self) -> int:
         return int(max(self.train_y.max(), self.test_y.max())) + 1
+
+
+def hold_out_validation(data: ImageData, count: int, seed: int = 0) -> ImageData:
+    """``count`` training images, drawn at random (the same ones for every ``seed`` of
+    training), moved to a validation split that model selection reads instead of the test set."""
+    if not 0 < count < len(data.train_x):
+        raise HarnessError(f"a validation split of {count} images needs more than {count} "
+                           f"training images (there are {len(data.train_x)})")
+    order = np.random.default_rng(seed).permutation(len(data.train_x))
+    val, train = np.sort(order[:count]), np.sort(order[count:])
+    return replace(data, train_x=data.train_x[train], train_y=data.train_y[train],
+                   val_x=data.train_x[val], val_y=data.train_y[val])
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -25,12 +25,19 @@ class LayerGuidance:
     speedup_at_target: float
     prune: bool
     reason: str
+    eligible: bool = True  # False: never pruned, not even by the uniform comparison
 
 
 def guide(layers: dict[str, LayerShape], speedup, max_target: float = 0.95) -> dict[str, LayerGuidance]:
-    """Sweet spot, target and whether to prune, for every layer."""
+    """Sweet spot, target and whether to prune, for every layer (in the order they run). The
+    first convolution stays dense: it reads the image through a handful of weights per output
+    channel, which pruning cannot spare, and it is cheap."""
     out = {}
-    for name, layer in layers.items():
+    for i, (name, layer) in enumerate(layers.items()):
+        if i == 0:
+            out[name] = LayerGuidance(name, math.nan, math.nan, 0.0, 1.0, False,
+                                      "first layer: kept dense", eligible=False)
+            continue
         def f(s, layer=layer):
             return speedup(layer, s)
         lower = crossing(f, 0.0, TOP, 1.0)

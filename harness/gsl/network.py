@@ -1,4 +1,4 @@
-"""The reference network, and the layer shapes of any model."""
+"""The networks GSL trains on 28x28 grey images, and the layer shapes of any model."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from torch import nn
 
 from harness.conv.layers import LayerShape
 from harness.errors import HarnessError
+from harness.networks.architectures import Bottleneck
 from harness.networks.torch_graph import import_torch
 
 
@@ -30,6 +31,39 @@ class ReferenceNet(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+
+class BottleneckNet(nn.Module):
+    """ResNet-style classifier built from the catalog's bottleneck block (1x1 reduce, 3x3,
+    1x1 expand, a 1x1 projection beside it): one block at each of 28, 14 and 7 pixels, the
+    later two entered with stride 2. Its 1x1, strided and 3x3 convolutions have different
+    sweet spots, which gives guided pruning room to choose."""
+
+    def __init__(self, classes: int = 10, width: int = 32, in_channels: int = 1):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        blocks, channels = [], width
+        for scale, stride in ((1, 1), (2, 2), (4, 2)):
+            block = Bottleneck(channels, width * scale // 2, stride)
+            blocks.append(block)
+            channels = block.conv3.out_channels
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(channels, classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+NETWORKS = {"reference": ReferenceNet, "bottleneck": BottleneckNet}
+
+
+def build_network(name: str, classes: int, width: int, in_channels: int) -> nn.Module:
+    try:
+        return NETWORKS[name](classes=classes, width=width, in_channels=in_channels)
+    except KeyError:
+        raise HarnessError(f"unknown network {name!r} (known: {', '.join(NETWORKS)})") from None
 
 
 def conv_shapes(model: nn.Module, sample: torch.Tensor, network: str = "model") -> dict[str, LayerShape]:

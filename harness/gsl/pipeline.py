@@ -1,63 +1,36 @@
-"""End to end: dense training (or a checkpoint), guided pruning, fine-tuning, an unguided
-comparison, the measured speed of the pruned convolutions' real sparsity patterns, and the
-pruned network run whole with sparse convolutions (its accuracy and latency)."""
+"""End to end, for each of several seeds: dense training to convergence (or a checkpoint),
+guided pruning with fine-tuning, an unguided comparison at the same number of weights, the
+dense model trained for the same total budget; then the measured speed of the pruned
+convolutions' real sparsity patterns, the pruned networks run whole with sparse convolutions,
+and the accuracies as mean and standard deviation over the seeds."""
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from harness import kernels
-from harness.errors import HarnessError
-from harness.gsl.datasets import ImageData
-from harness.machine.hostinfo import detect_host
 from harness.conv.layers import LayerShape
-from harness.machine.profiles import Profile, build_target
-from harness.store.runs import MODEL_FIT, RunStore
-from harness.sweep.results import results_table
-from harness.sweep.plan import SweepConfig, plan_points
-from harness.sweep.run import run_sweep
+from harness.errors import HarnessError
+from harness.gsl.datasets import ImageData, hold_out_validation
 from harness.gsl.guidance import LayerGuidance, allocate_for_time, guide
-from harness.models.speedup import ModelSpeedup
+from harness.gsl.measure import end_to_end, network_speed, sweep_own_layers, time_patterns
 from harness.gsl.network import conv_shapes
-from harness.gsl.pruning import GuidedPruner, PruneSettings, accuracy, sparsity, train_epochs
+from harness.gsl.pruning import GuidedPruner, sparsity
+from harness.gsl.settings import GSLSettings, PruneSettings, TrainSettings
 from harness.gsl.stages import StageRecord
-from harness.networks.end_to_end import Case, time_case
-from harness.networks.sparsify import sparsify
-
-EVAL_BATCH = 512  # test images per call of the sparse execution
-
-
-def timing_methods() -> list[str]:
-    """What the pruned convolutions are timed with: the modelled sparse kernel and every
-    available dense method (the best of which is the baseline)."""
-    return [kernels.modelled_method(), *(m for m in kernels.methods_where(dense=True)
-                                         if kernels.METHODS[m].available())]
-
-
-@dataclass
-class GSLSettings:
-    dense_epochs: int = 3
-    prune_epochs: int = 4
-    finetune_epochs: int = 2
-    max_target: float = 0.95
-    allocation: str = "time"  # "time": spend the remaining weights where they cost least time;
-    #                           "sweet-spot": every layer at its own sweet-spot target
-    compare_unguided: bool = True
-    dense_same_epochs: bool = True  # also train the dense model as long as the pruned one
-    sweep_layers: bool = True  # fit the model on a sweep of the network's own layer shapes
-    end_to_end: bool = True  # run the pruned network whole through harness.sparsify
-    timing_repeats: int = 5
-    seed: int = 0
+from harness.gsl.summary import aggregate
+from harness.gsl.training import accuracy, train_epochs
+from harness.machine.profiles import Profile
+from harness.models.speedup import ModelSpeedup
 
 
 def conv_weights(model) -> dict[str, np.ndarray]:
@@ -65,189 +38,143 @@ def conv_weights(model) -> dict[str, np.ndarray]:
             if isinstance(m, torch.nn.Conv2d)}
 
 
+def conv_sparsity(weights: dict[str, np.ndarray]) -> float:
+    """The convolutions' zero weights over all their weights (a mean weighted by size)."""
+    return 1 - sum(np.count_nonzero(w) for w in weights.values()) / sum(w.size for w in weights.values())
+
+
 def save_convs(path: Path, weights: dict[str, np.ndarray], shapes: dict[str, LayerShape]) -> None:
     """The convolutions' weights as an .npz named by layer, the form sweeps load (--weights)."""
     np.savez(path, **{shapes[n].name: w for n, w in weights.items() if n in shapes})
 
 
-def time_patterns(variants: dict[str, dict[str, np.ndarray]], shapes: dict[str, LayerShape],
-                  profile: Profile, run_dir: Path, repeats: int) -> pd.DataFrame:
-    """Time the convolutions' real weights of every variant in one sweep (verified like every
-    sweep), so the variants' points interleave on the same machine state and share their dense
-    baselines. A layer of variant v is named "<layer>@v"."""
-    layers, files = [], {}
-    for variant, weights in variants.items():
-        for name, w in weights.items():
-            if name in shapes:
-                layer = dataclasses.replace(shapes[name], name=f"{shapes[name].name}@{variant}")
-                layers.append(layer)
-                files[layer.key] = w
-    cfg = SweepConfig(profile=profile, target=build_target(profile), host=detect_host(),
-                      layers=layers, sparsities=[0.0], methods=timing_methods(), repeats=repeats,
-                      min_time=0.02, weight_files=files)
-    store = RunStore(run_dir)
+LOADER = '''"""The pruned network of a GSL run: spconv sweep --model {name}.py (its layers, with these
+weights) or spconv e2e --model {name}.py --prune none (the whole network)."""
+from pathlib import Path
+
+import torch
+
+from harness.gsl.network import build_network
+
+
+def model(batch=1):
+    net = build_network({network!r}, classes={classes}, width={width}, in_channels={channels})
+    net.load_state_dict(torch.load(Path(__file__).with_name("{name}.pt"), weights_only=True))
+    return net.eval(), torch.zeros(batch, {channels}, {height}, {height})
+'''
+
+
+def save_network(model: nn.Module, seed_dir: Path, name: str, spec: dict) -> None:
+    """The state dict, and a model file that the sweep and the end-to-end command read."""
+    torch.save(model.state_dict(), seed_dir / f"{name}.pt")
+    (seed_dir / f"{name}.py").write_text(LOADER.format(name=name, **spec))
+
+
+def record_of(model: nn.Module, data: ImageData, chosen: dict, **extra) -> dict:
+    return {"test_accuracy": accuracy(model, data.test_x, data.test_y),
+            "val_accuracy": chosen["val_accuracy"], "epoch": chosen["epoch"], **extra}
+
+
+def load_checkpoint(model: nn.Module, checkpoint: Path) -> None:
     try:
-        run_sweep(cfg, store, plan_points(cfg), progress=False)
-        frame = results_table(store.rows())
-        store.write_table(frame)
-    finally:
-        store.close()
-    return frame
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    except Exception as exc:  # torch raises many types for a bad or mismatched file
+        raise HarnessError(f"{checkpoint}: not a state dict of this network ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:200]})") from None
 
 
-LAYER_SWEEP_SPARSITIES = [0.3, 0.5, 0.7, 0.8, 0.9, 0.95]
+class SeedRun:
+    """The trainings of one seed, each stage recorded in ``seed_dir`` as it finishes (weights
+    saved before the record), so a rerun resumes after the last finished stage."""
+
+    def __init__(self, seed: int, make_model: Callable[[], nn.Module], data: ImageData,
+                 settings: GSLSettings, train: TrainSettings, prune: PruneSettings,
+                 seed_dir: Path, run_settings: dict, spec: dict, log):
+        self.seed, self.data, self.settings, self.train, self.prune = seed, data, settings, train, prune
+        self.dir, self.spec, self.log = seed_dir, spec, log
+        seed_dir.mkdir(parents=True, exist_ok=True)
+        self.stages = StageRecord(seed_dir, {**run_settings, "seed": seed})
+        if self.stages.finished:
+            log(f"seed {seed}: resuming, finished before: {', '.join(self.stages.finished)}")
+        torch.manual_seed(seed)
+        self.model = make_model()
+
+    def _load(self, name: str) -> nn.Module | None:
+        path = self.dir / f"{name}.pt"
+        if self.stages.get(name) is None or not path.exists():
+            return None
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        self.log(f"seed {self.seed} {name}: finished before, loaded from {path}")
+        return model
+
+    def dense(self, checkpoint: Path | None) -> dict:
+        """Load or train the dense model (in place)."""
+        saved = self._load("dense")
+        if saved is not None:
+            self.model = saved
+            return self.stages.get("dense")
+        if checkpoint is not None:
+            load_checkpoint(self.model, checkpoint)
+            self.log(f"dense model loaded from {checkpoint}")
+            chosen = {"epoch": 0, "val_accuracy": accuracy(self.model, self.data.val_x, self.data.val_y)}
+        else:
+            chosen = train_epochs(self.model, self.data, self.settings.dense_epochs, self.train,
+                                  kind="warmup", seed=self.seed * 1000, log=self.log,
+                                  phase=f"seed {self.seed} dense")
+        record = record_of(self.model, self.data, chosen)
+        torch.save(self.model.state_dict(), self.dir / "dense.pt")
+        self.stages.record("dense", record)
+        self.log(f"seed {self.seed} dense: test accuracy {record['test_accuracy']:.2f}% "
+                 f"(validation {record['val_accuracy']:.2f}%, epoch {record['epoch']})")
+        return record
+
+    def dense_same_budget(self) -> dict:
+        """The dense model trained on for as many epochs as pruning and fine-tuning take, with
+        the same rewound schedule: the fair dense reference for the pruned networks."""
+        if self.stages.get("dense_same_budget") is not None:
+            return self.stages.get("dense_same_budget")
+        longer = copy.deepcopy(self.model)
+        chosen = train_epochs(longer, self.data, self.settings.prune_epochs + self.settings.finetune_epochs,
+                              self.train, kind="rewind", seed=self.seed * 1000 + 3, log=self.log,
+                              phase=f"seed {self.seed} dense (same budget)")
+        record = record_of(longer, self.data, chosen)
+        self.stages.record("dense_same_budget", record)
+        return record
+
+    def pruned(self, stage: str, guidance: dict[str, LayerGuidance],
+               uniform_target: float | None = None) -> tuple[nn.Module, dict]:
+        """Prune a copy of the dense model (guided, or every layer to ``uniform_target``) while
+        it trains on a rewound schedule, then fine-tune it with the masks fixed."""
+        saved = self._load(f"pruned_{stage}")
+        if saved is not None:
+            return saved, self.stages.get(f"pruned_{stage}")
+        s = self.settings
+        model = copy.deepcopy(self.model)
+        steps = s.prune_epochs * -(-len(self.data.train_x) // self.train.batch_size)
+        pruner = GuidedPruner(model, guidance, self.prune, steps, uniform_target)
+        history: list = []
+        chosen = train_epochs(model, self.data, s.prune_epochs + s.finetune_epochs, self.train,
+                              kind="rewind", pruner=pruner, prune_epochs=s.prune_epochs,
+                              seed=self.seed * 1000 + (1 if uniform_target is None else 2),
+                              log=self.log, phase=f"seed {self.seed} {stage}", history=history)
+        weights = conv_weights(model)
+        record = record_of(model, self.data, chosen, conv_sparsity=conv_sparsity(weights),
+                           layers={n: {"kind": st.kind, "reason": st.reason}
+                                   for n, st in pruner.layers.items()},
+                           history=history)
+        if uniform_target is not None:
+            record["uniform_sparsity"] = uniform_target
+        save_network(model, self.dir, f"pruned_{stage}", self.spec)
+        pd.DataFrame(history).to_csv(self.dir / f"history_{stage}.csv", index=False)
+        self.stages.record(f"pruned_{stage}", record)
+        self.log(f"seed {self.seed} {stage}: test accuracy {record['test_accuracy']:.2f}% at "
+                 f"convolution sparsity {record['conv_sparsity']:.3f}")
+        return model, record
 
 
-def sweep_own_layers(shapes: dict[str, LayerShape], profile: Profile, run_dir: Path,
-                     repeats: int) -> Path | None:
-    """Sweep the network's own convolution shapes (random weights) and fit the model on them,
-    so the guidance rests on measurements of these very layers. Returns the fit file."""
-    from harness.models.analysis import analyse
-    from harness.machine.calibrate import calibration
-    host = detect_host()
-    cfg = SweepConfig(profile=profile, target=build_target(profile), host=host,
-                      layers=list(shapes.values()), sparsities=LAYER_SWEEP_SPARSITIES,
-                      methods=timing_methods(), repeats=repeats, min_time=0.02)
-    store = RunStore(run_dir)
-    run_sweep(cfg, store, plan_points(cfg), progress=False)
-    frame = results_table(store.rows())
-    store.write_table(frame)
-    try:
-        analyse(store, frame, profile, calibration(cfg.built, host, 1))
-    finally:
-        store.close()
-    return run_dir / MODEL_FIT
-
-
-def network_speed(frame: pd.DataFrame, variant: str,
-                  sparse_layers: set[str]) -> tuple[pd.DataFrame, float]:
-    """Per layer of ``variant``: the best dense time (the fastest dense measurement of that
-    layer in any variant: dense methods ignore the weights) and the direct sparse time on the
-    variant's weights; the layers pruned for speed run direct sparse, the others the best dense
-    method. Returns the table and the convolutions' speedup over all-dense."""
-    ok = frame[frame["status"] == "ok"]
-    base = ok["layer"].str.rsplit("@", n=1).str[0]
-    dense = ok[ok["dense"] == True].groupby(base)["median_s"].min()  # noqa: E712
-    rows = []
-    for layer, g in ok[ok["layer"].str.endswith(f"@{variant}")].groupby("layer", sort=False):
-        name = layer.rsplit("@", 1)[0]
-        direct = g[g["method"] == kernels.modelled_method()]["median_s"].min()
-        sparse = name in sparse_layers
-        rows.append({"layer": name, "sparsity": g["sparsity"].iloc[0], "best_dense_s": dense[name],
-                     "direct_sparse_s": direct, "speedup": dense[name] / direct,
-                     "runs_sparse": sparse, "deployed_s": direct if sparse else dense[name]})
-    table = pd.DataFrame(rows)
-    return table, float(table["best_dense_s"].sum() / table["deployed_s"].sum())
-
-
-def prune_and_finetune(dense_model, data: ImageData, guidance: dict[str, LayerGuidance],
-                       prune: PruneSettings, settings: GSLSettings, log, label: str,
-                       uniform_target: float | None = None):
-    """Prune a copy of the dense model, then fine-tune it with the masks fixed. Returns the
-    model and the stage's record: accuracies, per-layer notes and the training history."""
-    model = copy.deepcopy(dense_model)
-    steps = settings.prune_epochs * -(-len(data.train_x) // prune.batch_size)
-    pruner = GuidedPruner(model, guidance, prune, steps, uniform_target)
-    history: list = []
-    train_epochs(model, data, settings.prune_epochs, prune, pruner=pruner, log=log,
-                 phase=f"{label} prune", history=history, seed=settings.seed + 1)
-    pruner.finish()
-    pruned_acc = accuracy(model, data.test_x, data.test_y)
-    train_epochs(model, data, settings.finetune_epochs, prune, fixed_masks=pruner, lr_scale=0.1,
-                 log=log, phase=f"{label} fine-tune", history=history, seed=settings.seed + 2)
-    return model, {"accuracy_after_pruning": pruned_acc,
-                   "accuracy_after_finetune": accuracy(model, data.test_x, data.test_y),
-                   "layers": {n: {"kind": st.kind, "reason": st.reason}
-                              for n, st in pruner.layers.items()},
-                   "history": history}
-
-
-def pruning_stage(stage: str, dense_model, stages: StageRecord, out_dir: Path, log, **how):
-    """The pruned model of ``stage`` ("gsl" or "unguided"): from the run directory when the
-    stage has finished before, else pruned and fine-tuned now, then saved and recorded."""
-    weights = out_dir / f"pruned_{stage}.pt"
-    done = stages.get(stage)
-    if done is not None and weights.exists():
-        model = copy.deepcopy(dense_model)
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        log(f"{stage}: finished before, loaded from {weights}")
-        return model, done
-    model, record = prune_and_finetune(dense_model, log=log, label=stage.replace("gsl", "GSL"), **how)
-    torch.save(model.state_dict(), weights)
-    pd.DataFrame(record["history"]).to_csv(out_dir / f"history_{stage}.csv", index=False)
-    stages.record(stage, record)
-    return model, record
-
-
-def dense_stage(model, data: ImageData, prune: PruneSettings, settings: GSLSettings,
-                checkpoint: Path | None, out_dir: Path, stages: StageRecord, log) -> float:
-    """Load or train the dense model (in place); returns its test accuracy."""
-    trained = out_dir / "dense.pt"
-    if checkpoint is not None:
-        try:
-            model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-        except Exception as exc:  # torch raises many types for a bad or mismatched file
-            raise HarnessError(f"{checkpoint}: not a state dict of this network "
-                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-        log(f"dense model loaded from {checkpoint}")
-    elif stages.get("dense") is not None and trained.exists():
-        model.load_state_dict(torch.load(trained, map_location="cpu", weights_only=True))
-        log(f"dense model: trained before, loaded from {trained}")
-    else:
-        train_epochs(model, data, settings.dense_epochs, prune, log=log, phase="dense",
-                     seed=settings.seed)
-        torch.save(model.state_dict(), trained)
-    dense_acc = accuracy(model, data.test_x, data.test_y)
-    stages.record("dense", {"accuracy": dense_acc})
-    log(f"dense model: test accuracy {dense_acc:.2f}%")
-    return dense_acc
-
-
-def outcome(record: dict, speedup: float, per_layer: pd.DataFrame) -> dict:
-    """A pruning stage's entry in summary.json: accuracies and measured speed."""
-    return {"accuracy_after_pruning": record["accuracy_after_pruning"],
-            "accuracy_after_finetune": record["accuracy_after_finetune"],
-            "conv_speedup_measured": speedup, "layers": per_layer.to_dict("records")}
-
-
-def end_to_end(pruned: nn.Module, data: ImageData, log) -> dict:
-    """The pruned network run whole through harness.sparsify: its test accuracy as the sparse
-    execution computes it, and its batch-1 latency against dense PyTorch and ONNX Runtime on
-    the same weights (one thread, interleaved)."""
-    example = torch.from_numpy(data.test_x[:1])
-    network = sparsify(copy.deepcopy(pruned), torch.from_numpy(data.test_x[:EVAL_BATCH]))
-    correct = 0
-    for i in range(0, len(data.test_x), EVAL_BATCH):
-        pred = network(torch.from_numpy(data.test_x[i:i + EVAL_BATCH])).argmax(1).numpy()
-        correct += int((pred == data.test_y[i:i + EVAL_BATCH]).sum())
-    row = time_case(Case("gsl", 0.0, 1, 1), pruned, example, pruned=True)
-    row.pop("per_layer")
-    result = {"sparse_execution_accuracy": 100.0 * correct / max(1, len(data.test_x)),
-              **{k: row[k] for k in row if k.endswith("_ms") or k.startswith("speedup_vs_")
-                 or k in ("torch_best", "sparse_layers", "layers")}}
-    log(f"end to end (batch 1, 1 thread): sparsified {row['sparsified_ms']:.3f} ms, "
-        f"{row['torch_best']} {row['torch_best_ms']:.3f} ms"
-        + (f", ONNX Runtime {row['onnxruntime_ms']:.3f} ms" if "onnxruntime_ms" in row else "")
-        + f"; test accuracy of the sparse execution {result['sparse_execution_accuracy']:.2f}%")
-    return result
-
-
-def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: PruneSettings,
-            settings: GSLSettings, checkpoint: Path | None = None, log=print,
-            results_root: Path = Path("results")) -> dict:
-    """The whole run; every stage is recorded in the run directory as it finishes, and a rerun
-    into the same directory (same settings) resumes after the last finished stage."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stages = StageRecord(out_dir, {"gsl": asdict(settings), "prune": asdict(prune),
-                                   "checkpoint": str(checkpoint) if checkpoint else None,
-                                   "train_images": len(data.train_x), "profile": profile.name})
-    if stages.finished:
-        log(f"resuming {out_dir}: finished before: {', '.join(stages.finished)}")
-    torch.manual_seed(settings.seed)
-    started = time.time()
-    dense_acc = dense_stage(model, data, prune, settings, checkpoint, out_dir, stages, log)
-
-    shapes = conv_shapes(model, torch.from_numpy(data.test_x[:1]), network="gsl")
+def guidance_for(shapes: dict[str, LayerShape], profile: Profile, settings: GSLSettings,
+                 out_dir: Path, results_root: Path, log) -> tuple[dict[str, LayerGuidance], ModelSpeedup]:
     fit_file = None
     if settings.sweep_layers:
         log("sweeping the network's own convolution shapes to fit the performance model")
@@ -258,87 +185,112 @@ def run_gsl(model, data: ImageData, profile: Profile, out_dir: Path, *, prune: P
         guidance = allocate_for_time(guidance, shapes, speedup.sparse_time)
     log(f"guidance from the {speedup.source}:")
     for g in guidance.values():
+        spot = "" if not g.eligible else \
+            f" (sweet spot {g.lower:.3f}-{g.upper:.3f}, projected {g.speedup_at_target:.2f}x)"
         log(f"  {g.name}: {'prune to ' + format(g.target, '.3f') if g.prune else 'keep dense'}"
-            f" (sweet spot {g.lower:.3f}-{g.upper:.3f}, projected {g.speedup_at_target:.2f}x): "
-            f"{g.reason}")
+            f"{spot}: {g.reason}")
+    return guidance, speedup
 
-    how = dict(data=data, guidance=guidance, prune=prune, settings=settings)
-    model_gsl, gsl = pruning_stage("gsl", model, stages, out_dir, log, **how)
-    weights = {"gsl": conv_weights(model_gsl)}
-    save_convs(out_dir / "pruned_convs.npz", weights["gsl"], shapes)
+
+def run_gsl(make_model: Callable[[], nn.Module], data: ImageData, profile: Profile, out_dir: Path, *,
+            train: TrainSettings, prune: PruneSettings, settings: GSLSettings,
+            checkpoint: Path | None = None, spec: dict | None = None, log=print,
+            results_root: Path = Path("results")) -> dict:
+    """The whole run. ``make_model()`` builds a fresh network (called once per seed, after
+    seeding); ``spec`` says how to build it again (for the pruned networks' model files)."""
+    started = time.time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = hold_out_validation(data, settings.validation)
+    run_settings = {"gsl": {k: v for k, v in asdict(settings).items() if k != "seeds"},
+                    "train": asdict(train), "prune": asdict(prune),
+                    "checkpoint": str(checkpoint) if checkpoint else None,
+                    "train_images": len(data.train_x), "profile": profile.name, "network": spec}
+    seeds = [settings.seed + i for i in range(settings.seeds)]
+    first = make_model()
+    if checkpoint is not None:
+        load_checkpoint(first, checkpoint)  # a bad file fails now, not after the layer sweep
+    shapes = conv_shapes(first, torch.from_numpy(data.test_x[:1]), network="gsl")
+    guidance, speedup = guidance_for(shapes, profile, settings, out_dir, results_root, log)
 
     # Train everything first, then time: timings taken back to back, on a machine no longer
     # busy training, are comparable.
-    unguided = None
-    if settings.compare_unguided:
-        total = sum(w.size for n, w in weights["gsl"].items() if n in shapes)
-        kept = sum(np.count_nonzero(w) for n, w in weights["gsl"].items() if n in shapes)
-        uniform = 1 - kept / total
-        log(f"unguided comparison: every convolution pruned to {uniform:.3f} "
-            f"(same {kept} remaining conv weights)")
-        model_u, unguided = pruning_stage("unguided", model, stages, out_dir, log,
-                                          uniform_target=uniform, **how)
-        unguided = {"uniform_sparsity": uniform, **unguided}
-        weights["unguided"] = conv_weights(model_u)
-        save_convs(out_dir / "pruned_convs_unguided.npz", weights["unguided"], shapes)
-    if settings.dense_same_epochs and stages.get("dense_same_epochs") is None:
-        # Pruning and fine-tuning also train: the fair dense reference trains as many epochs.
-        longer = copy.deepcopy(model)
-        train_epochs(longer, data, settings.prune_epochs + settings.finetune_epochs, prune,
-                     log=log, phase="dense (same epochs)", seed=settings.seed + 3)
-        stages.record("dense_same_epochs", {"accuracy": accuracy(longer, data.test_x, data.test_y)})
+    runs, models = [], {}
+    for seed in seeds:
+        run = SeedRun(seed, make_model, data, settings, train, prune, out_dir / f"seed-{seed}",
+                      run_settings, spec or {}, log)
+        result = {"seed": seed, "dense": run.dense(checkpoint)}
+        if settings.dense_same_budget:
+            result["dense_same_budget"] = run.dense_same_budget()
+        models[f"gsl-s{seed}"], result["gsl"] = run.pruned("gsl", guidance)
+        if settings.compare_unguided:
+            uniform = conv_sparsity({n: w for n, w in conv_weights(models[f"gsl-s{seed}"]).items()
+                                     if guidance[n].eligible})
+            log(f"seed {seed} unguided comparison: every convolution but the first pruned to "
+                f"{uniform:.3f} (as many remaining convolution weights)")
+            models[f"unguided-s{seed}"], result["unguided"] = run.pruned("unguided", guidance, uniform)
+        runs.append(result)
 
     log("timing the pruned convolutions' real patterns")
+    weights = {variant: conv_weights(m) for variant, m in models.items()}
     timing = time_patterns(weights, shapes, profile, out_dir / "timing", settings.timing_repeats)
-    gsl_set = {n for n, st in gsl["layers"].items()
-               if st["kind"] == "conv" and "restored" not in st["reason"]}
-    per_layer, net_speedup = network_speed(timing, "gsl", gsl_set)
-    measured = per_layer.set_index("layer")["speedup"]
-    layer_rows = []
-    for name, g in guidance.items():
-        st = gsl["layers"].get(name)
-        reached = sparsity(model_gsl.get_submodule(name).weight)
-        layer_rows.append({"layer": name, "shape": str(shapes[name].spec(1).weight_shape),
-                           "in_pruned_set": g.prune, "why": st["reason"] if st else g.reason,
-                           "sweet_spot_lower": g.lower, "sweet_spot_upper": g.upper,
-                           "target": g.target, "sparsity": reached,
-                           "predicted_speedup": speedup(shapes[name], reached),
-                           "measured_speedup": measured.get(name, np.nan)})
-    pd.DataFrame(layer_rows).to_csv(out_dir / "layers.csv", index=False)
-    summary = {"dense_accuracy": dense_acc, "gsl": outcome(gsl, net_speedup, per_layer),
-               "model": speedup.source, "settings": asdict(settings),
-               "prune_settings": asdict(prune),
-               "pattern": f"block:{prune.block}" if prune.block > 1 else "magnitude"}
-    # what the pattern (and the pruning) cost in accuracy against the dense model
-    summary["gsl"]["accuracy_cost_points"] = dense_acc - summary["gsl"]["accuracy_after_finetune"]
-    if unguided is not None:
-        per_layer_u, net_u = network_speed(timing, "unguided", set(shapes))  # all pruned, all sparse
-        summary["unguided"] = {"uniform_sparsity": unguided["uniform_sparsity"],
-                               **outcome(unguided, net_u, per_layer_u)}
-    if settings.end_to_end:
-        log("running the pruned network end to end with sparse convolutions")
-        summary["gsl"]["end_to_end"] = end_to_end(model_gsl, data, log)
-        if unguided is not None:
-            summary["unguided"]["end_to_end"] = end_to_end(model_u, data, log)
-    if stages.get("dense_same_epochs") is not None:
-        summary["dense_accuracy_same_epochs"] = stages.get("dense_same_epochs")["accuracy"]
-    summary["seconds_this_session"] = time.time() - started
+    for result in runs:
+        for stage in ("gsl", "unguided"):
+            if stage not in result:
+                continue
+            variant = f"{stage}-s{result['seed']}"
+            per_layer, net_speedup = network_speed(timing, variant)
+            result[stage] = {k: v for k, v in result[stage].items() if k != "history"}
+            result[stage]["conv_speedup_measured"] = net_speedup
+            result[stage]["timed_layers"] = per_layer.to_dict("records")
+            save_convs(out_dir / f"seed-{result['seed']}" / f"pruned_convs_{stage}.npz",
+                       weights[variant], shapes)
+            if settings.end_to_end:
+                result[stage]["end_to_end"] = end_to_end(models[variant], data, variant, log)
+    write_layers(out_dir / "layers.csv", guidance, shapes, speedup, runs, models)
+    summary = {"seeds": seeds, "runs": runs, "aggregate": aggregate(runs),
+               "model": speedup.source, "network": spec, "train_images": len(data.train_x),
+               "validation_images": len(data.val_x), "settings": asdict(settings),
+               "train_settings": asdict(train), "prune_settings": asdict(prune),
+               "pattern": f"block:{prune.block}" if prune.block > 1 else "magnitude",
+               "seconds_this_session": time.time() - started}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    plot_history(pd.DataFrame(gsl["history"]), out_dir, dense_acc)
+    history = out_dir / f"seed-{seeds[0]}" / "history_gsl.csv"
+    if history.exists():
+        plot_history(pd.read_csv(history), out_dir, runs[0]["dense"]["val_accuracy"])
     return summary
 
 
-def plot_history(history: pd.DataFrame, out_dir: Path, dense_acc: float) -> None:
+def write_layers(path: Path, guidance: dict[str, LayerGuidance], shapes: dict[str, LayerShape],
+                 speedup: ModelSpeedup, runs: list[dict], models: dict[str, nn.Module]) -> None:
+    """Per layer and seed: the guidance, the sparsity reached, predicted and measured speedup."""
+    rows = []
+    for result in runs:
+        model = models[f"gsl-s{result['seed']}"]
+        measured = {r["layer"]: r["speedup"] for r in result["gsl"]["timed_layers"]}
+        for name, g in guidance.items():
+            st = result["gsl"]["layers"].get(name)
+            reached = sparsity(model.get_submodule(name).weight)
+            rows.append({"seed": result["seed"], "layer": name,
+                         "shape": str(shapes[name].spec(1).weight_shape),
+                         "in_pruned_set": g.prune, "why": st["reason"] if st else g.reason,
+                         "sweet_spot_lower": g.lower, "sweet_spot_upper": g.upper,
+                         "target": g.target, "sparsity": reached,
+                         "predicted_speedup": speedup(shapes[name], reached),
+                         "measured_speedup": measured.get(shapes[name].name, np.nan)})
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def plot_history(history: pd.DataFrame, out_dir: Path, dense_val: float) -> None:
     from harness.report import plots  # matplotlib set up for files
     import matplotlib.pyplot as plt
     if history.empty:
         return
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     x = np.arange(1, len(history) + 1)
-    a1.plot(x, history["accuracy"], marker="o", color="#c0392b", label="GSL")
-    a1.axhline(dense_acc, color="black", lw=0.8, ls="--", label="dense")
+    a1.plot(x, history["val_accuracy"], marker="o", color="#c0392b", label="GSL")
+    a1.axhline(dense_val, color="black", lw=0.8, ls="--", label="dense")
     a1.set_xlabel("epoch (pruning, then fine-tuning)")
-    a1.set_ylabel("test accuracy (%)")
+    a1.set_ylabel("validation accuracy (%)")
     a1.legend(fontsize=8)
     for col in [c for c in history.columns if c.startswith("sparsity:")]:
         a2.plot(x, history[col], marker=".", label=col.split(":", 1)[1])
@@ -346,6 +298,6 @@ def plot_history(history: pd.DataFrame, out_dir: Path, dense_acc: float) -> None
     a2.set_ylabel("sparsity (fraction of zero weights)")
     a2.set_ylim(0, 1)
     a2.legend(fontsize=7, ncols=2)
-    fig.suptitle("Guided sparsity learning: accuracy and per-layer sparsity")
+    fig.suptitle("Guided sparsity learning: accuracy and per-layer sparsity (first seed)")
     fig.tight_layout()
     plots.save(fig, out_dir, "gsl_training")

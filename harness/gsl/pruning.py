@@ -1,32 +1,17 @@
-"""Training with guided pruning: element-wise L1 regularisation with hard thresholding of
-small weights after each update (GESL), or dynamic network surgery (GDNS); periodic
-re-projection of every layer against its sweet spot; fine-tuning with fixed masks."""
+"""Guided pruning during training: gradual magnitude pruning on a cubic sparsity schedule
+(GMP), element-wise L1 regularisation with hard thresholding (GESL), or dynamic network
+surgery (GDNS); periodic re-projection of every layer against its sweet spot; fixed masks
+for fine-tuning."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
 from harness.gsl.guidance import LayerGuidance
-
-
-@dataclass
-class PruneSettings:
-    method: str = "l1"          # "l1" (GESL) or "dns" (GDNS)
-    l1_conv: float = 2e-5       # L1 strength on the convolutions being pruned
-    l1_fc: float = 2e-6         # weaker L1 on fully connected layers (pruned for size only)
-    fc_target: float = 0.8      # size target of the fully connected layers
-    threshold_cap: float = 2.5  # a threshold never exceeds this many initial weight std devs
-    reproject_every: int = 50   # steps between re-projections
-    stall_window: int = 3       # re-projections without progress that count as a stall
-    lr: float = 0.02
-    momentum: float = 0.9
-    batch_size: int = 128
-    block: int = 1              # convolutions pruned in blocks of this many output channels
-                                # sharing one support (the sweep's block:G patterns); 1: any
+from harness.gsl.settings import PruneSettings
 
 
 @dataclass
@@ -69,7 +54,7 @@ class GuidedPruner:
         self.layers: dict[str, LayerState] = {}
         modules = dict(model.named_modules())
         for name, g in guidance.items():
-            if uniform_target is not None or g.prune:
+            if (uniform_target is not None and g.eligible) or g.prune:
                 target = uniform_target if uniform_target is not None else g.target
                 lower = 0.0 if uniform_target is not None else g.lower
                 self._add(name, modules[name], target, lower, "conv")
@@ -94,6 +79,8 @@ class GuidedPruner:
 
     def penalty(self) -> torch.Tensor:
         s = self.settings
+        if s.method == "gmp":
+            return torch.zeros(())
         terms = [(s.l1_conv if st.kind == "conv" else s.l1_fc) * st.module.weight.abs().sum()
                  for st in self.layers.values() if st.pruning]
         return torch.stack(terms).sum() if terms else torch.zeros(())
@@ -107,6 +94,8 @@ class GuidedPruner:
         if goal <= 0:
             return 0.0
         q = float(torch.quantile(score.flatten().float()[:2_000_000], goal))
+        if self.settings.method == "gmp":
+            return q
         return min(q, self.settings.threshold_cap * state.std0)
 
     def before_step(self) -> None:
@@ -176,66 +165,3 @@ class GuidedPruner:
 
     def sparsities(self) -> dict[str, float]:
         return {n: sparsity(st.module.weight) for n, st in self.layers.items()}
-
-
-def batches(x: np.ndarray, y: np.ndarray, size: int, rng: np.random.Generator):
-    order = rng.permutation(len(x))
-    for i in range(0, len(x), size):
-        idx = order[i:i + size]
-        yield torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 512) -> float:
-    model.eval()
-    correct = 0
-    for i in range(0, len(x), batch):
-        pred = model(torch.from_numpy(x[i:i + batch])).argmax(1).numpy()
-        correct += int((pred == y[i:i + batch]).sum())
-    model.train()
-    return 100.0 * correct / max(1, len(x))
-
-
-def train_epochs(model, data, epochs: int, settings: PruneSettings, *, pruner=None,
-                 fixed_masks=None, lr_scale: float = 1.0, seed: int = 0, log=print,
-                 phase: str = "train", history: list | None = None) -> None:
-    """SGD over ``epochs``; with ``pruner`` the model is pruned while it trains; with
-    ``fixed_masks`` (a pruner whose pruning has finished) the masks are kept."""
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=settings.lr * lr_scale,
-                          momentum=settings.momentum, weight_decay=5e-5)
-    steps_per_epoch = -(-len(data.train_x) // settings.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps_per_epoch))
-    loss_fn = nn.CrossEntropyLoss()
-    step = 0
-    model.train()
-    for epoch in range(epochs):
-        total, count = 0.0, 0
-        for xb, yb in batches(data.train_x, data.train_y, settings.batch_size, rng):
-            loss = loss_fn(model(xb), yb)
-            if pruner is not None:
-                loss = loss + pruner.penalty()
-            opt.zero_grad()
-            loss.backward()
-            if pruner is not None:
-                pruner.before_step()
-            opt.step()
-            sched.step()
-            step += 1
-            if pruner is not None:
-                pruner.after_step(step)
-                if step % settings.reproject_every == 0:
-                    for event in pruner.reproject(step):
-                        log(f"  re-projection at step {step}: {event}")
-            elif fixed_masks is not None:
-                fixed_masks.apply_masks()
-            total += float(loss.detach()) * len(xb)
-            count += len(xb)
-        acc = accuracy(model, data.test_x, data.test_y)
-        sp = (pruner or fixed_masks).sparsities() if (pruner or fixed_masks) else {}
-        log(f"{phase} epoch {epoch + 1}/{epochs}: loss {total / count:.4f}, test accuracy "
-            f"{acc:.2f}%" + ("; sparsity " + ", ".join(f"{n} {v:.2f}" for n, v in sp.items())
-                             if sp else ""))
-        if history is not None:
-            history.append({"phase": phase, "epoch": epoch + 1, "loss": total / count,
-                            "accuracy": acc, **{f"sparsity:{n}": v for n, v in sp.items()}})
