@@ -96,7 +96,6 @@ def _run(args) -> int:
 
     from harness.conv.weights import block_group
     from harness.gsl.datasets import load_idx_dataset, synthetic_dataset
-    from harness.gsl.network import build_network
     from harness.gsl.pipeline import run_gsl
     from harness.gsl.settings import GSLSettings, PruneSettings, TrainSettings
 
@@ -128,10 +127,9 @@ def _run(args) -> int:
         validation=args.validation, max_target=args.max_target, allocation=args.allocation,
         compare_unguided=not args.no_compare, dense_same_budget=not args.no_dense_same_budget)
     train = TrainSettings(lr=args.lr, rewind=args.rewind, augment=args.augment)
-    summary = run_gsl(lambda: build_network(args.network, spec["classes"], args.width, spec["channels"]),
-                      data, profile, out, train=train, settings=settings, checkpoint=checkpoint,
-                      prune=PruneSettings(method=args.method, block=block_group(args.pattern)),
-                      spec=spec)
+    summary = run_gsl(spec, data, profile, out, train=train, settings=settings,
+                      checkpoint=checkpoint,
+                      prune=PruneSettings(method=args.method, block=block_group(args.pattern)))
     print()
     for line in report_lines(summary):
         print(line)

@@ -11,8 +11,6 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 import pandas as pd
 import torch
@@ -23,7 +21,7 @@ from harness.errors import HarnessError
 from harness.gsl.datasets import ImageData, hold_out_validation
 from harness.gsl.guidance import LayerGuidance, allocate_for_time, guide
 from harness.gsl.measure import end_to_end, network_speed, sweep_own_layers, time_patterns
-from harness.gsl.network import conv_shapes
+from harness.gsl.network import build_network, conv_shapes
 from harness.gsl.pruning import GuidedPruner, sparsity
 from harness.gsl.settings import GSLSettings, PruneSettings, TrainSettings
 from harness.gsl.stages import StageRecord
@@ -87,7 +85,7 @@ class SeedRun:
     """The trainings of one seed, each stage recorded in ``seed_dir`` as it finishes (weights
     saved before the record), so a rerun resumes after the last finished stage."""
 
-    def __init__(self, seed: int, make_model: Callable[[], nn.Module], data: ImageData,
+    def __init__(self, seed: int, make_model, data: ImageData,
                  settings: GSLSettings, train: TrainSettings, prune: PruneSettings,
                  seed_dir: Path, run_settings: dict, spec: dict, log):
         self.seed, self.data, self.settings, self.train, self.prune = seed, data, settings, train, prune
@@ -192,12 +190,15 @@ def guidance_for(shapes: dict[str, LayerShape], profile: Profile, settings: GSLS
     return guidance, speedup
 
 
-def run_gsl(make_model: Callable[[], nn.Module], data: ImageData, profile: Profile, out_dir: Path, *,
+def run_gsl(spec: dict, data: ImageData, profile: Profile, out_dir: Path, *,
             train: TrainSettings, prune: PruneSettings, settings: GSLSettings,
-            checkpoint: Path | None = None, spec: dict | None = None, log=print,
-            results_root: Path = Path("results")) -> dict:
-    """The whole run. ``make_model()`` builds a fresh network (called once per seed, after
-    seeding); ``spec`` says how to build it again (for the pruned networks' model files)."""
+            checkpoint: Path | None = None, log=print, results_root: Path = Path("results")) -> dict:
+    """The whole run. ``spec`` names the network and its sizes (network, classes, width,
+    channels, height): a fresh one is built for every seed, and the pruned networks' model
+    files build it again."""
+
+    def make_model() -> nn.Module:
+        return build_network(spec["network"], spec["classes"], spec["width"], spec["channels"])
     started = time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
     data = hold_out_validation(data, settings.validation)
@@ -217,7 +218,7 @@ def run_gsl(make_model: Callable[[], nn.Module], data: ImageData, profile: Profi
     runs, models = [], {}
     for seed in seeds:
         run = SeedRun(seed, make_model, data, settings, train, prune, out_dir / f"seed-{seed}",
-                      run_settings, spec or {}, log)
+                      run_settings, spec, log)
         result = {"seed": seed, "dense": run.dense(checkpoint)}
         if settings.dense_same_budget:
             result["dense_same_budget"] = run.dense_same_budget()

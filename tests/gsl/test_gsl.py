@@ -166,9 +166,9 @@ def test_pipeline_end_to_end(tmp_path):
     out = tmp_path / "gsl"
 
     def run(settings, log):
-        return run_gsl(lambda: ReferenceNet(classes=4, width=8), data, load_profile(HOST_PROFILE),
-                       out, train=QUICK, prune=PruneSettings(), settings=settings, spec=spec,
-                       log=log, results_root=tmp_path / "no-runs")
+        return run_gsl(spec, data, load_profile(HOST_PROFILE), out, train=QUICK,
+                       prune=PruneSettings(), settings=settings, log=log,
+                       results_root=tmp_path / "no-runs")
     saved = run(settings, lambda *_: None)
     for seed in (0, 1):
         for name in ("dense.pt", "pruned_gsl.pt", "pruned_gsl.py", "pruned_unguided.pt",
@@ -309,3 +309,10 @@ def test_block_pruning_keeps_whole_blocks(method, block):
         w = model.get_submodule(n).weight.detach().numpy()
         assert sparsity(model.get_submodule(n).weight) >= 0.75
         assert support_group(w, (block,)) == block, n
+
+
+def test_a_validation_split_larger_than_the_training_set_is_refused(tmp_path, capsys):
+    assert gsl_main(["--dataset", "synthetic", "--train-subset", "100", "--validation", "100",
+                     "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--validation 100" in err[0]
