@@ -70,6 +70,10 @@ def build_parser(prog: str = "run_gsl.py") -> argparse.ArgumentParser:
                    help="cap on each layer's sweet-spot target (with --allocation time, the "
                    "weights these targets leave are then re-spread, each layer within its "
                    "sweet spot)")
+    p.add_argument("--layer-cap", type=common.number("--layer-cap", low=0, high=0.999,
+                                                     open_low=True), default=d.layer_cap,
+                   help="with --allocation time, the highest sparsity the re-spreading gives "
+                        "any layer")
     p.add_argument("--allocation", choices=["time", "sweet-spot"], default="time",
                    help="time: keep the weights the sweet-spot targets leave, in the layers where "
                    "they cost the least predicted time (default); sweet-spot: each layer at its "
@@ -124,7 +128,8 @@ def _run(args) -> int:
     settings = GSLSettings(
         dense_epochs=args.dense_epochs, prune_epochs=args.prune_epochs,
         finetune_epochs=args.finetune_epochs, seeds=args.seeds, seed=args.seed,
-        validation=args.validation, max_target=args.max_target, allocation=args.allocation,
+        validation=args.validation, max_target=args.max_target, layer_cap=args.layer_cap,
+        allocation=args.allocation,
         compare_unguided=not args.no_compare, dense_same_budget=not args.no_dense_same_budget)
     train = TrainSettings(lr=args.lr, rewind=args.rewind, augment=args.augment)
     summary = run_gsl(spec, data, profile, out, train=train, settings=settings,

@@ -63,9 +63,11 @@ def weight_count(layer: LayerShape) -> int:
 
 
 def allocate_for_time(guidance: dict[str, LayerGuidance], layers: dict[str, LayerShape],
-                      sparse_time, steps: int = 200) -> dict[str, LayerGuidance]:
+                      sparse_time, cap: float = TOP, steps: int = 200) -> dict[str, LayerGuidance]:
     """Re-spread the pruned layers' targets to minimise the predicted time of the network while
-    it keeps as many weights as the sweet-spot targets leave, each layer within its sweet spot.
+    it keeps as many weights as the sweet-spot targets leave, each layer within its sweet spot
+    and at most ``cap`` (a layer pruned far past the others costs accuracy the model does not
+    see).
 
     A weight costs time in proportion to the output pixels it is applied to (16x more at 28x28
     than at 7x7), so at equal remaining weights the wide layers should be pruned harder.
@@ -78,7 +80,7 @@ def allocate_for_time(guidance: dict[str, LayerGuidance], layers: dict[str, Laye
     grids, times, sizes = {}, {}, {}
     for name, g in chosen.items():
         lo = max(g.lower, 0.0) if np.isfinite(g.lower) else 0.0
-        grids[name] = np.linspace(max(g.upper, g.target), lo, steps)  # sparsest first
+        grids[name] = np.linspace(max(g.target, min(g.upper, cap)), lo, steps)  # sparsest first
         times[name] = np.array([sparse_time(layers[name], s) for s in grids[name]])
         sizes[name] = weight_count(layers[name])
     budget = sum((1 - g.target) * sizes[n] for n, g in chosen.items())

@@ -180,7 +180,7 @@ def guidance_for(shapes: dict[str, LayerShape], profile: Profile, settings: GSLS
     speedup = ModelSpeedup(profile, results_root, fit_file=fit_file)
     guidance = guide(shapes, speedup, settings.max_target)
     if settings.allocation == "time":
-        guidance = allocate_for_time(guidance, shapes, speedup.sparse_time)
+        guidance = allocate_for_time(guidance, shapes, speedup.sparse_time, settings.layer_cap)
     log(f"guidance from the {speedup.source}:")
     for g in guidance.values():
         spot = "" if not g.eligible else \

@@ -98,6 +98,10 @@ def test_time_allocation_keeps_the_weights_and_prunes_wide_layers_harder():
     assert total["allocated"] < 0.9 * total["uniform"]
     wide, narrow = pruned[0], pruned[-1]  # 28x28 against 7x7
     assert allocated[wide].target > guidance[wide].target > allocated[narrow].target
+    capped = allocate_for_time(guidance, shapes, time, cap=0.93)  # no layer past the cap
+    assert all(capped[n].target <= 0.93 for n in pruned)
+    assert kept(guidance) <= kept(capped) <= kept(guidance) + step
+    assert capped[wide].target > guidance[wide].target
 
 
 QUICK = TrainSettings(batch_size=32, augment=False, lr=0.02)
