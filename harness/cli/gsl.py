@@ -10,11 +10,9 @@ from harness.cli import common
 from harness.errors import HarnessError
 from harness.store.files import writable_dir
 
-NETWORKS = ("reference", "bottleneck")  # harness.gsl.network.NETWORKS, without importing torch
-
 
 def build_parser(prog: str = "run_gsl.py") -> argparse.ArgumentParser:
-    from harness.gsl.settings import GSLSettings, TrainSettings
+    from harness.gsl.settings import NETWORKS, GSLSettings, TrainSettings
     d, t = GSLSettings(), TrainSettings()
     p = common.ArgumentParser(prog=prog, formatter_class=common.HelpFormatter, description=(
         "Guided Sparsity Learning: train a network on Fashion-MNIST (or MNIST) to convergence, "

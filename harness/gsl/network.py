@@ -7,6 +7,7 @@ from torch import nn
 
 from harness.conv.layers import LayerShape
 from harness.errors import HarnessError
+from harness.gsl import settings
 from harness.networks.architectures import Bottleneck
 from harness.networks.torch_graph import import_torch
 
@@ -56,7 +57,7 @@ class BottleneckNet(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
 
 
-NETWORKS = {"reference": ReferenceNet, "bottleneck": BottleneckNet}
+NETWORKS = dict(zip(settings.NETWORKS, (ReferenceNet, BottleneckNet), strict=True))
 
 
 def build_network(name: str, classes: int, width: int, in_channels: int) -> nn.Module:

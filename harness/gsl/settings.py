@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+NETWORKS = ("reference", "bottleneck")  # the networks GSL trains (harness.gsl.network)
+
 
 @dataclass
 class GSLSettings:

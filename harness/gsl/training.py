@@ -49,9 +49,7 @@ def schedule(opt, kind: str, peak: float, total: int):
     trained model (learning-rate rewinding)."""
     if kind == "warmup":
         return torch.optim.lr_scheduler.OneCycleLR(opt, peak, total_steps=total, pct_start=0.15)
-    for group in opt.param_groups:
-        group["lr"] = peak
-    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)  # from the rate opt starts at
 
 
 def train_epochs(model: nn.Module, data: ImageData, epochs: int, settings: TrainSettings, *,
