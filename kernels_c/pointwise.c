@@ -85,22 +85,28 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *rowptr, const in
                                                                        : a->out_channels;
                     for (int m = m0; m < m1; ++m) {
                         const float b0 = bias ? bias[m] : 0.0f;
-                        for (long i = 0; i < padded; ++i)
-                            acc[i] = b0;
-                        spconv_accumulate(acc, padded, slice, colidx + rowptr[m],
-                                          values + rowptr[m], rowptr[m + 1] - rowptr[m],
-                                          a->tile_vectors);
+                        const int *cols = colidx + rowptr[m];
+                        const float *vals = values + rowptr[m];
+                        const int nnz = rowptr[m + 1] - rowptr[m];
                         float *dst = y + m * pixels + p0;
+                        const float *res =
+                            residual ? residual + n * out_per_image + m * pixels + p0 : NULL;
                         /* the next chunk's output row, for writing: a layer's output is
                            usually out of cache, and its rows are too many streams for the
                            hardware prefetchers */
                         for (long i = chunk; i < 2 * chunk && p0 + i < pixels; i += 16)
                             __builtin_prefetch(dst + i, 1);
-                        if (residual) {
-                            const float *res = residual + n * out_per_image + m * pixels + p0;
+                        if (!a->through_scratch) {
+                            spconv_accumulate_out(dst, len, b0, res, relu, slice, cols, vals,
+                                                  nnz, a->tile_vectors);
+                            continue;
+                        }
+                        for (long i = 0; i < padded; ++i)
+                            acc[i] = b0;
+                        spconv_accumulate(acc, padded, slice, cols, vals, nnz, a->tile_vectors);
+                        if (res)
                             for (long i = 0; i < len; ++i)
                                 acc[i] += res[i];
-                        }
                         if (relu)
                             for (long i = 0; i < len; ++i)
                                 dst[i] = acc[i] > 0.0f ? acc[i] : 0.0f;

@@ -22,6 +22,8 @@ typedef __m512 vec_t;
 #define vec_store(p, v) _mm512_storeu_ps((p), (v))
 #define vec_set1(x) _mm512_set1_ps(x)
 #define vec_fma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define vec_add(a, b) _mm512_add_ps((a), (b))
+#define vec_relu(x) _mm512_max_ps((x), _mm512_setzero_ps())  /* NaN and -0 give +0 */
 
 #elif defined(SPCONV_ISA_AVX2)
 #include <immintrin.h>
@@ -30,6 +32,8 @@ typedef __m256 vec_t;
 #define vec_store(p, v) _mm256_storeu_ps((p), (v))
 #define vec_set1(x) _mm256_set1_ps(x)
 #define vec_fma(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define vec_add(a, b) _mm256_add_ps((a), (b))
+#define vec_relu(x) _mm256_max_ps((x), _mm256_setzero_ps())
 
 #elif defined(SPCONV_ISA_SSE42)
 #include <nmmintrin.h>
@@ -38,6 +42,8 @@ typedef __m128 vec_t;
 #define vec_store(p, v) _mm_storeu_ps((p), (v))
 #define vec_set1(x) _mm_set1_ps(x)
 #define vec_fma(a, b, c) _mm_add_ps(_mm_mul_ps((a), (b)), (c))   /* no FMA before Haswell */
+#define vec_add(a, b) _mm_add_ps((a), (b))
+#define vec_relu(x) _mm_max_ps((x), _mm_setzero_ps())
 
 #else /* portable: GCC/Clang vector extensions, lowered to whatever the target has */
 typedef float vec_t __attribute__((vector_size(16)));
@@ -45,6 +51,16 @@ static inline vec_t vec_load(const float *p) { vec_t v; memcpy(&v, p, sizeof v);
 static inline void vec_store(float *p, vec_t v) { memcpy(p, &v, sizeof v); }
 static inline vec_t vec_set1(float x) { vec_t v = {x, x, x, x}; return v; }
 #define vec_fma(a, b, c) ((a) * (b) + (c))
+#define vec_add(a, b) ((a) + (b))
+static inline vec_t vec_relu(vec_t x)
+{
+    float t[4];
+    memcpy(t, &x, sizeof t);
+    for (int i = 0; i < 4; ++i)
+        t[i] = t[i] > 0.0f ? t[i] : 0.0f;
+    memcpy(&x, t, sizeof t);
+    return x;
+}
 #endif
 
 _Static_assert(sizeof(vec_t) == VEC_FLOATS * sizeof(float),

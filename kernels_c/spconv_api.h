@@ -84,6 +84,9 @@ typedef struct {
     int out_block;          /* output channels one work item covers */
     int tile_vectors;       /* register tile width, at most the ISA's largest */
     int threads;
+    int through_scratch;    /* 1: each output row is accumulated in a scratch row, then copied
+                               out (the earlier kernel, kept to measure against); 0: the
+                               accumulators go from registers straight to the output */
 } spconv_pointwise_args;
 
 long spconv_pointwise_scratch_floats(int channels, long chunk, int threads);

@@ -22,27 +22,23 @@ typedef void (*tile_fn)(float *acc, const float *base, const int *colidx,
         _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v) vec_store(acc + v * VEC_FLOATS, a[v]); \
     }
 
-DEFINE_TILE(1) DEFINE_TILE(2) DEFINE_TILE(3) DEFINE_TILE(4)
-DEFINE_TILE(5) DEFINE_TILE(6) DEFINE_TILE(7) DEFINE_TILE(8)
-#if MAX_TILE >= 14
-DEFINE_TILE(9) DEFINE_TILE(10) DEFINE_TILE(11) DEFINE_TILE(12) DEFINE_TILE(13) DEFINE_TILE(14)
-#endif
+/* The tile widths this build has (up to MAX_TILE), as an X-macro list: X(T) for each. */
+#define TILE_WIDTHS_8(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8)
+#define TILE_WIDTHS_14(X) X(9) X(10) X(11) X(12) X(13) X(14)
+#define TILE_WIDTHS_28(X) X(15) X(16) X(17) X(18) X(19) X(20) X(21) X(22) X(23) X(24) \
+    X(25) X(26) X(27) X(28)
 #if MAX_TILE >= 28
-DEFINE_TILE(15) DEFINE_TILE(16) DEFINE_TILE(17) DEFINE_TILE(18) DEFINE_TILE(19) DEFINE_TILE(20)
-DEFINE_TILE(21) DEFINE_TILE(22) DEFINE_TILE(23) DEFINE_TILE(24) DEFINE_TILE(25) DEFINE_TILE(26)
-DEFINE_TILE(27) DEFINE_TILE(28)
+#define TILE_WIDTHS(X) TILE_WIDTHS_8(X) TILE_WIDTHS_14(X) TILE_WIDTHS_28(X)
+#elif MAX_TILE >= 14
+#define TILE_WIDTHS(X) TILE_WIDTHS_8(X) TILE_WIDTHS_14(X)
+#else
+#define TILE_WIDTHS(X) TILE_WIDTHS_8(X)
 #endif
+#define TILE_ENTRY(T) tile_##T,
 
-static const tile_fn tiles[MAX_TILE + 1] = {
-    0, tile_1, tile_2, tile_3, tile_4, tile_5, tile_6, tile_7, tile_8,
-#if MAX_TILE >= 14
-    tile_9, tile_10, tile_11, tile_12, tile_13, tile_14,
-#endif
-#if MAX_TILE >= 28
-    tile_15, tile_16, tile_17, tile_18, tile_19, tile_20, tile_21, tile_22, tile_23, tile_24,
-    tile_25, tile_26, tile_27, tile_28,
-#endif
-};
+TILE_WIDTHS(DEFINE_TILE)
+
+static const tile_fn tiles[MAX_TILE + 1] = {0, TILE_WIDTHS(TILE_ENTRY)};
 
 void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
                        const float *values, int nnz, int tile_vectors)
@@ -145,6 +141,70 @@ void spconv_accumulate_group(float *acc, long acc_stride, long n, const float *b
         const long end = tile_start(vectors, ntiles, t + 1);
         table[end - v](acc + v * VEC_FLOATS, acc_stride, base + v * VEC_FLOATS, colidx, values,
                        npos);
+        v = end;
+    }
+}
+
+/* Output tiles: as the tiles above, but the accumulators start at the bias in registers and
+   go from there straight to the output, the residual added and the ReLU applied on the way:
+   no accumulator row is initialised, loaded, stored and copied out (for a layer with few
+   non-zeros per output channel those round trips cost as many loads as the products). */
+typedef void (*out_tile_fn)(float *out, long valid, float bias, const float *residual, int relu,
+                            const float *base, const int *colidx, const float *values, int nnz);
+
+/* out[0..n) = act(x + residual), n below one vector for the last one of a row. */
+static inline void store_output(float *out, long n, vec_t x, const float *residual, int relu)
+{
+    if (n >= VEC_FLOATS) {
+        if (residual)
+            x = vec_add(x, vec_load(residual));
+        vec_store(out, relu ? vec_relu(x) : x);
+        return;
+    }
+    float t[VEC_FLOATS];
+    vec_store(t, x);
+    for (long i = 0; i < n; ++i) {
+        const float y = residual ? t[i] + residual[i] : t[i];
+        out[i] = relu ? (y > 0.0f ? y : 0.0f) : y;
+    }
+}
+
+#define DEFINE_OUT_TILE(T)                                                                \
+    static void out_tile_##T(float *out, long valid, float bias, const float *residual,  \
+                             int relu, const float *base, const int *colidx,             \
+                             const float *values, int nnz)                                \
+    {                                                                                     \
+        vec_t a[T];                                                                       \
+        _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v) a[v] = vec_set1(bias);       \
+        for (int j = 0; j < nnz; ++j) {                                                   \
+            const vec_t w = vec_set1(values[j]);                                          \
+            const float *p = base + colidx[j];                                            \
+            _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                          \
+                a[v] = vec_fma(w, vec_load(p + v * VEC_FLOATS), a[v]);                    \
+        }                                                                                 \
+        _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                              \
+            store_output(out + v * VEC_FLOATS, valid - (long)v * VEC_FLOATS, a[v],        \
+                         residual ? residual + v * VEC_FLOATS : 0, relu);                 \
+    }
+#define OUT_TILE_ENTRY(T) out_tile_##T,
+
+TILE_WIDTHS(DEFINE_OUT_TILE)
+
+static const out_tile_fn out_tiles[MAX_TILE + 1] = {0, TILE_WIDTHS(OUT_TILE_ENTRY)};
+
+void spconv_accumulate_out(float *out, long n, float bias, const float *residual, int relu,
+                           const float *base, const int *colidx, const float *values, int nnz,
+                           int tile_vectors)
+{
+    const long vectors = (n + VEC_FLOATS - 1) / VEC_FLOATS;
+    if (vectors <= 0)
+        return;
+    const long ntiles = tile_count(vectors, tile_vectors);
+    for (long t = 0, v = 0; t < ntiles; ++t) {
+        const long end = tile_start(vectors, ntiles, t + 1);
+        const long first = v * VEC_FLOATS, last = end * VEC_FLOATS < n ? end * VEC_FLOATS : n;
+        out_tiles[end - v](out + first, last - first, bias, residual ? residual + first : 0,
+                           relu, base + first, colidx, values, nnz);
         v = end;
     }
 }

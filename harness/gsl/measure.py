@@ -30,10 +30,11 @@ LAYER_SWEEP_SPARSITIES = [0.3, 0.5, 0.7, 0.8, 0.9, 0.95]
 
 
 def timing_methods() -> list[str]:
-    """What the pruned convolutions are timed with: the modelled sparse kernel and every
-    available dense method (the best of which is the baseline)."""
-    return [kernels.modelled_method(), *(m for m in kernels.methods_where(dense=True)
-                                         if kernels.METHODS[m].available())]
+    """What the pruned convolutions are timed with: the sparse kernels a sparsified network
+    runs (the sweep times each where it applies) and every available dense method (the best
+    of which is the baseline)."""
+    return [*kernels.SPARSE_RUNNERS, *(m for m in kernels.methods_where(dense=True)
+                                       if kernels.METHODS[m].available())]
 
 
 def _sweep(cfg: SweepConfig, run_dir: Path, analyse_with=None) -> pd.DataFrame:
@@ -84,9 +85,10 @@ def sweep_own_layers(shapes: dict[str, LayerShape], profile: Profile, run_dir: P
 
 def network_speed(frame: pd.DataFrame, variant: str) -> tuple[pd.DataFrame, float]:
     """Per layer of ``variant``: the best dense time (the fastest dense measurement of that
-    layer in any variant: dense methods ignore the weights) and the direct sparse time on the
-    variant's weights. Each layer is deployed on whichever of the two measured faster, as
-    harness.sparsify does, for every variant alike. Returns the table and the convolutions'
+    layer in any variant: dense methods ignore the weights) and the time of the sparse kernel
+    harness.sparsify runs it on (the first of kernels.SPARSE_RUNNERS the sweep timed for it),
+    on the variant's weights. Each layer is deployed on whichever of the two measured faster,
+    as harness.sparsify does, for every variant alike. Returns the table and the convolutions'
     speedup over all-dense."""
     ok = frame[frame["status"] == "ok"]
     base = ok["layer"].str.rsplit("@", n=1).str[0]
@@ -94,11 +96,12 @@ def network_speed(frame: pd.DataFrame, variant: str) -> tuple[pd.DataFrame, floa
     rows = []
     for layer, g in ok[ok["layer"].str.endswith(f"@{variant}")].groupby("layer", sort=False):
         name = layer.rsplit("@", 1)[0]
-        direct = g[g["method"] == kernels.modelled_method()]["median_s"].min()
+        method = next(m for m in kernels.SPARSE_RUNNERS if (g["method"] == m).any())
+        sparse = g[g["method"] == method]["median_s"].min()
         rows.append({"layer": name, "sparsity": g["sparsity"].iloc[0], "best_dense_s": dense[name],
-                     "direct_sparse_s": direct, "speedup": dense[name] / direct,
-                     "runs_sparse": bool(direct < dense[name]),
-                     "deployed_s": min(direct, dense[name])})
+                     "sparse_method": method, "sparse_s": sparse, "speedup": dense[name] / sparse,
+                     "runs_sparse": bool(sparse < dense[name]),
+                     "deployed_s": min(sparse, dense[name])})
     table = pd.DataFrame(rows)
     return table, float(table["best_dense_s"].sum() / table["deployed_s"].sum())
 

@@ -62,6 +62,16 @@ def modelled_method() -> str:
     return next(m for m, cls in METHODS.items() if cls.modelled)
 
 
+# The sparse kernels a network's layer runs on, most specialised first: the first that applies
+# to a layer's geometry is the one harness.sparsify deploys and the one its timing stands for.
+SPARSE_RUNNERS = ("pointwise_sparse", "direct_sparse")
+
+
+def sparse_method_for(spec: ConvSpec) -> str:
+    """The sparse kernel that runs a layer of this geometry in a sparsified network."""
+    return next(m for m in SPARSE_RUNNERS if METHODS[m].applies(spec))
+
+
 def default_methods() -> list[str]:
     """What a sweep times when no methods are named: every available one but the reference."""
     return [m for m in available_methods() if METHODS[m].in_default_sweep]
@@ -92,5 +102,6 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, relu=F
 
 
 __all__ = ["prepare", "conv2d", "register", "METHODS", "method_class", "methods_where",
-           "available_methods", "default_methods", "modelled_method", "PreparedConv",
+           "available_methods", "default_methods", "modelled_method", "SPARSE_RUNNERS",
+           "sparse_method_for", "PreparedConv",
            "KernelError", "DirectPlan", "default_plan", "ConvSpec", "reference_conv"]

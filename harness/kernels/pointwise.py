@@ -47,7 +47,9 @@ class PointwiseSparseConv(PreparedConv):
         return is_pointwise(spec)
 
     def __init__(self, w, bias, spec, *, relu, threads, kernels=None, chunk=None,
-                 out_block=None, **_):
+                 out_block=None, through_scratch: bool = False, **_):
+        """``through_scratch`` runs the earlier form of the kernel, whose accumulators go
+        through a scratch row to the output (kept to measure the direct store against)."""
         super().__init__(spec, relu=relu, threads=threads)
         if not is_pointwise(spec):
             raise ShapeError("pointwise_sparse runs 1x1 convolutions at stride 1 without "
@@ -73,7 +75,8 @@ class PointwiseSparseConv(PreparedConv):
         self._args = ffi.new("spconv_pointwise_args *", dict(
             batch=spec.batch, channels=spec.in_channels, out_channels=spec.out_channels,
             pixels=pixels, chunk=self.chunk, out_block=self.out_block, tile_vectors=tile,
-            threads=threads))
+            threads=threads, through_scratch=int(through_scratch)))
+        self.through_scratch = bool(through_scratch)
         self._ptrs = (native.int_ptr(built, self._rowptr), native.int_ptr(built, self._colidx),
                       native.float_ptr(built, self._values),
                       ffi.NULL if self._bias is None else native.float_ptr(built, self._bias))
@@ -94,4 +97,5 @@ class PointwiseSparseConv(PreparedConv):
 
     def describe(self) -> dict:
         return {"chunk": self.chunk, "out_block": self.out_block, "nnz": self.nnz,
+                "through_scratch": self.through_scratch,
                 "isa": self.built.isa, "build_key": self.built.key}

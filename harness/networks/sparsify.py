@@ -103,9 +103,10 @@ class FusedConv(nn.Module):
             if not self.sparse:
                 # dense libraries' threads must not spin between calls: many layers take turns
                 k = kernels.prepare(c.weight, c.bias, method=self.runner, spin=False, **args)
-            elif kernels.method_class("pointwise_sparse").applies(spec):
-                k = kernels.prepare(c.weight, c.bias, method="pointwise_sparse", **args)
-            else:
+            elif kernels.sparse_method_for(spec) != kernels.modelled_method():
+                k = kernels.prepare(c.weight, c.bias, method=kernels.sparse_method_for(spec),
+                                    **args)
+            else:  # the direct kernel, with its plan
                 plan = self.plan or (self._searched_plan(spec) if self.search else None)
                 k = kernels.prepare(c.weight, c.bias, plan=plan, **args)
             out = np.empty(k.spec.output_shape, dtype=np.float32)

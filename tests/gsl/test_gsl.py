@@ -320,3 +320,29 @@ def test_a_validation_split_larger_than_the_training_set_is_refused(tmp_path, ca
                      "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--validation 100" in err[0]
+
+
+def test_network_speed_times_each_layer_on_the_kernel_sparsify_runs():
+    """A 1x1 layer counts at the pointwise kernel's time even where the direct one was faster
+    (sparsify runs the pointwise one), and a layer whose sparse kernel loses to the best dense
+    method (of any variant) counts at the dense time."""
+    from harness.gsl.measure import network_speed
+    rows = [("pw@gsl", "pointwise_sparse", False, 4.0), ("pw@gsl", "direct_sparse", False, 3.0),
+            ("pw@gsl", "onnxruntime", True, 8.0), ("k3@gsl", "direct_sparse", False, 6.0),
+            ("k3@gsl", "onnxruntime", True, 7.0), ("k3@uniform", "onnxruntime", True, 5.0),
+            ("k3@uniform", "direct_sparse", False, 2.0)]
+    frame = pd.DataFrame(rows, columns=["layer", "method", "dense", "median_s"])
+    frame["status"], frame["sparsity"] = "ok", 0.9
+    table, speedup = network_speed(frame, "gsl")
+    by = table.set_index("layer")
+    assert by.loc["pw", "sparse_method"] == "pointwise_sparse" and by.loc["pw", "sparse_s"] == 4.0
+    assert by.loc["k3", "best_dense_s"] == 5.0 and not by.loc["k3", "runs_sparse"]
+    assert speedup == pytest.approx((8.0 + 5.0) / (4.0 + 5.0))
+
+
+def test_sparse_kernel_choice_is_pointwise_only_where_it_applies():
+    from harness import kernels
+    spec = kernels.ConvSpec.from_shapes
+    assert kernels.sparse_method_for(spec((1, 8, 6, 6), (4, 8, 1, 1), 1, 0, 1, 1)) == "pointwise_sparse"
+    assert kernels.sparse_method_for(spec((1, 8, 6, 6), (4, 8, 1, 1), 2, 0, 1, 1)) == "direct_sparse"
+    assert kernels.sparse_method_for(spec((1, 8, 6, 6), (4, 8, 3, 3), 1, 1, 1, 1)) == "direct_sparse"

@@ -87,3 +87,30 @@ def test_residual_is_added_before_the_activation(rng, relu):
         want = np.maximum(want, 0)
     tolerance = 1e-5 * (plain.magnitude + np.abs(residual)) + 1e-6
     assert (np.abs(out - want) <= tolerance).all()
+
+
+def test_output_tiles_match_the_scratch_row_kernel_bit_for_bit(isa_build, rng):
+    """The accumulators stored straight from registers (the default) and the earlier kernel
+    through a scratch row compute the same sums in the same order, residual and ReLU included,
+    on every ISA path and on rows that end in a partial vector or a partial tile."""
+    for c, m, h, w, chunk in [(37, 19, 5, 7, None), (5, 3, 3, 3, None), (64, 33, 11, 13, 96),
+                              (9, 70, 28, 28, None)]:
+        x = rng.standard_normal((2, c, h, w)).astype(np.float32)
+        x[0, 0, 0, 0] = np.nan  # NaN and -0 meet the ReLU as in the scratch kernel
+        x[1, :, 0, 1] = -0.0
+        weights = random_sparse_weights((m, c, 1, 1), 0.8, rng)
+        b = rng.standard_normal(m).astype(np.float32)
+        residual = rng.standard_normal((2, m, h, w)).astype(np.float32)
+        vector = isa_build.lib.spconv_vector_floats()
+        options = {} if chunk is None else {"chunk": -(-chunk // vector) * vector}
+        for relu in (False, True):
+            for res in (None, residual):
+                outs = []
+                for through_scratch in (False, True):
+                    k = kernels.prepare(weights, b, input_shape=x.shape, relu=relu,
+                                        method="pointwise_sparse", threads=2, kernels=isa_build,
+                                        through_scratch=through_scratch, **options)
+                    out = np.full(k.spec.output_shape, 7.0, np.float32)
+                    k.run_with_residual(x, res, out)
+                    outs.append(out)
+                np.testing.assert_array_equal(outs[0], outs[1])

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""The pointwise kernel's two output paths, side by side: accumulators stored from registers
+straight to the output (the default) against the earlier kernel, which accumulates each output
+row in a scratch row and copies it out.
+
+For every stride-1 1x1 layer of a catalog network at one sparsity (random weights, batch 1,
+one thread by default), both are verified against the float64 reference, then timed in
+interleaved rounds; printed per layer: both medians, their ratio, and the useful GFLOP/s of
+the default path. Usage:
+    python bench/pointwise_store.py [--network resnet50] [--sparsity 0.9] [--threads 1]
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+
+from harness import kernels  # noqa: E402
+from harness.conv.layers import network_layers  # noqa: E402
+from harness.conv.sparsity import check_sparsity  # noqa: E402
+from harness.conv.verify import expected_output, verify  # noqa: E402
+from harness.conv.weights import generated_weights, sweep_input  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
+from harness.kernels.pointwise import is_pointwise  # noqa: E402
+from harness.machine.hostinfo import detect_host  # noqa: E402
+from harness.timing import interleaved_medians, measure  # noqa: E402
+from problems import run_bench  # noqa: E402
+
+PATHS = {"registers": False, "scratch row": True}  # name -> through_scratch
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--network", default="resnet50")
+    ap.add_argument("--sparsity", type=float, default=0.9)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args()
+    check_sparsity(args.sparsity)
+    if args.threads < 1 or args.batch < 1:
+        raise HarnessError("--threads and --batch must be at least 1")
+    layers = [l for l in network_layers(args.network) if is_pointwise(l.spec(args.batch))]
+    if not layers:
+        raise HarnessError(f"{args.network} has no stride-1 1x1 layers")
+    host = detect_host()
+    print(f"host {host.cpu_model}; {args.network} 1x1 layers at sparsity {args.sparsity}, "
+          f"batch {args.batch}, {args.threads} thread(s), medians of {args.rounds} rounds")
+    totals = dict.fromkeys(PATHS, 0.0)
+    for layer in layers:
+        spec = layer.spec(args.batch)
+        w = generated_weights(layer, args.sparsity, "random", seed=0)
+        x = sweep_input(layer, args.batch, seed=0)
+        expected = expected_output(x, w, None, spec, relu=True)
+        runs = {}
+        for name, through_scratch in PATHS.items():
+            k = kernels.prepare(w, input_shape=x.shape, relu=True, method="pointwise_sparse",
+                                threads=args.threads, through_scratch=through_scratch)
+            out = np.empty(spec.output_shape, np.float32)
+            k.run_into(x, out)
+            verdict = verify(out, expected)
+            if not verdict.ok:
+                raise HarnessError(f"{layer.name} ({name}): wrong output: {verdict}")
+            runs[name] = (lambda k=k, out=out: k.run_into(x, out))
+        t = interleaved_medians(PATHS, lambda name: measure(runs[name], repeats=3).median,
+                                rounds=args.rounds)
+        for name in PATHS:
+            totals[name] += t[name]
+        useful = 2.0 * np.count_nonzero(w) * spec.out_height * spec.out_width * args.batch
+        print(f"  {layer.name:24s} {spec.in_channels:5d}->{spec.out_channels:<5d} "
+              f"{spec.height:3d}x{spec.width:<3d} registers {t['registers'] * 1e6:8.1f} us  "
+              f"scratch row {t['scratch row'] * 1e6:8.1f} us  ratio "
+              f"{t['scratch row'] / t['registers']:.2f}x  "
+              f"({useful / t['registers'] / 1e9:.1f} useful GFLOP/s)")
+    print(f"all {len(layers)} layers once: registers {totals['registers'] * 1e3:.3f} ms, scratch "
+          f"row {totals['scratch row'] * 1e3:.3f} ms, "
+          f"{totals['scratch row'] / totals['registers']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_bench(main))
