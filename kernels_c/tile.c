@@ -161,12 +161,19 @@ static inline void store_output(float *out, long n, vec_t x, const float *residu
         vec_store(out, relu ? vec_relu(x) : x);
         return;
     }
+#if defined(SPCONV_ISA_AVX512)
+    const __mmask16 m = (__mmask16)((1u << n) - 1);
+    if (residual)
+        x = vec_add(x, _mm512_maskz_loadu_ps(m, residual));
+    _mm512_mask_storeu_ps(out, m, relu ? vec_relu(x) : x);
+#else
     float t[VEC_FLOATS];
     vec_store(t, x);
     for (long i = 0; i < n; ++i) {
         const float y = residual ? t[i] + residual[i] : t[i];
         out[i] = relu ? (y > 0.0f ? y : 0.0f) : y;
     }
+#endif
 }
 
 #define DEFINE_OUT_TILE(T)                                                                \

@@ -12,6 +12,11 @@ from harness.kernels.base import PreparedConv
 
 L1_SLICE_BYTES = 24 * 1024  # a chunk's slice of the input (all channels), kept within L1
 MIN_CHUNK_VECTORS = 4       # narrower register tiles cost more loads per FMA than L2 does
+# Storing the accumulators straight from registers beat the scratch row by 2-44% on planes of
+# 14x14 and more, but lost 4-20% on 7x7 ones (three vectors and one lane a row), measured on
+# an AMD EPYC (Zen 5, AVX-512) with bench/pointwise_store.py; below this many vectors a plane
+# goes through the scratch row.
+SCRATCH_BELOW_VECTORS = 4
 
 
 def is_pointwise(spec) -> bool:
@@ -47,9 +52,10 @@ class PointwiseSparseConv(PreparedConv):
         return is_pointwise(spec)
 
     def __init__(self, w, bias, spec, *, relu, threads, kernels=None, chunk=None,
-                 out_block=None, through_scratch: bool = False, **_):
+                 out_block=None, through_scratch: bool | None = None, **_):
         """``through_scratch`` runs the earlier form of the kernel, whose accumulators go
-        through a scratch row to the output (kept to measure the direct store against)."""
+        through a scratch row to the output; None (default) takes it for planes shorter than
+        SCRATCH_BELOW_VECTORS vectors only (see that constant)."""
         super().__init__(spec, relu=relu, threads=threads)
         if not is_pointwise(spec):
             raise ShapeError("pointwise_sparse runs 1x1 convolutions at stride 1 without "
@@ -62,6 +68,8 @@ class PointwiseSparseConv(PreparedConv):
         self.chunk = chunk or default_chunk(spec, vector, max_tile)
         self.out_block = out_block or default_out_block(spec, threads, self.chunk)
         tile = max(1, min(max_tile, self.chunk // vector))
+        if through_scratch is None:
+            through_scratch = pixels < SCRATCH_BELOW_VECTORS * vector
         matrix = w.reshape(spec.out_channels, spec.in_channels)
         rows, channels = np.nonzero(matrix)
         self.nnz = int(rows.size)
