@@ -3,11 +3,12 @@
 straight to the output (the default) against the earlier kernel, which accumulates each output
 row in a scratch row and copies it out.
 
-For every stride-1 1x1 layer of a catalog network at one sparsity (random weights, batch 1,
+For every stride-1 1x1 layer of a catalog network (or of a GSL network for 28x28 images, such
+as gsl-bottleneck; that needs PyTorch) at one sparsity (random weights, batch 1,
 one thread by default), both are verified against the float64 reference, then timed in
 interleaved rounds; printed per layer: both medians, their ratio, and the useful GFLOP/s of
 the default path. Usage:
-    python bench/pointwise_store.py [--network resnet50] [--sparsity 0.9] [--threads 1]
+    python bench/pointwise_store.py [--network resnet50|gsl-bottleneck] [--sparsity 0.9]
 """
 
 import argparse
@@ -30,6 +31,18 @@ from harness.timing import interleaved_medians, measure  # noqa: E402
 from problems import run_bench  # noqa: E402
 
 PATHS = {"registers": False, "scratch row": True}  # name -> through_scratch
+GSL_PREFIX = "gsl-"
+
+
+def layers_of(network: str):
+    """A catalog network's layers, or a GSL network's (its convolutions on a 28x28 image)."""
+    if not network.startswith(GSL_PREFIX):
+        return network_layers(network)
+    import torch
+    from harness.gsl.network import build_network, conv_shapes
+    model = build_network(network[len(GSL_PREFIX):], classes=10, width=32, in_channels=1)
+    return list(conv_shapes(model, torch.zeros(1, 1, 28, 28), network).values())
+
 
 
 def main() -> int:
@@ -43,7 +56,7 @@ def main() -> int:
     check_sparsity(args.sparsity)
     if args.threads < 1 or args.batch < 1:
         raise HarnessError("--threads and --batch must be at least 1")
-    layers = [l for l in network_layers(args.network) if is_pointwise(l.spec(args.batch))]
+    layers = [l for l in layers_of(args.network) if is_pointwise(l.spec(args.batch))]
     if not layers:
         raise HarnessError(f"{args.network} has no stride-1 1x1 layers")
     host = detect_host()

@@ -12,10 +12,10 @@ from harness.kernels.base import PreparedConv
 
 L1_SLICE_BYTES = 24 * 1024  # a chunk's slice of the input (all channels), kept within L1
 MIN_CHUNK_VECTORS = 4       # narrower register tiles cost more loads per FMA than L2 does
-# Storing the accumulators straight from registers beat the scratch row by 2-44% on planes of
-# 14x14 and more, but lost 4-20% on 7x7 ones (three vectors and one lane a row), measured on
-# an AMD EPYC (Zen 5, AVX-512) with bench/pointwise_store.py; below this many vectors a plane
-# goes through the scratch row.
+# Storing the accumulators straight from registers gained up to 21% on planes of 14x14 and
+# more with few non-zeros a row, but lost 5-8% on 7x7 ones (three vectors and one lane a
+# row), measured on an AMD EPYC (Zen 5, AVX-512) with bench/pointwise_store.py; below this
+# many vectors a plane goes through the scratch row.
 SCRATCH_BELOW_VECTORS = 4
 
 
