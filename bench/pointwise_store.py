@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""The pointwise kernel's two output paths, side by side: accumulators stored from registers
-straight to the output (the default) against the earlier kernel, which accumulates each output
-row in a scratch row and copies it out.
+"""The pointwise kernel's variants, side by side: its default (input channels in blocks whose
+slice stays in L1, the last block's sums stored from registers straight to the output), all
+input channels in one block, and the earlier kernel (one block, each output row accumulated in
+a scratch row and copied out).
 
 For every stride-1 1x1 layer of a catalog network (or of a GSL network for 28x28 images, such
 as gsl-bottleneck; that needs PyTorch) at one sparsity (random weights, batch 1,
-one thread by default), both are verified against the float64 reference, then timed in
-interleaved rounds; printed per layer: both medians, their ratio, and the useful GFLOP/s of
-the default path. Usage:
+one thread by default), each variant is verified against the float64 reference, then they are
+timed in interleaved rounds; printed per layer: the medians, the earlier kernel's time over the
+default's, and the useful GFLOP/s of the default. Usage:
     python bench/pointwise_store.py [--network resnet50|gsl-bottleneck] [--sparsity 0.9]
 """
 
@@ -30,7 +31,11 @@ from harness.machine.hostinfo import detect_host  # noqa: E402
 from harness.timing import interleaved_medians, measure  # noqa: E402
 from problems import run_bench  # noqa: E402
 
-PATHS = {"registers": False, "scratch row": True}  # name -> through_scratch
+VARIANTS = {  # name -> the kernel's options (None: its defaults)
+    "default": {},
+    "one block": {"channel_block": 1 << 30, "through_scratch": False},
+    "earlier": {"channel_block": 1 << 30, "through_scratch": True},
+}
 GSL_PREFIX = "gsl-"
 
 
@@ -62,35 +67,34 @@ def main() -> int:
     host = detect_host()
     print(f"host {host.cpu_model}; {args.network} 1x1 layers at sparsity {args.sparsity}, "
           f"batch {args.batch}, {args.threads} thread(s), medians of {args.rounds} rounds")
-    totals = dict.fromkeys(PATHS, 0.0)
+    totals = dict.fromkeys(VARIANTS, 0.0)
     for layer in layers:
         spec = layer.spec(args.batch)
         w = generated_weights(layer, args.sparsity, "random", seed=0)
         x = sweep_input(layer, args.batch, seed=0)
         expected = expected_output(x, w, None, spec, relu=True)
         runs = {}
-        for name, through_scratch in PATHS.items():
+        for name, options in VARIANTS.items():
             k = kernels.prepare(w, input_shape=x.shape, relu=True, method="pointwise_sparse",
-                                threads=args.threads, through_scratch=through_scratch)
+                                threads=args.threads, **options)
             out = np.empty(spec.output_shape, np.float32)
             k.run_into(x, out)
             verdict = verify(out, expected)
             if not verdict.ok:
                 raise HarnessError(f"{layer.name} ({name}): wrong output: {verdict}")
             runs[name] = (lambda k=k, out=out: k.run_into(x, out))
-        t = interleaved_medians(PATHS, lambda name: measure(runs[name], repeats=3).median,
+        t = interleaved_medians(VARIANTS, lambda name: measure(runs[name], repeats=3).median,
                                 rounds=args.rounds)
-        for name in PATHS:
+        for name in VARIANTS:
             totals[name] += t[name]
         useful = 2.0 * np.count_nonzero(w) * spec.out_height * spec.out_width * args.batch
-        print(f"  {layer.name:24s} {spec.in_channels:5d}->{spec.out_channels:<5d} "
-              f"{spec.height:3d}x{spec.width:<3d} registers {t['registers'] * 1e6:8.1f} us  "
-              f"scratch row {t['scratch row'] * 1e6:8.1f} us  ratio "
-              f"{t['scratch row'] / t['registers']:.2f}x  "
-              f"({useful / t['registers'] / 1e9:.1f} useful GFLOP/s)")
-    print(f"all {len(layers)} layers once: registers {totals['registers'] * 1e3:.3f} ms, scratch "
-          f"row {totals['scratch row'] * 1e3:.3f} ms, "
-          f"{totals['scratch row'] / totals['registers']:.2f}x")
+        times = "  ".join(f"{name} {t[name] * 1e6:7.1f} us" for name in VARIANTS)
+        print(f"  {layer.name:22s} {spec.in_channels:4d}->{spec.out_channels:<4d} "
+              f"{spec.height:2d}x{spec.width:<2d} {times}  {t['earlier'] / t['default']:.2f}x "
+              f"({useful / t['default'] / 1e9:.1f} useful GFLOP/s)")
+    times = ", ".join(f"{name} {totals[name] * 1e3:.3f} ms" for name in VARIANTS)
+    print(f"all {len(layers)} layers once: {times}; earlier over default "
+          f"{totals['earlier'] / totals['default']:.2f}x")
     return 0
 
 

@@ -6,11 +6,13 @@
    shortcut addition and the ReLU after it, fused.
 
    Work items are (image, pixel chunk, block of output channels). An item packs its chunk of
-   every input channel into one contiguous slice (channel rows lie a whole image plane apart,
-   which maps them onto few L1 sets; packed, the slice stays in L1 while it is reused), then
-   each output channel of the block streams its non-zeros over the slice in register tiles and
-   writes its chunk once. The last chunk is zero-filled to whole vectors, so no load reads past
-   the input. */
+   one block of input channels into one contiguous slice (channel rows lie a whole image plane
+   apart, which maps them onto few L1 sets; packed, the slice stays in L1 while it is reused),
+   then each output channel of the item streams its non-zeros in that block over the slice in
+   register tiles; block after block, and after the last one it writes its chunk once. With
+   more than one block (many input channels: every channel's slice would not fit L1) the sums
+   wait in a scratch row per output channel between blocks. The last chunk is zero-filled to
+   whole vectors, so no load reads past the input. */
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -20,9 +22,14 @@
 #include "simd.h"
 #include "tile.h"
 
-long spconv_pointwise_scratch_floats(int channels, long chunk, int threads)
+/* Per thread: the packed slice of one channel block and one scratch row per output channel
+   of a work item (used only with several channel blocks, or through_scratch). */
+static long slice_floats(const spconv_pointwise_args *a) { return (long)a->channel_block * a->chunk; }
+static long rows_floats(const spconv_pointwise_args *a) { return (long)a->out_block * a->chunk; }
+
+long spconv_pointwise_scratch_floats(const spconv_pointwise_args *a)
 {
-    return (long)threads * ((long)channels + 1) * chunk;
+    return (long)a->threads * (slice_floats(a) + rows_floats(a));
 }
 
 /* dst[0..len) = src[0..len), zeros up to whole vectors: vector copies (a call to memcpy per
@@ -41,28 +48,45 @@ static inline void pack_row(float *dst, const float *src, long len)
     }
 }
 
-int spconv_pointwise(const spconv_pointwise_args *a, const int *rowptr, const int *colidx,
+/* Pack channels [c0, c1) of one chunk into the slice, each row chunk floats apart. */
+static void pack_block(const spconv_pointwise_args *a, const float *x, int c0, int c1, long p0,
+                       long len, float *slice)
+{
+    for (int c = c0; c < c1; ++c) {
+        const float *row = x + c * a->pixels + p0;
+        pack_row(slice + (long)(c - c0) * a->chunk, row, len);
+        /* the next chunk of this row: the rows are more streams than the hardware
+           prefetchers follow */
+        for (long i = a->chunk; i < 2 * a->chunk && p0 + i < a->pixels; i += 16)
+            __builtin_prefetch(row + i);
+    }
+}
+
+int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const int *colidx,
                      const float *values, const float *bias, int relu, const float *input,
                      const float *residual, float *scratch, float *output)
 {
     const long pixels = a->pixels, chunk = a->chunk;
     if (a->batch < 0 || a->channels <= 0 || a->out_channels <= 0 || pixels <= 0 ||
-        chunk <= 0 || chunk % VEC_FLOATS || a->out_block <= 0 || a->threads < 1)
+        chunk <= 0 || chunk % VEC_FLOATS || a->out_block <= 0 || a->threads < 1 ||
+        a->channel_block <= 0)
         return SPCONV_EGEOMETRY;
     if (a->tile_vectors < 1 || a->tile_vectors > MAX_TILE)
         return SPCONV_EPLAN;
     const long chunks = (pixels + chunk - 1) / chunk;
     const int blocks = (a->out_channels + a->out_block - 1) / a->out_block;
+    const int cblocks = (a->channels + a->channel_block - 1) / a->channel_block;
     const long per_image = (long)a->channels * pixels, out_per_image = (long)a->out_channels * pixels;
 
 #pragma omp parallel num_threads(a->threads)
     {
 #ifdef _OPENMP
-        float *slice = scratch + (long)omp_get_thread_num() * (a->channels + 1) * chunk;
+        float *slice = scratch + (long)omp_get_thread_num() *
+                                     (slice_floats(a) + rows_floats(a));
 #else
         float *slice = scratch;
 #endif
-        float *acc = slice + (long)a->channels * chunk;
+        float *rows = slice + slice_floats(a);
 #pragma omp for collapse(3) schedule(static)
         for (int n = 0; n < a->batch; ++n)
             for (long k = 0; k < chunks; ++k)
@@ -72,46 +96,54 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *rowptr, const in
                     const long p0 = k * chunk;
                     const long len = pixels - p0 < chunk ? pixels - p0 : chunk;
                     const long padded = (len + VEC_FLOATS - 1) / VEC_FLOATS * VEC_FLOATS;
-                    for (int c = 0; c < a->channels; ++c) {
-                        const float *row = x + c * pixels + p0;
-                        pack_row(slice + c * chunk, row, len);
-                        /* the next chunk of this row: the rows are more streams than the
-                           hardware prefetchers follow */
-                        for (long i = chunk; i < 2 * chunk && p0 + i < pixels; i += 16)
-                            __builtin_prefetch(row + i);
-                    }
                     const int m0 = b * a->out_block;
                     const int m1 = m0 + a->out_block < a->out_channels ? m0 + a->out_block
                                                                        : a->out_channels;
-                    for (int m = m0; m < m1; ++m) {
-                        const float b0 = bias ? bias[m] : 0.0f;
-                        const int *cols = colidx + rowptr[m];
-                        const float *vals = values + rowptr[m];
-                        const int nnz = rowptr[m + 1] - rowptr[m];
-                        float *dst = y + m * pixels + p0;
-                        const float *res =
-                            residual ? residual + n * out_per_image + m * pixels + p0 : NULL;
-                        /* the next chunk's output row, for writing: a layer's output is
-                           usually out of cache, and its rows are too many streams for the
-                           hardware prefetchers */
-                        for (long i = chunk; i < 2 * chunk && p0 + i < pixels; i += 16)
-                            __builtin_prefetch(dst + i, 1);
-                        if (!a->through_scratch) {
-                            spconv_accumulate_out(dst, len, b0, res, relu, slice, cols, vals,
-                                                  nnz, a->tile_vectors);
-                            continue;
+                    for (int cb = 0; cb < cblocks; ++cb) {
+                        const int c0 = cb * a->channel_block;
+                        const int c1 = c0 + a->channel_block < a->channels
+                                           ? c0 + a->channel_block : a->channels;
+                        const int last = cb == cblocks - 1;
+                        pack_block(a, x, c0, c1, p0, len, slice);
+                        for (int m = m0; m < m1; ++m) {
+                            const int *ptr = blkptr + (long)m * (cblocks + 1) + cb;
+                            const int *cols = colidx + ptr[0];
+                            const float *vals = values + ptr[0];
+                            const int nnz = ptr[1] - ptr[0];
+                            const float b0 = bias ? bias[m] : 0.0f;
+                            float *acc = rows + (long)(m - m0) * chunk;
+                            if (!last || a->through_scratch) {
+                                if (cb == 0)
+                                    for (long i = 0; i < padded; ++i)
+                                        acc[i] = b0;
+                                spconv_accumulate(acc, padded, slice, cols, vals, nnz,
+                                                  a->tile_vectors);
+                                if (!last)
+                                    continue;
+                            }
+                            float *dst = y + m * pixels + p0;
+                            const float *res =
+                                residual ? residual + n * out_per_image + m * pixels + p0 : NULL;
+                            /* the next chunk's output row, for writing: a layer's output is
+                               usually out of cache, and its rows are too many streams for the
+                               hardware prefetchers */
+                            for (long i = chunk; i < 2 * chunk && p0 + i < pixels; i += 16)
+                                __builtin_prefetch(dst + i, 1);
+                            if (!a->through_scratch) {
+                                /* the last block's sums go from registers to the output */
+                                spconv_accumulate_out(dst, len, b0, cb ? acc : NULL, res, relu,
+                                                      slice, cols, vals, nnz, a->tile_vectors);
+                                continue;
+                            }
+                            if (res)
+                                for (long i = 0; i < len; ++i)
+                                    acc[i] += res[i];
+                            if (relu)
+                                for (long i = 0; i < len; ++i)
+                                    dst[i] = acc[i] > 0.0f ? acc[i] : 0.0f;
+                            else
+                                memcpy(dst, acc, sizeof(float) * len);
                         }
-                        for (long i = 0; i < padded; ++i)
-                            acc[i] = b0;
-                        spconv_accumulate(acc, padded, slice, cols, vals, nnz, a->tile_vectors);
-                        if (res)
-                            for (long i = 0; i < len; ++i)
-                                acc[i] += res[i];
-                        if (relu)
-                            for (long i = 0; i < len; ++i)
-                                dst[i] = acc[i] > 0.0f ? acc[i] : 0.0f;
-                        else
-                            memcpy(dst, acc, sizeof(float) * len);
                     }
                 }
     }

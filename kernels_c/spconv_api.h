@@ -73,8 +73,10 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                   float *padded, float *scratch, float *output);
 
 /* Pointwise sparse convolution (kernels_c/pointwise.c): 1x1 kernel, stride 1, no padding, one
-   group, no padded copy of the input. CSR over output channels, colidx[j] = c_j * chunk
-   (offsets into the packed slice of one chunk); chunk (pixels per work item) is a multiple of
+   group, no padded copy of the input. The non-zeros of output channel m that read input-channel
+   block b are [blkptr[m * (channel_blocks + 1) + b], blkptr[m * (channel_blocks + 1) + b + 1])
+   (a CSR whose rows are split by block), colidx[j] = (c_j - b * channel_block) * chunk (offsets
+   into the packed slice of one block and chunk); chunk (pixels per work item) is a multiple of
    the vector length; scratch holds spconv_pointwise_scratch_floats() floats. residual (NULL
    or the output's shape) is added before the activation. */
 typedef struct {
@@ -82,6 +84,9 @@ typedef struct {
     long pixels;            /* height * width */
     long chunk;             /* pixels one work item covers */
     int out_block;          /* output channels one work item covers */
+    int channel_block;      /* input channels packed and streamed at a time (all of them: one
+                               block); with several blocks each output row's sums wait in a
+                               scratch row between blocks */
     int tile_vectors;       /* register tile width, at most the ISA's largest */
     int threads;
     int through_scratch;    /* 1: each output row is accumulated in a scratch row, then copied
@@ -89,8 +94,8 @@ typedef struct {
                                accumulators go from registers straight to the output */
 } spconv_pointwise_args;
 
-long spconv_pointwise_scratch_floats(int channels, long chunk, int threads);
-int spconv_pointwise(const spconv_pointwise_args *a, const int *rowptr, const int *colidx,
+long spconv_pointwise_scratch_floats(const spconv_pointwise_args *a);
+int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const int *colidx,
                      const float *values, const float *bias, int relu, const float *input,
                      const float *residual, float *scratch, float *output);
 

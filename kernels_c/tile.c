@@ -149,8 +149,9 @@ void spconv_accumulate_group(float *acc, long acc_stride, long n, const float *b
    go from there straight to the output, the residual added and the ReLU applied on the way:
    no accumulator row is initialised, loaded, stored and copied out (for a layer with few
    non-zeros per output channel those round trips cost as many loads as the products). */
-typedef void (*out_tile_fn)(float *out, long valid, float bias, const float *residual, int relu,
-                            const float *base, const int *colidx, const float *values, int nnz);
+typedef void (*out_tile_fn)(float *out, long valid, float bias, const float *partial,
+                            const float *residual, int relu, const float *base,
+                            const int *colidx, const float *values, int nnz);
 
 /* out[0..n) = act(x + residual), n below one vector for the last one of a row. */
 static inline void store_output(float *out, long n, vec_t x, const float *residual, int relu)
@@ -177,12 +178,13 @@ static inline void store_output(float *out, long n, vec_t x, const float *residu
 }
 
 #define DEFINE_OUT_TILE(T)                                                                \
-    static void out_tile_##T(float *out, long valid, float bias, const float *residual,  \
-                             int relu, const float *base, const int *colidx,             \
-                             const float *values, int nnz)                                \
+    static void out_tile_##T(float *out, long valid, float bias, const float *partial,   \
+                             const float *residual, int relu, const float *base,         \
+                             const int *colidx, const float *values, int nnz)            \
     {                                                                                     \
         vec_t a[T];                                                                       \
-        _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v) a[v] = vec_set1(bias);       \
+        _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                              \
+            a[v] = partial ? vec_load(partial + v * VEC_FLOATS) : vec_set1(bias);         \
         for (int j = 0; j < nnz; ++j) {                                                   \
             const vec_t w = vec_set1(values[j]);                                          \
             const float *p = base + colidx[j];                                            \
@@ -199,9 +201,9 @@ TILE_WIDTHS(DEFINE_OUT_TILE)
 
 static const out_tile_fn out_tiles[MAX_TILE + 1] = {0, TILE_WIDTHS(OUT_TILE_ENTRY)};
 
-void spconv_accumulate_out(float *out, long n, float bias, const float *residual, int relu,
-                           const float *base, const int *colidx, const float *values, int nnz,
-                           int tile_vectors)
+void spconv_accumulate_out(float *out, long n, float bias, const float *partial,
+                           const float *residual, int relu, const float *base,
+                           const int *colidx, const float *values, int nnz, int tile_vectors)
 {
     const long vectors = (n + VEC_FLOATS - 1) / VEC_FLOATS;
     if (vectors <= 0)
@@ -210,8 +212,9 @@ void spconv_accumulate_out(float *out, long n, float bias, const float *residual
     for (long t = 0, v = 0; t < ntiles; ++t) {
         const long end = tile_start(vectors, ntiles, t + 1);
         const long first = v * VEC_FLOATS, last = end * VEC_FLOATS < n ? end * VEC_FLOATS : n;
-        out_tiles[end - v](out + first, last - first, bias, residual ? residual + first : 0,
-                           relu, base + first, colidx, values, nnz);
+        out_tiles[end - v](out + first, last - first, bias, partial ? partial + first : 0,
+                           residual ? residual + first : 0, relu, base + first, colidx, values,
+                           nnz);
         v = end;
     }
 }

@@ -8,14 +8,15 @@
 void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
                        const float *values, int nnz, int tile_vectors);
 
-/* out[0..n) = act(bias + sum_j values[j] * base[colidx[j] + 0..n) (+ residual[0..n))), act
-   the ReLU if relu, for any n: the accumulators never leave the registers before the output.
+/* out[0..n) = act(start + sum_j values[j] * base[colidx[j] + 0..n) (+ residual[0..n))), act
+   the ReLU if relu, start = partial[0..n) (sums so far, n rounded up to whole vectors) or,
+   with partial NULL, bias: for any n, the accumulators go from registers to the output.
    base must be readable up to each offset + n rounded up to whole vectors (the rows of a
    packed slice are zero-filled to whole vectors); out and residual are touched only in
    [0, n). */
-void spconv_accumulate_out(float *out, long n, float bias, const float *residual, int relu,
-                           const float *base, const int *colidx, const float *values, int nnz,
-                           int tile_vectors);
+void spconv_accumulate_out(float *out, long n, float bias, const float *partial,
+                           const float *residual, int relu, const float *base,
+                           const int *colidx, const float *values, int nnz, int tile_vectors);
 
 /* spconv_accumulate_group(), the same for output channels sharing one support, is declared
    in spconv_api.h (the benchmarks call it). */

@@ -9,9 +9,12 @@ import numpy as np
 from harness.errors import ShapeError
 from harness.kernels import native
 from harness.kernels.base import PreparedConv
+from harness.machine.hostinfo import detect_host
 
 L1_SLICE_BYTES = 24 * 1024  # a chunk's slice of the input (all channels), kept within L1
 MIN_CHUNK_VECTORS = 4       # narrower register tiles cost more loads per FMA than L2 does
+ACC_BYTES = 256 * 1024      # one work item's scratch rows kept within a quarter of an L2
+MIN_BLOCK_NNZ = 20          # non-zeros of an output channel a channel block must pay its trip with
 # Storing the accumulators straight from registers gained up to 21% on planes of 14x14 and
 # more with few non-zeros a row, but lost 5-8% on 7x7 ones (three vectors and one lane a
 # row), measured on an AMD EPYC (Zen 5, AVX-512) with bench/pointwise_store.py; below this
@@ -33,14 +36,33 @@ def default_chunk(spec, vector: int, max_tile: int) -> int:
     return vector * min(vectors, max(1, pixels // vector))
 
 
-def default_out_block(spec, threads: int, chunk: int) -> int:
+def default_channel_block(spec, chunk: int, l1d_bytes: int, density: float) -> int:
+    """Input channels packed at a time: as many as fit L1_SLICE_BYTES where the slice of all
+    of them is more than twice ``l1d_bytes`` and such a block holds at least MIN_BLOCK_NNZ
+    non-zeros of an output channel on average, else all of them. The sums of each output row
+    wait in a scratch row between blocks: a few loads and stores a block, where a slice far
+    past L1 makes every load of every non-zero come from L2. (On ResNet-50's 1x1 layers,
+    blocks of 96 channels gained 1.15-1.4x with 512-2048 input channels at 70% but lost up to
+    20% at 90%, and lost up to 10% with 128-256 channels at 70%: bench/pointwise_store.py on
+    an AMD EPYC, Zen 5.)"""
+    block = max(1, min(spec.in_channels, L1_SLICE_BYTES // (4 * chunk)))
+    if 4 * spec.in_channels * chunk <= 2 * l1d_bytes or block * density < MIN_BLOCK_NNZ:
+        return spec.in_channels
+    return block
+
+
+def default_out_block(spec, threads: int, chunk: int, channel_block: int) -> int:
     """Output channels per work item: all of them, unless there are too few pixel chunks to
-    give every thread several items."""
+    give every thread several items, or (with channel blocks) their scratch rows would not
+    stay within ACC_BYTES."""
     items = spec.batch * -(-spec.height * spec.width // chunk)
     want = 4 * threads
-    if items >= want:
-        return spec.out_channels
-    return max(1, -(-spec.out_channels // -(-want // items)))
+    block = spec.out_channels
+    if items < want:
+        block = max(1, -(-spec.out_channels // -(-want // items)))
+    if channel_block < spec.in_channels:
+        block = min(block, max(1, ACC_BYTES // (4 * chunk)))
+    return block
 
 
 class PointwiseSparseConv(PreparedConv):
@@ -52,10 +74,13 @@ class PointwiseSparseConv(PreparedConv):
         return is_pointwise(spec)
 
     def __init__(self, w, bias, spec, *, relu, threads, kernels=None, chunk=None,
-                 out_block=None, through_scratch: bool | None = None, **_):
-        """``through_scratch`` runs the earlier form of the kernel, whose accumulators go
-        through a scratch row to the output; None (default) takes it for planes shorter than
-        SCRATCH_BELOW_VECTORS vectors only (see that constant)."""
+                 out_block=None, channel_block=None, through_scratch: bool | None = None,
+                 **_):
+        """``chunk``, ``out_block`` and ``channel_block`` default to default_chunk,
+        default_out_block and default_channel_block. ``through_scratch`` runs the earlier form
+        of the kernel, whose accumulators go through a scratch row to the output; None
+        (default) takes it for planes shorter than SCRATCH_BELOW_VECTORS vectors only (see
+        that constant)."""
         super().__init__(spec, relu=relu, threads=threads)
         if not is_pointwise(spec):
             raise ShapeError("pointwise_sparse runs 1x1 convolutions at stride 1 without "
@@ -66,26 +91,36 @@ class PointwiseSparseConv(PreparedConv):
         vector, max_tile = lib.spconv_vector_floats(), lib.spconv_max_tile_vectors()
         pixels = spec.height * spec.width
         self.chunk = chunk or default_chunk(spec, vector, max_tile)
-        self.out_block = out_block or default_out_block(spec, threads, self.chunk)
+        l1d = detect_host().caches_kib.get("l1d", 32) * 1024
+        density = np.count_nonzero(w) / w.size
+        self.channel_block = min(
+            channel_block or default_channel_block(spec, self.chunk, l1d, density),
+            spec.in_channels)
+        self.out_block = out_block or default_out_block(spec, threads, self.chunk,
+                                                        self.channel_block)
         tile = max(1, min(max_tile, self.chunk // vector))
         if through_scratch is None:
             through_scratch = pixels < SCRATCH_BELOW_VECTORS * vector
         matrix = w.reshape(spec.out_channels, spec.in_channels)
-        rows, channels = np.nonzero(matrix)
+        rows, channels = np.nonzero(matrix)  # row-major: by output, then input channel
         self.nnz = int(rows.size)
-        self._rowptr = np.zeros(spec.out_channels + 1, dtype=np.int32)
-        np.cumsum(np.bincount(rows, minlength=spec.out_channels), out=self._rowptr[1:])
+        # row m's non-zeros in channel block b start at blkptr[m, b]
+        cblocks = -(-spec.in_channels // self.channel_block)
+        starts = np.minimum(np.arange(cblocks + 1) * self.channel_block, spec.in_channels)
+        keys = rows.astype(np.int64) * spec.in_channels + channels
+        queries = np.arange(spec.out_channels)[:, None] * spec.in_channels + starts[None, :]
+        self._blkptr = np.searchsorted(keys, queries).astype(np.int32)
         self._values = np.ascontiguousarray(matrix[rows, channels], dtype=np.float32)
-        self._colidx = (channels * self.chunk).astype(np.int32)
+        self._colidx = (channels % self.channel_block * self.chunk).astype(np.int32)
         self._bias = None if bias is None else bias.copy()
-        self._scratch = native.aligned_zeros(
-            lib.spconv_pointwise_scratch_floats(spec.in_channels, self.chunk, threads), 64)
         self._args = ffi.new("spconv_pointwise_args *", dict(
             batch=spec.batch, channels=spec.in_channels, out_channels=spec.out_channels,
-            pixels=pixels, chunk=self.chunk, out_block=self.out_block, tile_vectors=tile,
+            pixels=pixels, chunk=self.chunk, out_block=self.out_block,
+            channel_block=self.channel_block, tile_vectors=tile,
             threads=threads, through_scratch=int(through_scratch)))
+        self._scratch = native.aligned_zeros(lib.spconv_pointwise_scratch_floats(self._args), 64)
         self.through_scratch = bool(through_scratch)
-        self._ptrs = (native.int_ptr(built, self._rowptr), native.int_ptr(built, self._colidx),
+        self._ptrs = (native.int_ptr(built, self._blkptr), native.int_ptr(built, self._colidx),
                       native.float_ptr(built, self._values),
                       ffi.NULL if self._bias is None else native.float_ptr(built, self._bias))
         self._scratch_ptr = native.float_ptr(built, self._scratch)
@@ -104,6 +139,7 @@ class PointwiseSparseConv(PreparedConv):
         native.check_rc(built, rc, "spconv_pointwise")
 
     def describe(self) -> dict:
-        return {"chunk": self.chunk, "out_block": self.out_block, "nnz": self.nnz,
+        return {"chunk": self.chunk, "out_block": self.out_block,
+                "channel_block": self.channel_block, "nnz": self.nnz,
                 "through_scratch": self.through_scratch,
                 "isa": self.built.isa, "build_key": self.built.key}

@@ -29,7 +29,8 @@ def run(w, b, x, *, relu, threads, built=None, **options):
 @pytest.mark.parametrize("seed", range(16))
 def test_random_pointwise_layers_match_reference(seed):
     """Pixel counts that are not whole vectors or chunks, one to many channels, partial
-    output-channel blocks, batches, threads, and every density."""
+    output- and input-channel blocks, batches, threads, both output paths, and every
+    density."""
     rng = np.random.default_rng(seed)
     batch, c, m = int(rng.integers(1, 4)), int(rng.integers(1, 70)), int(rng.integers(1, 40))
     h, w = int(rng.integers(1, 20)), int(rng.integers(1, 20))
@@ -40,7 +41,9 @@ def test_random_pointwise_layers_match_reference(seed):
     chunk = CHUNKS[seed % len(CHUNKS)]
     run(weights, bias, x, relu=seed % 2 == 0, threads=1 + seed % 2,
         chunk=None if chunk is None else -(-chunk // vector) * vector,
-        out_block=None if seed % 4 else int(rng.integers(1, m + 1)))
+        out_block=None if seed % 4 else int(rng.integers(1, m + 1)),
+        channel_block=None if seed % 3 == 1 else int(rng.integers(1, c + 1)),
+        through_scratch=[None, False, True][seed % 3])
 
 
 def test_every_isa_path_the_host_runs(isa_build, rng):
@@ -91,8 +94,9 @@ def test_residual_is_added_before_the_activation(rng, relu):
 
 def test_output_tiles_match_the_scratch_row_kernel_bit_for_bit(isa_build, rng):
     """The accumulators stored straight from registers (the default) and the earlier kernel
-    through a scratch row compute the same sums in the same order, residual and ReLU included,
-    on every ISA path and on rows that end in a partial vector or a partial tile."""
+    through a scratch row, in one input-channel block or several, compute the same sums in the
+    same order, residual and ReLU included, on every ISA path and on rows that end in a
+    partial vector or a partial tile."""
     for c, m, h, w, chunk in [(37, 19, 5, 7, None), (5, 3, 3, 3, None), (64, 33, 11, 13, 96),
                               (9, 70, 28, 28, None)]:
         x = rng.standard_normal((2, c, h, w)).astype(np.float32)
@@ -106,11 +110,14 @@ def test_output_tiles_match_the_scratch_row_kernel_bit_for_bit(isa_build, rng):
         for relu in (False, True):
             for res in (None, residual):
                 outs = []
-                for through_scratch in (False, True):
+                for through_scratch, channel_block in [(False, None), (True, None), (False, 4),
+                                                       (True, 7)]:
                     k = kernels.prepare(weights, b, input_shape=x.shape, relu=relu,
                                         method="pointwise_sparse", threads=2, kernels=isa_build,
-                                        through_scratch=through_scratch, **options)
+                                        through_scratch=through_scratch,
+                                        channel_block=channel_block, **options)
                     out = np.full(k.spec.output_shape, 7.0, np.float32)
                     k.run_with_residual(x, res, out)
                     outs.append(out)
-                np.testing.assert_array_equal(outs[0], outs[1])
+                for other in outs[1:]:
+                    np.testing.assert_array_equal(outs[0], other)
