@@ -22,10 +22,18 @@
 #include "simd.h"
 #include "tile.h"
 
-/* Per thread: the packed slice of one channel block and one scratch row per output channel
-   of a work item (used only with several channel blocks, or through_scratch). */
-static long slice_floats(const spconv_pointwise_args *a) { return (long)a->channel_block * a->chunk; }
-static long rows_floats(const spconv_pointwise_args *a) { return (long)a->out_block * a->chunk; }
+/* Per thread: the packed slice of one channel block and, where sums wait between blocks or
+   go through scratch rows (through_scratch), one scratch row per output channel of an item. */
+static long slice_floats(const spconv_pointwise_args *a)
+{
+    return (long)a->channel_block * a->chunk;
+}
+
+static long rows_floats(const spconv_pointwise_args *a)
+{
+    const int rows = a->through_scratch || a->channel_block < a->channels;
+    return rows ? (long)a->out_block * a->chunk : 0;
+}
 
 long spconv_pointwise_scratch_floats(const spconv_pointwise_args *a)
 {

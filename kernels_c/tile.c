@@ -7,18 +7,23 @@
 typedef void (*tile_fn)(float *acc, const float *base, const int *colidx,
                         const float *values, int nnz);
 
+/* a[0..T) += values[j] * base[colidx[j] + 0..T vectors), for j < nnz: the loop every tile
+   runs between setting its accumulators up and storing them. */
+#define ACCUMULATE_PRODUCTS(T, a)                                                        \
+    for (int j = 0; j < nnz; ++j) {                                                      \
+        const vec_t w = vec_set1(values[j]);                                             \
+        const float *p = base + colidx[j];                                               \
+        _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                             \
+            a[v] = vec_fma(w, vec_load(p + v * VEC_FLOATS), a[v]);                       \
+    }
+
 #define DEFINE_TILE(T)                                                                   \
     static void tile_##T(float *acc, const float *base, const int *colidx,              \
                          const float *values, int nnz)                                   \
     {                                                                                    \
         vec_t a[T];                                                                      \
         _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v) a[v] = vec_load(acc + v * VEC_FLOATS); \
-        for (int j = 0; j < nnz; ++j) {                                                  \
-            const vec_t w = vec_set1(values[j]);                                         \
-            const float *p = base + colidx[j];                                           \
-            _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                         \
-                a[v] = vec_fma(w, vec_load(p + v * VEC_FLOATS), a[v]);                   \
-        }                                                                                \
+        ACCUMULATE_PRODUCTS(T, a)                                                        \
         _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v) vec_store(acc + v * VEC_FLOATS, a[v]); \
     }
 
@@ -145,10 +150,11 @@ void spconv_accumulate_group(float *acc, long acc_stride, long n, const float *b
     }
 }
 
-/* Output tiles: as the tiles above, but the accumulators start at the bias in registers and
-   go from there straight to the output, the residual added and the ReLU applied on the way:
-   no accumulator row is initialised, loaded, stored and copied out (for a layer with few
-   non-zeros per output channel those round trips cost as many loads as the products). */
+/* Output tiles: as the tiles above, but the accumulators start at the bias (or at the sums of
+   earlier channel blocks) and go from registers straight to the output, the residual added
+   and the ReLU applied on the way: no accumulator row is initialised, stored and copied out
+   (for a layer with few non-zeros per output channel those round trips cost as many loads as
+   the products). */
 typedef void (*out_tile_fn)(float *out, long valid, float bias, const float *partial,
                             const float *residual, int relu, const float *base,
                             const int *colidx, const float *values, int nnz);
@@ -185,12 +191,7 @@ static inline void store_output(float *out, long n, vec_t x, const float *residu
         vec_t a[T];                                                                       \
         _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                              \
             a[v] = partial ? vec_load(partial + v * VEC_FLOATS) : vec_set1(bias);         \
-        for (int j = 0; j < nnz; ++j) {                                                   \
-            const vec_t w = vec_set1(values[j]);                                          \
-            const float *p = base + colidx[j];                                            \
-            _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                          \
-                a[v] = vec_fma(w, vec_load(p + v * VEC_FLOATS), a[v]);                    \
-        }                                                                                 \
+        ACCUMULATE_PRODUCTS(T, a)                                                         \
         _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                              \
             store_output(out + v * VEC_FLOATS, valid - (long)v * VEC_FLOATS, a[v],        \
                          residual ? residual + v * VEC_FLOATS : 0, relu);                 \

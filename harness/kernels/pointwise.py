@@ -11,7 +11,7 @@ from harness.kernels import native
 from harness.kernels.base import PreparedConv
 from harness.machine.hostinfo import detect_host
 
-L1_SLICE_BYTES = 24 * 1024  # a chunk's slice of the input (all channels), kept within L1
+L1_SLICE_BYTES = 24 * 1024  # a chunk's slice of the input (one channel block), kept within L1
 MIN_CHUNK_VECTORS = 4       # narrower register tiles cost more loads per FMA than L2 does
 ACC_BYTES = 256 * 1024      # one work item's scratch rows kept within a quarter of an L2
 MIN_BLOCK_NNZ = 20          # non-zeros of an output channel a channel block must pay its trip with
@@ -42,9 +42,9 @@ def default_channel_block(spec, chunk: int, l1d_bytes: int, density: float) -> i
     non-zeros of an output channel on average, else all of them. The sums of each output row
     wait in a scratch row between blocks: a few loads and stores a block, where a slice far
     past L1 makes every load of every non-zero come from L2. (On ResNet-50's 1x1 layers,
-    blocks of 96 channels gained 1.15-1.4x with 512-2048 input channels at 70% but lost up to
-    20% at 90%, and lost up to 10% with 128-256 channels at 70%: bench/pointwise_store.py on
-    an AMD EPYC, Zen 5.)"""
+    blocks of 96 channels gained 1.17-1.47x with 512-2048 input channels at 70% but lost up to
+    20% at 90%, and up to 10% with 128-256 channels at 70%: bench/pointwise_store.py on an AMD
+    EPYC, Zen 5.)"""
     block = max(1, min(spec.in_channels, L1_SLICE_BYTES // (4 * chunk)))
     if 4 * spec.in_channels * chunk <= 2 * l1d_bytes or block * density < MIN_BLOCK_NNZ:
         return spec.in_channels
