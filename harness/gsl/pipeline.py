@@ -246,7 +246,8 @@ def run_gsl(spec: dict, data: ImageData, profile: Profile, out_dir: Path, *,
             save_convs(out_dir / f"seed-{result['seed']}" / f"pruned_convs_{stage}.npz",
                        weights[variant], shapes)
             if settings.end_to_end:
-                result[stage]["end_to_end"] = end_to_end(models[variant], data, variant, log)
+                result[stage]["end_to_end"] = end_to_end(models[variant], data, variant, log,
+                                                        settings.e2e_min_time)
     write_layers(out_dir / "layers.csv", guidance, shapes, speedup, runs, models)
     summary = {"seeds": seeds, "runs": runs, "aggregate": aggregate(runs),
                "model": speedup.source, "network": spec, "train_images": len(data.train_x),

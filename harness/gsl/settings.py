@@ -25,6 +25,7 @@ class GSLSettings:
     sweep_layers: bool = True  # fit the model on a sweep of the network's own layer shapes
     end_to_end: bool = True  # run the pruned network whole through harness.sparsify
     timing_repeats: int = 5
+    e2e_min_time: float = 0.2  # seconds each end-to-end timing sample runs at least
 
 
 @dataclass

@@ -165,7 +165,7 @@ def test_pipeline_end_to_end(tmp_path):
     from harness.networks.sources import torch_model
     data = synthetic_dataset(n_train=440, n_test=200, size=28, classes=4)
     settings = GSLSettings(dense_epochs=2, prune_epochs=2, finetune_epochs=1, seeds=2,
-                           validation=40, timing_repeats=1)
+                           validation=40, timing_repeats=1, e2e_min_time=0.005)
     spec = {"network": "reference", "classes": 4, "width": 8, "channels": 1, "height": 28}
     out = tmp_path / "gsl"
 
@@ -222,7 +222,7 @@ def test_pipeline_end_to_end(tmp_path):
         assert again["aggregate"][f"{stage}_accuracy"] == saved["aggregate"][f"{stage}_accuracy"]
     with pytest.raises(HarnessError, match="other settings"):
         run(GSLSettings(dense_epochs=2, prune_epochs=3, finetune_epochs=1, seeds=2,
-                        validation=40, timing_repeats=1), lambda *_: None)
+                        validation=40, timing_repeats=1, e2e_min_time=0.005), lambda *_: None)
 
 
 def test_validation_is_held_out_of_training_never_the_test_set():
