@@ -1,6 +1,7 @@
 """Pointwise sparse convolution (kernels_c/pointwise.c): the direct method for 1x1 kernels at
-stride 1 without padding, where the input needs no padded copy and each output channel's
-non-zeros stream over the input in place."""
+stride 1 without padding, where the input needs no padded copy: each chunk of pixels is
+packed (block by block of input channels, where there are many) and each output channel's
+non-zeros stream over the packed slice."""
 
 from __future__ import annotations
 
