@@ -121,3 +121,19 @@ def test_output_tiles_match_the_scratch_row_kernel_bit_for_bit(isa_build, rng):
                     outs.append(out)
                 for other in outs[1:]:
                     np.testing.assert_array_equal(outs[0], other)
+
+
+def test_channel_blocks_only_where_the_slice_spills_and_a_block_pays():
+    from harness.kernels.pointwise import (L1_SLICE_BYTES, MIN_BLOCK_NNZ, default_channel_block,
+                                           default_out_block)
+    chunk, l1d = 64, 48 * 1024
+    wide = ConvSpec.from_shapes((1, 2048, 7, 7), (512, 2048, 1, 1))
+    narrow = ConvSpec.from_shapes((1, 128, 28, 28), (512, 128, 1, 1))
+    block = L1_SLICE_BYTES // (4 * chunk)
+    assert default_channel_block(wide, chunk, l1d, 0.3) == block  # 512 KiB slice, 29 a row
+    assert block * 0.1 < MIN_BLOCK_NNZ
+    assert default_channel_block(wide, chunk, l1d, 0.1) == 2048   # too few non-zeros a block
+    assert default_channel_block(narrow, chunk, l1d, 0.3) == 128  # 32 KiB: L1 holds it
+    # with blocks, an item's scratch rows stay within a quarter of an L2
+    assert default_out_block(wide, 1, chunk, block) * chunk * 4 <= 256 * 1024
+    assert default_out_block(narrow, 1, chunk, 128) == 512  # one block: every channel an item
