@@ -31,7 +31,7 @@ from harness.machine.hostinfo import detect_host  # noqa: E402
 from harness.timing import interleaved_medians, measure  # noqa: E402
 from problems import run_bench  # noqa: E402
 
-VARIANTS = {  # name -> the kernel's options (None: its defaults)
+VARIANTS = {  # name -> the kernel's options ({}: its defaults)
     "default": {},
     "one block": {"channel_block": 1 << 30, "through_scratch": False},
     "earlier": {"channel_block": 1 << 30, "through_scratch": True},
@@ -47,7 +47,6 @@ def layers_of(network: str):
     from harness.gsl.network import build_network, conv_shapes
     model = build_network(network[len(GSL_PREFIX):], classes=10, width=32, in_channels=1)
     return list(conv_shapes(model, torch.zeros(1, 1, 28, 28), network).values())
-
 
 
 def main() -> int:

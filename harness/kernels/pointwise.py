@@ -92,19 +92,18 @@ class PointwiseSparseConv(PreparedConv):
         vector, max_tile = lib.spconv_vector_floats(), lib.spconv_max_tile_vectors()
         pixels = spec.height * spec.width
         self.chunk = chunk or default_chunk(spec, vector, max_tile)
+        matrix = w.reshape(spec.out_channels, spec.in_channels)
+        rows, channels = np.nonzero(matrix)  # row-major: by output, then input channel
+        self.nnz = int(rows.size)
         l1d = detect_host().caches_kib.get("l1d", 32) * 1024
-        density = np.count_nonzero(w) / w.size
         self.channel_block = min(
-            channel_block or default_channel_block(spec, self.chunk, l1d, density),
+            channel_block or default_channel_block(spec, self.chunk, l1d, self.nnz / w.size),
             spec.in_channels)
         self.out_block = out_block or default_out_block(spec, threads, self.chunk,
                                                         self.channel_block)
         tile = max(1, min(max_tile, self.chunk // vector))
         if through_scratch is None:
             through_scratch = pixels < SCRATCH_BELOW_VECTORS * vector
-        matrix = w.reshape(spec.out_channels, spec.in_channels)
-        rows, channels = np.nonzero(matrix)  # row-major: by output, then input channel
-        self.nnz = int(rows.size)
         # row m's non-zeros in channel block b start at blkptr[m, b]
         cblocks = -(-spec.in_channels // self.channel_block)
         starts = np.minimum(np.arange(cblocks + 1) * self.channel_block, spec.in_channels)

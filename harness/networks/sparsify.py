@@ -100,12 +100,12 @@ class FusedConv(nn.Module):
                         threads=self.threads, kernels=self.built)
             spec = kernels.ConvSpec.from_shapes(shape, c.weight.shape, stride, c.padding,
                                                 c.dilation, c.groups)
+            sparse_method = kernels.sparse_method_for(spec)
             if not self.sparse:
                 # dense libraries' threads must not spin between calls: many layers take turns
                 k = kernels.prepare(c.weight, c.bias, method=self.runner, spin=False, **args)
-            elif kernels.sparse_method_for(spec) != kernels.modelled_method():
-                k = kernels.prepare(c.weight, c.bias, method=kernels.sparse_method_for(spec),
-                                    **args)
+            elif sparse_method != kernels.modelled_method():
+                k = kernels.prepare(c.weight, c.bias, method=sparse_method, **args)
             else:  # the direct kernel, with its plan
                 plan = self.plan or (self._searched_plan(spec) if self.search else None)
                 k = kernels.prepare(c.weight, c.bias, plan=plan, **args)
