@@ -51,10 +51,8 @@ class PlanSpace:
         layout = direct_layout(self.spec, plan.aligned, self.vector)
         vectors = -(-band * layout.plane_w // self.vector)
         tile = min(plan.tile_vectors, vectors, self.group_tiles[plan.out_group])
-        group = plan.out_group
         return replace(plan, tile_vectors=tile, tiles_outer=plan.tiles_outer and tile < vectors,
-                       band_rows=band if band < self.spec.out_height else 0,
-                       out_channel_block=-(-plan.out_channel_block // group) * group)
+                       band_rows=band if band < self.spec.out_height else 0)
 
     def feasible(self, plan: DirectPlan) -> bool:
         spec = self.spec
@@ -71,7 +69,7 @@ class PlanSpace:
     def along(self, plan: DirectPlan, axis: str) -> list[DirectPlan]:
         """The feasible plans that differ from ``plan`` in ``axis`` (and, where the new value
         makes the input block spill L2, in the input-channel block shrunk until it fits)."""
-        plans = dict.fromkeys(self.repaired(self.normalised(replace(plan, **{axis: value})))
+        plans = dict.fromkeys(self.repaired(self.normalised(with_choice(plan, axis, value)))
                               for value in self.values[axis])
         return [p for p in plans if p != plan and self.feasible(p)]
 
@@ -82,6 +80,16 @@ class PlanSpace:
                    if c < plan.channel_block]
         fits = [p for p in smaller if self.feasible(p)]
         return fits[-1] if fits else plan
+
+
+def with_choice(plan: DirectPlan, axis: str, value) -> DirectPlan:
+    """``plan`` with ``axis`` set to ``value``, its output-channel block rounded up to a
+    multiple of the output-channel group (a block of 10 channels cannot hold groups of 4)."""
+    fields = {**{"out_group": plan.out_group, "out_channel_block": plan.out_channel_block},
+              axis: value}
+    group = fields["out_group"]
+    return replace(plan, **{**fields,
+                            "out_channel_block": -(-fields["out_channel_block"] // group) * group})
 
 
 def plan_space(spec: ConvSpec, built: BuiltKernels, threads: int, l2_bytes: int) -> PlanSpace:

@@ -10,7 +10,7 @@ from harness.conv.layers import LayerShape
 from harness.conv.sparsity import random_sparse_weights
 from harness.kernels.plans import TuningDB, density_bucket, tuning_key
 from harness.sweep.tuning import (AXES, coordinate_search, multistart_search, plan_space, tune,
-                                  tuned_plan)
+                                  tuned_plan, with_choice)
 
 
 def test_density_buckets():
@@ -38,6 +38,20 @@ def test_plan_space_neighbours_are_feasible_and_differ_in_one_choice():
     tight = plan_space(spec, built, 2, 64 * 1024)
     moved = tight.along(big, "aligned")
     assert moved and all(p.aligned and p.channel_block < 64 and tight.feasible(p) for p in moved)
+
+
+def test_group_moves_keep_the_output_block_a_multiple_of_the_group():
+    # ResNet-50's stem: the default output block (10 channels) holds no whole group of 4
+    spec = LayerShape("t", "c", 3, 224, 224, 64, 7, 2, 3).spec(1)
+    built = host_kernels()
+    space = plan_space(spec, built, 1, 1 << 20)
+    start = space.normalised(replace(default_plan(spec, built, 1), out_channel_block=10))
+    grouped = space.along(start, "out_group")
+    assert {p.out_group for p in grouped} == {2, 4}
+    assert all(p.out_channel_block % p.out_group == 0 and p.out_channel_block >= 10
+               for p in grouped)
+    assert with_choice(replace(start, out_group=4, out_channel_block=12), "out_channel_block",
+                       5).out_channel_block == 8
 
 
 def test_shared_padding_only_where_the_padded_image_stays_in_l2():
