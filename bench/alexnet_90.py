@@ -3,8 +3,9 @@
 
 All methods are timed in one run, layer by layer, in interleaved rounds so that drift of the
 machine hits every method alike; the median over rounds is reported. Direct sparse runs the
-tuned plan from the tuning database (searched and stored when missing; --tune cached takes the
-default plan instead of searching, --tune off always does). Usage:
+tuned plan from the tuning database (searched and stored when missing); --tune cached leaves
+a missing one to prepare(), as a user's call does (the performance model's plan where this
+host is calibrated, else the default plan); --tune off always runs the default plan. Usage:
     python bench/alexnet_90.py [--sparsity 0.9] [--batch 1] [--threads 1,2] [--rounds 5]
 Several thread counts are timed in the same interleaved rounds, so their ratio (the scaling)
 is measured side by side too.
@@ -61,20 +62,25 @@ def main() -> int:
     ratios = {t: {m: [] for m in methods[1:]} for t in thread_counts}
     share = {t: [] for t in thread_counts}
     direct_times = []
+    sources = {}  # (layer, threads) -> where the direct kernel's plan came from
     for layer, spec, w, x, expected in problems:
         prepared = {}
         for t in thread_counts:
-            plan = None if args.tune == "off" else tuned_plan(
+            # off: the default plan; else the tuned one, or none, which leaves the choice to
+            # prepare() as a user's call gets it (the model's plan, else the default)
+            plan = default_plan(spec, built, t, w) if args.tune == "off" else tuned_plan(
                 w, spec, t, built, host=host.cpu_model, search=args.tune == "search",
                 l2_bytes=host.caches_kib.get("l2", 256) * 1024)
-            plan = plan or default_plan(spec, built, t, w)  # prepare() would take a stored one
             for m in methods:
                 k = prepared[m, t] = kernels.prepare(
                     w, input_shape=spec.input_shape, stride=spec.stride, padding=spec.padding,
                     groups=spec.groups, method=m, threads=t,
-                    **({"plan": plan} if m == "direct_sparse" else {}))
+                    **({"plan": plan} if m == "direct_sparse" and plan else {}))
                 verdict = verify(k(x), expected)
                 assert verdict.ok, f"{m} wrong on {layer.name}: {verdict}"
+                if m == "direct_sparse":
+                    sources[layer.name, t] = (k.describe()["plan_source"] if not plan else
+                                              "default" if args.tune == "off" else "tuned")
         out = np.empty(spec.output_shape, np.float32)  # reused, as an inference engine would
         settle = PoolSettler()
 
@@ -99,6 +105,8 @@ def main() -> int:
         print(f"\n{t} thread(s)\n{header}\n" + "\n".join(lines[t]))
         print(f"geometric means: {100 * geomean(share[t]):.1f}% of the calibrated peak; "
               "direct_sparse " + ", ".join(f"{geomean(r):.2f}x vs {m}" for m, r in ratios[t].items()))
+    print("direct plans: " + ", ".join(f"{name} ({t} thread(s)) {source}"
+                                       for (name, t), source in sources.items()))
     if len(thread_counts) > 1:
         times = np.array(direct_times)
         for j, t in enumerate(thread_counts[1:], start=1):

@@ -15,3 +15,12 @@ def sparsify(model, example_input, **options):
     options. Needs PyTorch."""
     from harness.networks.sparsify import sparsify as rewrite
     return rewrite(model, example_input, **options)
+
+
+def model_plan(w, spec, threads: int, built):
+    """The performance model's plan of the direct kernel for weights ``w`` on layer ``spec``
+    (harness.models.plan_choice), or None where this build has no calibration on this host in
+    the cache. The kernels ask it for a layer the tuning database holds no plan for; the model
+    sits above them, so they reach it through here."""
+    from harness.models.plan_choice import chosen_plan
+    return chosen_plan(w, spec, threads, built)

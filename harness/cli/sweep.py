@@ -365,6 +365,7 @@ def resume_command(argv: list[str], run_dir: Path) -> str:
 
 
 def _sweep(args, argv, cfg, store) -> int:
+    from harness import kernels
     from harness.machine.caps import dense_caps
     from harness.machine.profiles import not_reproduced
     from harness.sweep.metadata import finish_metadata, start_metadata
@@ -398,6 +399,12 @@ def _sweep(args, argv, cfg, store) -> int:
         where += f"; dense libraries capped to {profile.isa} ({caps.describe()})"
     print(f"run {store.dir}: {len(todo)} of {len(points)} points to measure; {where}",
           file=sys.stderr)
+    if todo and not args.no_fit and cfg.tune != "off" and any(
+            kernels.method_class(m).tunable for m in cfg.methods):
+        # taken now rather than for the fit only: the direct kernel's plans that the tuning
+        # database lacks are then the model's, from the first run on (cached afterwards)
+        from harness.machine.calibrate import calibration
+        calibration(built, host, max(cfg.threads))
     stop = _StopOnInterrupt()
     try:
         with stop:

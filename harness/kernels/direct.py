@@ -12,7 +12,7 @@ from harness.errors import ShapeError
 from harness.kernels import native
 from harness.kernels.base import PreparedConv
 from harness.kernels.direct_plan import DirectPlan, check_plan_struct
-from harness.kernels.plans import stored_plan
+from harness.kernels.plans import best_known_plan
 from harness.machine.hostinfo import detect_host
 
 ACC_BYTES = 512 * 1024  # accumulators of one work item kept within about half an L2
@@ -51,15 +51,16 @@ class DirectSparseConv(PreparedConv):
     modelled = True
 
     def __init__(self, w, bias, spec, *, relu, threads, kernels=None, plan: DirectPlan | None = None):
-        """``plan`` None takes the tuning database's plan for this shape, density bucket,
-        thread count, build and host, or the default plan where it has none."""
+        """``plan`` None takes the best plan known (harness.kernels.plans.best_known_plan):
+        the tuning database's for this shape, density bucket, thread count, build and host,
+        else the performance model's, else the default plan."""
         super().__init__(spec, relu=relu, threads=threads)
         built = self.built = native.resolve(kernels)
         ffi, lib = built.ffi, built.lib
         check_plan_struct(built)
         if plan is None:  # the best plan known for this shape, else a sound default
-            plan = stored_plan(w, spec, threads, built, detect_host().cpu_model)
-            self.plan_source = "tuned" if plan is not None else "default"
+            plan, self.plan_source = best_known_plan(w, spec, threads, built,
+                                                     detect_host().cpu_model)
         else:
             self.plan_source = "given"
         plan = self.plan = plan or default_plan(spec, built, threads, w)

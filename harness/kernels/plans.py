@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+import harness
 from harness.conv.convspec import ConvSpec
 from harness.conv.sparsity import support_group
 from harness.errors import HarnessError
@@ -79,6 +80,18 @@ class TuningDB:
             data, _ = self._load()  # refuses a damaged file: it is never overwritten
             data[key] = {"plan": asdict(plan), **info}
             write_json(self.path, self.SCHEMA, self.VERSION, data)
+
+
+def best_known_plan(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels,
+                    host: str, db: TuningDB | None = None) -> tuple[DirectPlan | None, str]:
+    """The plan ``prepare()`` runs when given none, and where it comes from: the tuning
+    database's ("tuned"), else the performance model's where this host's calibration is
+    cached ("model"), else (None, "default") for the default plan."""
+    plan = stored_plan(w, spec, threads, built, host, db)
+    if plan is not None:
+        return plan, "tuned"
+    plan = harness.model_plan(w, spec, threads, built)
+    return (plan, "model") if plan is not None else (None, "default")
 
 
 def stored_plan(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels, host: str,

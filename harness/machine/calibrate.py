@@ -167,6 +167,23 @@ def calibration(built: BuiltKernels, host: HostInfo, threads: int, *,
     return result
 
 
+def cached_calibration(built: BuiltKernels, host: HostInfo, threads: int, *,
+                       cache_dir: Path | None = None) -> dict | None:
+    """A calibration of this build on this host already in the cache, without measuring:
+    the one of ``threads`` threads, else any other (the kernel costs are per thread; only the
+    call overhead of the thread counts differs). None where there is none or it is damaged."""
+    path = calibration_path(built, host, threads, cache_dir)
+    for candidate in [path, *sorted(path.parent.glob("calibration-*.json"))]:
+        try:
+            cal = read_json(candidate, SCHEMA, VERSION)
+        except (StoreError, OSError):
+            continue
+        if (isinstance(cal, dict) and all(k in cal for k in REQUIRED)
+                and cal.get("build_key") == built.key and cal.get("host") == host.cpu_model):
+            return cal
+    return None
+
+
 def calibrated_profile(profile: Profile, cal: dict) -> Profile:
     """The profile with its missing peak and bandwidth filled from the host's calibration."""
     return dataclasses.replace(

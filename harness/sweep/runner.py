@@ -55,15 +55,16 @@ class PointRunner:
         return self._group
 
     def _plan(self, w, spec, threads: int):
-        """The tuned plan for this layer, density and thread count (searched if asked), or
-        the default plan; and how it was chosen."""
+        """The plan for this layer, density and thread count, and how it was chosen: the
+        default plan with tuning off; else the tuned one (searched if asked), or None, which
+        leaves the choice to prepare() (the model's plan, else the default)."""
         cfg = self.cfg
-        plan = None if cfg.tune == "off" else tuned_plan(
+        if cfg.tune == "off":
+            return default_plan(spec, self.built, threads, w), "default"
+        plan = tuned_plan(
             w, spec, threads, self.built, host=cfg.host.cpu_model, search=cfg.tune == "search",
             budget=cfg.tune_budget, db=self._db, l2_bytes=cfg.host.caches_kib.get("l2", 256) * 1024)
-        if plan is None:
-            return default_plan(spec, self.built, threads, w), "default"
-        return plan, "tuned"
+        return plan, "tuned" if plan is not None else None
 
     def _level(self, ran_isa: str | None) -> dict:
         """What a method reported of the level it ran at, and whether that is above the
@@ -86,9 +87,9 @@ class PointRunner:
         options = {"kernels": self.built} if method.native else {}
         self._settle(point.method, point.threads)  # before tuning and timing alike
         try:
+            source = None
             if method.tunable:
-                options["plan"], tuned = self._plan(w, spec, point.threads)
-                row = updated(row, tuned=tuned)
+                options["plan"], source = self._plan(w, spec, point.threads)
             k = kernels.prepare(w, input_shape=spec.input_shape, stride=spec.stride,
                                 padding=spec.padding, dilation=spec.dilation,
                                 groups=spec.groups, method=point.method,
@@ -99,6 +100,8 @@ class PointRunner:
             return updated(row, status="skipped", reason=str(exc))
         details = k.describe()
         plan = details.get("plan")
+        if method.tunable:
+            row = updated(row, tuned=source or details["plan_source"])
         row = updated(row, details=details,  # the plan also as columns the model fit can use
                       **{f"plan_{key}": value for key, value in (plan or {}).items()},
                       **self._level(details.get("isa")))
