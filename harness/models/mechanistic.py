@@ -287,7 +287,8 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
     for key in order:
         i = int(np.argmin(finish))
         finish[i] += sum(kinds[key].values())
-    parts = {k: sum(kinds[key][k] for key in order) / threads for k in kinds[order[0]]}
+    parts = {k: sum(kinds[key][k] for key in order) / threads  # none for an empty batch
+             for k in next(iter(kinds.values()))}
     shared = pad_s(spec.batch * spec.in_channels, spec.out_height) / threads \
         if plan.shared_padding else 0.0
     parts["padding_s"] += shared

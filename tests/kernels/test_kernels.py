@@ -394,7 +394,8 @@ def test_block_patterns_run_grouped_by_default(rng):
         w = block_pruned_weights(shape, 0.8, rng, group)
         assert support_group(w) == group
         k = kernels.prepare(w, input_shape=(1, 8, 10, 10), padding=1)
-        assert k.plan.out_group == group and k.plan_source == "default"
+        # the model's plan, where the session has calibrated, keeps the default's group
+        assert k.plan.out_group == group and k.plan_source in ("default", "model")
         assert k.positions * group == np.count_nonzero(w)
     w = random_sparse_weights(shape, 0.8, rng)
     assert support_group(w) == 1

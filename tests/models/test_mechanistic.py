@@ -129,3 +129,10 @@ def test_costs_from_a_calibration_dict():
     costs = KernelCosts.from_calibration(cal)
     assert costs.call_overhead(2) == 2e-6 and costs.triad["l1d"] == (24 * 1024, 90.0)
     assert costs.lanes == isa_table()[isa].lanes
+
+
+def test_an_empty_batch_costs_one_call():
+    costs = synthetic_costs()
+    empty = ConvSpec.from_shapes((0, 256, 13, 13), (384, 256, 3, 3), 1, 1)
+    t = direct_time(costs, empty, 0.1, plan_for(empty, 28, 1, None), 1)
+    assert t["total_s"] == costs.call_overhead(1) and t["tiles_s"] == 0
