@@ -17,9 +17,10 @@ MIN_CHUNK_VECTORS = 4       # narrower register tiles cost more loads per FMA th
 ACC_BYTES = 256 * 1024      # one work item's scratch rows kept within a quarter of an L2
 MIN_BLOCK_NNZ = 20          # non-zeros of an output channel a channel block must pay its trip with
 # Storing the accumulators straight from registers gained up to 21% on planes of 14x14 and
-# more with few non-zeros a row, but lost 5-8% on 7x7 ones (three vectors and one lane a
-# row), measured on an AMD EPYC (Zen 5, AVX-512) with bench/pointwise_store.py; below this
-# many vectors a plane goes through the scratch row.
+# more with few non-zeros a row, but lost 5-8% on 7x7 ones when they ran in chunks of three
+# vectors and one lane (an AMD EPYC, Zen 5, AVX-512, bench/pointwise_store.py); as one chunk
+# of four vectors they gained 0-5% (an Intel Xeon, AVX-512). Chunks of fewer vectors than
+# this go through the scratch row.
 SCRATCH_BELOW_VECTORS = 4
 
 
@@ -30,11 +31,15 @@ def is_pointwise(spec) -> bool:
 
 def default_chunk(spec, vector: int, max_tile: int) -> int:
     """Pixels per work item: the widest run of whole vectors (at most one register tile)
-    whose slice of every input channel fits L1_SLICE_BYTES, but at least MIN_CHUNK_VECTORS."""
+    whose slice of every input channel fits L1_SLICE_BYTES, but at least MIN_CHUNK_VECTORS;
+    a plane narrower than that is one chunk, its last vector partly filled (a 7x7 plane in
+    chunks of 3 vectors left a second chunk of one pixel: every non-zero paid a second tile
+    call for it, 1.2-1.5x the time of one chunk of 4 on ResNet-50's 7x7 layers on an Intel
+    Xeon, AVX-512)."""
     pixels = spec.height * spec.width
     fits = L1_SLICE_BYTES // (4 * spec.in_channels * vector)
     vectors = max(MIN_CHUNK_VECTORS, min(max_tile, fits), 1)
-    return vector * min(vectors, max(1, pixels // vector))
+    return vector * min(vectors, -(-pixels // vector))
 
 
 def default_channel_block(spec, chunk: int, l1d_bytes: int, density: float) -> int:
@@ -80,7 +85,7 @@ class PointwiseSparseConv(PreparedConv):
         """``chunk``, ``out_block`` and ``channel_block`` default to default_chunk,
         default_out_block and default_channel_block. ``through_scratch`` runs the earlier form
         of the kernel, whose accumulators go through a scratch row to the output; None
-        (default) takes it for planes shorter than SCRATCH_BELOW_VECTORS vectors only (see
+        (default) takes it for chunks shorter than SCRATCH_BELOW_VECTORS vectors only (see
         that constant)."""
         super().__init__(spec, relu=relu, threads=threads)
         if not is_pointwise(spec):
@@ -103,7 +108,7 @@ class PointwiseSparseConv(PreparedConv):
                                                         self.channel_block)
         tile = max(1, min(max_tile, self.chunk // vector))
         if through_scratch is None:
-            through_scratch = pixels < SCRATCH_BELOW_VECTORS * vector
+            through_scratch = self.chunk < SCRATCH_BELOW_VECTORS * vector
         # row m's non-zeros in channel block b start at blkptr[m, b]
         cblocks = -(-spec.in_channels // self.channel_block)
         starts = np.minimum(np.arange(cblocks + 1) * self.channel_block, spec.in_channels)

@@ -137,3 +137,19 @@ def test_channel_blocks_only_where_the_slice_spills_and_a_block_pays():
     # with blocks, an item's scratch rows stay within a quarter of an L2
     assert default_out_block(wide, 1, chunk, block) * chunk * 4 <= 256 * 1024
     assert default_out_block(narrow, 1, chunk, 128) == 512  # one block: every channel an item
+
+
+def test_a_plane_narrower_than_a_chunk_is_one_chunk(rng):
+    from harness.kernels.pointwise import MIN_CHUNK_VECTORS, default_chunk
+    seven = ConvSpec.from_shapes((1, 2048, 7, 7), (512, 2048, 1, 1))
+    assert default_chunk(seven, 16, 28) == 64  # four vectors, not three and a one-pixel chunk
+    assert default_chunk(seven, 8, 14) == 8 * MIN_CHUNK_VECTORS  # seven vectors: chunks of 4
+    assert default_chunk(ConvSpec.from_shapes((1, 2048, 14, 14), (512, 2048, 1, 1)), 16,
+                         28) == 16 * MIN_CHUNK_VECTORS
+    # a one-chunk 7x7 plane of 4 vectors stores from registers; a plane of one vector does not
+    w = random_sparse_weights((8, 16, 1, 1), 0.5, rng)
+    vector = host_kernels().lib.spconv_vector_floats()
+    k = kernels.prepare(w, input_shape=(1, 16, 7, 7), method="pointwise_sparse")
+    assert k.chunk == vector * -(-49 // vector)
+    assert k.through_scratch == (k.chunk < 4 * vector)
+    assert kernels.prepare(w, input_shape=(1, 16, 3, 3), method="pointwise_sparse").through_scratch
