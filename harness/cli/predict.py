@@ -68,7 +68,8 @@ def _predict(args) -> int:
     from harness.errors import HarnessError
     from harness.machine.build import build
     from harness.machine.calibrate import calibration
-    from harness.models.mechanistic import KernelCosts, predicted_sweet_spot, direct_time, plan_for
+    from harness.models.mechanistic import KernelCosts, predicted_sweet_spot, direct_time
+    from harness.models.plan_choice import model_plan
     from harness.models.rows import row_spec
     from harness.store.files import write_json
 
@@ -97,11 +98,11 @@ def _predict(args) -> int:
         first = g.iloc[0]
         spec, t = row_spec(first), int(t)
         dense_method, dense_s = first["best_dense_method"], float(first["best_dense_s"])
-        plan = plan_for(spec, costs.max_tile, t, None)
         row = {"network": net, "layer": layer, "batch": int(b), "threads": t}
 
-        def sparse_s(s, spec=spec, plan=plan, t=t):
-            return direct_time(costs, spec, 1.0 - s, plan, t)["total_s"]
+        def sparse_s(s, spec=spec, t=t):  # the plan prepare() runs untuned: the model's
+            return direct_time(costs, spec, 1.0 - s, model_plan(costs, spec, 1.0 - s, t),
+                               t)["total_s"]
         for s in sparsities:
             pred = sparse_s(s)
             points.append({**row, "sparsity": s, "predicted_s": pred, "dense_method": dense_method,
@@ -113,7 +114,7 @@ def _predict(args) -> int:
     spots.to_csv(out / "sweet_spots.csv", index=False)
     write_json(out / "metadata.json", "spconv.predict", 1, {
         "profile": profile.name, "host": host.cpu_model, "isa": built.isa,
-        "build_key": built.key, "model": "mechanistic (calibration only, default plans)",
+        "build_key": built.key, "model": "mechanistic (calibration only, the model's plans)",
         "calibration": cal})
     print(spots[["layer", "batch", "threads", "predicted_crossover", "predicted_upper",
                  "predicted_speedup_at_top"]].round(3).to_string(index=False))

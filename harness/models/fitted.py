@@ -21,6 +21,7 @@ from scipy.optimize import lsq_linear
 
 from harness.conv.convspec import ConvSpec
 from harness.models.mechanistic import KernelCosts, direct_time, plan_for
+from harness.models.plan_choice import model_plan
 from harness.models.rows import direct_rows, layer_class, row_spec
 from harness.sweep.record import plan_of
 
@@ -50,9 +51,15 @@ class FittedModel:
     weights: np.ndarray      # one per PARTS entry
     dense_gflops: dict       # (layer key, batch, threads) -> measured best dense GFLOP/s
     costs: KernelCosts
+    # the sweep's untuned points ran the model's plans (harness.models.plan_choice), not the
+    # default plan: its curves price those
+    model_plans: bool = False
 
     def sparse_time(self, spec: ConvSpec, sparsity: float, threads: int, plan=None) -> float:
-        """Seconds of the direct kernel at ``sparsity`` (default plan unless one is given)."""
+        """Seconds of the direct kernel at ``sparsity`` with ``plan``, else with the plan an
+        untuned layer runs (the model's or the default, as in the sweep fitted)."""
+        if plan is None and self.model_plans:
+            plan = model_plan(self.costs, spec, 1.0 - sparsity, threads)
         return float(parts(self.costs, spec, 1.0 - sparsity, threads, plan) @ self.weights)
 
     def dense_time(self, spec: ConvSpec, key) -> float:
@@ -69,12 +76,13 @@ class FittedModel:
         dense = {tuple(int(p) if p.isdigit() else p for p in k.split("|")): v
                  for k, v in f["dense_gflops"].items()}
         return cls(np.array([f["weights"][name] for name in PARTS]), dense,
-                   KernelCosts.from_calibration(fit["calibration"]))
+                   KernelCosts.from_calibration(fit["calibration"]), f.get("model_plans", False))
 
     def as_dict(self) -> dict:
         return {"form": __doc__.split("\n\n")[1], "isa": self.costs.isa,
                 "weights": dict(zip(PARTS, map(float, self.weights))),
-                "dense_gflops": {"|".join(map(str, k)): v for k, v in self.dense_gflops.items()}}
+                "dense_gflops": {"|".join(map(str, k)): v for k, v in self.dense_gflops.items()},
+                "model_plans": self.model_plans}
 
 
 def _dense_efficiency(frame: pd.DataFrame) -> dict:
@@ -96,12 +104,17 @@ def _weights(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return lsq_linear(A, b, bounds=(0.0, np.inf)).x  # a part's cost is never negative
 
 
+def _ran_model_plans(rows: pd.DataFrame) -> bool:
+    """Whether the sweep's untuned direct points ran the model's plans (a calibrated host)."""
+    return "tuned" in rows and bool((rows["tuned"] == "model").any())
+
+
 def fit_model(frame: pd.DataFrame, costs: KernelCosts) -> FittedModel:
     rows = direct_rows(frame)
     if len(rows) < 3:
         raise ValueError("too few direct_sparse points to fit (need 3)")
     return FittedModel(_weights(_design(costs, rows), rows["median_s"].to_numpy()),
-                       _dense_efficiency(frame), costs)
+                       _dense_efficiency(frame), costs, _ran_model_plans(rows))
 
 
 def predict_rows(model: FittedModel, rows: pd.DataFrame) -> np.ndarray:
@@ -134,7 +147,7 @@ def validate(frame: pd.DataFrame, costs: KernelCosts) -> dict:
     if len(rows) < 3:
         raise ValueError("too few direct_sparse points to fit (need 3)")
     X, y = _design(costs, rows), rows["median_s"].to_numpy()
-    model = FittedModel(_weights(X, y), _dense_efficiency(frame), costs)
+    model = FittedModel(_weights(X, y), _dense_efficiency(frame), costs, _ran_model_plans(rows))
     predicted = X @ model.weights
     rel = np.abs(predicted / y - 1)
     lolo = _held_out(X, y, (rows["network"] + "/" + rows["layer"]).to_numpy())

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -57,6 +57,8 @@ class KernelCosts:
     lanes: int
     max_tile: int
     isa: str
+    # the plans harness.models.plan_choice chose priced by these costs, memoised with them
+    chosen_plans: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_calibration(cls, cal: dict) -> "KernelCosts":
@@ -128,6 +130,11 @@ class KernelCosts:
     def l1_bytes(self) -> float:
         """L1's size: the triad's smallest working set is half of it."""
         return 2.0 * min(size for size, _ in self.triad.values())
+
+    @property
+    def l2_bytes(self) -> float:
+        """L2's size: the triad's working set of that name is half of it."""
+        return 2.0 * self.triad["l2"][0] if "l2" in self.triad else 2.0 * self.level_bytes["l2"]
 
     def call_overhead(self, threads: int) -> float:
         return self.call_s.get(threads) or max(self.call_s.values())

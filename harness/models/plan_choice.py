@@ -2,13 +2,13 @@
 the plan the model prices fastest, found by the tuner's own search over its plan space with
 the model's price in place of a timing (nothing is run).
 
-The search moves only the choices the model ranks well: the register tile, the input-channel
-block, the aligned layout and the tile order. The output-channel block, shared padding, bands
-and the output-channel group stay at the default plan's: on an Intel Xeon (AVX-512) the model
-priced bands of 8 rows 10-20% faster than whole images where they measured slower, and blocks
-of 4 output channels as fast as all of them where they measured 40% slower. Over AlexNet
-conv1-5 and ResNet-50's 3x3 layers at 70% and 90% its plans ran 0-38% faster than the default
-plan (median 11%), two layers 1-11% slower (docs/measurements.md).
+The search moves only the choices the model ranks well: the input-channel block and the
+aligned layout. The register tile, the tile order, the output-channel block, shared padding,
+bands and the output-channel group stay at the default plan's. On an Intel Xeon (AVX-512),
+searched freely, the model priced bands of 8 rows 10-20% faster than whole images where they
+ran slower, blocks of 4 output channels as fast as all of them where they ran 40% slower,
+and narrow or very wide tiles over blocks past L1 30-60% faster than they ran: plans chosen
+where the model errs most are its worst predictions (docs/measurements.md).
 """
 
 from __future__ import annotations
@@ -16,36 +16,53 @@ from __future__ import annotations
 import numpy as np
 
 from harness.conv.convspec import ConvSpec
-from harness.kernels.direct import default_plan
-from harness.kernels.direct_plan import DirectPlan
-from harness.kernels.plans import weights_tuning_key
+from harness.conv.sparsity import support_group
+from harness.kernels.direct import plan_with_tile
+from harness.kernels.direct_plan import OUT_GROUPS, DirectPlan
 from harness.machine.build import BuiltKernels, cache_root
 from harness.machine.calibrate import cached_calibration
 from harness.machine.hostinfo import HostInfo, detect_host
+from harness.machine.isa import isa_table
 from harness.models.mechanistic import KernelCosts, direct_time
-from harness.sweep.tuning import multistart_search, plan_space
+from harness.sweep.tuning import multistart_search, plan_space_of
 
-HELD_AXES = ("out_channel_block", "shared_padding", "band_rows", "out_group")
-SEARCH_BUDGET = 200  # plans priced per layer: a fraction of a second of the model
-
-
-def model_plan(costs: KernelCosts, w: np.ndarray, spec: ConvSpec, threads: int,
-               built: BuiltKernels, l2_bytes: int) -> DirectPlan:
-    """The plan the model prices fastest for ``w`` on ``spec`` (HELD_AXES at the default's)."""
-    density = np.count_nonzero(w) / w.size
-    space = plan_space(spec, built, threads, l2_bytes)
-    start = space.normalised(default_plan(spec, built, threads, w))
-    for axis in HELD_AXES:
-        space.values[axis] = [getattr(start, axis)]
-    best, _ = multistart_search(
-        space, start, lambda p: direct_time(costs, spec, density, p, threads)["total_s"],
-        SEARCH_BUDGET)
-    return best
+HELD_AXES = ("tile_vectors", "tiles_outer", "out_channel_block", "shared_padding", "band_rows",
+             "out_group")
+SEARCH_BUDGET = 200        # plans priced per layer at most: a fraction of a second
+DENSITY_STEP = 0.001       # densities this close share a chosen plan (curves ask for many)
 
 
-# Memos of this process, keyed by the cache directory too (a test or a user may switch it)
-_costs: dict[tuple, KernelCosts] = {}  # (cache, build, host, threads) -> calibrated costs
-_chosen: dict[tuple, DirectPlan] = {}  # (cache, tuning key, exact density) -> plan
+def group_tiles(isa: str, max_tile: int) -> dict[int, int]:
+    """The widest register tile per output-channel group of a build of ``isa``: the group's
+    tiles and one input vector per tile vector, plus one broadcast, fill the registers
+    (GROUP_TILE_MAX in kernels_c/tile.c; a test checks the two agree)."""
+    registers = isa_table()[isa].registers
+    return {g: max_tile if g == 1 else (registers - 1) // (g + 1) for g in OUT_GROUPS}
+
+
+def model_plan(costs: KernelCosts, spec: ConvSpec, density: float, threads: int,
+               group: int = 1) -> DirectPlan:
+    """The plan the model prices fastest for weights of ``density`` (non-zeros shared by
+    blocks of ``group`` output channels) on ``spec``, HELD_AXES at the default plan's;
+    memoised on ``costs``."""
+    density = max(DENSITY_STEP, round(density / DENSITY_STEP) * DENSITY_STEP)
+    key = (spec, density, threads, group)
+    if key not in costs.chosen_plans:
+        tiles = group_tiles(costs.isa, costs.max_tile)
+        space = plan_space_of(spec, costs.lanes, tiles, threads, int(costs.l2_bytes))
+        start = space.normalised(plan_with_tile(spec, tiles[group], threads, group))
+        for axis in HELD_AXES:
+            space.values[axis] = [getattr(start, axis)]
+        best, _ = multistart_search(
+            space, start, lambda p: direct_time(costs, spec, density, p, threads)["total_s"],
+            SEARCH_BUDGET)
+        costs.chosen_plans[key] = best
+    return costs.chosen_plans[key]
+
+
+# this process's calibrated costs, by cache directory (a test or a user may switch it), build,
+# host and thread count
+_costs: dict[tuple, KernelCosts] = {}
 
 
 def _cached_costs(built: BuiltKernels, host: HostInfo, threads: int) -> KernelCosts | None:
@@ -63,13 +80,7 @@ def chosen_plan(w: np.ndarray, spec: ConvSpec, threads: int,
     """The model's plan for ``w``, or None where this build has no calibration on this host
     in the cache (a sweep, ``spconv calibrate`` or ``spconv predict`` takes one; nothing is
     measured here)."""
-    host = detect_host()
-    costs = _cached_costs(built, host, threads)
+    costs = _cached_costs(built, detect_host(), threads)
     if costs is None:
         return None
-    key = (str(cache_root()), weights_tuning_key(w, spec, threads, built, host.cpu_model),
-           round(float(np.count_nonzero(w)) / w.size, 6))
-    if key not in _chosen:
-        l2 = host.caches_kib.get("l2", 256) * 1024
-        _chosen[key] = model_plan(costs, w, spec, threads, built, l2)
-    return _chosen[key]
+    return model_plan(costs, spec, np.count_nonzero(w) / w.size, threads, support_group(w))

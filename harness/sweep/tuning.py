@@ -93,8 +93,15 @@ def with_choice(plan: DirectPlan, axis: str, value) -> DirectPlan:
 
 
 def plan_space(spec: ConvSpec, built: BuiltKernels, threads: int, l2_bytes: int) -> PlanSpace:
-    vector = built.lib.spconv_vector_floats()
-    group_tiles = {g: built.lib.spconv_max_group_tile(g) for g in OUT_GROUPS}
+    return plan_space_of(spec, built.lib.spconv_vector_floats(),
+                         {g: built.lib.spconv_max_group_tile(g) for g in OUT_GROUPS},
+                         threads, l2_bytes)
+
+
+def plan_space_of(spec: ConvSpec, vector: int, group_tiles: dict, threads: int,
+                  l2_bytes: int) -> PlanSpace:
+    """The plan space of a build with ``vector`` lanes and, per output-channel group, the
+    widest register tile in ``group_tiles``."""
     vectors = -(-spec.out_height * direct_layout(spec, True, vector).plane_w // vector)
     # per group size: the whole run and fractions of it (as wide as registers allow; narrow
     # tiles suit tiles_outer), and fractions of the register file

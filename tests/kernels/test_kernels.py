@@ -421,3 +421,11 @@ def test_a_grouped_tile_wider_than_the_registers_is_refused_by_the_kernel(rng):
     with pytest.raises(ShapeError, match="out_group must be 1, 2 or 4, with a tile"):
         kernels.prepare(w, input_shape=(1, 3, 8, 8),
                         plan=kernels.DirectPlan(too_wide, 4, 2, out_group=4))
+
+
+def test_the_models_register_tiles_match_each_build(isa_build):
+    """harness.models.plan_choice knows each build's widest tile per output-channel group
+    without the build (it plans from a calibration alone)."""
+    from harness.models.plan_choice import group_tiles
+    tiles = group_tiles(isa_build.isa, isa_build.lib.spconv_max_tile_vectors())
+    assert tiles == {g: isa_build.lib.spconv_max_group_tile(g) for g in tiles}

@@ -14,6 +14,7 @@ from harness.machine.hostinfo import detect_host
 from harness.models import plan_choice
 from harness.models.mechanistic import direct_time
 from harness.store.files import write_json
+from harness.sweep.tuning import plan_space
 from test_mechanistic import CONV3, synthetic_costs
 
 
@@ -37,14 +38,15 @@ def test_the_model_moves_only_the_choices_it_ranks_well(weights):
     built = host_kernels()
     costs = synthetic_costs(lanes=built.lib.spconv_vector_floats(),
                             max_tile=built.lib.spconv_max_tile_vectors())
-    start = default_plan(CONV3, built, 1, weights)
-    plan = plan_choice.model_plan(costs, weights, CONV3, 1, built, 1 << 20)
+    start = plan_space(CONV3, built, 1, 1 << 20).normalised(default_plan(CONV3, built, 1, weights))
+    plan = plan_choice.model_plan(costs, CONV3, 0.1, 1)
     assert all(getattr(plan, a) == getattr(start, a) for a in plan_choice.HELD_AXES)
     price = {p: direct_time(costs, CONV3, 0.1, p, 1)["total_s"] for p in (start, plan)}
     assert price[plan] <= price[start]
-    # this made-up machine's L2 is four times slower than L1: the model keeps the input block
-    # within L1 where the default (32 KiB blocks of the row layout) does not fit it
-    assert plan != start
+    # this made-up machine's L2 is four times slower than L1: the model shrinks the input
+    # block the default sizes for 32 KiB
+    assert plan.channel_block < start.channel_block
+    assert plan_choice.model_plan(costs, CONV3, 0.1001, 1) is plan  # memoised on the costs
 
 
 def test_prepare_runs_the_model_plan_once_the_host_is_calibrated(weights, rng, monkeypatch,
@@ -55,7 +57,6 @@ def test_prepare_runs_the_model_plan_once_the_host_is_calibrated(weights, rng, m
     calibrated = {"cal": None}
     monkeypatch.setattr(plan_choice, "cached_calibration", lambda *a: calibrated["cal"])
     monkeypatch.setattr(plan_choice, "_costs", {})
-    monkeypatch.setattr(plan_choice, "_chosen", {})
     db = TuningDB(tmp_path / "tuning.json")
     monkeypatch.setattr(kernels.plans, "TuningDB", lambda: db)
 
@@ -67,9 +68,8 @@ def test_prepare_runs_the_model_plan_once_the_host_is_calibrated(weights, rng, m
 
     calibrated["cal"] = calibration_of(costs, built, host)
     k = prepared()
-    l2 = host.caches_kib.get("l2", 256) * 1024
     assert k.describe()["plan_source"] == "model"
-    assert k.plan == plan_choice.model_plan(costs, weights, CONV3, 1, built, l2)
+    assert k.plan == plan_choice.model_plan(plan_choice._costs.popitem()[1], CONV3, 0.1, 1)
     x = rng.standard_normal(CONV3.input_shape).astype(np.float32)
     out = np.full(CONV3.output_shape, np.nan, np.float32)
     k(x, out=out)
@@ -92,3 +92,4 @@ def test_a_cached_calibration_of_this_build_and_host_is_found_for_any_thread_cou
     write_json(calibration_path(built, host, 2, tmp_path), SCHEMA, VERSION, cal)
     found = cached_calibration(built, host, 1, cache_dir=tmp_path)
     assert found is not None and found["threads"] == 2 and found["build_key"] == built.key
+
