@@ -7,8 +7,8 @@ aligned layout. The register tile, the tile order, the output-channel block, sha
 bands and the output-channel group stay at the default plan's. On an Intel Xeon (AVX-512),
 searched freely, the model priced bands of 8 rows 10-20% faster than whole images where they
 ran slower, blocks of 4 output channels as fast as all of them where they ran 40% slower,
-and narrow or very wide tiles over blocks past L1 30-60% faster than they ran: plans chosen
-where the model errs most are its worst predictions (docs/measurements.md).
+and narrow or 27-vector tiles over blocks past L1 30-60% faster than they ran: a model that
+picks the plans it prices lowest meets its own errors most (docs/measurements.md).
 """
 
 from __future__ import annotations
