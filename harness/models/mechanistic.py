@@ -189,8 +189,9 @@ def tile_window_bytes(spec: ConvSpec, layout, run_floats: int) -> float:
     reach_rows = (spec.kernel_h - 1) * spec.dilation[0] // sh
     reach_cols = 0 if layout.aligned else (spec.kernel_w - 1) * spec.dilation[1] // sw
     planes = layout.copies if layout.aligned else sh * sw
-    per_plane = min(layout.plane // planes,
-                    run_floats + reach_rows * layout.plane_w + reach_cols + LINE_FLOATS)
+    # a layout's plane holds every stride phase of a channel, but one shifted copy only
+    plane = layout.plane if layout.aligned else layout.plane // planes
+    per_plane = min(plane, run_floats + reach_rows * layout.plane_w + reach_cols + LINE_FLOATS)
     return 4.0 * layout.block_channels * planes * per_plane
 
 

@@ -136,3 +136,12 @@ def test_an_empty_batch_costs_one_call():
     empty = ConvSpec.from_shapes((0, 256, 13, 13), (384, 256, 3, 3), 1, 1)
     t = direct_time(costs, empty, 0.1, plan_for(empty, 28, 1, None), 1)
     assert t["total_s"] == costs.call_overhead(1) and t["tiles_s"] == 0
+
+
+def test_a_tile_over_the_whole_run_reads_all_of_an_aligned_block():
+    from harness.conv.sparsity import direct_layout
+    from harness.models.mechanistic import tile_window_bytes
+    layout = direct_layout(CONV3, True, 16, 16)  # 16 channels, 3 shifted copies of 15x16
+    block = 4 * 16 * layout.copies * layout.plane
+    assert tile_window_bytes(CONV3, layout, 13 * 16) == block
+    assert tile_window_bytes(CONV3, layout, 16) < block / 3  # one row's tile: a few rows
