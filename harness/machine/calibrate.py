@@ -99,6 +99,10 @@ def run_calibration(built: BuiltKernels, host: HostInfo, threads: int,
 
 SCHEMA, VERSION = "spconv.calibration", 1
 REQUIRED = ("fma_gflops_1", "roofs")  # a cached calibration without these is taken afresh
+
+
+def _complete(cal) -> bool:
+    return isinstance(cal, dict) and all(k in cal for k in REQUIRED)
 BUSY_SHARE = 0.3  # a calibration CPU more than this busy with other work makes the host busy
 BUSY_PROBE_S = 0.25
 
@@ -152,7 +156,7 @@ def calibration(built: BuiltKernels, host: HostInfo, threads: int, *,
             print(f"warning: {exc}; moved aside as {kept.name}, calibrating afresh",
                   file=sys.stderr)
             cached = None
-        if isinstance(cached, dict) and all(k in cached for k in REQUIRED):
+        if _complete(cached):
             return cached
     before = busy_reason(threads)
     result = run_calibration(built, host, threads)
@@ -178,8 +182,8 @@ def cached_calibration(built: BuiltKernels, host: HostInfo, threads: int, *,
             cal = read_json(candidate, SCHEMA, VERSION)
         except (StoreError, OSError):
             continue
-        if (isinstance(cal, dict) and all(k in cal for k in REQUIRED)
-                and cal.get("build_key") == built.key and cal.get("host") == host.cpu_model):
+        if (_complete(cal) and cal.get("build_key") == built.key
+                and cal.get("host") == host.cpu_model):
             return cal
     return None
 
