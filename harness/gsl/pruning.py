@@ -116,7 +116,10 @@ class GuidedPruner:
                     # prune below a, splice back above 1.1 a, keep the mask in between
                     self.masks[name] = (mag >= 1.1 * a) | (self.masks[name] & (mag >= a))
             elif st.pruning:
-                mag = self._score(st, w)
+                # pruned weights that the step moved off zero (momentum, weight decay's
+                # gradient) count as zero: otherwise they take the top of the quantile and the
+                # kept weights below it, and the intersection with the mask can lose them all
+                mag = self._score(st, w * self.masks[name])
                 self.masks[name] &= mag >= self._threshold(st, mag, step)
             w.data.mul_(self.masks[name])
 

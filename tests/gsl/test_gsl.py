@@ -146,6 +146,26 @@ def test_gmp_follows_the_cubic_schedule():
     assert sparsity(model.get_submodule(names[1]).weight) == pytest.approx(0.8 * 0.875, abs=0.02)
 
 
+@pytest.mark.parametrize("method", ["gmp", "l1"])
+def test_pruned_weights_moved_off_zero_do_not_empty_the_mask(method):
+    """An optimiser step moves pruned weights off zero (momentum); were they scored with the
+    kept ones, larger revived values would take the top of the quantile and the mask, an
+    intersection, would lose every weight."""
+    torch.manual_seed(0)
+    data, model, names, guidance = small_setup()
+    pruner = GuidedPruner(model, guidance, PruneSettings(method=method, threshold_cap=1e9,
+                                                         reproject_every=1000), total_steps=100)
+    w = model.get_submodule(names[1]).weight
+    pruner.after_step(20)
+    pruned = pruner.masks[names[1]].logical_not()
+    assert 0.3 < float(pruned.float().mean()) < 0.7
+    with torch.no_grad():
+        w[pruned] = 10 * float(w.abs().max())   # revived, larger than every kept weight
+    pruner.after_step(40)
+    assert sparsity(w) == pytest.approx(0.8 * 0.875, abs=0.02)
+    assert bool(w[pruned].eq(0).all())
+
+
 def test_stalled_layer_is_restored_dense():
     torch.manual_seed(0)
     data, model, names, guidance = small_setup()
