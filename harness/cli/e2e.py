@@ -24,8 +24,9 @@ def build_parser(prog: str):
                             "weights, interleaved in one run.")
     common.add_profile(p)
     p.add_argument("--model", default="resnet50",
-                   help=f"a catalog network ({', '.join(CATALOG)}) or a Python file "
-                        "FILE.py[:FUNCTION] returning (torch model, example input)")
+                   help=f"a catalog network ({', '.join(CATALOG)}), a Python file "
+                        "FILE.py[:FUNCTION] returning (torch model, example input), or an "
+                        "ONNX file (its operations rebuilt in PyTorch)")
     p.add_argument("--sparsity", default="0.7,0.9",
                    help="sparsities to prune every convolution but the first to")
     p.add_argument("--prune", choices=["magnitude", "none"], default="magnitude",

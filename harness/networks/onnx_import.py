@@ -44,12 +44,12 @@ def load_onnx(path: str | Path):
                            f"{str(exc).strip().splitlines()[0]}") from None
 
 
-def _attributes(node) -> dict:
+def attributes(node) -> dict:
     import onnx
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _shapes(graph) -> dict[str, tuple]:
+def static_shapes(graph) -> dict[str, tuple]:
     """Tensor name -> static shape, for every tensor whose dimensions are all known."""
     shapes = {}
     for info in [*graph.input, *graph.value_info, *graph.output]:
@@ -59,12 +59,12 @@ def _shapes(graph) -> dict[str, tuple]:
     return shapes
 
 
-def _constants(graph) -> dict[str, np.ndarray]:
+def constants(graph) -> dict[str, np.ndarray]:
     _, numpy_helper, _ = _onnx()
     values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.domain in STANDARD_DOMAINS:
-            attrs = _attributes(node)
+            attrs = attributes(node)
             if "value" in attrs:
                 values[node.output[0]] = numpy_helper.to_array(attrs["value"])
     return values
@@ -75,20 +75,37 @@ def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[i
     return total // 2, total - total // 2
 
 
-def _padding(attrs: dict, shape: tuple, kernel: tuple, stride: tuple, dilation: tuple):
-    """(pad_h, pad_w), or None where the padding is not the same on both sides."""
+def padding_pairs(attrs: dict, shape: tuple | None, kernel: tuple, stride: tuple,
+                  dilation: tuple) -> list[tuple[int, int]]:
+    """[(top, bottom), (left, right)] of a Conv or pool's attributes (``shape``, the input's,
+    is needed only for 'SAME' padding)."""
     auto = attrs.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
     if auto == "VALID":
-        return (0, 0)
+        return [(0, 0), (0, 0)]
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         pairs = [_same_padding(shape[2 + i], kernel[i], stride[i], dilation[i]) for i in range(2)]
-    else:
-        pads = list(attrs.get("pads", [0, 0, 0, 0]))
-        pairs = [(pads[0], pads[2]), (pads[1], pads[3])]
+        return pairs if auto == "SAME_UPPER" else [p[::-1] for p in pairs]
+    pads = list(attrs.get("pads", [0, 0, 0, 0]))
+    return [(pads[0], pads[2]), (pads[1], pads[3])]
+
+
+def _padding(attrs: dict, shape: tuple, kernel: tuple, stride: tuple, dilation: tuple):
+    """(pad_h, pad_w), or None where the padding is not the same on both sides."""
+    pairs = padding_pairs(attrs, shape, kernel, stride, dilation)
     if any(a != b for a, b in pairs):
         return None
     return (pairs[0][0], pairs[1][0])
+
+
+def layer_name(node, index: int, taken: set[str]) -> str:
+    """A convolution's name from its node (ONNX exporters write paths like /a/b/Conv), unique
+    among ``taken``, to which it is added: names become parts of keys and file names."""
+    name = re.sub(r"[^A-Za-z0-9_.]+", ".", node.name or node.output[0]).strip(".") or "conv"
+    if name in taken:
+        name = f"{name}_{index}"
+    taken.add(name)
+    return name
 
 
 def import_onnx(path: str | Path) -> tuple[list[ModelConv], list[str]]:
@@ -96,7 +113,7 @@ def import_onnx(path: str | Path) -> tuple[list[ModelConv], list[str]]:
     operation or convolution that could not be read (the others are still returned)."""
     model = load_onnx(path)
     graph = model.graph
-    shapes, constants = _shapes(graph), _constants(graph)
+    shapes, stored = static_shapes(graph), constants(graph)
     consumers: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
@@ -119,20 +136,16 @@ def import_onnx(path: str | Path) -> tuple[list[ModelConv], list[str]]:
             continue
         if node.op_type != "Conv":
             continue
-        # names become parts of keys and file names: ONNX exporters write paths like /a/b/Conv
-        name = re.sub(r"[^A-Za-z0-9_.-]+", ".", node.name or node.output[0]).strip(".") or "conv"
-        if name in names:
-            name = f"{name}_{index}"
-        names.add(name)
+        name = layer_name(node, index, names)
         try:
-            convs.append(_conv(node, name, shapes, constants, sole))
+            convs.append(_conv(node, name, shapes, stored, sole))
         except HarnessError as exc:
             notes.append(f"Conv {name!r}: {exc}; left out")
     return convs, notes
 
 
 def _conv(node, name, shapes, constants, sole) -> ModelConv:
-    attrs = _attributes(node)
+    attrs = attributes(node)
     x, w_name = node.input[0], node.input[1]
     if w_name not in constants:
         raise HarnessError("its weights are computed in the graph, not stored")
@@ -159,7 +172,7 @@ def _conv(node, name, shapes, constants, sole) -> ModelConv:
     if bn is not None and all(i in constants for i in bn.input[1:5]):
         scale, shift, mean, var = (constants[i] for i in bn.input[1:5])
         weight, bias = fold_batchnorm(weight, bias, scale, shift, mean, var,
-                                      float(_attributes(bn).get("epsilon", 1e-5)))
+                                      float(attributes(bn).get("epsilon", 1e-5)))
         last, bn_name = bn.output[0], bn.name or bn.output[0]
     relu = sole(last, "Relu") is not None
     return ModelConv(name=name, input_shape=tuple(int(d) for d in shape),

@@ -50,7 +50,8 @@ def _python_model(spec: str, batch: int):
 
 
 def torch_model(spec: str, batch: int = 1, seed: int = 0):
-    """(name, model, example input) of a catalog network or a Python model file."""
+    """(name, model, example input) of a catalog network, a Python model file or an ONNX file
+    (rebuilt as a PyTorch module, harness.networks.onnx_torch)."""
     from harness.networks.architectures import ARCHITECTURES, build
 
     if spec in ARCHITECTURES:
@@ -58,9 +59,8 @@ def torch_model(spec: str, batch: int = 1, seed: int = 0):
     elif spec.split(":")[0].endswith(".py"):
         model, example = _python_model(spec, batch)
     elif is_onnx(spec):
-        raise HarnessError(f"{spec}: an ONNX model can be swept layer by layer (spconv sweep "
-                           "--model FILE.onnx) but not yet run whole; give a catalog network "
-                           "or a Python model file")
+        from harness.networks.onnx_torch import onnx_module
+        model, example = onnx_module(spec, batch, seed=seed)
     else:
         raise HarnessError(f"--model: {spec!r} is neither a catalog network "
                            f"({', '.join(ARCHITECTURES)}), a .py model file nor an .onnx file")

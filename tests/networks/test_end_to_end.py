@@ -47,7 +47,7 @@ def test_e2e_times_every_runtime_and_breaks_the_time_down(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("model, says", [("nosuchnet", "nosuchnet"),
-                                         ("net.onnx", "not yet run whole")])
+                                         ("net.onnx", "not found")])
 def test_e2e_bad_model_is_one_line_and_exit_2(tmp_path, capsys, model, says):
     assert e2e(["--model", model, "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
