@@ -88,7 +88,8 @@ def _pair(values, default) -> tuple[int, int]:
 def _spatial_padding(b: _Builder, node, attrs, kernel, stride, dilation):
     """(symmetric padding for the module, F.pad amounts for the rest or None)."""
     shape = b.shape(node.input[0])
-    if shape is None and attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+    auto = attrs.get("auto_pad", b"NOTSET")
+    if shape is None and (auto.decode() if isinstance(auto, bytes) else auto).startswith("SAME"):
         raise HarnessError(f"{b.path}: {node.op_type} {node.name!r} pads 'SAME' on an input of "
                            "unknown shape")
     (top, bottom), (left, right) = padding_pairs(attrs, shape, kernel, stride, dilation)
@@ -305,10 +306,6 @@ _CONVERTERS = {
 }
 
 
-def supported_operations() -> list[str]:
-    return sorted(_CONVERTERS)
-
-
 def onnx_module(path, batch: int | None = None, seed: int = 0) -> tuple[fx.GraphModule, torch.Tensor]:
     """(the ONNX model at ``path`` as a PyTorch module in eval mode, an example input of
     ``batch`` images, or the model's own batch), seeded. An operation without a converter,
@@ -342,7 +339,7 @@ def onnx_module(path, batch: int | None = None, seed: int = 0) -> tuple[fx.Graph
             b.values[node.output[0]] = convert(b, node, index, attributes(node))
         except HarnessError:
             raise
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise HarnessError(f"{path}: {node.op_type} node {node.name or index!r} could not "
                                f"be converted: {exc}") from None
     b.fx.output(b.value(graph.output[0].name))
