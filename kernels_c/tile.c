@@ -7,14 +7,46 @@
 typedef void (*tile_fn)(float *acc, const float *base, const int *colidx,
                         const float *values, int nnz);
 
+/* A tile of T vectors has T chains of FMAs, and every non-zero adds one FMA to each: a chain
+   waits the FMA latency (about 4 cycles) between its steps, so with fewer than CHAINS chains
+   the latency binds, not the loads (a 7x7 plane is a tile of 4 AVX-512 vectors). Narrow tiles
+   therefore spread the non-zeros over SETS(T) sets of accumulators, position j into set
+   j % SETS(T) (the last, partial round into the first set), summed into the first at the end. */
+#define CHAINS 8
+#define SETS(T) ((T) >= CHAINS ? 1 : (CHAINS + (T) - 1) / (T))
+
+/* One non-zero's products into the accumulator set x. */
+#define ADD_PRODUCTS(T, x, j)                                                            \
+    {                                                                                    \
+        const vec_t w_ = vec_set1(values[j]);                                            \
+        const float *p_ = base + colidx[j];                                              \
+        _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                             \
+            x[v] = vec_fma(w_, vec_load(p_ + v * VEC_FLOATS), x[v]);                     \
+    }
+
 /* a[0..T) += values[j] * base[colidx[j] + 0..T vectors), for j < nnz: the loop every tile
    runs between setting its accumulators up and storing them. */
 #define ACCUMULATE_PRODUCTS(T, a)                                                        \
-    for (int j = 0; j < nnz; ++j) {                                                      \
-        const vec_t w = vec_set1(values[j]);                                             \
-        const float *p = base + colidx[j];                                               \
-        _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                             \
-            a[v] = vec_fma(w, vec_load(p + v * VEC_FLOATS), a[v]);                       \
+    {                                                                                    \
+        enum { S_ = SETS(T) };                                                           \
+        vec_t more_[S_ > 1 ? S_ - 1 : 1][T];                                             \
+        int j = 0;                                                                       \
+        if (S_ > 1) {                                                                    \
+            _Pragma("GCC unroll 8") for (int k = 0; k < S_ - 1; ++k)                     \
+                _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                     \
+                    more_[k][v] = vec_set1(0.0f);                                        \
+            for (; j + S_ <= nnz; j += S_) {                                             \
+                ADD_PRODUCTS(T, a, j)                                                    \
+                _Pragma("GCC unroll 8") for (int k = 0; k < S_ - 1; ++k)                 \
+                    ADD_PRODUCTS(T, more_[k], j + 1 + k)                                 \
+            }                                                                            \
+        }                                                                                \
+        for (; j < nnz; ++j)                                                             \
+            ADD_PRODUCTS(T, a, j)                                                        \
+        if (S_ > 1)                                                                      \
+            _Pragma("GCC unroll 8") for (int k = 0; k < S_ - 1; ++k)                     \
+                _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                     \
+                    a[v] = vec_add(a[v], more_[k][v]);                                   \
     }
 
 #define DEFINE_TILE(T)                                                                   \
