@@ -35,7 +35,8 @@ class _Builder:
         self.batch: int | None = None  # the model's own batch size
 
     def value(self, name: str) -> fx.Node:
-        """The node computing tensor ``name``; a stored constant becomes a buffer."""
+        """The node computing tensor ``name``; a stored constant becomes a tensor attribute of
+        the module."""
         if name not in self.values:
             if name not in self.constants:
                 raise HarnessError(f"{self.path}: tensor {name!r} is used before it is computed")
@@ -60,7 +61,9 @@ class _Builder:
         """Install ``module`` under the node's name (as import_onnx names layers) and call it."""
         target = layer_name(node, index, self.names)
         if self._clashes(target):  # a name that is another's parent module: flatten it
-            target = layer_name(node, index, self.names | set(self.modules)).replace(".", "_")
+            target = target.replace(".", "_")
+            while target in self.modules:
+                target += "_"
         self.modules[target] = module
         return self.fx.call_module(target, args)
 
