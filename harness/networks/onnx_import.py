@@ -84,6 +84,8 @@ def padding_pairs(attrs: dict, shape: tuple | None, kernel: tuple, stride: tuple
     if auto == "VALID":
         return [(0, 0), (0, 0)]
     if auto in ("SAME_UPPER", "SAME_LOWER"):
+        if shape is None:
+            raise HarnessError("'SAME' padding on an input of unknown shape")
         pairs = [_same_padding(shape[2 + i], kernel[i], stride[i], dilation[i]) for i in range(2)]
         return pairs if auto == "SAME_UPPER" else [p[::-1] for p in pairs]
     pads = list(attrs.get("pads", [0, 0, 0, 0]))

@@ -90,12 +90,11 @@ def _pair(values, default) -> tuple[int, int]:
 
 def _spatial_padding(b: _Builder, node, attrs, kernel, stride, dilation):
     """(symmetric padding for the module, F.pad amounts for the rest or None)."""
-    shape = b.shape(node.input[0])
-    auto = attrs.get("auto_pad", b"NOTSET")
-    if shape is None and (auto.decode() if isinstance(auto, bytes) else auto).startswith("SAME"):
-        raise HarnessError(f"{b.path}: {node.op_type} {node.name!r} pads 'SAME' on an input of "
-                           "unknown shape")
-    (top, bottom), (left, right) = padding_pairs(attrs, shape, kernel, stride, dilation)
+    try:
+        (top, bottom), (left, right) = padding_pairs(attrs, b.shape(node.input[0]), kernel,
+                                                     stride, dilation)
+    except HarnessError as exc:
+        raise HarnessError(f"{b.path}: {node.op_type} {node.name!r}: {exc}") from None
     common = (min(top, bottom), min(left, right))
     extra = (left - common[1], right - common[1], top - common[0], bottom - common[0])
     return common, (extra if any(extra) else None)
