@@ -62,7 +62,7 @@ def main(cache_dir: str, cases: int) -> int:
             if not verify(out, want).ok:
                 print(f"wrong output: {method} {case}", file=sys.stderr)
                 return 1
-        if not pointwise_case_ok(built, rng, i):
+        if not pointwise_case_ok(built, rng, i) or not max_pool_case_ok(built, rng, i):
             return 1
     print(f"sanitized kernels clean on {cases} random cases")
     return 0
@@ -85,6 +85,29 @@ def pointwise_case_ok(built, rng, i: int) -> bool:
     k(x, out=out)
     if not verify(out, expected_output(x, w, b, k.spec, True)).ok:
         print(f"wrong output: pointwise_sparse {x.shape} {w.shape}", file=sys.stderr)
+        return False
+    return True
+
+
+def max_pool_case_ok(built, rng, i: int) -> bool:
+    """Max pooling (kernels_c/pool.c) of odd plane sizes, strides 1-3 and every padding it
+    accepts, NaNs among the inputs, against numpy over the -inf-padded planes."""
+    (kh, kw), (sh, sw) = rng.integers(1, 5, 2), rng.integers(1, 4, 2)
+    ph, pw = int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1))
+    planes, h, w = 1 + i % 4, int(kh + rng.integers(0, 20)), int(kw + rng.integers(0, 20))
+    x = rng.standard_normal((planes, h, w)).astype(np.float32)
+    x[rng.random(x.shape) < 0.02] = np.nan
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    padded = np.pad(x, ((0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(1, 2))
+    want = windows[:, ::sh, ::sw][:, :oh, :ow].max(axis=(3, 4))
+    out = np.full((planes, oh, ow), np.nan, np.float32)
+    ptr = lambda a: built.ffi.cast("float *", built.ffi.from_buffer(a))  # noqa: E731
+    rc = built.lib.spconv_max_pool(ptr(x), planes, h, w, int(kh), int(kw), int(sh), int(sw),
+                                   ph, pw, oh, ow, ptr(out), 1 + i % 2)
+    if rc != 0 or not np.array_equal(out, want, equal_nan=True):
+        print(f"wrong output: max pool {x.shape} k{kh}x{kw} s{sh}x{sw} p{ph}x{pw}",
+              file=sys.stderr)
         return False
     return True
 
