@@ -353,10 +353,11 @@ static void accumulate_tiles_outer(const spconv_plan *p,
         const long v0 = tile_start(vectors, ntiles, t) * VEC_FLOATS;
         const long v1 = tile_start(vectors, ntiles, t + 1) * VEC_FLOATS;
         for (int q = q0; q < q1; ++q)
-            spconv_accumulate_group(acc_base + (long)(q - q0) * G * acc_stride + v0, acc_stride,
-                                    v1 - v0, block + v0, colidx + row[q],
-                                    values + (long)row[q] * G, row[q + 1] - row[q], G,
-                                    p->tile_vectors);
+            if (row[q + 1] > row[q])
+                spconv_accumulate_group(acc_base + (long)(q - q0) * G * acc_stride + v0,
+                                        acc_stride, v1 - v0, block + v0, colidx + row[q],
+                                        values + (long)row[q] * G, row[q + 1] - row[q], G,
+                                        p->tile_vectors);
     }
 }
 
@@ -453,7 +454,8 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                                            run, acc_stride);
                 else
                     for (int q = q0; q < q1; ++q)
-                        spconv_accumulate_group(acc_base + (long)(q - q0) * G * acc_stride,
+                        if (row[q + 1] > row[q])  /* a call per empty group cost 2 ns */
+                            spconv_accumulate_group(acc_base + (long)(q - q0) * G * acc_stride,
                                                 acc_stride, run, block, colidx + row[q],
                                                 values + (long)row[q] * G, row[q + 1] - row[q],
                                                 G, p->tile_vectors);
