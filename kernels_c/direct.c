@@ -299,6 +299,17 @@ static void pad_channel(const spconv_geometry *g, const row_window *win, const f
     }
 }
 
+void spconv_pad_repeat(long reps, const spconv_geometry *g, int channels, const float *input,
+                       float *block)
+{
+    const row_window all = whole_image(g);
+    const long plane = spconv_channel_plane(g), copy = (long)channels * plane;
+    for (long r = 0; r < reps; ++r)
+        for (int c = 0; c < channels; ++c)
+            pad_channel(g, &all, input + (long)c * g->height * g->width, block + c * plane,
+                        copy);
+}
+
 /* Write `rows` output rows of one channel from its accumulator run: drop junk columns, apply
    ReLU. */
 static void store_rows(const spconv_geometry *g, const float *acc, int rows, int relu, float *out)

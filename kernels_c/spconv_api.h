@@ -142,3 +142,8 @@ void spconv_accumulate_group(float *acc, long acc_stride, long n, const float *b
 void spconv_tile_repeat(long reps, float *acc, long acc_stride, long n, const float *base,
                         const int *colidx, const float *values, int npos, int group,
                         int tile_vectors);
+/* The direct kernel's padding alone, `reps` times over: channels [0, channels) of one image
+   of g copied whole into their padded layout at block (channels * spconv_channel_plane(g) *
+   copies floats, zeroed once before). The calibration of the padding's cost per row. */
+void spconv_pad_repeat(long reps, const spconv_geometry *g, int channels, const float *input,
+                       float *block);

@@ -99,10 +99,12 @@ def run_calibration(built: BuiltKernels, host: HostInfo, threads: int,
 
 SCHEMA, VERSION = "spconv.calibration", 1
 REQUIRED = ("fma_gflops_1", "roofs")  # a cached calibration without these is taken afresh
+REQUIRED_ROOFS = ("tiles", "padding", "call_s")
 
 
 def _complete(cal) -> bool:
-    return isinstance(cal, dict) and all(k in cal for k in REQUIRED)
+    return (isinstance(cal, dict) and all(k in cal for k in REQUIRED)
+            and all(k in cal["roofs"] for k in REQUIRED_ROOFS))
 BUSY_SHARE = 0.3  # a calibration CPU more than this busy with other work makes the host busy
 BUSY_PROBE_S = 0.25
 

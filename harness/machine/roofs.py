@@ -6,6 +6,11 @@
   seconds per non-zero position, with the positions vector-aligned and at random offsets
   (loads that straddle cache lines), the input in each cache level; and the fixed cost of one
   tile call (its accumulators loaded and stored).
+- The padding (kernels_c/direct.c's copy of a channel into its padded layout): seconds per
+  input row, by row width, for each copy path (stride 1, 2 and larger, shifted copies). Its
+  cost is set by instructions per row, not by where the input lives: on an AMD EPYC (Zen 5)
+  rows of 56 floats cost 5.3 ns at stride 1 and 9.5 ns at stride 2 whether the input was
+  49 KiB or 3 MiB.
 - Call overhead: one call of the direct kernel on a problem too small to cost anything else,
   from Python, per thread count.
 
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.conv.convspec import ConvSpec
+from harness.conv.sparsity import direct_layout
 from harness.machine.build import BuiltKernels, aligned_zeros, float_ptr, int_ptr
 from harness.machine.hostinfo import HostInfo
 from harness.timing import interleaved_medians, measure
@@ -29,6 +36,12 @@ FEW_POSITIONS = (1, 2, 4)   # tile calls this short, timed whole (their FMA chai
 # called again on the same accumulators would wait for its own stores
 RUN_TILES = 8
 LINE_FLOATS = 16            # a 64-byte cache line
+# The padding's copy paths (direct.c's pad_channel): unaligned at column stride 1, 2 and more
+# (strided copies element by element, calibrated at 4), and the aligned layout's shifted copies
+PAD_PATHS = {"stride1": (1, False), "stride2": (2, False), "strided": (4, False),
+             "aligned": (1, True)}
+PAD_WIDTHS = (7, 14, 28, 56, 112, 224)  # input row widths calibrated (interpolated between)
+PAD_ROWS, PAD_CHANNELS = 8, 8           # one padding call's image
 
 
 def level_bytes(host: HostInfo) -> dict[str, int]:
@@ -143,6 +156,47 @@ def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 3) -> dict:
             "level_bytes": level_bytes(host)}
 
 
+def pad_geometry(ffi, spec: ConvSpec, aligned: bool, vector: int):
+    """The direct kernel's geometry of ``spec`` in the (un)aligned layout, and its layout."""
+    layout = direct_layout(spec, aligned, vector)
+    return ffi.new("spconv_geometry *", dict(
+        batch=1, channels=spec.in_channels, height=spec.height, width=spec.width,
+        out_channels=1, out_height=spec.out_height, out_width=spec.out_width,
+        pad_h=spec.padding[0], pad_w=spec.padding[1], stride_h=spec.stride[0],
+        stride_w=spec.stride[1], plane_h=layout.plane_h, plane_w=layout.plane_w,
+        copies=layout.copies, copy_shift=spec.dilation[1])), layout
+
+
+def padding_costs(built: BuiltKernels, rounds: int = 3) -> dict:
+    """Seconds per input row of the padding, per copy path (PAD_PATHS) and row width
+    (PAD_WIDTHS): a 3-wide kernel padded by 1 at the path's stride; a shifted-copies row costs
+    per copy (the layout has 3). The image is PAD_CHANNELS channels of PAD_ROWS rows."""
+    ffi, lib, vec = built.ffi, built.lib, built.lib.spconv_vector_floats()
+    rng = np.random.default_rng(2)
+    cases, keep = {}, []
+    for path, (stride, aligned) in PAD_PATHS.items():
+        for width in PAD_WIDTHS:
+            spec = ConvSpec.from_shapes((1, PAD_CHANNELS, PAD_ROWS, width), (1, PAD_CHANNELS, 3, 3),
+                                        stride, 1)
+            g, layout = pad_geometry(ffi, spec, aligned, vec)
+            x = rng.standard_normal(PAD_CHANNELS * PAD_ROWS * width).astype(np.float32)
+            block = aligned_zeros(layout.copies * PAD_CHANNELS * layout.plane + vec, 64)
+            keep += [g, x, block]
+            rows = PAD_CHANNELS * PAD_ROWS * layout.copies
+            cases[path, width] = (g, float_ptr(built, x), float_ptr(built, block), rows)
+    reps = 16
+
+    def time_case(key):
+        g, x, block, rows = cases[key]
+        seconds = measure(lambda: lib.spconv_pad_repeat(reps, g, PAD_CHANNELS, x, block),
+                          repeats=3, min_time=0.002).median
+        return seconds / reps / rows
+
+    times = interleaved_medians(list(cases), time_case, rounds)
+    return {path: {"widths": list(PAD_WIDTHS), "row_s": [times[path, w] for w in PAD_WIDTHS]}
+            for path in PAD_PATHS}
+
+
 def call_overhead(built: BuiltKernels, threads: int) -> float:
     """Seconds of one direct-kernel call from Python on a 1x1-channel, 1-pixel problem: the
     cffi call, the kernel's checks and its OpenMP parallel region."""
@@ -168,4 +222,5 @@ def call_overhead(built: BuiltKernels, threads: int) -> float:
 
 def run_roofs(built: BuiltKernels, host: HostInfo, threads: int) -> dict:
     return {"loads_g_per_s": load_rates(built, host), **tile_costs(built, host),
+            "padding": padding_costs(built),
             "call_s": {str(t): call_overhead(built, t) for t in sorted({1, threads})}}

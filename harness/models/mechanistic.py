@@ -11,9 +11,11 @@ Per work item (one band of output rows of one image for one block of output chan
   that straddle cache lines the layout's offsets give (priced apart: split loads);
 - reloads: a block past L1 is read in again, window by window, for every output channel
   where two windows do not fit L1 together (once per item with tiles outside channels);
-- padding: the channels of every block it reads, copied into the padded layout (once per
-  image with shared padding), accumulators set to the bias, and output rows stored, at the
-  triad rate of the working set each moves within;
+- padding: the rows of every channel of every block it reads, copied into the padded layout
+  (once per image with shared padding), at the calibrated cost per row of the copy path and
+  row width (or the triad rate of the working sets it moves between, if that is slower);
+  accumulators set to the bias and output rows stored at the triad rate of the working set
+  each moves within;
 then the items, at their real sizes, are handed to the threads as the kernel's dynamic
 schedule does, and one call's overhead is added. Expected counts (positions per block,
 blocks with any) come from the density and the pattern: uniform random supports, or
@@ -57,6 +59,7 @@ class KernelCosts:
     lanes: int
     max_tile: int
     isa: str
+    padding: dict        # copy path -> {"widths": [...], "row_s": [...]} (roofs.PAD_PATHS)
     # the plans harness.models.plan_choice chose priced by these costs, memoised with them
     chosen_plans: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -67,7 +70,8 @@ class KernelCosts:
                    {int(k): v for k, v in roofs["call_s"].items()},
                    {k: (v["working_set_kib"] * 1024, v["median"])
                     for k, v in cal["triad_gbps_1"].items()},
-                   isa_table()[cal["isa"]].lanes, isa_table()[cal["isa"]].max_tile, cal["isa"])
+                   isa_table()[cal["isa"]].lanes, isa_table()[cal["isa"]].max_tile, cal["isa"],
+                   roofs["padding"])
 
     def tile(self, group: int, width: int, level: str, offsets: str) -> dict:
         """A tile's calibrated costs; widths between the calibrated ones interpolated."""
@@ -111,6 +115,15 @@ class KernelCosts:
             costs.append(aligned + (rand - aligned) * (split / share if share else 0.0))
         return float(np.interp(math.log(max(footprint, 1.0)), sizes, costs))
 
+    def pad_row_s(self, path: str, width: int) -> float:
+        """Seconds to pad one input row of ``width`` floats along ``path``: linear between
+        the calibrated widths, and beyond them along the last two."""
+        widths, row_s = self.padding[path]["widths"], self.padding[path]["row_s"]
+        if width >= widths[-1]:
+            slope = (row_s[-1] - row_s[-2]) / (widths[-1] - widths[-2])
+            return float(row_s[-1] + slope * (width - widths[-1]))
+        return float(np.interp(width, widths, row_s))
+
     def stream_s(self, nbytes: float, working_set: float) -> float:
         """Seconds to move ``nbytes`` within a working set of ``working_set`` bytes. The triad
         was calibrated at half of each cache (and just past L2); from twice a calibrated
@@ -138,6 +151,11 @@ class KernelCosts:
 
     def call_overhead(self, threads: int) -> float:
         return self.call_s.get(threads) or max(self.call_s.values())
+
+
+def pad_path(aligned: bool, stride_w: int) -> str:
+    """The padding's copy path (harness.machine.roofs.PAD_PATHS) of a layout."""
+    return "aligned" if aligned else {1: "stride1", 2: "stride2"}.get(stride_w, "strided")
 
 
 def even_split(vectors: int, tile: int) -> list[int]:
@@ -222,10 +240,14 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
     p = support_probability(density, G, pattern)
     overlaps = block_overlaps(spec.in_channels, c_group, bc, spec.groups)
 
+    path = pad_path(layout.aligned, spec.stride[1])
+    pad_row_s = costs.pad_row_s(path, spec.width) * (layout.copies if layout.aligned else 1)
+
     def pad_s(channels, rows):
         in_rows = min(spec.height, (rows - 1) * spec.stride[0] + spec.kernel_h)
-        return (costs.stream_s(4 * channels * in_rows * spec.width, in_bytes)
-                + costs.stream_s(4 * channels * layout.copies * layout.plane, block_bytes))
+        moved = (costs.stream_s(4 * channels * in_rows * spec.width, in_bytes)
+                 + costs.stream_s(4 * channels * layout.copies * layout.plane, block_bytes))
+        return max(channels * in_rows * pad_row_s, moved)
 
     def item(channels: int, rows: int) -> dict:
         """One work item of ``channels`` output channels and ``rows`` output rows."""

@@ -30,7 +30,14 @@ def synthetic_costs(lanes=16, max_tile=28, slow_l2=4.0, split_penalty=1.5) -> Ke
     return KernelCosts(tiles, {f"{lvl}/random": 1.0 for lvl in levels}, levels,
                        {1: 2e-6, 2: 4e-6},
                        {"l1d": (24 << 10, 100.0), "l2": (1 << 20, 50.0), "dram": (1 << 30, 10.0)},
-                       lanes, max_tile, "avx512")
+                       lanes, max_tile, "avx512", SYNTHETIC_PADDING)
+
+
+# 1 ns per row and 0.1 ns per float, twice that at stride 2 and more (and per shifted copy)
+SYNTHETIC_PADDING = {path: {"widths": [7, 56, 224],
+                            "row_s": [f * (1e-9 + 1e-10 * w) for w in (7, 56, 224)]}
+                     for path, f in (("stride1", 1.0), ("stride2", 2.0), ("strided", 2.0),
+                                     ("aligned", 1.0))}
 
 
 def work(t: dict) -> float:
@@ -124,7 +131,8 @@ def test_costs_from_a_calibration_dict():
     isa = next(iter(isa_table()))
     cal = {"isa": isa, "roofs": {"tiles": {"1/1/l1/aligned": {"position_s": 1e-9, "call_s": 0}},
                                  "random_split": {"l1/random": 1.0}, "level_bytes": {"l1": 1},
-                                 "call_s": {"1": 1e-6, "2": 2e-6}},
+                                 "call_s": {"1": 1e-6, "2": 2e-6},
+                                 "padding": SYNTHETIC_PADDING},
            "triad_gbps_1": {"l1d": {"median": 90.0, "working_set_kib": 24}}}
     costs = KernelCosts.from_calibration(cal)
     assert costs.call_overhead(2) == 2e-6 and costs.triad["l1d"] == (24 * 1024, 90.0)
@@ -145,3 +153,36 @@ def test_a_tile_over_the_whole_run_reads_all_of_an_aligned_block():
     block = 4 * 16 * layout.copies * layout.plane
     assert tile_window_bytes(CONV3, layout, 13 * 16) == block
     assert tile_window_bytes(CONV3, layout, 16) < block / 3  # one row's tile: a few rows
+
+
+def test_padding_is_priced_per_row_of_its_copy_path():
+    import dataclasses
+    costs = synthetic_costs()
+    slow = direct_time(costs, ConvSpec.from_shapes((1, 64, 56, 56), (64, 64, 1, 1), 1, 0),
+                       0.1, DirectPlan(28, 64, 8), 1)["padding_s"]
+    # where moving the rows at the triad's rates takes longer, that binds
+    assert slow > 64 * 56 * costs.pad_row_s("stride1", 56)
+    costs = dataclasses.replace(costs, triad={k: (size, 1e3 * rate)
+                                              for k, (size, rate) in costs.triad.items()})
+    assert costs.pad_row_s("stride1", 56) == pytest.approx(1e-9 + 5.6e-9)
+    assert costs.pad_row_s("stride1", 31.5) == pytest.approx(1e-9 + 3.15e-9)  # interpolated
+    assert costs.pad_row_s("stride1", 448) == pytest.approx(1e-9 + 44.8e-9)  # extrapolated
+    one = ConvSpec.from_shapes((1, 64, 56, 56), (64, 64, 1, 1), 1, 0)
+    two = ConvSpec.from_shapes((1, 64, 56, 56), (64, 64, 1, 1), 2, 0)
+    plan = DirectPlan(28, 64, 8)  # one work item: every channel's 56 rows padded once
+    t1, t2 = (direct_time(costs, s, 0.1, plan, 1)["padding_s"] for s in (one, two))
+    assert t1 == pytest.approx(64 * 56 * costs.pad_row_s("stride1", 56))
+    # stride 2: 28 output rows read input rows 0-54, at twice the cost a row
+    assert t2 == pytest.approx(64 * 55 * 2 * costs.pad_row_s("stride1", 56))
+    # two work items pad every channel twice
+    assert direct_time(costs, one, 0.1, DirectPlan(28, 32, 8), 1)["padding_s"] == \
+        pytest.approx(2 * t1)
+
+
+def test_padding_calibration_on_this_host():
+    out = roofs.padding_costs(host_kernels(), rounds=1)
+    assert set(out) == set(roofs.PAD_PATHS)
+    for path in out.values():
+        assert path["widths"] == list(roofs.PAD_WIDTHS)
+        # a row of 224 floats takes more instructions than one of 7
+        assert 0 < path["row_s"][0] < path["row_s"][-1] < 1e-5

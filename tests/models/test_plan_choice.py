@@ -23,7 +23,7 @@ def calibration_of(costs, built, host, threads=1) -> dict:
     return {"host": host.cpu_model, "build_key": built.key, "isa": built.isa,
             "threads": threads, "fma_gflops_1": {"median": 100.0},
             "roofs": {"tiles": costs.tiles, "random_split": costs.random_split,
-                      "level_bytes": costs.level_bytes,
+                      "level_bytes": costs.level_bytes, "padding": costs.padding,
                       "call_s": {str(t): s for t, s in costs.call_s.items()}},
             "triad_gbps_1": {lvl: {"working_set_kib": size / 1024, "median": rate}
                              for lvl, (size, rate) in costs.triad.items()}}
