@@ -6,11 +6,12 @@ Per work item (one band of output rows of one image for one block of output chan
 - tiles: for every output-channel group and input-channel block with non-zeros, the run is
   split into register tiles (tile.h's even split); each tile call costs its fixed cost plus
   the traffic of its accumulators at the working set of the item's accumulator run, and each
-  non-zero position the calibrated cost of that tile width at the working set it reads (the
-  padded block, or for a block past L1 one tile's window of it), with the share of loads
-  that straddle cache lines the layout's offsets give (priced apart: split loads);
-- reloads: a block past L1 is read in again, window by window, for every output channel
-  where two windows do not fit L1 together (once per item with tiles outside channels);
+  non-zero position the calibrated cost of that tile width with its input in L1, with the
+  share of loads that straddle cache lines the layout's offsets give (priced apart: split
+  loads);
+- reloads: where what each output channel streams again (the padded block, or with tiles
+  outside channels one tile's window of it) is past L1, the lines each tile call touches,
+  at the calibrated tiles' extra cost per byte of streaming from the level that holds it;
 - padding: the rows of every channel of every block it reads, copied into the padded layout
   (once per image with shared padding), at the calibrated cost per row of the copy path and
   row width (or the triad rate of the working sets it moves between, if that is slower);
@@ -98,22 +99,19 @@ class KernelCosts:
         ts = list(t["few_s"]) + [t["call_s"] + FEW_UP_TO * t["position_s"]]
         return float(np.interp(positions, ns, ts))
 
-    def _levels(self) -> tuple[list[str], np.ndarray]:
-        names = sorted(self.level_bytes, key=self.level_bytes.get)
-        return names, np.log([self.level_bytes[n] for n in names])
-
-    def position_s(self, group: int, width: int, footprint: float, split: float) -> float:
-        """Seconds per non-zero position of a tile call, its input block ``footprint`` bytes,
-        ``split`` of its loads straddling lines: the calibrated working sets interpolated in
-        the logarithm of the footprint, and the split loads' cost in proportion."""
-        names, sizes = self._levels()
-        costs = []
-        for lvl in names:
+    def position_s(self, group: int, width: int, streamed: float, split: float) -> float:
+        """Seconds per non-zero position of a tile call whose input is streamed again and
+        again over ``streamed`` bytes, ``split`` of its loads straddling lines: the L1 price
+        up to L1's size, the L2 price from twice that, the price past L2 from twice L2 (in
+        between, in the logarithm of the size); the split loads' cost in proportion."""
+        def at(lvl):
             aligned = self.tile(group, width, lvl, "aligned")["position_s"]
             rand = self.tile(group, width, lvl, "random")["position_s"]
             share = self.random_split[f"{lvl}/random"]
-            costs.append(aligned + (rand - aligned) * (split / share if share else 0.0))
-        return float(np.interp(math.log(max(footprint, 1.0)), sizes, costs))
+            return float(aligned + (rand - aligned) * (split / share if share else 0.0))
+        l1, l2, l3 = at("l1"), at("l2"), at("l3")
+        return (l1 + reload_share(streamed, self.l1_bytes) * (l2 - l1)
+                + reload_share(streamed, self.l2_bytes) * (l3 - l2))
 
     def pad_row_s(self, path: str, width: int) -> float:
         """Seconds to pad one input row of ``width`` floats along ``path``: linear between
@@ -260,39 +258,37 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
         def acc_extra(width):
             moved = 2 * 4 * G * width * lanes
             return max(0.0, costs.stream_s(moved, acc_bytes) - costs.stream_s(moved, in_l1))
-        # A block past L1 is read tile by tile: a tile's positions share its window of the
-        # block (in L1), whose lines the next output channel reads in afresh from the
-        # block's level (as many as the positions touch). The prefetchers bring the next
-        # tile's window in while one is computed, so the reloads cost only where two windows
-        # do not fit L1 together. With tiles outside output channels a tile's window stays
-        # in L1 while every output channel of the item streams through it: the block is
-        # read in once.
+        # The input each output channel streams again: with tiles inside output channels,
+        # the whole block; with tiles outside them, one tile's window of it (every output
+        # channel of the item streams through that before the next tile's, so the block is
+        # read in from its level once). Past L1, each line a tile call touches comes from
+        # the level that holds what is streamed: priced per byte as the calibration's tiles
+        # stream from there (the hardware prefetchers overlap it with the FMAs), the lines
+        # that a call's positions share (neighbouring taps of one channel) once.
         window = tile_window_bytes(spec, layout, widths[0] * lanes) / bc  # per channel
-        beyond_l1 = reload_share(block_bytes, costs.l1_bytes)
-        reload = min(beyond_l1, reload_share(2 * window * bc, costs.l1_bytes))
-        ws = min(block_bytes, window * bc) if beyond_l1 else block_bytes
+        streamed = window * bc if plan.tiles_outer else block_bytes
+        beyond_l1 = reload_share(streamed, costs.l1_bytes)
         once = 0.0
         if plan.tiles_outer:
-            once = reload * costs.stream_s(len(overlaps) * block_bytes, block_bytes)
-            reload = 0.0
-        # per width (the even split has one or two): how many tiles, and the cost per
-        # position at this working set beyond the L1 price
+            once = reload_share(block_bytes, costs.l1_bytes) * costs.stream_s(
+                len(overlaps) * block_bytes, block_bytes)
         counts = Counter(widths)
-        excess = {w: costs.position_s(G, w, ws, 0.0)
-                  - float(costs.tile(G, w, "l1", "aligned")["position_s"]) for w in counts}
-        split_extra = sum(k * (costs.position_s(G, w, ws, split)
-                               - costs.position_s(G, w, ws, 0.0)) for w, k in counts.items())
+        l1_price = {w: float(costs.tile(G, w, "l1", "aligned")["position_s"]) for w in counts}
+        per_byte = {w: (costs.position_s(G, w, streamed, 0.0) - l1_price[w]) / (4 * w * lanes)
+                    for w in counts}
+        split_extra = sum(k * (costs.position_s(G, w, streamed, split)
+                               - costs.position_s(G, w, streamed, 0.0))
+                          for w, k in counts.items())
 
         def block_s(n):  # one group's tile calls over a block holding n of its channels
             positions = p * n * area
             nonempty = 1.0 - (1.0 - p) ** (n * area)
             per_call = positions / nonempty if nonempty else 0.0  # in a call that has any
-            calls = sum(k * (costs.short_call_s(G, w, per_call) + per_call * excess[w]
-                             + acc_extra(w)) for w, k in counts.items())
-            touched = sum(k * min(window * n, positions * 4 * (w * lanes + LINE_FLOATS))
+            calls = sum(k * (costs.short_call_s(G, w, per_call) + acc_extra(w))
+                        for w, k in counts.items())
+            touched = sum(k * per_byte[w] * min(window * n, positions * 4 * (w * lanes + LINE_FLOATS))
                           for w, k in counts.items())
-            return np.array([nonempty * calls, positions * split_extra,
-                             reload * costs.stream_s(touched, block_bytes)])
+            return np.array([nonempty * calls, positions * split_extra, beyond_l1 * touched])
         tiles, splits, reloads = -(-channels // G) * sum(
             k * block_s(n) for n, k in Counter(overlaps).items())
         stored = 4 * channels * rows * spec.out_width
