@@ -101,17 +101,25 @@ class KernelCosts:
 
     def position_s(self, group: int, width: int, streamed: float, split: float) -> float:
         """Seconds per non-zero position of a tile call whose input is streamed again and
-        again over ``streamed`` bytes, ``split`` of its loads straddling lines: the L1 price
-        up to L1's size, the L2 price from twice that, the price past L2 from twice L2 (in
-        between, in the logarithm of the size); the split loads' cost in proportion."""
+        again over ``streamed`` bytes, ``split`` of its loads straddling lines: the calibrated
+        working sets' prices interpolated in the logarithm of the size, but from twice L1's
+        size on at least the L2 price and from twice L2's at least the price past L2 (lines
+        streamed again over that much are all gone from the level below between two reads;
+        the calibration's working sets just past L1 still find some in it)."""
+        names = sorted(self.level_bytes, key=self.level_bytes.get)
+
         def at(lvl):
             aligned = self.tile(group, width, lvl, "aligned")["position_s"]
             rand = self.tile(group, width, lvl, "random")["position_s"]
             share = self.random_split[f"{lvl}/random"]
             return float(aligned + (rand - aligned) * (split / share if share else 0.0))
+        prices = [at(lvl) for lvl in names]
+        sizes = np.log([self.level_bytes[n] for n in names])
+        curve = float(np.interp(math.log(max(streamed, 1.0)), sizes, prices))
         l1, l2, l3 = at("l1"), at("l2"), at("l3")
-        return (l1 + reload_share(streamed, self.l1_bytes) * (l2 - l1)
-                + reload_share(streamed, self.l2_bytes) * (l3 - l2))
+        floor = (l1 + reload_share(streamed, self.l1_bytes) * (l2 - l1)
+                 + reload_share(streamed, self.l2_bytes) * (l3 - l2))
+        return max(curve, floor)
 
     def pad_row_s(self, path: str, width: int) -> float:
         """Seconds to pad one input row of ``width`` floats along ``path``: linear between
@@ -267,7 +275,6 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
         # that a call's positions share (neighbouring taps of one channel) once.
         window = tile_window_bytes(spec, layout, widths[0] * lanes) / bc  # per channel
         streamed = window * bc if plan.tiles_outer else block_bytes
-        beyond_l1 = reload_share(streamed, costs.l1_bytes)
         once = 0.0
         if plan.tiles_outer:
             once = reload_share(block_bytes, costs.l1_bytes) * costs.stream_s(
@@ -288,7 +295,7 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
                         for w, k in counts.items())
             touched = sum(k * per_byte[w] * min(window * n, positions * 4 * (w * lanes + LINE_FLOATS))
                           for w, k in counts.items())
-            return np.array([nonempty * calls, positions * split_extra, beyond_l1 * touched])
+            return np.array([nonempty * calls, positions * split_extra, touched])
         tiles, splits, reloads = -(-channels // G) * sum(
             k * block_s(n) for n, k in Counter(overlaps).items())
         stored = 4 * channels * rows * spec.out_width
