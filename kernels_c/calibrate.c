@@ -104,3 +104,20 @@ void spconv_tile_repeat(long reps, float *acc, long acc_stride, long n, const fl
         spconv_accumulate_group(acc, acc_stride, n, base, colidx, values, npos, group,
                                 tile_vectors);
 }
+
+/* The kernel's walk of one channel block, output-channel group after group, each reading the
+   same input: group i makes npos[i] positions (none: skipped, as the kernel skips it) on
+   accumulator run i % acc_runs (group * acc_stride floats each), `reps` times. With the same
+   counts in an order the branch predictor cannot follow and sorted, it times a mispredicted
+   branch. */
+void spconv_tile_channels(long reps, float *acc, long acc_stride, int acc_runs, int groups,
+                          long n, const float *base, const int *colidx, const float *values,
+                          const int *npos, int group, int tile_vectors)
+{
+    for (long r = 0; r < reps; ++r)
+        for (int i = 0; i < groups; ++i)
+            if (npos[i] > 0)
+                spconv_accumulate_group(acc + (long)(i % acc_runs) * group * acc_stride,
+                                        acc_stride, n, base, colidx, values, npos[i], group,
+                                        tile_vectors);
+}

@@ -142,6 +142,12 @@ void spconv_accumulate_group(float *acc, long acc_stride, long n, const float *b
 void spconv_tile_repeat(long reps, float *acc, long acc_stride, long n, const float *base,
                         const int *colidx, const float *values, int npos, int group,
                         int tile_vectors);
+/* One tile over `groups` output-channel groups reading the same input, group i with npos[i]
+   positions (skipped when none) on accumulator run i % acc_runs, `reps` times: the cost of a
+   mispredicted branch, from counts in random and in sorted order (kernels_c/calibrate.c). */
+void spconv_tile_channels(long reps, float *acc, long acc_stride, int acc_runs, int groups,
+                          long n, const float *base, const int *colidx, const float *values,
+                          const int *npos, int group, int tile_vectors);
 /* The direct kernel's padding alone, `reps` times over: channels [0, channels) of one image
    of g copied whole into their padded layout at block (channels * spconv_channel_plane(g) *
    copies floats, zeroed once before). The calibration of the padding's cost per row. */

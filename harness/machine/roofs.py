@@ -11,6 +11,9 @@
   cost is set by instructions per row, not by where the input lives: on an AMD EPYC (Zen 5)
   rows of 56 floats cost 5.3 ns at stride 1 and 9.5 ns at stride 2 whether the input was
   49 KiB or 3 MiB.
+- A mispredicted branch: the kernel's tests of whether a group has non-zeros in a block, and
+  the ends of its loops over non-zeros, go one way or the other at random in sparse weights;
+  timed as the same tile calls in random and in sorted order.
 - Call overhead: one call of the direct kernel on a problem too small to cost anything else,
   from Python, per thread count.
 
@@ -197,6 +200,30 @@ def padding_costs(built: BuiltKernels, rounds: int = 3) -> dict:
             for path in PAD_PATHS}
 
 
+def branch_miss(built: BuiltKernels, rounds: int = 3) -> float:
+    """Seconds one mispredicted branch costs: 1-vector tile calls of one position for half
+    of 2^16 groups (the others skipped), their order random (the predictor misses half of
+    the tests) against sorted (it misses none)."""
+    lib, vec = built.lib, built.lib.spconv_vector_floats()
+    rng = np.random.default_rng(3)
+    groups, runs = 1 << 16, 64
+    counts = {"random": (rng.random(groups) < 0.5).astype(np.int32)}
+    counts["sorted"] = np.sort(counts["random"])
+    base = aligned_zeros(4 * vec, 64)
+    acc = aligned_zeros(runs * vec, 64)
+    colidx, values = np.zeros(1, np.int32), np.ones(1, np.float32)
+
+    def time_order(order):
+        args = (float_ptr(built, acc), vec, runs, groups, vec, float_ptr(built, base),
+                int_ptr(built, colidx), float_ptr(built, values), int_ptr(built, counts[order]),
+                1, 1)
+        return measure(lambda: lib.spconv_tile_channels(1, *args), repeats=3,
+                       min_time=0.01).median
+
+    t = interleaved_medians(list(counts), time_order, rounds)
+    return max(0.0, 2.0 * (t["random"] - t["sorted"]) / groups)
+
+
 def call_overhead(built: BuiltKernels, threads: int) -> float:
     """Seconds of one direct-kernel call from Python on a 1x1-channel, 1-pixel problem: the
     cffi call, the kernel's checks and its OpenMP parallel region."""
@@ -222,5 +249,5 @@ def call_overhead(built: BuiltKernels, threads: int) -> float:
 
 def run_roofs(built: BuiltKernels, host: HostInfo, threads: int) -> dict:
     return {"loads_g_per_s": load_rates(built, host), **tile_costs(built, host),
-            "padding": padding_costs(built),
+            "padding": padding_costs(built), "branch_miss_s": branch_miss(built),
             "call_s": {str(t): call_overhead(built, t) for t in sorted({1, threads})}}

@@ -12,6 +12,9 @@ Per work item (one band of output rows of one image for one block of output chan
 - reloads: where what each output channel streams again (the padded block, or with tiles
   outside channels one tile's window of it) is past L1, the lines each tile call touches,
   at the calibrated tiles' extra cost per byte of streaming from the level that holds it;
+- branches: the tests of whether a group has non-zeros in a block, and the ends of the loops
+  over them, that the branch predictor misses (the rarer outcome of the test; every count but
+  the most frequent), at the calibrated cost of a miss;
 - padding: the rows of every channel of every block it reads, copied into the padded layout
   (once per image with shared padding), at the calibrated cost per row of the copy path and
   row width (or the triad rate of the working sets it moves between, if that is slower);
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binom
 
 from harness.conv.convspec import ConvSpec
 from harness.conv.sparsity import band_height, direct_csr, direct_layout
@@ -61,6 +65,7 @@ class KernelCosts:
     max_tile: int
     isa: str
     padding: dict        # copy path -> {"widths": [...], "row_s": [...]} (roofs.PAD_PATHS)
+    branch_miss_s: float  # one mispredicted branch
     # the plans harness.models.plan_choice chose priced by these costs, memoised with them
     chosen_plans: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -72,7 +77,7 @@ class KernelCosts:
                    {k: (v["working_set_kib"] * 1024, v["median"])
                     for k, v in cal["triad_gbps_1"].items()},
                    isa_table()[cal["isa"]].lanes, isa_table()[cal["isa"]].max_tile, cal["isa"],
-                   roofs["padding"])
+                   roofs["padding"], roofs["branch_miss_s"])
 
     def tile(self, group: int, width: int, level: str, offsets: str) -> dict:
         """A tile's calibrated costs; widths between the calibrated ones interpolated."""
@@ -168,6 +173,17 @@ def even_split(vectors: int, tile: int) -> list[int]:
     """The tile widths of tile.h's even split of a run of ``vectors`` vectors."""
     n = -(-vectors // tile)
     return [vectors * (i + 1) // n - vectors * i // n for i in range(n)]
+
+
+@functools.lru_cache(maxsize=65536)
+def unpredictable_count(slots: int, p: float) -> float:
+    """Share of a group's non-empty tile calls whose count of non-zeros (of ``slots`` each
+    present with probability ``p``) is not the most frequent one."""
+    if slots < 1 or p <= 0.0 or p >= 1.0:
+        return 0.0
+    pmf = binom.pmf(np.arange(1, slots + 1), slots, p)
+    total = pmf.sum()
+    return float(1.0 - pmf.max() / total) if total > 0 else 0.0
 
 
 def support_probability(density: float, group: int, pattern: str) -> float:
@@ -293,9 +309,16 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
             per_call = positions / nonempty if nonempty else 0.0  # in a call that has any
             calls = sum(k * (costs.short_call_s(G, w, per_call) + acc_extra(w))
                         for w, k in counts.items())
-            touched = sum(k * per_byte[w] * min(window * n, positions * 4 * (w * lanes + LINE_FLOATS))
+            # the calibration's calls repeat one count; here whether a group has any non-zero
+            # in the block, and how many, are random: the predictor misses the rarer outcome
+            # of the test and the loop's end unless one count dominates
+            # (with tiles outside channels each tile repeats the first one's outcomes)
+            misses = min(nonempty, 1.0 - nonempty) + nonempty * unpredictable_count(n * area, p)
+            touched = sum(k * per_byte[w] * min(window * n,
+                                                positions * 4 * (w * lanes + LINE_FLOATS))
                           for w, k in counts.items())
-            return np.array([nonempty * calls, positions * split_extra, touched])
+            return np.array([nonempty * calls + misses * costs.branch_miss_s,
+                             positions * split_extra, touched])
         tiles, splits, reloads = -(-channels // G) * sum(
             k * block_s(n) for n, k in Counter(overlaps).items())
         stored = 4 * channels * rows * spec.out_width

@@ -1,5 +1,7 @@
 """The mechanistic model of the direct kernel and the calibration it is priced by."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -30,7 +32,7 @@ def synthetic_costs(lanes=16, max_tile=28, slow_l2=4.0, split_penalty=1.5) -> Ke
     return KernelCosts(tiles, {f"{lvl}/random": 1.0 for lvl in levels}, levels,
                        {1: 2e-6, 2: 4e-6},
                        {"l1d": (24 << 10, 100.0), "l2": (1 << 20, 50.0), "dram": (1 << 30, 10.0)},
-                       lanes, max_tile, "avx512", SYNTHETIC_PADDING)
+                       lanes, max_tile, "avx512", SYNTHETIC_PADDING, 5e-9)
 
 
 # 1 ns per row and 0.1 ns per float, twice that at stride 2 and more (and per shifted copy)
@@ -132,7 +134,7 @@ def test_costs_from_a_calibration_dict():
     cal = {"isa": isa, "roofs": {"tiles": {"1/1/l1/aligned": {"position_s": 1e-9, "call_s": 0}},
                                  "random_split": {"l1/random": 1.0}, "level_bytes": {"l1": 1},
                                  "call_s": {"1": 1e-6, "2": 2e-6},
-                                 "padding": SYNTHETIC_PADDING},
+                                 "padding": SYNTHETIC_PADDING, "branch_miss_s": 5e-9},
            "triad_gbps_1": {"l1d": {"median": 90.0, "working_set_kib": 24}}}
     costs = KernelCosts.from_calibration(cal)
     assert costs.call_overhead(2) == 2e-6 and costs.triad["l1d"] == (24 * 1024, 90.0)
@@ -156,7 +158,6 @@ def test_a_tile_over_the_whole_run_reads_all_of_an_aligned_block():
 
 
 def test_padding_is_priced_per_row_of_its_copy_path():
-    import dataclasses
     costs = synthetic_costs()
     slow = direct_time(costs, ConvSpec.from_shapes((1, 64, 56, 56), (64, 64, 1, 1), 1, 0),
                        0.1, DirectPlan(28, 64, 8), 1)["padding_s"]
@@ -186,3 +187,19 @@ def test_padding_calibration_on_this_host():
         assert path["widths"] == list(roofs.PAD_WIDTHS)
         # a row of 224 floats takes more instructions than one of 7
         assert 0 < path["row_s"][0] < path["row_s"][-1] < 1e-5
+
+
+def test_random_outcomes_cost_branch_misses():
+    from harness.models.mechanistic import unpredictable_count
+    assert unpredictable_count(1, 0.3) == 0.0   # one slot: a non-empty call has one non-zero
+    assert unpredictable_count(9, 1.0) == 0.0   # dense: always all of them
+    assert 0.5 < unpredictable_count(144, 0.1) < 0.95
+    costs = synthetic_costs()
+    spec = ConvSpec.from_shapes((1, 1024, 14, 14), (2048, 1024, 1, 1), 2, 0)
+    plan = DirectPlan(4, 2048, 8)
+    cheap = dataclasses.replace(costs, branch_miss_s=0.0)
+    # at 95%, a third of the groups has a non-zero in a block of 8 channels: about 2048 x 128
+    # x (1/3 + 1/3 x 0.4) misses
+    extra = (direct_time(costs, spec, 0.05, plan, 1)["tiles_s"]
+             - direct_time(cheap, spec, 0.05, plan, 1)["tiles_s"])
+    assert 2048 * 128 * 0.3 * 5e-9 < extra < 2048 * 128 * 0.6 * 5e-9
