@@ -66,7 +66,8 @@ def fake_calibration(monkeypatch):
 
     def measured(built, host, threads, repeats=5):
         calls.append(threads)
-        return {"fma_gflops_1": {"median": 100.0}, "roofs": {}, "threads": threads}
+        return {"fma_gflops_1": {"median": 100.0},
+                "roofs": {k: {} for k in calibrate.REQUIRED_ROOFS}, "threads": threads}
     monkeypatch.setattr(calibrate, "run_calibration", measured)
     monkeypatch.setattr(calibrate, "busy_reason", lambda threads: None)
     return calls
