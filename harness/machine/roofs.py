@@ -179,8 +179,8 @@ def padding_costs(built: BuiltKernels, rounds: int = 3) -> dict:
     cases, keep = {}, []
     for path, (stride, aligned) in PAD_PATHS.items():
         for width in PAD_WIDTHS:
-            spec = ConvSpec.from_shapes((1, PAD_CHANNELS, PAD_ROWS, width), (1, PAD_CHANNELS, 3, 3),
-                                        stride, 1)
+            spec = ConvSpec.from_shapes((1, PAD_CHANNELS, PAD_ROWS, width),
+                                        (1, PAD_CHANNELS, 3, 3), stride, 1)
             g, layout = pad_geometry(ffi, spec, aligned, vec)
             x = rng.standard_normal(PAD_CHANNELS * PAD_ROWS * width).astype(np.float32)
             block = aligned_zeros(layout.copies * PAD_CHANNELS * layout.plane + vec, 64)

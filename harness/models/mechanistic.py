@@ -311,8 +311,8 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
                         for w, k in counts.items())
             # the calibration's calls repeat one count; here whether a group has any non-zero
             # in the block, and how many, are random: the predictor misses the rarer outcome
-            # of the test and the loop's end unless one count dominates
-            # (with tiles outside channels each tile repeats the first one's outcomes)
+            # of the test and the loop's end unless one count dominates (counted once per
+            # group and block: with tiles outside channels, each tile repeats the first's)
             misses = min(nonempty, 1.0 - nonempty) + nonempty * unpredictable_count(n * area, p)
             touched = sum(k * per_byte[w] * min(window * n,
                                                 positions * 4 * (w * lanes + LINE_FLOATS))
