@@ -118,10 +118,10 @@ class KernelCosts:
             rand = self.tile(group, width, lvl, "random")["position_s"]
             share = self.random_split[f"{lvl}/random"]
             return float(aligned + (rand - aligned) * (split / share if share else 0.0))
-        prices = [at(lvl) for lvl in names]
+        prices = {lvl: at(lvl) for lvl in names}
         sizes = np.log([self.level_bytes[n] for n in names])
-        curve = float(np.interp(math.log(max(streamed, 1.0)), sizes, prices))
-        l1, l2, l3 = at("l1"), at("l2"), at("l3")
+        curve = float(np.interp(math.log(max(streamed, 1.0)), sizes, list(prices.values())))
+        l1, l2, l3 = prices["l1"], prices["l2"], prices["l3"]
         floor = (l1 + reload_share(streamed, self.l1_bytes) * (l2 - l1)
                  + reload_share(streamed, self.l2_bytes) * (l3 - l2))
         return max(curve, floor)
@@ -297,10 +297,9 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
                 len(overlaps) * block_bytes, block_bytes)
         counts = Counter(widths)
         l1_price = {w: float(costs.tile(G, w, "l1", "aligned")["position_s"]) for w in counts}
-        per_byte = {w: (costs.position_s(G, w, streamed, 0.0) - l1_price[w]) / (4 * w * lanes)
-                    for w in counts}
-        split_extra = sum(k * (costs.position_s(G, w, streamed, split)
-                               - costs.position_s(G, w, streamed, 0.0))
+        price = {w: costs.position_s(G, w, streamed, 0.0) for w in counts}
+        per_byte = {w: (price[w] - l1_price[w]) / (4 * w * lanes) for w in counts}
+        split_extra = sum(k * (costs.position_s(G, w, streamed, split) - price[w])
                           for w, k in counts.items())
 
         def block_s(n):  # one group's tile calls over a block holding n of its channels
