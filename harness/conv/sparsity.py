@@ -79,6 +79,15 @@ def direct_layout(spec: ConvSpec, aligned: bool = False, vector: int = 16,
     return DirectLayout(plane_h, plane_w, 1, plane, block, block * plane)
 
 
+def direct_geometry(spec: ConvSpec, layout: DirectLayout) -> dict:
+    """The fields of the direct kernel's spconv_geometry for ``spec`` in ``layout``."""
+    return dict(batch=spec.batch, channels=spec.in_channels, height=spec.height,
+                width=spec.width, out_channels=spec.out_channels, out_height=spec.out_height,
+                out_width=spec.out_width, pad_h=spec.padding[0], pad_w=spec.padding[1],
+                stride_h=spec.stride[0], stride_w=spec.stride[1], plane_h=layout.plane_h,
+                plane_w=layout.plane_w, copies=layout.copies, copy_shift=spec.dilation[1])
+
+
 def _flat_nonzeros(w: np.ndarray):
     m_count = w.shape[0]
     flat = w.reshape(m_count, -1)

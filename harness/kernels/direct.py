@@ -6,8 +6,8 @@ from dataclasses import asdict
 
 import numpy as np
 
-from harness.conv.sparsity import (band_height, block_major, direct_csr, direct_layout,
-                                   support_group)
+from harness.conv.sparsity import (band_height, block_major, direct_csr, direct_geometry,
+                                   direct_layout, support_group)
 from harness.errors import ShapeError
 from harness.kernels import native
 from harness.kernels.base import PreparedConv
@@ -68,12 +68,7 @@ class DirectSparseConv(PreparedConv):
         layout = self.layout = direct_layout(spec, plan.aligned, vector,
                                              plan.channel_block, plan.band_rows)
         band = band_height(spec, plan.band_rows)
-        self._geometry = ffi.new("spconv_geometry *", dict(
-            batch=spec.batch, channels=spec.in_channels, height=spec.height, width=spec.width,
-            out_channels=spec.out_channels, out_height=spec.out_height,
-            out_width=spec.out_width, pad_h=spec.padding[0], pad_w=spec.padding[1],
-            stride_h=spec.stride[0], stride_w=spec.stride[1], plane_h=layout.plane_h,
-            plane_w=layout.plane_w, copies=layout.copies, copy_shift=spec.dilation[1]))
+        self._geometry = ffi.new("spconv_geometry *", direct_geometry(spec, layout))
         self._plan = ffi.new("spconv_plan *", dict(
             tile_vectors=plan.tile_vectors, out_channel_block=plan.out_channel_block,
             channel_blocks=-(-spec.in_channels // layout.block_channels),

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.conv.convspec import ConvSpec
-from harness.conv.sparsity import direct_layout
+from harness.conv.sparsity import direct_geometry, direct_layout
 from harness.machine.build import BuiltKernels, aligned_zeros, float_ptr, int_ptr
 from harness.machine.hostinfo import HostInfo
 from harness.timing import interleaved_medians, measure
@@ -159,17 +159,6 @@ def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 3) -> dict:
             "level_bytes": level_bytes(host)}
 
 
-def pad_geometry(ffi, spec: ConvSpec, aligned: bool, vector: int):
-    """The direct kernel's geometry of ``spec`` in the (un)aligned layout, and its layout."""
-    layout = direct_layout(spec, aligned, vector)
-    return ffi.new("spconv_geometry *", dict(
-        batch=1, channels=spec.in_channels, height=spec.height, width=spec.width,
-        out_channels=1, out_height=spec.out_height, out_width=spec.out_width,
-        pad_h=spec.padding[0], pad_w=spec.padding[1], stride_h=spec.stride[0],
-        stride_w=spec.stride[1], plane_h=layout.plane_h, plane_w=layout.plane_w,
-        copies=layout.copies, copy_shift=spec.dilation[1])), layout
-
-
 def padding_costs(built: BuiltKernels, rounds: int = 3) -> dict:
     """Seconds per input row of the padding, per copy path (PAD_PATHS) and row width
     (PAD_WIDTHS): a 3-wide kernel padded by 1 at the path's stride; a shifted-copies row costs
@@ -181,7 +170,8 @@ def padding_costs(built: BuiltKernels, rounds: int = 3) -> dict:
         for width in PAD_WIDTHS:
             spec = ConvSpec.from_shapes((1, PAD_CHANNELS, PAD_ROWS, width),
                                         (1, PAD_CHANNELS, 3, 3), stride, 1)
-            g, layout = pad_geometry(ffi, spec, aligned, vec)
+            layout = direct_layout(spec, aligned, vec)
+            g = ffi.new("spconv_geometry *", direct_geometry(spec, layout))
             x = rng.standard_normal(PAD_CHANNELS * PAD_ROWS * width).astype(np.float32)
             block = aligned_zeros(layout.copies * PAD_CHANNELS * layout.plane + vec, 64)
             keep += [g, x, block]
