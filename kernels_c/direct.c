@@ -359,10 +359,11 @@ static void accumulate_tiles_outer(const spconv_plan *p,
 {
     const int G = p->out_group;
     const long vectors = run / VEC_FLOATS;
-    const long ntiles = tile_count(vectors, p->tile_vectors);
-    for (long t = 0; t < ntiles; ++t) {
-        const long v0 = tile_start(vectors, ntiles, t) * VEC_FLOATS;
-        const long v1 = tile_start(vectors, ntiles, t + 1) * VEC_FLOATS;
+    tile_walk walk = tile_walk_begin(vectors, p->tile_vectors);
+    for (long t = 0, start = 0; t < walk.ntiles; ++t) {
+        const long end = tile_walk_next(&walk);
+        const long v0 = start * VEC_FLOATS, v1 = end * VEC_FLOATS;
+        start = end;
         for (int q = q0; q < q1; ++q)
             if (row[q + 1] > row[q])
                 spconv_accumulate_group(acc_base + (long)(q - q0) * G * acc_stride + v0,

@@ -88,9 +88,9 @@ void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
         tiles[vectors](acc, base, colidx, values, nnz);
         return;
     }
-    const long ntiles = tile_count(vectors, tile_vectors);
-    for (long t = 0; t < ntiles; ++t) {
-        const long end = tile_start(vectors, ntiles, t + 1);
+    tile_walk walk = tile_walk_begin(vectors, tile_vectors);
+    for (long t = 0; t < walk.ntiles; ++t) {
+        const long end = tile_walk_next(&walk);
         const int width = (int)(end - v);
         tiles[width](acc + v * VEC_FLOATS, base + v * VEC_FLOATS, colidx, values, nnz);
         v = end;
@@ -173,9 +173,9 @@ void spconv_accumulate_group(float *acc, long acc_stride, long n, const float *b
         return;
     }
     const group_tile_fn *table = group == 2 ? group2_tiles : group4_tiles;
-    const long ntiles = tile_count(vectors, tile_vectors);
-    for (long t = 0, v = 0; t < ntiles; ++t) {
-        const long end = tile_start(vectors, ntiles, t + 1);
+    tile_walk walk = tile_walk_begin(vectors, tile_vectors);
+    for (long t = 0, v = 0; t < walk.ntiles; ++t) {
+        const long end = tile_walk_next(&walk);
         table[end - v](acc + v * VEC_FLOATS, acc_stride, base + v * VEC_FLOATS, colidx, values,
                        npos);
         v = end;
@@ -241,9 +241,13 @@ void spconv_accumulate_out(float *out, long n, float bias, const float *partial,
     const long vectors = (n + VEC_FLOATS - 1) / VEC_FLOATS;
     if (vectors <= 0)
         return;
-    const long ntiles = tile_count(vectors, tile_vectors);
-    for (long t = 0, v = 0; t < ntiles; ++t) {
-        const long end = tile_start(vectors, ntiles, t + 1);
+    if (vectors <= tile_vectors) {  /* one tile: skip the divisions of the even split */
+        out_tiles[vectors](out, n, bias, partial, residual, relu, base, colidx, values, nnz);
+        return;
+    }
+    tile_walk walk = tile_walk_begin(vectors, tile_vectors);
+    for (long t = 0, v = 0; t < walk.ntiles; ++t) {
+        const long end = tile_walk_next(&walk);
         const long first = v * VEC_FLOATS, last = end * VEC_FLOATS < n ? end * VEC_FLOATS : n;
         out_tiles[end - v](out + first, last - first, bias, partial ? partial + first : 0,
                            residual ? residual + first : 0, relu, base + first, colidx, values,
