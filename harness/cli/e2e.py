@@ -66,6 +66,7 @@ def _e2e(args, argv) -> int:
     import pandas as pd
 
     from harness.machine.build import build
+    from harness.machine.calibrate import calibration
     from harness.models.speedup import ModelSpeedup
     from harness.networks.end_to_end import Case, time_case
     from harness.networks.sources import torch_model
@@ -81,6 +82,9 @@ def _e2e(args, argv) -> int:
     meta = start_metadata(profile=profile, built=built, host=host, argv=argv,
                           settings={k: v for k, v in vars(args).items()})
     threads = sorted({min(t, host.logical_cpus) for t in threads})
+    # taken before any timing (once per build, then cached): without it the direct kernel's
+    # layers that the tuning database lacks run the default plan, not the model's
+    calibration(built, host, max(threads))
     rows, layer_rows = [], []
     for batch in batches:
         name, model, example = loaded.pop(batch, None) or torch_model(args.model, batch)

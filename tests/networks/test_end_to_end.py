@@ -23,7 +23,11 @@ def model(batch=1):
 '''
 
 
-def test_e2e_times_every_runtime_and_breaks_the_time_down(tmp_path, capsys):
+def test_e2e_times_every_runtime_and_breaks_the_time_down(tmp_path, capsys, monkeypatch):
+    import harness.machine.calibrate as calibrate
+    calibrated, real = [], calibrate.calibration
+    monkeypatch.setattr(calibrate, "calibration", lambda built, host, threads, **kw: (
+        calibrated.append(threads) or real(built, host, threads, **kw)))
     path = tmp_path / "small.py"
     path.write_text(MODEL_FILE)
     out = tmp_path / "e2e"
@@ -44,6 +48,8 @@ def test_e2e_times_every_runtime_and_breaks_the_time_down(tmp_path, capsys):
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["data"]["host"]["cpu_model"] and meta["data"]["blas"]
     assert "sparsified" in capsys.readouterr().out
+    # calibrated first, before any timing: untuned layers then run the model's plans
+    assert calibrated[:1] == [1]
 
 
 @pytest.mark.parametrize("model, says", [("nosuchnet", "nosuchnet"),
