@@ -113,36 +113,41 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
                                            ? c0 + a->channel_block : a->channels;
                         const int last = cb == cblocks - 1;
                         pack_block(a, x, c0, c1, p0, len, slice);
+                        const int *ptr0 = blkptr + (long)m0 * (cblocks + 1) + cb;
+                        const float *res0 =
+                            residual ? residual + n * out_per_image + (long)m0 * pixels + p0 : NULL;
+                        if (last && !a->through_scratch) {
+                            /* the last block's sums go from registers to the output, with the
+                               next chunk's output rows prefetched for writing (a layer's output
+                               is usually out of cache, and its rows are too many streams for
+                               the hardware prefetchers) */
+                            const long ahead = pixels - p0 - chunk;
+                            const spconv_out_rows r = {
+                                .out = y + (long)m0 * pixels + p0, .out_stride = pixels,
+                                .valid = len, .prefetch = ahead < 0 ? 0 : ahead < chunk ? ahead : chunk,
+                                .bias = bias ? bias + m0 : NULL,
+                                .partial = cb ? rows : NULL, .partial_stride = chunk,
+                                .residual = res0, .relu = relu, .base = slice,
+                                .rowptr = ptr0, .rowptr_stride = cblocks + 1,
+                                .colidx = colidx, .values = values, .rows = m1 - m0};
+                            spconv_accumulate_out_rows(&r, a->tile_vectors);
+                            continue;
+                        }
                         for (int m = m0; m < m1; ++m) {
-                            const int *ptr = blkptr + (long)m * (cblocks + 1) + cb;
-                            const int *cols = colidx + ptr[0];
-                            const float *vals = values + ptr[0];
-                            const int nnz = ptr[1] - ptr[0];
-                            const float b0 = bias ? bias[m] : 0.0f;
+                            const int *ptr = ptr0 + (long)(m - m0) * (cblocks + 1);
                             float *acc = rows + (long)(m - m0) * chunk;
-                            if (!last || a->through_scratch) {
-                                if (cb == 0)
-                                    for (long i = 0; i < padded; ++i)
-                                        acc[i] = b0;
-                                spconv_accumulate(acc, padded, slice, cols, vals, nnz,
-                                                  a->tile_vectors);
-                                if (!last)
-                                    continue;
+                            if (cb == 0) {
+                                const float b0 = bias ? bias[m] : 0.0f;
+                                for (long i = 0; i < padded; ++i)
+                                    acc[i] = b0;
                             }
-                            float *dst = y + m * pixels + p0;
-                            const float *res =
-                                residual ? residual + n * out_per_image + m * pixels + p0 : NULL;
-                            /* the next chunk's output row, for writing: a layer's output is
-                               usually out of cache, and its rows are too many streams for the
-                               hardware prefetchers */
-                            for (long i = chunk; i < 2 * chunk && p0 + i < pixels; i += 16)
-                                __builtin_prefetch(dst + i, 1);
-                            if (!a->through_scratch) {
-                                /* the last block's sums go from registers to the output */
-                                spconv_accumulate_out(dst, len, b0, cb ? acc : NULL, res, relu,
-                                                      slice, cols, vals, nnz, a->tile_vectors);
+                            spconv_accumulate(acc, padded, slice, colidx + ptr[0],
+                                              values + ptr[0], ptr[1] - ptr[0], a->tile_vectors);
+                            if (!last)
                                 continue;
-                            }
+                            /* through the scratch row: add, activate and copy out */
+                            float *dst = y + (long)m * pixels + p0;
+                            const float *res = res0 ? res0 + (long)(m - m0) * pixels : NULL;
                             if (res)
                                 for (long i = 0; i < len; ++i)
                                     acc[i] += res[i];

@@ -187,9 +187,6 @@ void spconv_accumulate_group(float *acc, long acc_stride, long n, const float *b
    and the ReLU applied on the way: no accumulator row is initialised, stored and copied out
    (for a layer with few non-zeros per output channel those round trips cost as many loads as
    the products). */
-typedef void (*out_tile_fn)(float *out, long valid, float bias, const float *partial,
-                            const float *residual, int relu, const float *base,
-                            const int *colidx, const float *values, int nnz);
 
 /* out[0..n) = act(x + residual), n below one vector for the last one of a row. */
 static inline void store_output(float *out, long n, vec_t x, const float *residual, int relu)
@@ -215,43 +212,77 @@ static inline void store_output(float *out, long n, vec_t x, const float *residu
 #endif
 }
 
-#define DEFINE_OUT_TILE(T)                                                                \
-    static void out_tile_##T(float *out, long valid, float bias, const float *partial,   \
-                             const float *residual, int relu, const float *base,         \
-                             const int *colidx, const float *values, int nnz)            \
+/* Row k of r, one tile of T vectors at column `first` (of `valid` floats). */
+#define OUT_TILE(T, r, k, first, valid)                                                   \
     {                                                                                     \
+        const int *colidx = (r)->colidx + (r)->rowptr[(k) * (r)->rowptr_stride];          \
+        const float *values = (r)->values + (r)->rowptr[(k) * (r)->rowptr_stride];        \
+        const int nnz = (r)->rowptr[(k) * (r)->rowptr_stride + 1] -                       \
+                        (r)->rowptr[(k) * (r)->rowptr_stride];                            \
+        const float *base = (r)->base + (first);                                          \
+        const float *partial =                                                            \
+            (r)->partial ? (r)->partial + (k) * (r)->partial_stride + (first) : 0;        \
+        const float *residual =                                                           \
+            (r)->residual ? (r)->residual + (k) * (r)->out_stride + (first) : 0;          \
+        float *out = (r)->out + (k) * (r)->out_stride + (first);                          \
+        const vec_t bias = vec_set1((r)->bias ? (r)->bias[k] : 0.0f);                     \
         vec_t a[T];                                                                       \
         _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                              \
-            a[v] = partial ? vec_load(partial + v * VEC_FLOATS) : vec_set1(bias);         \
+            a[v] = partial ? vec_load(partial + v * VEC_FLOATS) : bias;                   \
         ACCUMULATE_PRODUCTS(T, a)                                                         \
         _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                              \
-            store_output(out + v * VEC_FLOATS, valid - (long)v * VEC_FLOATS, a[v],        \
-                         residual ? residual + v * VEC_FLOATS : 0, relu);                 \
+            store_output(out + v * VEC_FLOATS, (valid) - (long)v * VEC_FLOATS, a[v],      \
+                         residual ? residual + v * VEC_FLOATS : 0, (r)->relu);            \
     }
+
+typedef void (*out_tile_fn)(const spconv_out_rows *r, long k, long first, long valid);
+
+/* One tile of one row (rows wider than one tile). */
+#define DEFINE_OUT_TILE(T)                                                                \
+    static void out_tile_##T(const spconv_out_rows *r, long k, long first, long valid)    \
+        OUT_TILE(T, r, k, first, valid)
 #define OUT_TILE_ENTRY(T) out_tile_##T,
 
+/* Every row, one tile each (rows of at most T vectors): the loop over rows inside. */
+#define DEFINE_OUT_ROWS(T)                                                                \
+    static void out_rows_##T(const spconv_out_rows *r)                                    \
+    {                                                                                     \
+        for (long k = 0; k < r->rows; ++k) {                                              \
+            float *next = r->out + k * r->out_stride + r->valid;                          \
+            for (long i = 0; i < r->prefetch; i += 16)                                    \
+                __builtin_prefetch(next + i, 1);                                          \
+            OUT_TILE(T, r, k, 0, r->valid)                                                \
+        }                                                                                 \
+    }
+#define OUT_ROWS_ENTRY(T) out_rows_##T,
+
 TILE_WIDTHS(DEFINE_OUT_TILE)
+TILE_WIDTHS(DEFINE_OUT_ROWS)
 
 static const out_tile_fn out_tiles[MAX_TILE + 1] = {0, TILE_WIDTHS(OUT_TILE_ENTRY)};
+static void (*const out_rows[MAX_TILE + 1])(const spconv_out_rows *) = {
+    0, TILE_WIDTHS(OUT_ROWS_ENTRY)};
 
-void spconv_accumulate_out(float *out, long n, float bias, const float *partial,
-                           const float *residual, int relu, const float *base,
-                           const int *colidx, const float *values, int nnz, int tile_vectors)
+void spconv_accumulate_out_rows(const spconv_out_rows *r, int tile_vectors)
 {
-    const long vectors = (n + VEC_FLOATS - 1) / VEC_FLOATS;
-    if (vectors <= 0)
+    const long vectors = (r->valid + VEC_FLOATS - 1) / VEC_FLOATS;
+    if (vectors <= 0 || r->rows <= 0)
         return;
-    if (vectors <= tile_vectors) {  /* one tile: skip the divisions of the even split */
-        out_tiles[vectors](out, n, bias, partial, residual, relu, base, colidx, values, nnz);
+    if (vectors <= tile_vectors) {
+        out_rows[vectors](r);
         return;
     }
-    tile_walk walk = tile_walk_begin(vectors, tile_vectors);
-    for (long t = 0, v = 0; t < walk.ntiles; ++t) {
-        const long end = tile_walk_next(&walk);
-        const long first = v * VEC_FLOATS, last = end * VEC_FLOATS < n ? end * VEC_FLOATS : n;
-        out_tiles[end - v](out + first, last - first, bias, partial ? partial + first : 0,
-                           residual ? residual + first : 0, relu, base + first, colidx, values,
-                           nnz);
-        v = end;
+    for (long k = 0; k < r->rows; ++k) {
+        float *next = r->out + k * r->out_stride + r->valid;
+        for (long i = 0; i < r->prefetch; i += 16)
+            __builtin_prefetch(next + i, 1);
+        tile_walk walk = tile_walk_begin(vectors, tile_vectors);
+        for (long t = 0, v = 0; t < walk.ntiles; ++t) {
+            const long end = tile_walk_next(&walk);
+            const long first = v * VEC_FLOATS;
+            const long last = end * VEC_FLOATS < r->valid ? end * VEC_FLOATS : r->valid;
+            out_tiles[end - v](r, k, first, last - first);
+            v = end;
+        }
     }
 }

@@ -8,15 +8,34 @@
 void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
                        const float *values, int nnz, int tile_vectors);
 
-/* out[0..n) = act(start + sum_j values[j] * base[colidx[j] + 0..n) (+ residual[0..n))), act
-   the ReLU if relu, start = partial[0..n) (sums so far, n rounded up to whole vectors) or,
-   with partial NULL, bias: for any n, the accumulators go from registers to the output.
-   base must be readable up to each offset + n rounded up to whole vectors (the rows of a
-   packed slice are zero-filled to whole vectors); out and residual are touched only in
-   [0, n). */
-void spconv_accumulate_out(float *out, long n, float bias, const float *partial,
-                           const float *residual, int relu, const float *base,
-                           const int *colidx, const float *values, int nnz, int tile_vectors);
+/* Output rows m0..m1 of one pixel chunk: row m's out[0..valid) = act(start + sum_j values[j] *
+   base[colidx[j] + 0..valid) (+ residual)), its non-zeros j in [rowptr[k], rowptr[k + 1])
+   for k = (m - m0) * rowptr_stride, act the ReLU if relu, start = that row of partial (sums so
+   far, valid rounded up to whole vectors) or, with partial NULL, bias[m] (0 without bias):
+   for any valid, the accumulators go from registers to the output. base must be readable up
+   to each offset + valid rounded up to whole vectors (the rows of a packed slice are
+   zero-filled to whole vectors); out and residual are touched only in [0, valid) of each row.
+   Each row also prefetches, for writing, the prefetch floats after its first `valid` ones
+   (the next chunk's output). One call runs all the rows, so the per-row cost is the loop's,
+   not a call's (on a layer with few non-zeros per row that cost is as large as the work). */
+typedef struct {
+    float *out;
+    long out_stride;
+    long valid, prefetch;
+    const float *bias;                  /* per output channel, from m0; NULL: no bias */
+    const float *partial;               /* NULL, or rows partial_stride floats apart */
+    long partial_stride;
+    const float *residual;              /* NULL, or rows out_stride floats apart */
+    int relu;
+    const float *base;
+    const int *rowptr;
+    long rowptr_stride;
+    const int *colidx;
+    const float *values;
+    int rows;                           /* m1 - m0 */
+} spconv_out_rows;
+
+void spconv_accumulate_out_rows(const spconv_out_rows *r, int tile_vectors);
 
 /* spconv_accumulate_group(), the same for output channels sharing one support, is declared
    in spconv_api.h (the benchmarks call it). */

@@ -99,7 +99,7 @@ def test_output_tiles_match_the_scratch_row_kernel_bit_for_bit(isa_build, rng):
     other input-channel blocks split the sums elsewhere (narrow tiles spread a block's
     non-zeros over several accumulator sets), so they agree to rounding."""
     for c, m, h, w, chunk in [(37, 19, 5, 7, None), (5, 3, 3, 3, None), (64, 33, 11, 13, 96),
-                              (9, 70, 28, 28, None)]:
+                              (9, 70, 28, 28, None), (6, 5, 25, 25, 560)]:  # 560: > 1 tile
         x = rng.standard_normal((2, c, h, w)).astype(np.float32)
         x[0, 0, 0, 0] = np.nan  # NaN and -0 meet the ReLU as in the scratch kernel
         x[1, :, 0, 1] = -0.0
