@@ -461,10 +461,16 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                         prefetch_channels(g, &win, in_n, c1,
                                           c1 + bc < g->channels ? c1 + bc : g->channels);
                 }
-                if (p->tiles_outer)
+                if (p->tiles_outer) {
                     accumulate_tiles_outer(p, row, colidx, values, q0, q1, block, acc_base,
                                            run, acc_stride);
-                else
+                } else if (G == 1) {
+                    const spconv_acc_rows r = {.acc = acc_base, .acc_stride = acc_stride,
+                                               .n = run, .base = block, .rowptr = row + q0,
+                                               .colidx = colidx, .values = values,
+                                               .rows = q1 - q0};
+                    spconv_accumulate_rows(&r, p->tile_vectors);
+                } else
                     for (int q = q0; q < q1; ++q)
                         if (row[q + 1] > row[q])  /* a call per empty group cost 2 ns */
                             spconv_accumulate_group(acc_base + (long)(q - q0) * G * acc_stride,

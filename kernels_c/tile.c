@@ -49,14 +49,36 @@ typedef void (*tile_fn)(float *acc, const float *base, const int *colidx,
                     a[v] = vec_add(a[v], more_[k][v]);                                   \
     }
 
-#define DEFINE_TILE(T)                                                                   \
-    static void tile_##T(float *acc, const float *base, const int *colidx,              \
-                         const float *values, int nnz)                                   \
+/* acc[0..T vectors) += the products of the nnz non-zeros at colidx and values. */
+#define TILE_BODY(T)                                                                     \
     {                                                                                    \
         vec_t a[T];                                                                      \
         _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v) a[v] = vec_load(acc + v * VEC_FLOATS); \
         ACCUMULATE_PRODUCTS(T, a)                                                        \
         _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v) vec_store(acc + v * VEC_FLOATS, a[v]); \
+    }
+
+#define DEFINE_TILE(T)                                                                   \
+    static void tile_##T(float *acc, const float *base, const int *colidx,              \
+                         const float *values, int nnz)                                   \
+        TILE_BODY(T)
+
+/* Every row of r in one tile of T vectors, rows without non-zeros skipped: the loop over
+   rows inside, so a row costs the loop's step and not a call's (with few non-zeros a row,
+   as at high sparsity, the calls cost as much as the work). */
+#define DEFINE_ROWS(T)                                                                   \
+    static void rows_##T(const spconv_acc_rows *r)                                       \
+    {                                                                                    \
+        const float *base = r->base;                                                     \
+        for (long k = 0; k < r->rows; ++k) {                                             \
+            const int nnz = r->rowptr[k + 1] - r->rowptr[k];                             \
+            if (nnz <= 0)                                                                \
+                continue;                                                                \
+            float *acc = r->acc + k * r->acc_stride;                                     \
+            const int *colidx = r->colidx + r->rowptr[k];                                \
+            const float *values = r->values + r->rowptr[k];                              \
+            TILE_BODY(T)                                                                 \
+        }                                                                                \
     }
 
 /* The tile widths this build has (up to MAX_TILE), as an X-macro list: X(T) for each. */
@@ -73,9 +95,14 @@ typedef void (*tile_fn)(float *acc, const float *base, const int *colidx,
 #endif
 #define TILE_ENTRY(T) tile_##T,
 
+#define ROWS_ENTRY(T) rows_##T,
+
 TILE_WIDTHS(DEFINE_TILE)
+TILE_WIDTHS(DEFINE_ROWS)
 
 static const tile_fn tiles[MAX_TILE + 1] = {0, TILE_WIDTHS(TILE_ENTRY)};
+static void (*const acc_rows[MAX_TILE + 1])(const spconv_acc_rows *) = {
+    0, TILE_WIDTHS(ROWS_ENTRY)};
 
 void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
                        const float *values, int nnz, int tile_vectors)
@@ -95,6 +122,21 @@ void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
         tiles[width](acc + v * VEC_FLOATS, base + v * VEC_FLOATS, colidx, values, nnz);
         v = end;
     }
+}
+
+void spconv_accumulate_rows(const spconv_acc_rows *r, int tile_vectors)
+{
+    const long vectors = r->n / VEC_FLOATS;
+    if (vectors <= 0)
+        return;
+    if (vectors <= tile_vectors) {
+        acc_rows[vectors](r);
+        return;
+    }
+    for (long k = 0; k < r->rows; ++k)
+        spconv_accumulate(r->acc + k * r->acc_stride, r->n, r->base, r->colidx + r->rowptr[k],
+                          r->values + r->rowptr[k], r->rowptr[k + 1] - r->rowptr[k],
+                          tile_vectors);
 }
 
 /* Grouped tiles: `group` output channels that share one support, so each input vector is

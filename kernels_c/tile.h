@@ -8,6 +8,20 @@
 void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
                        const float *values, int nnz, int tile_vectors);
 
+/* spconv_accumulate() for rows k < rows: row k's accumulators at acc + k * acc_stride, its
+   non-zeros [rowptr[k], rowptr[k + 1]) of colidx and values, rows without any skipped. One
+   call runs all the rows (see spconv_accumulate_out_rows). */
+typedef struct {
+    float *acc;
+    long acc_stride, n;
+    const float *base;
+    const int *rowptr, *colidx;
+    const float *values;
+    int rows;
+} spconv_acc_rows;
+
+void spconv_accumulate_rows(const spconv_acc_rows *r, int tile_vectors);
+
 /* Output rows m0..m1 of one pixel chunk: row m's out[0..valid) = act(start + sum_j values[j] *
    base[colidx[j] + 0..valid) (+ residual)), its non-zeros j in [rowptr[k], rowptr[k + 1])
    for k = (m - m0) * rowptr_stride, act the ReLU if relu, start = that row of partial (sums so
