@@ -56,18 +56,29 @@ static inline void pack_row(float *dst, const float *src, long len)
     }
 }
 
-/* Pack channels [c0, c1) of one chunk into the slice, each row chunk floats apart. */
+/* Pack channels [c0, c1) of the chunk [p0, p0 + len) into the slice, each row chunk floats
+   apart, prefetching the `ahead` floats of the next chunk. */
 static void pack_block(const spconv_pointwise_args *a, const float *x, int c0, int c1, long p0,
-                       long len, float *slice)
+                       long len, long ahead, float *slice)
 {
     for (int c = c0; c < c1; ++c) {
         const float *row = x + c * a->pixels + p0;
         pack_row(slice + (long)(c - c0) * a->chunk, row, len);
         /* the next chunk of this row: the rows are more streams than the hardware
            prefetchers follow */
-        for (long i = a->chunk; i < 2 * a->chunk && p0 + i < a->pixels; i += 16)
-            __builtin_prefetch(row + i);
+        for (long i = 0; i < ahead; i += 16)
+            __builtin_prefetch(row + len + i);
     }
+}
+
+/* The first pixel of chunk k: the plane's vectors split evenly into chunks of at most
+   a->chunk floats (as tiles split a run), so that no chunk is a sliver that costs every
+   non-zero a tile call of its own and leaves one thread's share of a small plane short
+   (196 pixels in chunks of 64 were 64, 64, 64 and 4). */
+static inline long chunk_start(long k, long vectors, long chunks, long pixels)
+{
+    const long p = VEC_FLOATS * (vectors * k / chunks);
+    return p < pixels ? p : pixels;
 }
 
 int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const int *colidx,
@@ -81,7 +92,8 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
         return SPCONV_EGEOMETRY;
     if (a->tile_vectors < 1 || a->tile_vectors > MAX_TILE)
         return SPCONV_EPLAN;
-    const long chunks = (pixels + chunk - 1) / chunk;
+    const long vectors = (pixels + VEC_FLOATS - 1) / VEC_FLOATS;
+    const long chunks = tile_count(vectors, (int)(chunk / VEC_FLOATS));
     const int blocks = (a->out_channels + a->out_block - 1) / a->out_block;
     const int cblocks = (a->channels + a->channel_block - 1) / a->channel_block;
     const long per_image = (long)a->channels * pixels, out_per_image = (long)a->out_channels * pixels;
@@ -101,8 +113,10 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
                 for (int b = 0; b < blocks; ++b) {
                     const float *x = input + n * per_image;
                     float *y = output + n * out_per_image;
-                    const long p0 = k * chunk;
-                    const long len = pixels - p0 < chunk ? pixels - p0 : chunk;
+                    const long p0 = chunk_start(k, vectors, chunks, pixels);
+                    const long p1 = chunk_start(k + 1, vectors, chunks, pixels);
+                    const long len = p1 - p0;
+                    const long ahead = chunk_start(k + 2, vectors, chunks, pixels) - p1;
                     const long padded = (len + VEC_FLOATS - 1) / VEC_FLOATS * VEC_FLOATS;
                     const int m0 = b * a->out_block;
                     const int m1 = m0 + a->out_block < a->out_channels ? m0 + a->out_block
@@ -112,7 +126,7 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
                         const int c1 = c0 + a->channel_block < a->channels
                                            ? c0 + a->channel_block : a->channels;
                         const int last = cb == cblocks - 1;
-                        pack_block(a, x, c0, c1, p0, len, slice);
+                        pack_block(a, x, c0, c1, p0, len, ahead, slice);
                         const int *ptr0 = blkptr + (long)m0 * (cblocks + 1) + cb;
                         const float *res0 =
                             residual ? residual + n * out_per_image + (long)m0 * pixels + p0 : NULL;
@@ -121,10 +135,9 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
                                next chunk's output rows prefetched for writing (a layer's output
                                is usually out of cache, and its rows are too many streams for
                                the hardware prefetchers) */
-                            const long ahead = pixels - p0 - chunk;
                             const spconv_out_rows r = {
                                 .out = y + (long)m0 * pixels + p0, .out_stride = pixels,
-                                .valid = len, .prefetch = ahead < 0 ? 0 : ahead < chunk ? ahead : chunk,
+                                .valid = len, .prefetch = ahead,
                                 .bias = bias ? bias + m0 : NULL,
                                 .partial = cb ? rows : NULL, .partial_stride = chunk,
                                 .residual = res0, .relu = relu, .base = slice,
