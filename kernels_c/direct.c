@@ -467,6 +467,7 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                 } else if (G == 1) {
                     const spconv_acc_rows r = {.acc = acc_base, .acc_stride = acc_stride,
                                                .n = run, .base = block, .rowptr = row + q0,
+                                               .rowptr_stride = 1,
                                                .colidx = colidx, .values = values,
                                                .rows = q1 - q0};
                     spconv_accumulate_rows(&r, p->tile_vectors);

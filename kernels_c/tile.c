@@ -71,12 +71,13 @@ typedef void (*tile_fn)(float *acc, const float *base, const int *colidx,
     {                                                                                    \
         const float *base = r->base;                                                     \
         for (long k = 0; k < r->rows; ++k) {                                             \
-            const int nnz = r->rowptr[k + 1] - r->rowptr[k];                             \
+            const int *ptr = r->rowptr + k * r->rowptr_stride;                           \
+            const int nnz = ptr[1] - ptr[0];                                             \
             if (nnz <= 0)                                                                \
                 continue;                                                                \
             float *acc = r->acc + k * r->acc_stride;                                     \
-            const int *colidx = r->colidx + r->rowptr[k];                                \
-            const float *values = r->values + r->rowptr[k];                              \
+            const int *colidx = r->colidx + ptr[0];                                      \
+            const float *values = r->values + ptr[0];                                    \
             TILE_BODY(T)                                                                 \
         }                                                                                \
     }
@@ -133,10 +134,11 @@ void spconv_accumulate_rows(const spconv_acc_rows *r, int tile_vectors)
         acc_rows[vectors](r);
         return;
     }
-    for (long k = 0; k < r->rows; ++k)
-        spconv_accumulate(r->acc + k * r->acc_stride, r->n, r->base, r->colidx + r->rowptr[k],
-                          r->values + r->rowptr[k], r->rowptr[k + 1] - r->rowptr[k],
-                          tile_vectors);
+    for (long k = 0; k < r->rows; ++k) {
+        const int *ptr = r->rowptr + k * r->rowptr_stride;
+        spconv_accumulate(r->acc + k * r->acc_stride, r->n, r->base, r->colidx + ptr[0],
+                          r->values + ptr[0], ptr[1] - ptr[0], tile_vectors);
+    }
 }
 
 /* Grouped tiles: `group` output channels that share one support, so each input vector is

@@ -9,15 +9,18 @@ void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
                        const float *values, int nnz, int tile_vectors);
 
 /* spconv_accumulate() for rows k < rows: row k's accumulators at acc + k * acc_stride, its
-   non-zeros [rowptr[k], rowptr[k + 1]) of colidx and values, rows without any skipped. One
-   call runs all the rows (see spconv_accumulate_out_rows). */
+   non-zeros [rowptr[i], rowptr[i + 1]) of colidx and values for i = k * rowptr_stride (1 for
+   consecutive rows; 0 repeats one row, as the calibration times it), rows without any
+   skipped. One call runs all the rows (see spconv_accumulate_out_rows). */
 typedef struct {
     float *acc;
     long acc_stride, n;
     const float *base;
-    const int *rowptr, *colidx;
+    const int *rowptr;
+    long rowptr_stride;
+    const int *colidx;
     const float *values;
-    int rows;
+    long rows;
 } spconv_acc_rows;
 
 void spconv_accumulate_rows(const spconv_acc_rows *r, int tile_vectors);
