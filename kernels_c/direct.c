@@ -266,6 +266,8 @@ static void pad_channel(const spconv_geometry *g, const row_window *win, const f
         return;
     }
     const int sh = g->stride_h, sw = g->stride_w;
+    /* a 1x1 kernel's taps read row (column) phase 0 only */
+    const int read_sh = g->kernel_h > 1 ? sh : 1, read_sw = g->kernel_w > 1 ? sw : 1;
     const long phase = (long)g->plane_h * g->plane_w;
     /* buffer row i = h + pad_h - first lives in row phase q = i % sh at phase row r = i / sh;
        both are stepped instead of divided (short rows make divisions a real cost) */
@@ -274,12 +276,12 @@ static void pad_channel(const spconv_geometry *g, const row_window *win, const f
     for (int h = h0; h < h1; ++h) {
         const float *row = src + (long)h * g->width;
         float *phase_row = dst + (long)q * sw * phase + (long)r * g->plane_w;
-        if (sw == 1) {
+        if (q < read_sh && sw == 1) {
             copy_floats(phase_row + g->pad_w, row, g->width);
-        } else {
+        } else if (q < read_sh) {
             /* column phase c holds padded columns j * sw + c, i.e. source columns
                j * sw + c - pad_w: a strided gather per phase, no divisions per element */
-            for (int c = 0; c < sw; ++c) {
+            for (int c = 0; c < read_sw; ++c) {
                 float *dst_row = phase_row + (long)c * phase;
                 const int j0 = c >= g->pad_w ? 0 : (g->pad_w - c + sw - 1) / sw;
                 const int w0 = j0 * sw + c - g->pad_w;

@@ -7,6 +7,8 @@ typedef struct {
     int plane_h, plane_w;   /* rows and columns of one stride phase of the padded input */
     int copies;             /* 1, or kernel width: shifted copies of the input (stride 1) */
     int copy_shift;         /* columns each further copy is shifted by (the dilation) */
+    int kernel_h, kernel_w; /* a strided 1x1 kernel reads only the first row (column) phase:
+                               the others are not padded */
 } spconv_geometry;
 
 typedef struct {

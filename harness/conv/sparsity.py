@@ -85,7 +85,8 @@ def direct_geometry(spec: ConvSpec, layout: DirectLayout) -> dict:
                 width=spec.width, out_channels=spec.out_channels, out_height=spec.out_height,
                 out_width=spec.out_width, pad_h=spec.padding[0], pad_w=spec.padding[1],
                 stride_h=spec.stride[0], stride_w=spec.stride[1], plane_h=layout.plane_h,
-                plane_w=layout.plane_w, copies=layout.copies, copy_shift=spec.dilation[1])
+                plane_w=layout.plane_w, copies=layout.copies, copy_shift=spec.dilation[1],
+                kernel_h=spec.kernel_h, kernel_w=spec.kernel_w)
 
 
 def _flat_nonzeros(w: np.ndarray):

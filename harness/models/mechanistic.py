@@ -164,6 +164,13 @@ class KernelCosts:
         return self.call_s.get(threads) or max(self.call_s.values())
 
 
+def read_phase_share(spec: ConvSpec) -> float:
+    """Share of a strided layout's phases that the kernel pads: a 1x1 kernel reads only the
+    first row (column) phase, and the kernel leaves the others unpadded."""
+    rows = 1.0 if spec.kernel_h > 1 else 1.0 / spec.stride[0]
+    return rows * (1.0 if spec.kernel_w > 1 else 1.0 / spec.stride[1])
+
+
 def pad_path(aligned: bool, stride_w: int) -> str:
     """The padding's copy path (harness.machine.roofs.PAD_PATHS) of a layout."""
     return "aligned" if aligned else {1: "stride1", 2: "stride2"}.get(stride_w, "strided")
@@ -235,6 +242,17 @@ def tile_window_bytes(spec: ConvSpec, layout, run_floats: int) -> float:
     return 4.0 * layout.block_channels * planes * per_plane
 
 
+def accumulator_extra_s(costs: KernelCosts, moved: float, runs_bytes: float,
+                        block_bytes: float, in_l1: float) -> float:
+    """Seconds over the calibration's price (accumulators in L1) of a tile call's ``moved``
+    bytes of accumulators, its item's runs ``runs_bytes`` in all. Channel blocks are the
+    kernel's outer loop, so between two visits of one accumulator line every other run of the
+    item and the whole block pass through the caches: the runs live at the working set of
+    both."""
+    return max(0.0, costs.stream_s(moved, runs_bytes + block_bytes)
+               - costs.stream_s(moved, in_l1))
+
+
 def reload_share(block_bytes: float, l1_bytes: float) -> float:
     """0 for a block that stays in L1 across output channels, 1 for one twice its size or
     more (in between, in the logarithm of the size)."""
@@ -264,24 +282,23 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
 
     path = pad_path(layout.aligned, spec.stride[1])
     pad_row_s = costs.pad_row_s(path, spec.width) * (layout.copies if layout.aligned else 1)
+    read = read_phase_share(spec)
 
     def pad_s(channels, rows):
         in_rows = min(spec.height, (rows - 1) * spec.stride[0] + spec.kernel_h)
         moved = (costs.stream_s(4 * channels * in_rows * spec.width, in_bytes)
                  + costs.stream_s(4 * channels * layout.copies * layout.plane, block_bytes))
-        return max(channels * in_rows * pad_row_s, moved)
+        return read * max(channels * in_rows * pad_row_s, moved)
 
     def item(channels: int, rows: int) -> dict:
         """One work item of ``channels`` output channels and ``rows`` output rows."""
         vectors = -(-rows * layout.plane_w // lanes)
         widths = even_split(vectors, plan.tile_vectors)
-        # a tile call's accumulators come from the item's accumulator run (in L1 in the
-        # calibration, here wherever the item's whole run fits)
         acc_bytes = 4 * channels * vectors * lanes
 
         def acc_extra(width):
-            moved = 2 * 4 * G * width * lanes
-            return max(0.0, costs.stream_s(moved, acc_bytes) - costs.stream_s(moved, in_l1))
+            return accumulator_extra_s(costs, 2 * 4 * G * width * lanes, acc_bytes,
+                                       block_bytes, in_l1)
         # The input each output channel streams again: with tiles inside output channels,
         # the whole block; with tiles outside them, one tile's window of it (every output
         # channel of the item streams through that before the next tile's, so the block is

@@ -11,8 +11,9 @@ from harness.machine import roofs
 from harness.machine.hostinfo import detect_host
 from harness.machine.isa import isa_table
 from harness.kernels.native import host_kernels
-from harness.models.mechanistic import (KernelCosts, direct_time, even_split, plan_for,
-                                        predicted_sweet_spot, support_probability)
+from harness.models.mechanistic import (KernelCosts, accumulator_extra_s, direct_time,
+                                        even_split, plan_for, predicted_sweet_spot,
+                                        support_probability)
 
 CONV3 = ConvSpec.from_shapes((1, 256, 13, 13), (384, 256, 3, 3), 1, 1)
 
@@ -84,6 +85,16 @@ def test_split_loads_and_working_sets_are_priced():
     assert big["block_bytes"] > 8 * small["block_bytes"]
     # the same positions, read from a block past L1: dearer per position
     assert work(big) > work(small)
+
+
+def test_accumulators_share_the_caches_with_the_block():
+    costs = synthetic_costs()  # triad: 100 GB/s to 24 KiB, 50 to 1 MiB, 10 beyond
+    moved, runs, l1 = 2 * 4 * 28 * 16, 512 << 10, 12 << 10
+    small_block = accumulator_extra_s(costs, moved, runs, 32 << 10, l1)
+    big_block = accumulator_extra_s(costs, moved, runs, 1 << 20, l1)
+    assert small_block > 0.0  # runs past L1
+    assert big_block > 1.5 * small_block  # runs and block together past L2
+    assert accumulator_extra_s(costs, moved, 4 << 10, 4 << 10, l1) == 0.0  # all within L1
 
 
 def test_block_patterns_share_supports():
@@ -169,12 +180,15 @@ def test_padding_is_priced_per_row_of_its_copy_path():
     assert costs.pad_row_s("stride1", 31.5) == pytest.approx(1e-9 + 3.15e-9)  # interpolated
     assert costs.pad_row_s("stride1", 448) == pytest.approx(1e-9 + 44.8e-9)  # extrapolated
     one = ConvSpec.from_shapes((1, 64, 56, 56), (64, 64, 1, 1), 1, 0)
-    two = ConvSpec.from_shapes((1, 64, 56, 56), (64, 64, 1, 1), 2, 0)
+    two = ConvSpec.from_shapes((1, 64, 56, 56), (64, 64, 3, 3), 2, 0)
     plan = DirectPlan(28, 64, 8)  # one work item: every channel's 56 rows padded once
     t1, t2 = (direct_time(costs, s, 0.1, plan, 1)["padding_s"] for s in (one, two))
     assert t1 == pytest.approx(64 * 56 * costs.pad_row_s("stride1", 56))
-    # stride 2: 28 output rows read input rows 0-54, at twice the cost a row
+    # stride 2: 27 output rows read input rows 0-54, at twice the cost a row
     assert t2 == pytest.approx(64 * 55 * 2 * costs.pad_row_s("stride1", 56))
+    # a 1x1 kernel at stride 2 reads one phase of four, and only that one is padded
+    strided_1x1 = ConvSpec.from_shapes((1, 64, 56, 56), (64, 64, 1, 1), 2, 0)
+    assert direct_time(costs, strided_1x1, 0.1, plan, 1)["padding_s"] == pytest.approx(t2 / 4)
     # two work items pad every channel twice
     assert direct_time(costs, one, 0.1, DirectPlan(28, 32, 8), 1)["padding_s"] == \
         pytest.approx(2 * t1)
