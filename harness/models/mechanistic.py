@@ -164,11 +164,16 @@ class KernelCosts:
         return self.call_s.get(threads) or max(self.call_s.values())
 
 
+def read_phases(spec: ConvSpec) -> int:
+    """Stride phases of a channel that the kernel's taps read, and so pads: all of them,
+    but a 1x1 kernel reads only the first row (column) phase."""
+    (sh, sw), (kh, kw) = spec.stride, (spec.kernel_h, spec.kernel_w)
+    return (sh if kh > 1 else 1) * (sw if kw > 1 else 1)
+
+
 def read_phase_share(spec: ConvSpec) -> float:
-    """Share of a strided layout's phases that the kernel pads: a 1x1 kernel reads only the
-    first row (column) phase, and the kernel leaves the others unpadded."""
-    rows = 1.0 if spec.kernel_h > 1 else 1.0 / spec.stride[0]
-    return rows * (1.0 if spec.kernel_w > 1 else 1.0 / spec.stride[1])
+    """Share of a strided layout's phases that the kernel pads and reads."""
+    return read_phases(spec) / (spec.stride[0] * spec.stride[1])
 
 
 def pad_path(aligned: bool, stride_w: int) -> str:
@@ -235,9 +240,9 @@ def tile_window_bytes(spec: ConvSpec, layout, run_floats: int) -> float:
     sh, sw = spec.stride
     reach_rows = (spec.kernel_h - 1) * spec.dilation[0] // sh
     reach_cols = 0 if layout.aligned else (spec.kernel_w - 1) * spec.dilation[1] // sw
-    planes = layout.copies if layout.aligned else sh * sw
+    planes = layout.copies if layout.aligned else read_phases(spec)
     # a layout's plane holds every stride phase of a channel, but one shifted copy only
-    plane = layout.plane if layout.aligned else layout.plane // planes
+    plane = layout.plane if layout.aligned else layout.plane // (sh * sw)
     per_plane = min(plane, run_floats + reach_rows * layout.plane_w + reach_cols + LINE_FLOATS)
     return 4.0 * layout.block_channels * planes * per_plane
 
@@ -271,6 +276,8 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
     area = spec.kernel_h * spec.kernel_w
     full_vectors = -(-band * layout.plane_w // lanes)
     block_bytes = 4 * (layout.copies * bc * layout.plane + full_vectors * lanes)
+    # what the taps stream of it: the phases they read
+    read_bytes = block_bytes * (1.0 if layout.aligned else read_phase_share(spec))
     split = layout_split(spec, layout, min(full_vectors, plan.tile_vectors), lanes)
     in_bytes = 4 * spec.batch * spec.in_channels * spec.height * spec.width
     out_bytes = 4 * spec.batch * spec.out_channels * spec.out_height * spec.out_width
@@ -298,7 +305,7 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
 
         def acc_extra(width):
             return accumulator_extra_s(costs, 2 * 4 * G * width * lanes, acc_bytes,
-                                       block_bytes, in_l1)
+                                       read_bytes, in_l1)
         # The input each output channel streams again: with tiles inside output channels,
         # the whole block; with tiles outside them, one tile's window of it (every output
         # channel of the item streams through that before the next tile's, so the block is
@@ -307,11 +314,11 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
         # stream from there (the hardware prefetchers overlap it with the FMAs), the lines
         # that a call's positions share (neighbouring taps of one channel) once.
         window = tile_window_bytes(spec, layout, widths[0] * lanes) / bc  # per channel
-        streamed = window * bc if plan.tiles_outer else block_bytes
+        streamed = window * bc if plan.tiles_outer else read_bytes
         once = 0.0
         if plan.tiles_outer:
-            once = reload_share(block_bytes, costs.l1_bytes) * costs.stream_s(
-                len(overlaps) * block_bytes, block_bytes)
+            once = reload_share(read_bytes, costs.l1_bytes) * costs.stream_s(
+                len(overlaps) * read_bytes, read_bytes)
         counts = Counter(widths)
         l1_price = {w: float(costs.tile(G, w, "l1", "aligned")["position_s"]) for w in counts}
         price = {w: costs.position_s(G, w, streamed, 0.0) for w in counts}
