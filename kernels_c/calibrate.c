@@ -96,24 +96,18 @@ float spconv_load_loop(const float *buf, long floats, long passes, int fmas, int
 }
 
 /* One register tile call made `reps` times over the same arguments, along the path the
-   direct kernel takes (for one output channel, the loop over its rows in the tile function;
-   for groups, a call each): a tile's cost per call and per position, without the caller's
-   overhead per call. */
+   direct kernel takes (the loop over rows in the tile function): a tile's cost per call and
+   per position, without the caller's overhead per call. */
 void spconv_tile_repeat(long reps, float *acc, long acc_stride, long n, const float *base,
                         const int *colidx, const float *values, int npos, int group,
                         int tile_vectors)
 {
-    if (group == 1) {
-        const int rowptr[2] = {0, npos};
-        const spconv_acc_rows r = {.acc = acc, .acc_stride = 0, .n = n, .base = base,
-                                   .rowptr = rowptr, .rowptr_stride = 0, .colidx = colidx,
-                                   .values = values, .rows = reps};
-        spconv_accumulate_rows(&r, tile_vectors);
-        return;
-    }
-    for (long r = 0; r < reps; ++r)
-        spconv_accumulate_group(acc, acc_stride, n, base, colidx, values, npos, group,
-                                tile_vectors);
+    const int rowptr[2] = {0, npos};
+    const spconv_acc_rows r = {.acc = acc, .acc_stride = 0, .n = n, .group = group,
+                               .group_stride = acc_stride, .base = base, .rowptr = rowptr,
+                               .rowptr_stride = 0, .colidx = colidx, .values = values,
+                               .rows = reps};
+    spconv_accumulate_rows(&r, tile_vectors);
 }
 
 /* The kernel's walk of one channel block, output-channel group after group, each reading the

@@ -351,27 +351,31 @@ static const int *block_row(const spconv_geometry *g, const spconv_plan *p, cons
 }
 
 /* One channel block's non-zeros for output-channel groups [q0, q1) over a run of `run`
-   floats (their accumulators acc_stride floats apart), register tile by register tile (the
-   even split of tile.h, as spconv_accumulate makes it): a tile reads only its rows of the
-   block, which stay in L1 while every output channel streams through them. */
-static void accumulate_tiles_outer(const spconv_plan *p,
-                                   const int *row, const int *colidx, const float *values,
-                                   int q0, int q1, const float *block, float *acc_base,
-                                   long run, long acc_stride)
+   floats (their accumulators acc_stride floats apart): with tiles outside output channels,
+   register tile by register tile (the even split of tile.h, as spconv_accumulate makes it),
+   so a tile reads only its rows of the block, which stay in L1 while every output channel
+   streams through them; else each group over the whole run. */
+static void accumulate_block(const spconv_plan *p, const int *row, const int *colidx,
+                             const float *values, int q0, int q1, const float *block,
+                             float *acc_base, long run, long acc_stride)
 {
     const int G = p->out_group;
-    const long vectors = run / VEC_FLOATS;
-    tile_walk walk = tile_walk_begin(vectors, p->tile_vectors);
+    spconv_acc_rows r = {.acc = acc_base, .acc_stride = G * acc_stride, .n = run, .group = G,
+                         .group_stride = acc_stride, .base = block, .rowptr = row + q0,
+                         .rowptr_stride = 1, .colidx = colidx, .values = values,
+                         .rows = q1 - q0};
+    if (!p->tiles_outer) {
+        spconv_accumulate_rows(&r, p->tile_vectors);
+        return;
+    }
+    tile_walk walk = tile_walk_begin(run / VEC_FLOATS, p->tile_vectors);
     for (long t = 0, start = 0; t < walk.ntiles; ++t) {
         const long end = tile_walk_next(&walk);
-        const long v0 = start * VEC_FLOATS, v1 = end * VEC_FLOATS;
+        r.acc = acc_base + start * VEC_FLOATS;
+        r.base = block + start * VEC_FLOATS;
+        r.n = (end - start) * VEC_FLOATS;
+        spconv_accumulate_rows(&r, p->tile_vectors);
         start = end;
-        for (int q = q0; q < q1; ++q)
-            if (row[q + 1] > row[q])
-                spconv_accumulate_group(acc_base + (long)(q - q0) * G * acc_stride + v0,
-                                        acc_stride, v1 - v0, block + v0, colidx + row[q],
-                                        values + (long)row[q] * G, row[q + 1] - row[q], G,
-                                        p->tile_vectors);
     }
 }
 
@@ -463,23 +467,8 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                         prefetch_channels(g, &win, in_n, c1,
                                           c1 + bc < g->channels ? c1 + bc : g->channels);
                 }
-                if (p->tiles_outer) {
-                    accumulate_tiles_outer(p, row, colidx, values, q0, q1, block, acc_base,
-                                           run, acc_stride);
-                } else if (G == 1) {
-                    const spconv_acc_rows r = {.acc = acc_base, .acc_stride = acc_stride,
-                                               .n = run, .base = block, .rowptr = row + q0,
-                                               .rowptr_stride = 1,
-                                               .colidx = colidx, .values = values,
-                                               .rows = q1 - q0};
-                    spconv_accumulate_rows(&r, p->tile_vectors);
-                } else
-                    for (int q = q0; q < q1; ++q)
-                        if (row[q + 1] > row[q])  /* a call per empty group cost 2 ns */
-                            spconv_accumulate_group(acc_base + (long)(q - q0) * G * acc_stride,
-                                                acc_stride, run, block, colidx + row[q],
-                                                values + (long)row[q] * G, row[q + 1] - row[q],
-                                                G, p->tile_vectors);
+                accumulate_block(p, row, colidx, values, q0, q1, block, acc_base, run,
+                                 acc_stride);
             }
             for (int m = m0; m < m1; ++m)
                 store_rows(g, acc_base + (long)(m - m0) * acc_stride, rows, relu,

@@ -130,14 +130,16 @@ void spconv_accumulate_rows(const spconv_acc_rows *r, int tile_vectors)
     const long vectors = r->n / VEC_FLOATS;
     if (vectors <= 0)
         return;
-    if (vectors <= tile_vectors) {
+    if (r->group == 1 && vectors <= tile_vectors) {
         acc_rows[vectors](r);
         return;
     }
     for (long k = 0; k < r->rows; ++k) {
         const int *ptr = r->rowptr + k * r->rowptr_stride;
-        spconv_accumulate(r->acc + k * r->acc_stride, r->n, r->base, r->colidx + ptr[0],
-                          r->values + ptr[0], ptr[1] - ptr[0], tile_vectors);
+        if (ptr[1] > ptr[0])  /* a call per empty group cost 2 ns */
+            spconv_accumulate_group(r->acc + k * r->acc_stride, r->group_stride, r->n, r->base,
+                                    r->colidx + ptr[0], r->values + (long)ptr[0] * r->group,
+                                    ptr[1] - ptr[0], r->group, tile_vectors);
     }
 }
 
@@ -259,10 +261,10 @@ static inline void store_output(float *out, long n, vec_t x, const float *residu
 /* Row k of r, one tile of T vectors at column `first` (of `valid` floats). */
 #define OUT_TILE(T, r, k, first, valid)                                                   \
     {                                                                                     \
-        const int *colidx = (r)->colidx + (r)->rowptr[(k) * (r)->rowptr_stride];          \
-        const float *values = (r)->values + (r)->rowptr[(k) * (r)->rowptr_stride];        \
-        const int nnz = (r)->rowptr[(k) * (r)->rowptr_stride + 1] -                       \
-                        (r)->rowptr[(k) * (r)->rowptr_stride];                            \
+        const int *ptr = (r)->rowptr + (k) * (r)->rowptr_stride;                          \
+        const int *colidx = (r)->colidx + ptr[0];                                         \
+        const float *values = (r)->values + ptr[0];                                       \
+        const int nnz = ptr[1] - ptr[0];                                                  \
         const float *base = (r)->base + (first);                                          \
         const float *partial =                                                            \
             (r)->partial ? (r)->partial + (k) * (r)->partial_stride + (first) : 0;        \

@@ -8,13 +8,17 @@
 void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
                        const float *values, int nnz, int tile_vectors);
 
-/* spconv_accumulate() for rows k < rows: row k's accumulators at acc + k * acc_stride, its
-   non-zeros [rowptr[i], rowptr[i + 1]) of colidx and values for i = k * rowptr_stride (1 for
-   consecutive rows; 0 repeats one row, as the calibration times it), rows without any
-   skipped. One call runs all the rows (see spconv_accumulate_out_rows). */
+/* spconv_accumulate_group() for rows k < rows, each a group of `group` output channels (1, 2
+   or 4) sharing one support: row k's accumulators at acc + k * acc_stride (its channels
+   group_stride floats apart), its positions [rowptr[i], rowptr[i + 1]) of colidx, group
+   values each, for i = k * rowptr_stride (1 for consecutive rows; 0 repeats one row, as the
+   calibration times it); rows without any are skipped. One call runs all the rows (see
+   spconv_accumulate_out_rows). */
 typedef struct {
     float *acc;
     long acc_stride, n;
+    int group;
+    long group_stride;
     const float *base;
     const int *rowptr;
     long rowptr_stride;
@@ -49,7 +53,7 @@ typedef struct {
     long rowptr_stride;
     const int *colidx;
     const float *values;
-    int rows;                           /* m1 - m0 */
+    long rows;                          /* m1 - m0 */
 } spconv_out_rows;
 
 void spconv_accumulate_out_rows(const spconv_out_rows *r, int tile_vectors);
