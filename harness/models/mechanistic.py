@@ -276,8 +276,8 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
     area = spec.kernel_h * spec.kernel_w
     full_vectors = -(-band * layout.plane_w // lanes)
     block_bytes = 4 * (layout.copies * bc * layout.plane + full_vectors * lanes)
-    # what the taps stream of it: the phases they read
-    read_bytes = block_bytes * (1.0 if layout.aligned else read_phase_share(spec))
+    read = read_phase_share(spec)  # of the phases padded and streamed (aligned: stride 1)
+    read_bytes = block_bytes * read
     split = layout_split(spec, layout, min(full_vectors, plan.tile_vectors), lanes)
     in_bytes = 4 * spec.batch * spec.in_channels * spec.height * spec.width
     out_bytes = 4 * spec.batch * spec.out_channels * spec.out_height * spec.out_width
@@ -289,7 +289,6 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
 
     path = pad_path(layout.aligned, spec.stride[1])
     pad_row_s = costs.pad_row_s(path, spec.width) * (layout.copies if layout.aligned else 1)
-    read = read_phase_share(spec)
 
     def pad_s(channels, rows):
         in_rows = min(spec.height, (rows - 1) * spec.stride[0] + spec.kernel_h)
