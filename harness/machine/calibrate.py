@@ -21,7 +21,7 @@ from harness.machine.blas import blas_summary, blas_threads
 from harness.machine.build import BuiltKernels, cache_root
 from harness.machine.hostinfo import HostInfo
 from harness.machine.profiles import Profile
-from harness.machine.roofs import run_roofs
+from harness.machine.roofs import PAD_PATHS, run_roofs
 from harness.store.files import StoreError, move_aside, read_json, write_json
 from harness.timing import measure, Timing
 from harness.conv.weights import stable_seed
@@ -103,8 +103,11 @@ REQUIRED_ROOFS = ("tiles", "padding", "branch_miss_s", "call_s")
 
 
 def _complete(cal) -> bool:
+    """Whether a cached calibration has every roof this version measures (one taken before a
+    roof was added is taken afresh)."""
     return (isinstance(cal, dict) and all(k in cal for k in REQUIRED)
-            and all(k in cal["roofs"] for k in REQUIRED_ROOFS))
+            and all(k in cal["roofs"] for k in REQUIRED_ROOFS)
+            and all(path in cal["roofs"]["padding"] for path in PAD_PATHS))
 BUSY_SHARE = 0.3  # a calibration CPU more than this busy with other work makes the host busy
 BUSY_PROBE_S = 0.25
 

@@ -39,10 +39,14 @@ FEW_POSITIONS = (1, 2, 4)   # tile calls this short, timed whole (their FMA chai
 # called again on the same accumulators would wait for its own stores
 RUN_TILES = 8
 LINE_FLOATS = 16            # a 64-byte cache line
-# The padding's copy paths (direct.c's pad_channel): unaligned at column stride 1, 2 and more
-# (strided copies element by element, calibrated at 4), and the aligned layout's shifted copies
-PAD_PATHS = {"stride1": (1, False), "stride2": (2, False), "strided": (4, False),
-             "aligned": (1, True)}
+# The padding's copy paths (direct.c's pad_channel), as (stride, aligned, kernel size):
+# unaligned at column stride 1, 2 and more (strided copies element by element, calibrated at
+# 4), the aligned layout's shifted copies, and a strided 1x1 kernel's, which copies only the
+# rows and columns of its one stride phase (the other rows skipped, each copied row's loop
+# costs about as much as one of all phases)
+PAD_PATHS = {"stride1": (1, False, 3), "stride2": (2, False, 3), "strided": (4, False, 3),
+             "aligned": (1, True, 3), "pointwise_stride2": (2, False, 1),
+             "pointwise_strided": (4, False, 1)}
 PAD_WIDTHS = (7, 14, 28, 56, 112, 224)  # input row widths calibrated (interpolated between)
 PAD_ROWS, PAD_CHANNELS = 8, 8           # one padding call's image
 
@@ -161,15 +165,16 @@ def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 3) -> dict:
 
 def padding_costs(built: BuiltKernels, rounds: int = 3) -> dict:
     """Seconds per input row of the padding, per copy path (PAD_PATHS) and row width
-    (PAD_WIDTHS): a 3-wide kernel padded by 1 at the path's stride; a shifted-copies row costs
-    per copy (the layout has 3). The image is PAD_CHANNELS channels of PAD_ROWS rows."""
+    (PAD_WIDTHS): the path's kernel (a 3-wide one padded by 1, or a 1x1 one unpadded) at its
+    stride; a shifted-copies row costs per copy (the layout has 3). The image is PAD_CHANNELS
+    channels of PAD_ROWS rows, every one counted (those a strided 1x1 kernel skips too)."""
     ffi, lib, vec = built.ffi, built.lib, built.lib.spconv_vector_floats()
     rng = np.random.default_rng(2)
     cases, keep = {}, []
-    for path, (stride, aligned) in PAD_PATHS.items():
+    for path, (stride, aligned, kernel) in PAD_PATHS.items():
         for width in PAD_WIDTHS:
             spec = ConvSpec.from_shapes((1, PAD_CHANNELS, PAD_ROWS, width),
-                                        (1, PAD_CHANNELS, 3, 3), stride, 1)
+                                        (1, PAD_CHANNELS, kernel, kernel), stride, kernel // 2)
             layout = direct_layout(spec, aligned, vec)
             g = ffi.new("spconv_geometry *", direct_geometry(spec, layout))
             x = rng.standard_normal(PAD_CHANNELS * PAD_ROWS * width).astype(np.float32)

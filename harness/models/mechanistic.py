@@ -135,6 +135,18 @@ class KernelCosts:
             return float(row_s[-1] + slope * (width - widths[-1]))
         return float(np.interp(width, widths, row_s))
 
+    def input_row_s(self, spec: ConvSpec, layout) -> float:
+        """Seconds to pad one row of the input (read or skipped) for ``spec`` in ``layout``:
+        a strided 1x1 kernel's from its own calibrated path, any other kernel's from its
+        stride's path times the share of phases it reads (as a strided 1x1 kernel's too in a
+        calibration taken before that path was added)."""
+        if layout.aligned:
+            return self.pad_row_s("aligned", spec.width) * layout.copies
+        pointwise = pad_path(False, spec.stride[1], pointwise=True)
+        if spec.kernel_h == spec.kernel_w == 1 and pointwise in self.padding:
+            return self.pad_row_s(pointwise, spec.width)
+        return self.pad_row_s(pad_path(False, spec.stride[1]), spec.width) * read_phase_share(spec)
+
     def stream_s(self, nbytes: float, working_set: float) -> float:
         """Seconds to move ``nbytes`` within a working set of ``working_set`` bytes. The triad
         was calibrated at half of each cache (and just past L2); from twice a calibrated
@@ -176,9 +188,13 @@ def read_phase_share(spec: ConvSpec) -> float:
     return read_phases(spec) / (spec.stride[0] * spec.stride[1])
 
 
-def pad_path(aligned: bool, stride_w: int) -> str:
-    """The padding's copy path (harness.machine.roofs.PAD_PATHS) of a layout."""
-    return "aligned" if aligned else {1: "stride1", 2: "stride2"}.get(stride_w, "strided")
+def pad_path(aligned: bool, stride_w: int, pointwise: bool = False) -> str:
+    """The padding's copy path (harness.machine.roofs.PAD_PATHS) of a layout; ``pointwise``:
+    a 1x1 kernel, which copies one stride phase only."""
+    if aligned:
+        return "aligned"
+    path = {1: "stride1", 2: "stride2"}.get(stride_w, "strided")
+    return f"pointwise_{path}" if pointwise and stride_w > 1 else path
 
 
 def even_split(vectors: int, tile: int) -> list[int]:
@@ -287,14 +303,16 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
     p = support_probability(density, G, pattern)
     overlaps = block_overlaps(spec.in_channels, c_group, bc, spec.groups)
 
-    path = pad_path(layout.aligned, spec.stride[1])
-    pad_row_s = costs.pad_row_s(path, spec.width) * (layout.copies if layout.aligned else 1)
+    pad_row_s = costs.input_row_s(spec, layout)
+    # a 1x1 kernel's padding reads the rows of its row phase only (all their lines)
+    rows_read = 1.0 / spec.stride[0] if spec.kernel_h == 1 else 1.0
 
     def pad_s(channels, rows):
         in_rows = min(spec.height, (rows - 1) * spec.stride[0] + spec.kernel_h)
-        moved = (costs.stream_s(4 * channels * in_rows * spec.width, in_bytes)
-                 + costs.stream_s(4 * channels * layout.copies * layout.plane, block_bytes))
-        return read * max(channels * in_rows * pad_row_s, moved)
+        moved = (costs.stream_s(4 * channels * in_rows * spec.width * rows_read, in_bytes)
+                 + costs.stream_s(4 * channels * layout.copies * layout.plane * read,
+                                  block_bytes))
+        return max(channels * in_rows * pad_row_s, moved)
 
     def item(channels: int, rows: int) -> dict:
         """One work item of ``channels`` output channels and ``rows`` output rows."""

@@ -38,9 +38,9 @@ def synthetic_costs(lanes=16, max_tile=28, slow_l2=4.0, split_penalty=1.5) -> Ke
 
 # 1 ns per row and 0.1 ns per float, twice that at stride 2 and more (and per shifted copy)
 SYNTHETIC_PADDING = {path: {"widths": [7, 56, 224],
-                            "row_s": [f * (1e-9 + 1e-10 * w) for w in (7, 56, 224)]}
-                     for path, f in (("stride1", 1.0), ("stride2", 2.0), ("strided", 2.0),
-                                     ("aligned", 1.0))}
+                            "row_s": [(1.0 if stride == 1 else 2.0) * (1e-9 + 1e-10 * w)
+                                      for w in (7, 56, 224)]}
+                     for path, (stride, _, _) in roofs.PAD_PATHS.items()}
 
 
 def work(t: dict) -> float:
@@ -186,8 +186,16 @@ def test_padding_is_priced_per_row_of_its_copy_path():
     assert t1 == pytest.approx(64 * 56 * costs.pad_row_s("stride1", 56))
     # stride 2: 27 output rows read input rows 0-54, at twice the cost a row
     assert t2 == pytest.approx(64 * 55 * 2 * costs.pad_row_s("stride1", 56))
-    # a 1x1 kernel at stride 2 reads one phase of four, and only that one is padded
+    # a 1x1 kernel at stride 2 pads one phase of four: every input row its 27 output rows
+    # span (55, read or skipped) at its own path's cost
     strided_1x1 = ConvSpec.from_shapes((1, 64, 56, 56), (64, 64, 1, 1), 2, 0)
+    own = {"widths": [7, 224], "row_s": [3e-9, 3e-9]}
+    costs = dataclasses.replace(costs, padding={**costs.padding, "pointwise_stride2": own})
+    assert direct_time(costs, strided_1x1, 0.1, plan, 1)["padding_s"] == \
+        pytest.approx(64 * 55 * 3e-9)
+    assert direct_time(costs, two, 0.1, plan, 1)["padding_s"] == pytest.approx(t2)
+    # a calibration taken before that path was added prices it as a quarter of the stride's
+    del costs.padding["pointwise_stride2"]
     assert direct_time(costs, strided_1x1, 0.1, plan, 1)["padding_s"] == pytest.approx(t2 / 4)
     # two work items pad every channel twice
     assert direct_time(costs, one, 0.1, DirectPlan(28, 32, 8), 1)["padding_s"] == \
