@@ -110,6 +110,9 @@ def _complete(cal) -> bool:
             and all(path in cal["roofs"]["padding"] for path in PAD_PATHS))
 BUSY_SHARE = 0.3  # a calibration CPU more than this busy with other work makes the host busy
 BUSY_PROBE_S = 0.25
+# A cached calibration whose FMA rate the host no longer reaches within this share (a shared
+# host's neighbours, a changed clock) is taken afresh: its prices would be as far off.
+DRIFT_SHARE = 0.05
 
 
 def calibration_path(built: BuiltKernels, host: HostInfo, threads: int,
@@ -145,9 +148,20 @@ def busy_reason(threads: int) -> str | None:
     return None
 
 
+def drift_reason(built: BuiltKernels, cached: dict) -> str | None:
+    """Why a cached calibration no longer describes the host (its one-thread FMA rate, probed
+    now in a fraction of a second, moved by more than DRIFT_SHARE), or None."""
+    then = cached["fma_gflops_1"]["median"]
+    now = fma_peak(built, 1, repeats=3)["median"]
+    if abs(now / then - 1.0) <= DRIFT_SHARE:
+        return None
+    return f"the host's FMA rate is now {now:.0f} GFLOP/s, the calibration's {then:.0f}"
+
+
 def calibration(built: BuiltKernels, host: HostInfo, threads: int, *,
                 cache_dir: Path | None = None, refresh: bool = False) -> dict:
-    """The host's calibration for this build, measured once and then read from the cache.
+    """The host's calibration for this build, measured once and then read from the cache,
+    unless the host's speed has drifted from it since (drift_reason).
 
     A damaged cache file is moved aside (reported) and measured afresh. A calibration taken
     while the host is busy is used for this run but not cached (a busy host halves the FMA
@@ -162,7 +176,10 @@ def calibration(built: BuiltKernels, host: HostInfo, threads: int, *,
                   file=sys.stderr)
             cached = None
         if _complete(cached):
-            return cached
+            drift = drift_reason(built, cached)
+            if drift is None:
+                return cached
+            print(f"note: {drift}; calibrating afresh", file=sys.stderr)
     before = busy_reason(threads)
     result = run_calibration(built, host, threads)
     busy = before or busy_reason(threads)

@@ -67,9 +67,12 @@ def fake_calibration(monkeypatch):
     def measured(built, host, threads, repeats=5):
         calls.append(threads)
         return {"fma_gflops_1": {"median": 100.0},
-                "roofs": {k: {} for k in calibrate.REQUIRED_ROOFS}, "threads": threads}
+                "roofs": {**{k: {} for k in calibrate.REQUIRED_ROOFS},
+                          "padding": dict.fromkeys(calibrate.PAD_PATHS, {})},
+                "threads": threads}
     monkeypatch.setattr(calibrate, "run_calibration", measured)
     monkeypatch.setattr(calibrate, "busy_reason", lambda threads: None)
+    monkeypatch.setattr(calibrate, "drift_reason", lambda built, cached: None)
     return calls
 
 
@@ -102,6 +105,25 @@ def test_busy_calibration_is_not_cached_and_refresh_measures_again(fake_calibrat
     calibrate.calibration(built, host, 1, cache_dir=tmp_path)
     calibrate.calibration(built, host, 1, cache_dir=tmp_path, refresh=True)
     assert fake_calibration == [1, 1, 1]
+
+
+def test_a_calibration_the_host_drifted_from_is_measured_again(fake_calibration, monkeypatch,
+                                                                tmp_path, capsys):
+    built, host = host_kernels(), detect_host()
+    calibrate.calibration(built, host, 1, cache_dir=tmp_path)
+    rate = {"now": 103.0}  # the cached calibration's FMA rate is 100
+    monkeypatch.setattr(calibrate, "fma_peak",
+                        lambda built, threads, repeats: {"median": rate["now"]})
+    monkeypatch.setattr(calibrate, "drift_reason", DRIFT_REASON)
+    calibrate.calibration(built, host, 1, cache_dir=tmp_path)
+    assert fake_calibration == [1]  # within DRIFT_SHARE: the cache serves
+    rate["now"] = 80.0
+    calibrate.calibration(built, host, 1, cache_dir=tmp_path)
+    assert fake_calibration == [1, 1]
+    assert "FMA rate is now 80 GFLOP/s, the calibration's 100" in capsys.readouterr().err
+
+
+DRIFT_REASON = calibrate.drift_reason
 
 
 @pytest.mark.parametrize("name", ["metadata_truncated.json", "metadata_wrong_schema.json"])
