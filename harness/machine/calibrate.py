@@ -108,6 +108,8 @@ def _complete(cal) -> bool:
     return (isinstance(cal, dict) and all(k in cal for k in REQUIRED)
             and all(k in cal["roofs"] for k in REQUIRED_ROOFS)
             and all(path in cal["roofs"]["padding"] for path in PAD_PATHS))
+
+
 BUSY_SHARE = 0.3  # a calibration CPU more than this busy with other work makes the host busy
 BUSY_PROBE_S = 0.25
 # A cached calibration whose FMA rate the host no longer reaches within this share (a shared
