@@ -4,7 +4,8 @@ the model's price in place of a timing (nothing is run).
 
 The search moves only the choices the model ranks well: the input-channel block, the
 aligned layout and the tile order (tiles outside output channels: on an AMD EPYC, Zen 5,
-ResNet-50's 56x56 and 28x28 layers ran 10-18% faster with it, AlexNet's conv2 at 90% 14%).
+ResNet-50's 56x56 and 28x28 layers ran 4-16% faster with it, net of the host's drift, and
+AlexNet's conv2 at 90% 14%; at 30-50% conv2 ran 5-7% slower, priced faster).
 The register tile, the output-channel block, shared padding, bands and the output-channel
 group stay at the default plan's. On an Intel Xeon (AVX-512), searched freely, the model
 priced bands of 8 rows 10-20% faster than whole images where they ran slower, blocks of 4
