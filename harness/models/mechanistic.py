@@ -176,11 +176,17 @@ class KernelCosts:
         return self.call_s.get(threads) or max(self.call_s.values())
 
 
-def read_phases(spec: ConvSpec) -> int:
-    """Stride phases of a channel that the kernel's taps read, and so pads: all of them,
-    but a 1x1 kernel reads only the first row (column) phase."""
+def read_phase_counts(spec: ConvSpec) -> tuple[int, int]:
+    """Row and column stride phases of a channel that the kernel's taps read, and so pads:
+    all of them, but a kernel one tap high (wide) reads only the first row (column) phase."""
     (sh, sw), (kh, kw) = spec.stride, (spec.kernel_h, spec.kernel_w)
-    return (sh if kh > 1 else 1) * (sw if kw > 1 else 1)
+    return (sh if kh > 1 else 1), (sw if kw > 1 else 1)
+
+
+def read_phases(spec: ConvSpec) -> int:
+    """Stride phases of a channel that the kernel's taps read, and so pads."""
+    rows, cols = read_phase_counts(spec)
+    return rows * cols
 
 
 def read_phase_share(spec: ConvSpec) -> float:
@@ -304,8 +310,8 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
     overlaps = block_overlaps(spec.in_channels, c_group, bc, spec.groups)
 
     pad_row_s = costs.input_row_s(spec, layout)
-    # a 1x1 kernel's padding reads the rows of its row phase only (all their lines)
-    rows_read = 1.0 / spec.stride[0] if spec.kernel_h == 1 else 1.0
+    # the padding reads the input rows of the row phases read (all their lines)
+    rows_read = read_phase_counts(spec)[0] / spec.stride[0]
 
     def pad_s(channels, rows):
         in_rows = min(spec.height, (rows - 1) * spec.stride[0] + spec.kernel_h)
