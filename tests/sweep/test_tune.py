@@ -3,7 +3,7 @@ from dataclasses import replace
 import pandas as pd
 
 from harness.cli.sweep import main
-from harness.kernels.direct import default_plan
+from harness.kernels.direct import default_out_block, default_plan
 from harness.kernels.direct_plan import DirectPlan
 from harness.kernels.native import host_kernels
 from harness.conv.layers import LayerShape
@@ -173,3 +173,14 @@ def test_prepare_runs_the_stored_plan_of_its_shape(rng, monkeypatch):
     k = kernels.prepare(other, input_shape=spec.input_shape, padding=1)
     assert k.describe()["plan_source"] == "default"
     assert k.plan == default_plan(spec, built, 1)
+
+
+def test_default_work_items_hold_a_conv_group_and_split_only_for_threads():
+    # ResNet-50's 56x56 expanding 1x1 layer: 3.2 MB of accumulators, still one item
+    wide = LayerShape("t", "c", 64, 56, 56, 256, 1).spec(1)
+    assert default_out_block(wide, 1) == 256
+    assert default_out_block(wide, 2) == 128  # one item per thread of the image
+    assert default_out_block(LayerShape("t", "c", 64, 56, 56, 256, 1).spec(2), 2) == 256
+    grouped = LayerShape("t", "c", 96, 27, 27, 256, 5, 1, 2, 1, 2).spec(1)  # AlexNet conv2
+    assert default_out_block(grouped, 1) == 128  # an item pads only its group's inputs
+    assert default_out_block(LayerShape("t", "c", 3, 9, 9, 10, 3).spec(1), 1, 4) == 12
