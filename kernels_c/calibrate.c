@@ -104,9 +104,9 @@ void spconv_tile_repeat(long reps, float *acc, long acc_stride, long n, const fl
 {
     const int rowptr[2] = {0, npos};
     const spconv_acc_rows r = {.acc = acc, .acc_stride = 0, .n = n, .group = group,
-                               .group_stride = acc_stride, .base = base, .rowptr = rowptr,
-                               .rowptr_stride = 0, .colidx = colidx, .values = values,
-                               .rows = reps};
+                               .group_stride = acc_stride,
+                               .sparse = {.base = base, .rowptr = rowptr, .rowptr_stride = 0,
+                                          .colidx = colidx, .values = values, .rows = reps}};
     spconv_accumulate_rows(&r, tile_vectors);
 }
 

@@ -361,9 +361,9 @@ static void accumulate_block(const spconv_plan *p, const int *row, const int *co
 {
     const int G = p->out_group;
     spconv_acc_rows r = {.acc = acc_base, .acc_stride = G * acc_stride, .n = run, .group = G,
-                         .group_stride = acc_stride, .base = block, .rowptr = row + q0,
-                         .rowptr_stride = 1, .colidx = colidx, .values = values,
-                         .rows = q1 - q0};
+                         .group_stride = acc_stride,
+                         .sparse = {.base = block, .rowptr = row + q0, .rowptr_stride = 1,
+                                    .colidx = colidx, .values = values, .rows = q1 - q0}};
     if (!p->tiles_outer) {
         spconv_accumulate_rows(&r, p->tile_vectors);
         return;
@@ -372,7 +372,7 @@ static void accumulate_block(const spconv_plan *p, const int *row, const int *co
     for (long t = 0, start = 0; t < walk.ntiles; ++t) {
         const long end = tile_walk_next(&walk);
         r.acc = acc_base + start * VEC_FLOATS;
-        r.base = block + start * VEC_FLOATS;
+        r.sparse.base = block + start * VEC_FLOATS;
         r.n = (end - start) * VEC_FLOATS;
         spconv_accumulate_rows(&r, p->tile_vectors);
         start = end;

@@ -140,9 +140,10 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
                                 .valid = len, .prefetch = ahead,
                                 .bias = bias ? bias + m0 : NULL,
                                 .partial = cb ? rows : NULL, .partial_stride = chunk,
-                                .residual = res0, .relu = relu, .base = slice,
-                                .rowptr = ptr0, .rowptr_stride = cblocks + 1,
-                                .colidx = colidx, .values = values, .rows = m1 - m0};
+                                .residual = res0, .relu = relu,
+                                .sparse = {.base = slice, .rowptr = ptr0,
+                                           .rowptr_stride = cblocks + 1, .colidx = colidx,
+                                           .values = values, .rows = m1 - m0}};
                             spconv_accumulate_out_rows(&r, a->tile_vectors);
                             continue;
                         }

@@ -69,15 +69,15 @@ typedef void (*tile_fn)(float *acc, const float *base, const int *colidx,
 #define DEFINE_ROWS(T)                                                                   \
     static void rows_##T(const spconv_acc_rows *r)                                       \
     {                                                                                    \
-        const float *base = r->base;                                                     \
-        for (long k = 0; k < r->rows; ++k) {                                             \
-            const int *ptr = r->rowptr + k * r->rowptr_stride;                           \
-            const int nnz = ptr[1] - ptr[0];                                             \
-            if (nnz <= 0)                                                                \
+        const float *base = r->sparse.base;                                              \
+        for (long k = 0; k < r->sparse.rows; ++k) {                                      \
+            const spconv_sparse_row row = spconv_row(&r->sparse, k, 1);                  \
+            if (row.npos <= 0)                                                           \
                 continue;                                                                \
             float *acc = r->acc + k * r->acc_stride;                                     \
-            const int *colidx = r->colidx + ptr[0];                                      \
-            const float *values = r->values + ptr[0];                                    \
+            const int *colidx = row.colidx;                                              \
+            const float *values = row.values;                                            \
+            const int nnz = row.npos;                                                    \
             TILE_BODY(T)                                                                 \
         }                                                                                \
     }
@@ -134,12 +134,12 @@ void spconv_accumulate_rows(const spconv_acc_rows *r, int tile_vectors)
         acc_rows[vectors](r);
         return;
     }
-    for (long k = 0; k < r->rows; ++k) {
-        const int *ptr = r->rowptr + k * r->rowptr_stride;
-        if (ptr[1] > ptr[0])  /* a call per empty group cost 2 ns */
-            spconv_accumulate_group(r->acc + k * r->acc_stride, r->group_stride, r->n, r->base,
-                                    r->colidx + ptr[0], r->values + (long)ptr[0] * r->group,
-                                    ptr[1] - ptr[0], r->group, tile_vectors);
+    for (long k = 0; k < r->sparse.rows; ++k) {
+        const spconv_sparse_row row = spconv_row(&r->sparse, k, r->group);
+        if (row.npos > 0)  /* a call per empty group cost 2 ns */
+            spconv_accumulate_group(r->acc + k * r->acc_stride, r->group_stride, r->n,
+                                    r->sparse.base, row.colidx, row.values, row.npos, r->group,
+                                    tile_vectors);
     }
 }
 
@@ -261,11 +261,11 @@ static inline void store_output(float *out, long n, vec_t x, const float *residu
 /* Row k of r, one tile of T vectors at column `first` (of `valid` floats). */
 #define OUT_TILE(T, r, k, first, valid)                                                   \
     {                                                                                     \
-        const int *ptr = (r)->rowptr + (k) * (r)->rowptr_stride;                          \
-        const int *colidx = (r)->colidx + ptr[0];                                         \
-        const float *values = (r)->values + ptr[0];                                       \
-        const int nnz = ptr[1] - ptr[0];                                                  \
-        const float *base = (r)->base + (first);                                          \
+        const spconv_sparse_row row_ = spconv_row(&(r)->sparse, (k), 1);                 \
+        const int *colidx = row_.colidx;                                                  \
+        const float *values = row_.values;                                                \
+        const int nnz = row_.npos;                                                        \
+        const float *base = (r)->sparse.base + (first);                                   \
         const float *partial =                                                            \
             (r)->partial ? (r)->partial + (k) * (r)->partial_stride + (first) : 0;        \
         const float *residual =                                                           \
@@ -281,6 +281,14 @@ static inline void store_output(float *out, long n, vec_t x, const float *residu
                          residual ? residual + v * VEC_FLOATS : 0, (r)->relu);            \
     }
 
+/* Row k's output just past this chunk (the next chunk's), prefetched for writing. */
+static inline void prefetch_next_output(const spconv_out_rows *r, long k)
+{
+    float *next = r->out + k * r->out_stride + r->valid;
+    for (long i = 0; i < r->prefetch; i += 16)
+        __builtin_prefetch(next + i, 1);
+}
+
 typedef void (*out_tile_fn)(const spconv_out_rows *r, long k, long first, long valid);
 
 /* One tile of one row (rows wider than one tile). */
@@ -293,10 +301,8 @@ typedef void (*out_tile_fn)(const spconv_out_rows *r, long k, long first, long v
 #define DEFINE_OUT_ROWS(T)                                                                \
     static void out_rows_##T(const spconv_out_rows *r)                                    \
     {                                                                                     \
-        for (long k = 0; k < r->rows; ++k) {                                              \
-            float *next = r->out + k * r->out_stride + r->valid;                          \
-            for (long i = 0; i < r->prefetch; i += 16)                                    \
-                __builtin_prefetch(next + i, 1);                                          \
+        for (long k = 0; k < r->sparse.rows; ++k) {                                       \
+            prefetch_next_output(r, k);                                                   \
             OUT_TILE(T, r, k, 0, r->valid)                                                \
         }                                                                                 \
     }
@@ -312,16 +318,14 @@ static void (*const out_rows[MAX_TILE + 1])(const spconv_out_rows *) = {
 void spconv_accumulate_out_rows(const spconv_out_rows *r, int tile_vectors)
 {
     const long vectors = (r->valid + VEC_FLOATS - 1) / VEC_FLOATS;
-    if (vectors <= 0 || r->rows <= 0)
+    if (vectors <= 0 || r->sparse.rows <= 0)
         return;
     if (vectors <= tile_vectors) {
         out_rows[vectors](r);
         return;
     }
-    for (long k = 0; k < r->rows; ++k) {
-        float *next = r->out + k * r->out_stride + r->valid;
-        for (long i = 0; i < r->prefetch; i += 16)
-            __builtin_prefetch(next + i, 1);
+    for (long k = 0; k < r->sparse.rows; ++k) {
+        prefetch_next_output(r, k);
         tile_walk walk = tile_walk_begin(vectors, tile_vectors);
         for (long t = 0, v = 0; t < walk.ntiles; ++t) {
             const long end = tile_walk_next(&walk);

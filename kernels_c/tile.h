@@ -8,37 +8,56 @@
 void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
                        const float *values, int nnz, int tile_vectors);
 
-/* spconv_accumulate_group() for rows k < rows, each a group of `group` output channels (1, 2
-   or 4) sharing one support: row k's accumulators at acc + k * acc_stride (its channels
-   group_stride floats apart), its positions [rowptr[i], rowptr[i + 1]) of colidx, group
-   values each, for i = k * rowptr_stride (1 for consecutive rows; 0 repeats one row, as the
-   calibration times it); rows without any are skipped. One call runs all the rows (see
-   spconv_accumulate_out_rows). */
+/* Rows of sparse weights over one input: row k's positions are [rowptr[i], rowptr[i + 1]) of
+   colidx (offsets into base) and of values, for i = k * rowptr_stride (1 for consecutive
+   rows; 0 repeats one row, as the calibration times it), for k < rows. */
 typedef struct {
-    float *acc;
-    long acc_stride, n;
-    int group;
-    long group_stride;
     const float *base;
     const int *rowptr;
     long rowptr_stride;
     const int *colidx;
     const float *values;
     long rows;
+} spconv_sparse_rows;
+
+/* Row k of s: its offsets, its values (per_position each) and its count of positions. */
+typedef struct {
+    const int *colidx;
+    const float *values;
+    int npos;
+} spconv_sparse_row;
+
+static inline spconv_sparse_row spconv_row(const spconv_sparse_rows *s, long k, int per_position)
+{
+    const int *ptr = s->rowptr + k * s->rowptr_stride;
+    return (spconv_sparse_row){s->colidx + ptr[0], s->values + (long)ptr[0] * per_position,
+                               ptr[1] - ptr[0]};
+}
+
+/* spconv_accumulate_group() for the rows of `sparse`, each a group of `group` output channels
+   (1, 2 or 4) sharing one support (`group` values per position): row k's accumulators at
+   acc + k * acc_stride, its channels group_stride floats apart; rows without any are skipped.
+   One call runs all the rows (see spconv_accumulate_out_rows). */
+typedef struct {
+    float *acc;
+    long acc_stride, n;
+    int group;
+    long group_stride;
+    spconv_sparse_rows sparse;
 } spconv_acc_rows;
 
 void spconv_accumulate_rows(const spconv_acc_rows *r, int tile_vectors);
 
-/* Output rows m0..m1 of one pixel chunk: row m's out[0..valid) = act(start + sum_j values[j] *
-   base[colidx[j] + 0..valid) (+ residual)), its non-zeros j in [rowptr[k], rowptr[k + 1])
-   for k = (m - m0) * rowptr_stride, act the ReLU if relu, start = that row of partial (sums so
-   far, valid rounded up to whole vectors) or, with partial NULL, bias[m] (0 without bias):
-   for any valid, the accumulators go from registers to the output. base must be readable up
-   to each offset + valid rounded up to whole vectors (the rows of a packed slice are
-   zero-filled to whole vectors); out and residual are touched only in [0, valid) of each row.
-   Each row also prefetches, for writing, the prefetch floats after its first `valid` ones
-   (the next chunk's output). One call runs all the rows, so the per-row cost is the loop's,
-   not a call's (on a layer with few non-zeros per row that cost is as large as the work). */
+/* Output rows m0..m1 of one pixel chunk, the rows of `sparse` (k = m - m0): row m's
+   out[0..valid) = act(start + its products over base[colidx[j] + 0..valid) (+ residual)),
+   act the ReLU if relu, start = that row of partial (sums so far, valid rounded up to whole
+   vectors) or, with partial NULL, bias[m] (0 without bias): for any valid, the accumulators
+   go from registers to the output. base must be readable up to each offset + valid rounded
+   up to whole vectors (the rows of a packed slice are zero-filled to whole vectors); out and
+   residual are touched only in [0, valid) of each row. Each row also prefetches, for
+   writing, the prefetch floats after its first `valid` ones (the next chunk's output). One
+   call runs all the rows, so the per-row cost is the loop's, not a call's (on a layer with
+   few non-zeros per row that cost is as large as the work). */
 typedef struct {
     float *out;
     long out_stride;
@@ -48,12 +67,7 @@ typedef struct {
     long partial_stride;
     const float *residual;              /* NULL, or rows out_stride floats apart */
     int relu;
-    const float *base;
-    const int *rowptr;
-    long rowptr_stride;
-    const int *colidx;
-    const float *values;
-    long rows;                          /* m1 - m0 */
+    spconv_sparse_rows sparse;          /* sparse.rows = m1 - m0 */
 } spconv_out_rows;
 
 void spconv_accumulate_out_rows(const spconv_out_rows *r, int tile_vectors);
