@@ -67,6 +67,7 @@ def _e2e(args, argv) -> int:
 
     from harness.machine.build import build
     from harness.machine.calibrate import calibration
+    from harness.models.plan_choice import cached_costs
     from harness.models.speedup import ModelSpeedup
     from harness.networks.end_to_end import Case, time_case
     from harness.networks.sources import torch_model
@@ -90,6 +91,7 @@ def _e2e(args, argv) -> int:
         name, model, example = loaded.pop(batch, None) or torch_model(args.model, batch)
         for t in threads:
             predictor = ModelSpeedup(profile, Path(config.RESULTS_ROOT), t)  # read once
+            costs = cached_costs(built, host, t)  # the sparse layers' mechanistic prices
             for s in sparsities:
                 case = Case(name, 0.0 if s is None else s, batch, t)
                 print(f"{name}: sparsity {'as given' if s is None else s}, batch {batch}, "
@@ -98,7 +100,7 @@ def _e2e(args, argv) -> int:
                                 rounds=args.rounds, min_time=args.min_time,
                                 workdir=out, pruned=s is None,
                                 pointwise_only=args.pointwise_only,
-                                predictor=predictor)
+                                predictor=predictor, costs=costs)
                 layers = row.pop("per_layer")
                 layer_rows += [{"network": name, "sparsity": case.sparsity, "batch": batch,
                                 "threads": t, **layer} for layer in layers]

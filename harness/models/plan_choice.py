@@ -68,7 +68,9 @@ def model_plan(costs: KernelCosts, spec: ConvSpec, density: float, threads: int,
 _costs: dict[tuple, KernelCosts] = {}
 
 
-def _cached_costs(built: BuiltKernels, host: HostInfo, threads: int) -> KernelCosts | None:
+def cached_costs(built: BuiltKernels, host: HostInfo, threads: int) -> KernelCosts | None:
+    """The calibrated costs of ``built`` on ``host`` for ``threads``, or None where the cache
+    holds no calibration of them (nothing is measured here)."""
     key = (str(cache_root()), built.key, host.cpu_model, threads)
     if key not in _costs:  # looked for again until found: a sweep may calibrate meanwhile
         cal = cached_calibration(built, host, threads)
@@ -83,7 +85,7 @@ def chosen_plan(w: np.ndarray, spec: ConvSpec, threads: int,
     """The model's plan for ``w``, or None where this build has no calibration on this host
     in the cache (a sweep, ``spconv calibrate`` or ``spconv predict`` takes one; nothing is
     measured here)."""
-    costs = _cached_costs(built, detect_host(), threads)
+    costs = cached_costs(built, detect_host(), threads)
     if costs is None:
         return None
     return model_plan(costs, spec, np.count_nonzero(w) / w.size, threads, support_group(w))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from harness.errors import HarnessError
+from harness.models.prepared import prepared_time
 from harness.networks.pruning import prune_convolutions
 from harness.networks.runtimes import dense_runners
 from harness.networks.sparsify import SparseNetwork, sparsify
@@ -83,7 +84,7 @@ class Case:
 def time_case(case: Case, model: torch.nn.Module, example: torch.Tensor, *,
               choice: str = "auto", tune: str = "cached", rounds: int = 3, min_time: float = 0.2,
               workdir: Path | None = None, pruned: bool = False,
-              pointwise_only: bool = False, predictor=None) -> dict:
+              pointwise_only: bool = False, predictor=None, costs=None) -> dict:
     """One row: the model pruned to ``case.sparsity`` (every convolution but the first, or its
     1x1 ones only, by magnitude; ``pruned`` keeps the weights as given), sparsified, and timed
     against the dense runtimes on the same weights, interleaved in ``rounds`` rounds.
@@ -116,28 +117,42 @@ def time_case(case: Case, model: torch.nn.Module, example: torch.Tensor, *,
         if name in medians:
             row[f"speedup_vs_{name}"] = medians[name] / medians[SPARSE]
     if predictor is not None:
-        row.update(predict(network, breakdown, predictor, case))
+        row.update(predict(network, breakdown, predictor, case, costs))
     row["per_layer"] = breakdown.layers
     return row
 
 
-def predict(network: SparseNetwork, breakdown: Breakdown, predictor, case: Case) -> dict:
-    """The performance model's time for each fused layer as it runs (sparse at its own
-    density, or dense), added to ``breakdown.layers``; the network's predicted time is their
-    sum plus the measured time of the other operations."""
-    total, missing = 0.0, 0
+def predict(network: SparseNetwork, breakdown: Breakdown, predictor, case: Case,
+            costs=None) -> dict:
+    """The performance model's time for each fused layer as it runs, added to
+    ``breakdown.layers``: a sparse layer's kernels as prepared, priced by the mechanistic
+    models from ``costs`` (a harness.models.mechanistic.KernelCosts of the build's calibration;
+    where None, or for a kernel they do not describe, ``predictor``'s time at the layer's
+    density), a dense layer's by ``predictor`` (a harness.models.speedup.ModelSpeedup). The
+    network's predicted time is their sum plus the measured time of the other operations."""
+    total, missing, priced = 0.0, 0, 0
     for layer, entry in zip(network.layers(), breakdown.layers):
-        try:
-            shape = layer.conv.layer_shape(case.network)
-        except HarnessError:  # a geometry the models do not describe
-            entry["predicted_ms"] = None
-            missing += 1
-            continue
-        sparsity = 1.0 - entry["density"]
-        seconds = (predictor.sparse_time(shape, min(sparsity, 0.999)) if layer.sparse
-                   else predictor.dense_time(shape))
-        entry["predicted_ms"] = seconds * case.batch * 1e3
+        seconds = None
+        if layer.sparse and costs is not None:
+            times = [prepared_time(costs, k) for k in layer.prepared_kernels()]
+            if times and None not in times:
+                seconds, priced = sum(times) / len(times), priced + 1
+        if seconds is None:
+            try:
+                shape = layer.conv.layer_shape(case.network)
+            except HarnessError:  # a geometry the models do not describe
+                entry["predicted_ms"] = None
+                missing += 1
+                continue
+            sparsity = 1.0 - entry["density"]
+            seconds = case.batch * (predictor.sparse_time(shape, min(sparsity, 0.999))
+                                    if layer.sparse else predictor.dense_time(shape))
+        entry["predicted_ms"] = seconds * 1e3
         total += entry["predicted_ms"]
     predicted = total + breakdown.other_s * 1e3
+    source = predictor.source
+    if priced:
+        source = (f"mechanistic model of the build's calibration ({priced} sparse layers); "
+                  f"{predictor.source} (the others)")
     return {"predicted_conv_ms": total, "predicted_ms": predicted,
-            "layers_not_predicted": missing, "model": predictor.source}
+            "layers_not_predicted": missing, "model": source}

@@ -113,6 +113,10 @@ class FusedConv(nn.Module):
             run = self._runs[(self.runner, shape)] = (k, out, torch.from_numpy(out))
         return run
 
+    def prepared_kernels(self) -> list[kernels.PreparedConv]:
+        """The kernels the current runner has prepared, one per input shape it has run."""
+        return [run[0] for (runner, _), run in self._runs.items() if runner == self.runner]
+
     def _searched_plan(self, spec):
         host = detect_host()
         return tuned_plan(self.conv.weight, spec, self.threads, self.built, host=host.cpu_model,

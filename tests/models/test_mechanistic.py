@@ -1,4 +1,5 @@
-"""The mechanistic model of the direct kernel and the calibration it is priced by."""
+"""The mechanistic models of the direct and pointwise kernels and the calibration they are
+priced by."""
 
 import dataclasses
 
@@ -14,6 +15,8 @@ from harness.kernels.native import host_kernels
 from harness.models.mechanistic import (KernelCosts, accumulator_extra_s, direct_time,
                                         even_split, plan_for, predicted_sweet_spot,
                                         support_probability)
+from harness.models.pointwise_model import pointwise_time
+from harness.models.prepared import prepared_time
 
 CONV3 = ConvSpec.from_shapes((1, 256, 13, 13), (384, 256, 3, 3), 1, 1)
 
@@ -225,3 +228,48 @@ def test_random_outcomes_cost_branch_misses():
     extra = (direct_time(costs, spec, 0.05, plan, 1)["tiles_s"]
              - direct_time(cheap, spec, 0.05, plan, 1)["tiles_s"])
     assert 2048 * 128 * 0.3 * 5e-9 < extra < 2048 * 128 * 0.6 * 5e-9
+
+
+# ResNet-50's layer3.1.conv1: 1024 input channels on a 14x14 plane
+POINTWISE = ConvSpec.from_shapes((1, 1024, 14, 14), (256, 1024, 1, 1), 1, 0)
+
+
+def test_pointwise_time_grows_with_density_and_falls_with_threads():
+    costs = synthetic_costs()
+    times = [pointwise_time(costs, POINTWISE, d, 64, 1024, 256, 1)["total_s"]
+             for d in (0.05, 0.1, 0.3, 0.7)]
+    assert all(a < b for a, b in zip(times, times[1:]))
+    assert pointwise_time(costs, POINTWISE, 0.3, 64, 1024, 256, 2)["total_s"] < 0.7 * times[2]
+
+
+def test_pointwise_channel_blocks_trade_round_trips_for_slices_in_l1():
+    costs = synthetic_costs(slow_l2=4.0)
+    whole = pointwise_time(costs, POINTWISE, 0.3, 64, 1024, 256, 1)
+    blocks = pointwise_time(costs, POINTWISE, 0.3, 64, 96, 256, 1)
+    assert whole["sums_s"] == 0.0 < blocks["sums_s"]
+    # a slice of 1024 channels (256 KiB) streams from L2 at every position; blocks of 96
+    # (24 KiB) stay in L1
+    assert blocks["tiles_s"] < 0.5 * whole["tiles_s"]
+    # where L2 costs what L1 does, the blocks' extra tile calls are all that is left
+    flat = synthetic_costs(slow_l2=1.0)
+    assert (pointwise_time(flat, POINTWISE, 0.3, 64, 96, 256, 1)["tiles_s"]
+            > pointwise_time(flat, POINTWISE, 0.3, 64, 1024, 256, 1)["tiles_s"])
+
+
+def test_prepared_kernels_are_priced_as_prepared(rng):
+    from harness import kernels
+    built = host_kernels()
+    costs = synthetic_costs(lanes=built.lib.spconv_vector_floats(),
+                            max_tile=built.lib.spconv_max_tile_vectors())
+    w = rng.standard_normal((32, 64, 1, 1)).astype(np.float32) * (rng.random((32, 64, 1, 1)) < 0.2)
+    shape = (1, 64, 14, 14)
+    point = kernels.prepare(w, input_shape=shape, method="pointwise_sparse", kernels=built)
+    density = np.count_nonzero(w) / w.size
+    assert prepared_time(costs, point) == pointwise_time(
+        costs, point.spec, density, point.chunk, point.channel_block, point.out_block,
+        1)["total_s"]
+    direct = kernels.prepare(w, input_shape=shape, kernels=built)
+    assert prepared_time(costs, direct) == direct_time(costs, direct.spec, density, direct.plan,
+                                                       1)["total_s"]
+    dense = kernels.prepare(w, input_shape=shape, method="dense_gemm")
+    assert prepared_time(costs, dense) is None

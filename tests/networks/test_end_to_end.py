@@ -45,6 +45,11 @@ def test_e2e_times_every_runtime_and_breaks_the_time_down(tmp_path, capsys, monk
     assert len(layers) == 4 * 3 and set(layers["run"]) <= {"sparse", "dense"}
     first = layers[layers["layer"].astype(str) == "0"]
     assert (first["density"] == 1.0).all()  # the first convolution is never pruned
+    # the calibration taken first prices every sparse layer's kernels as prepared
+    sparse = layers[layers["run"] == "sparse"]
+    assert len(sparse) and (sparse["predicted_ms"] > 0).all()
+    assert rows["model"].str.startswith("mechanistic model").all()
+    assert (rows["predicted_ms"] >= rows["other_ms"]).all()
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["data"]["host"]["cpu_model"] and meta["data"]["blas"]
     assert "sparsified" in capsys.readouterr().out

@@ -1,0 +1,79 @@
+"""The mechanistic model of the pointwise kernel (kernels_c/pointwise.c, the 1x1 layers at
+stride 1): a layer's time from what its chunks and channel blocks make the kernel do, priced by
+the same calibration as the direct kernel's model (harness.models.mechanistic), with no timing
+of the layer.
+
+Per work item (one chunk of pixels of one image, every output channel) and channel block:
+- packing: the block's rows of the chunk copied into a slice, read from where the input lies;
+- tiles: every output channel with non-zeros in the block runs one register tile over the
+  chunk, at the calibrated cost of a call of that many positions, plus, where the slice is
+  past L1, the calibrated extra cost per position of streaming it from the level that holds
+  it;
+- branches: the ends of the rows' loops that the predictor misses (every count of non-zeros
+  but the most frequent), at the calibrated cost of a miss;
+- sums between blocks: with several channel blocks, each output row's sums go to a scratch
+  row and back once per block;
+- output: each row's chunk stored once, at the triad rate of the output's working set;
+then the items are spread evenly over the threads (the kernel's static schedule) and one
+call's overhead is added.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.conv.convspec import ConvSpec
+from harness.models.mechanistic import KernelCosts, even_split, unpredictable_count
+
+
+def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: int,
+                   channel_block: int, out_block: int, threads: int) -> dict:
+    """Predicted seconds of one call of the pointwise kernel with ``chunk`` pixels per item,
+    ``channel_block`` input channels packed at a time and ``out_block`` output channels per
+    item, and its parts (summed over the items, per thread)."""
+    lanes = costs.lanes
+    pixels = spec.height * spec.width
+    vectors = -(-pixels // lanes)
+    c, m, p = spec.in_channels, spec.out_channels, density
+    blocks = [min(channel_block, c - c0) for c0 in range(0, c, channel_block)]
+    in_bytes = 4.0 * spec.batch * c * pixels
+    out_bytes = 4.0 * spec.batch * m * pixels
+
+    def item(width: int, rows: int) -> dict:
+        """One work item: a chunk of ``width`` vectors for ``rows`` output channels."""
+        floats = width * lanes
+        l1_price = float(costs.tile(1, width, "l1", "aligned")["position_s"])
+        packing = tiles = branches = sums = 0.0
+        for n in blocks:
+            slice_bytes = 4.0 * n * floats
+            packing += costs.stream_s(slice_bytes, in_bytes)
+            positions = p * n
+            nonempty = 1.0 - (1.0 - p) ** n
+            per_row = positions / nonempty if nonempty else 0.0
+            extra = costs.position_s(1, width, slice_bytes, 0.0) - l1_price
+            tiles += rows * (nonempty * costs.short_call_s(1, width, per_row) + positions * extra)
+            misses = min(nonempty, 1.0 - nonempty) + nonempty * unpredictable_count(n, p)
+            branches += rows * misses * costs.branch_miss_s
+        if len(blocks) > 1:  # each row's sums out to its scratch row and back, per block
+            rows_bytes = 4.0 * rows * floats
+            sums = (len(blocks) - 1) * costs.stream_s(2 * rows_bytes, rows_bytes)
+        return {"packing_s": packing, "tiles_s": tiles, "branches_s": branches,
+                "sums_s": sums, "stores_s": costs.stream_s(4.0 * rows * floats, out_bytes)}
+
+    # the items in the kernel's order (image, chunk, block of output channels), split into
+    # contiguous equal shares by its static schedule
+    kinds, order = {}, []
+    for width in even_split(vectors, max(1, chunk // lanes)):  # the kernel's chunk_start
+        for m0 in range(0, m, out_block):
+            key = (width, min(out_block, m - m0))
+            if key not in kinds:
+                kinds[key] = item(*key)
+            order.append(key)
+    order *= spec.batch
+    shares = np.array_split(np.arange(len(order)), threads)
+    finish = max((sum(sum(kinds[order[i]].values()) for i in share) for share in shares),
+                 default=0.0)
+    parts = {k: sum(kinds[key][k] for key in order) / threads
+             for k in next(iter(kinds.values()))}
+    call = costs.call_overhead(threads)
+    return {"total_s": call + finish, **parts, "call_s": call}
