@@ -22,13 +22,12 @@ import numpy as np  # noqa: E402
 
 from harness import kernels  # noqa: E402
 from harness.conv.layers import network_layers  # noqa: E402
-from harness.conv.sparsity import check_sparsity, direct_layout  # noqa: E402
-from harness.conv.verify import expected_output, verify  # noqa: E402
+from harness.conv.sparsity import direct_layout  # noqa: E402
+from harness.conv.verify import expected_output  # noqa: E402
 from harness.conv.weights import generated_weights, sweep_input  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.machine.hostinfo import detect_host  # noqa: E402
-from harness.timing import interleaved_medians, measure  # noqa: E402
-from problems import run_bench  # noqa: E402
+from problems import run_bench, sparsity_list, verified_medians  # noqa: E402
 
 CAPPED_ACC_BYTES = 512 * 1024  # the earlier rule's bound on one item's accumulators
 
@@ -47,9 +46,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    sparsities = [float(s) for s in args.sparsity.split(",")]
-    for s in sparsities:
-        check_sparsity(s)
+    sparsities = sparsity_list(args.sparsity)
     if args.threads < 1:
         raise HarnessError("--threads must be at least 1")
     networks = [n.strip() for n in args.networks.split(",") if n.strip()]
@@ -72,17 +69,9 @@ def main() -> int:
                                      padding=spec.padding, dilation=spec.dilation,
                                      groups=spec.groups, threads=args.threads,
                                      plan=replace(default.plan, out_channel_block=block))
-            expected = expected_output(x, w, None, spec, relu=False)
-            runs = {}
-            for name, k in (("default", default), ("capped", capped)):
-                out = np.full(spec.output_shape, np.nan, np.float32)
-                k.run_into(x, out)
-                verdict = verify(out, expected)
-                if not verdict.ok:
-                    raise HarnessError(f"{layer.name} ({name}): wrong output: {verdict}")
-                runs[name] = (lambda k=k, out=out: k.run_into(x, out))
-            t = interleaved_medians(runs, lambda name: measure(runs[name], repeats=3).median,
-                                    rounds=args.rounds)
+            t = verified_medians({"default": default, "capped": capped}, x,
+                                 expected_output(x, w, None, spec, relu=False), layer.name,
+                                 args.rounds)
             ratios.append(t["capped"] / t["default"])
             print(f"  {layer.network:8s} {layer.name:22s} s={sparsity:.2f} block "
                   f"{default.plan.out_channel_block:4d} vs {block:4d}: "

@@ -17,7 +17,6 @@ import numpy as np  # noqa: E402
 
 from harness import kernels  # noqa: E402
 from harness.conv.layers import network_layers  # noqa: E402
-from harness.conv.sparsity import check_sparsity  # noqa: E402
 from harness.conv.verify import expected_output, verify  # noqa: E402
 from harness.conv.weights import generated_weights, sweep_input  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
@@ -28,7 +27,7 @@ from harness.machine.hostinfo import detect_host  # noqa: E402
 from harness.models.mechanistic import KernelCosts  # noqa: E402
 from harness.models.pointwise_model import pointwise_time  # noqa: E402
 from harness.timing import measure  # noqa: E402
-from problems import run_bench  # noqa: E402
+from problems import run_bench, sparsity_list  # noqa: E402
 
 
 def main() -> int:
@@ -37,9 +36,7 @@ def main() -> int:
     ap.add_argument("--sparsity", default="0.7,0.9")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    sparsities = [float(s) for s in args.sparsity.split(",")]
-    for s in sparsities:
-        check_sparsity(s)
+    sparsities = sparsity_list(args.sparsity)
     if args.threads < 1:
         raise HarnessError("--threads must be at least 1")
     host, built = detect_host(), host_kernels()

@@ -23,13 +23,12 @@ import numpy as np  # noqa: E402
 from harness import kernels  # noqa: E402
 from harness.conv.layers import network_layers  # noqa: E402
 from harness.conv.sparsity import check_sparsity  # noqa: E402
-from harness.conv.verify import expected_output, verify  # noqa: E402
+from harness.conv.verify import expected_output  # noqa: E402
 from harness.conv.weights import generated_weights, sweep_input  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.kernels.pointwise import is_pointwise  # noqa: E402
 from harness.machine.hostinfo import detect_host  # noqa: E402
-from harness.timing import interleaved_medians, measure  # noqa: E402
-from problems import run_bench  # noqa: E402
+from problems import run_bench, verified_medians  # noqa: E402
 
 VARIANTS = {  # name -> the kernel's options ({}: its defaults)
     "default": {},
@@ -72,18 +71,11 @@ def main() -> int:
         w = generated_weights(layer, args.sparsity, "random", seed=0)
         x = sweep_input(layer, args.batch, seed=0)
         expected = expected_output(x, w, None, spec, relu=True)
-        runs = {}
-        for name, options in VARIANTS.items():
-            k = kernels.prepare(w, input_shape=x.shape, relu=True, method="pointwise_sparse",
-                                threads=args.threads, **options)
-            out = np.empty(spec.output_shape, np.float32)
-            k.run_into(x, out)
-            verdict = verify(out, expected)
-            if not verdict.ok:
-                raise HarnessError(f"{layer.name} ({name}): wrong output: {verdict}")
-            runs[name] = (lambda k=k, out=out: k.run_into(x, out))
-        t = interleaved_medians(VARIANTS, lambda name: measure(runs[name], repeats=3).median,
-                                rounds=args.rounds)
+        prepared = {name: kernels.prepare(w, input_shape=x.shape, relu=True,
+                                          method="pointwise_sparse", threads=args.threads,
+                                          **options)
+                    for name, options in VARIANTS.items()}
+        t = verified_medians(prepared, x, expected, layer.name, args.rounds)
         for name in VARIANTS:
             totals[name] += t[name]
         useful = 2.0 * np.count_nonzero(w) * spec.out_height * spec.out_width * args.batch

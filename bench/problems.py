@@ -3,11 +3,14 @@ for every benchmark so their numbers compare."""
 
 import sys
 
+import numpy as np
+
 from harness.conv.layers import network_layers
 from harness.conv.sparsity import check_sparsity
-from harness.conv.verify import expected_output
+from harness.conv.verify import expected_output, verify
 from harness.conv.weights import check_pattern, generated_weights, sweep_input
 from harness.errors import HarnessError
+from harness.timing import interleaved_medians, measure
 
 
 def run_bench(main) -> int:
@@ -17,6 +20,31 @@ def run_bench(main) -> int:
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def sparsity_list(text: str) -> list[float]:
+    """A comma-separated --sparsity, each in [0, 1)."""
+    try:
+        sparsities = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise HarnessError(f"--sparsity: not a list of numbers: {text!r}") from None
+    for s in sparsities:
+        check_sparsity(s)
+    return sparsities
+
+
+def verified_medians(prepared: dict, x, expected, label: str, rounds: int) -> dict:
+    """Each prepared kernel's median seconds on ``x``, in interleaved rounds, after its output
+    (poisoned with NaN first) is checked against ``expected``; a wrong one is refused."""
+    runs = {}
+    for name, k in prepared.items():
+        out = np.full(k.spec.output_shape, np.nan, np.float32)
+        k.run_into(x, out)
+        verdict = verify(out, expected)
+        if not verdict.ok:
+            raise HarnessError(f"{label} ({name}): wrong output: {verdict}")
+        runs[name] = (lambda k=k, out=out: k.run_into(x, out))
+    return interleaved_medians(runs, lambda name: measure(runs[name], repeats=3).median, rounds)
 
 
 def alexnet_problems(names: str, sparsity: float, batch: int, pattern: str = "random"):

@@ -181,6 +181,15 @@ def test_bench_scripts_refuse_bad_input(args, needle):
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("script", ["out_block.py", "pointwise_model.py"])
+@pytest.mark.parametrize("sparsity, needle", [("0.5,2", "sparsity must be in [0, 1)"),
+                                              ("half", "not a list of numbers")])
+def test_bench_scripts_refuse_bad_sparsities(script, sparsity, needle):
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / script), "--sparsity", sparsity],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--width", "0"], "--width"), (["--train-subset", "0"], "--train-subset"),
     (["--train-subset", "-5"], "--train-subset"),
