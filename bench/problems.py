@@ -35,12 +35,13 @@ def sparsity_list(text: str) -> list[float]:
 
 def verified_medians(prepared: dict, x, expected, label: str, rounds: int) -> dict:
     """Each prepared kernel's median seconds on ``x``, in interleaved rounds, after its output
-    (poisoned with NaN first) is checked against ``expected``; a wrong one is refused."""
+    (poisoned with NaN first) is checked against ``expected`` (one output for all, or a dict
+    by name); a wrong one is refused."""
     runs = {}
     for name, k in prepared.items():
         out = np.full(k.spec.output_shape, np.nan, np.float32)
         k.run_into(x, out)
-        verdict = verify(out, expected)
+        verdict = verify(out, expected[name] if isinstance(expected, dict) else expected)
         if not verdict.ok:
             raise HarnessError(f"{label} ({name}): wrong output: {verdict}")
         runs[name] = (lambda k=k, out=out: k.run_into(x, out))

@@ -181,11 +181,22 @@ def test_bench_scripts_refuse_bad_input(args, needle):
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("script", ["out_block.py", "pointwise_model.py"])
+@pytest.mark.parametrize("script", ["out_block.py", "pointwise_model.py", "branch_counts.py"])
 @pytest.mark.parametrize("sparsity, needle", [("0.5,2", "sparsity must be in [0, 1)"),
                                               ("half", "not a list of numbers")])
 def test_bench_scripts_refuse_bad_sparsities(script, sparsity, needle):
     proc = subprocess.run([sys.executable, str(REPO / "bench" / script), "--sparsity", sparsity],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--layer", "alexnet:conv9"], "alexnet has no layer 'conv9'"),
+    (["--layer", "alexnet:conv2"], "has 2 groups"),
+    (["--layer", "alexnet:conv3", "--pointwise"], "not a 1x1 layer"),
+])
+def test_branch_counts_refuses_layers_it_cannot_time(args, needle):
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "branch_counts.py"), *args],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
 
