@@ -3,7 +3,8 @@ stride 1): a layer's time from what its chunks and channel blocks make the kerne
 the same calibration as the direct kernel's model (harness.models.mechanistic), with no timing
 of the layer.
 
-Per work item (one chunk of pixels of one image, every output channel) and channel block:
+Per work item (one chunk of pixels of one image, one block of output channels) and channel
+block of input channels:
 - packing: the block's rows of the chunk copied into a slice, read from where the input lies;
 - tiles: every output channel with non-zeros in the block runs one register tile over the
   chunk, at the calibrated cost of a call of that many positions, plus, where the slice is
@@ -14,8 +15,9 @@ Per work item (one chunk of pixels of one image, every output channel) and chann
 - sums between blocks: with several channel blocks, each output row's sums go to a scratch
   row and back once per block;
 - output: each row's chunk stored once, at the triad rate of the output's working set;
-then the items are spread evenly over the threads (the kernel's static schedule) and one
-call's overhead is added.
+then the items are split into equal contiguous shares, one per thread (the kernel's static
+schedule), and one call's overhead is added. Chunks under four vectors, which go through
+scratch rows (harness.kernels.pointwise), are priced as the others.
 """
 
 from __future__ import annotations
