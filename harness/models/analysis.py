@@ -14,7 +14,9 @@ from harness.models.curves import GAIN_LIMIT, crossing, measured_upper
 from harness.models.fitted import held_out_text, validate
 from harness.models.rows import direct_rows, row_spec
 from harness.conv.layers import network_layers
+from harness.kernels.pointwise import PointwiseSparseConv
 from harness.models.mechanistic import KernelCosts, zero_shot_validation
+from harness.models.pointwise_model import pointwise_zero_shot
 from harness.models.paper import LayerCost, PaperModel
 from harness.machine.hostinfo import HostInfo, detect_host
 from harness.machine.profiles import PROFILE_DIR, Profile, load_profile
@@ -137,6 +139,9 @@ def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict) -
         zero["crossovers"].get(f"{r.network}/{r.layer}|{r.batch}|{r.threads}",
                                {}).get("zero_shot", np.nan)
         for r in spots.itertuples()]
+    pointwise = direct_rows(frame, PointwiseSparseConv.method)  # networks' 1x1 layers
+    if len(pointwise):
+        zero_pointwise = zero_shot_validation(costs, pointwise, pointwise_zero_shot)
     report["points"].to_csv(store.dir / "model_points.csv", index=False)
     spots.to_csv(store.dir / "sweet_spots.csv", index=False)
     proj = projection(alpha, detect_host())  # the host the calibration was taken on
@@ -148,6 +153,8 @@ def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict) -
                                               "leave_one_layer_out", "worst_lolo_median",
                                               "leave_one_class_out", "worst_loco_median")},
         "zero_shot": {k: v for k, v in zero.items() if k != "predicted_s"},
+        **({"zero_shot_pointwise": {k: v for k, v in zero_pointwise.items()
+                                    if k != "predicted_s"}} if len(pointwise) else {}),
         "paper_model_on_host": {"alpha_fitted": alpha, "sgemm_gflops": rate["median"],
                                 "stream_gbps": host_paper.stream_gbps},
         "calibration": cal,
@@ -156,18 +163,28 @@ def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict) -
     return {"summary": summary, "spots": spots, "projection": proj}
 
 
+# the zero-shot validations of a fit (model_fit.json's keys), in words
+ZERO_SHOT_KINDS = {"zero_shot": "mechanistic model",
+                   "zero_shot_pointwise": "pointwise kernel's model (1x1 layers at stride 1)"}
+
+
+def zero_shot_text(zero: dict) -> str:
+    """A zero-shot validation's errors and crossovers in one phrase."""
+    return (f"median error {zero['median_rel_error']:.1%}, worst {zero['worst_rel_error']:.1%}; "
+            f"{zero['crossovers_within_0.05']} of {zero['crossovers_compared']} crossovers "
+            f"within 0.05 of the measured ones (worst {zero['worst_crossover_error']:.3f})")
+
+
 def print_analysis(result: dict) -> None:
     v = result["summary"]["validation"]
     print(f"fitted model: median error {v['median_rel_error']:.1%}, worst {v['worst_rel_error']:.1%}, "
           f"worst leave-one-layer-out median {held_out_text(v['worst_lolo_median'])}, "
           f"leave-one-class-out {held_out_text(v['worst_loco_median'])}; paper alpha on this "
           f"host {result['summary']['paper_model_on_host']['alpha_fitted']:.2f}")
-    zero = result["summary"]["zero_shot"]
-    if zero["crossovers_compared"]:
-        print(f"mechanistic model, zero-shot (calibration only): median error "
-              f"{zero['median_rel_error']:.1%}, worst {zero['worst_rel_error']:.1%}; "
-              f"crossovers within 0.05 of the measured ones: {zero['crossovers_within_0.05']} "
-              f"of {zero['crossovers_compared']} (worst {zero['worst_crossover_error']:.3f})")
+    for key, what in ZERO_SHOT_KINDS.items():
+        zero = result["summary"].get(key)
+        if zero and zero["crossovers_compared"]:
+            print(f"{what}, zero-shot (calibration only): {zero_shot_text(zero)}")
     cols = ["layer", "batch", "threads", "measured_crossover", "fitted_crossover",
             "zero_shot_crossover", "paper_lower",
             "measured_upper", "fitted_upper", "paper_upper"]

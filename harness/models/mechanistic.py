@@ -426,10 +426,11 @@ def zero_shot(costs: KernelCosts, rows: pd.DataFrame) -> np.ndarray:
     return np.array(out)
 
 
-def zero_shot_validation(costs: KernelCosts, rows: pd.DataFrame) -> dict:
-    """Zero-shot predictions against a sweep's measurements: per point, and each layer's
-    crossover with the sweep's own best dense time."""
-    predicted = zero_shot(costs, rows)
+def zero_shot_validation(costs: KernelCosts, rows: pd.DataFrame, predict=zero_shot) -> dict:
+    """Zero-shot predictions (``predict(costs, rows)``: the direct kernel's by default)
+    against a sweep's measurements: per point, and each layer's crossover with the sweep's own
+    best dense time."""
+    predicted = predict(costs, rows)
     rel = np.abs(predicted / rows["median_s"].to_numpy() - 1)
     crossovers = {}
     frame = rows.assign(zero_shot_s=predicted)

@@ -23,9 +23,13 @@ scratch rows (harness.kernels.pointwise), are priced as the others.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from harness.conv.convspec import ConvSpec
+from harness.kernels.pointwise import default_channel_block, default_chunk, default_out_block
+from harness.machine.hostinfo import detect_host
 from harness.models.mechanistic import KernelCosts, even_split, unpredictable_count
+from harness.models.rows import row_spec
 
 
 def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: int,
@@ -79,3 +83,19 @@ def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: in
              for k in next(iter(kinds.values()))}
     call = costs.call_overhead(threads)
     return {"total_s": call + finish, **parts, "call_s": call}
+
+
+def pointwise_zero_shot(costs: KernelCosts, rows: pd.DataFrame) -> np.ndarray:
+    """Predicted seconds of a sweep's pointwise-kernel rows, each with the chunks and blocks
+    the kernel chose for it by default on this host (harness.kernels.pointwise)."""
+    l1d = detect_host().caches_kib.get("l1d", 32) * 1024
+    out = []
+    for _, r in rows.iterrows():
+        spec, threads = row_spec(r), int(r["threads"])
+        density = float(r["nnz"]) / (spec.out_channels * spec.reduction_length)
+        chunk = default_chunk(spec, costs.lanes, costs.max_tile)
+        block = default_channel_block(spec, chunk, l1d, density)
+        out.append(pointwise_time(costs, spec, density, chunk, block,
+                                  default_out_block(spec, threads, chunk, block),
+                                  threads)["total_s"])
+    return np.array(out)

@@ -22,10 +22,10 @@ def layer_class(r) -> str:
     return f"k{int(r['kernel'])}s{int(r['stride'])}"
 
 
-def direct_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """The modelled method's correct rows of unstructured sparsity (the block patterns run
-    other register tiles and are shown beside them, not fitted)."""
+def direct_rows(frame: pd.DataFrame, method: str | None = None) -> pd.DataFrame:
+    """The correct rows of unstructured sparsity of ``method`` (default the modelled one; the
+    block patterns run other register tiles and are shown beside them, not fitted)."""
     patterns = frame["pattern"] if "pattern" in frame else pd.Series("random", frame.index)
     unstructured = ~patterns.map(is_block).astype(bool)
-    return frame[(frame["method"] == modelled_method()) & (frame["status"] == "ok")
+    return frame[(frame["method"] == (method or modelled_method())) & (frame["status"] == "ok")
                  & unstructured].copy()

@@ -16,6 +16,7 @@ from scipy.stats import gmean
 from harness.report import plots
 from harness.errors import HarnessError
 from harness.kernels import modelled_method
+from harness.models.analysis import ZERO_SHOT_KINDS, zero_shot_text
 from harness.models.fitted import held_out_text
 from harness.models.paper import PaperModel
 from harness.store.files import StoreError
@@ -144,11 +145,8 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
                   f"{v['worst_rel_error']:.1%}, worst leave-one-layer-out median "
                   f"{held_out_text(v['worst_lolo_median'])}, worst leave-one-class-out median "
                   f"{held_out_text(v['worst_loco_median'])}.")
-        z = fit["zero_shot"]
-        md.append(f"- Mechanistic model from the calibration alone (zero-shot): median error "
-                  f"{z['median_rel_error']:.1%}, worst {z['worst_rel_error']:.1%}; "
-                  f"{z['crossovers_within_0.05']} of {z['crossovers_compared']} crossovers "
-                  f"within 0.05 of the measured ones (worst {z['worst_crossover_error']:.3f}).")
+        md += [f"- The {what} from the calibration alone (zero-shot): {zero_shot_text(fit[key])}."
+               for key, what in ZERO_SHOT_KINDS.items() if key in fit]
     md += ["", "## Machine", "",
            f"{host.get('cpu_model', '?')}, {host.get('physical_cores', '?')} cores, ISA "
            f"features {', '.join(host.get('features', []))}; caches {host.get('caches_kib', {})} KiB.",

@@ -95,6 +95,24 @@ def test_quick_sweep_fits_the_model(tmp_path):
     assert main(["--refit", str(out)]) == 0
 
 
+def test_a_fit_validates_the_pointwise_kernel_zero_shot_where_it_ran(tmp_path):
+    layers = tmp_path / "layers.yaml"
+    layers.write_text("layers:\n"
+                      "  - {name: mix, in_channels: 64, height: 14, width: 14, out_channels: 64,"
+                      " kernel: 1}\n"
+                      "  - {name: spread, in_channels: 16, height: 14, width: 14,"
+                      " out_channels: 32, kernel: 3, padding: 1}\n")
+    out = tmp_path / "run"
+    assert main(["--layer-file", str(layers), "--sparsity", "0.5,0.7,0.9",
+                 "--methods", "direct_sparse,pointwise_sparse,dense_gemm", "--repeats", "2",
+                 "--min-time", "0", "--no-progress", "--out", str(out)]) == 0
+    pointwise = read_model_fit(out / "model_fit.json")["zero_shot_pointwise"]
+    # one layer runs on it: its three points priced, its crossover compared where it has one
+    assert pointwise["crossovers_compared"] <= 1 and pointwise["median_rel_error"] >= 0
+    # within a factor of 3 of every measured point: a sanity bound, not the model's accuracy
+    assert pointwise["worst_rel_error"] < 2.0
+
+
 def test_existing_run_dir_needs_resume(tmp_path):
     out = tmp_path / "run"
     assert main(["--out", str(out), *SMALL]) == 0
