@@ -3,11 +3,13 @@ calibration alone: no sparse layer is timed.
 
 It calibrates the build (the roofs of the kernels' inner loop included), times the dense
 libraries once per layer shape (the dense side of every speedup; through the sweep, so a
-profile's caps on them apply), and then predicts the direct kernel's time for each layer,
-batch, thread count and sparsity with its default plan. Writes DIR/predictions.csv (one row
-per point), DIR/sweet_spots.csv (layer, batch, threads, predicted_crossover, predicted_upper,
-and the predicted speedup at the top of the grid), DIR/metadata.json and the dense timings'
-own run in DIR/dense/.
+profile's caps on them apply), and then predicts, for each layer, batch, thread count and
+sparsity, the time of the sparse kernel a sparsified network runs on the layer (`kernel`: the
+pointwise one for 1x1 layers at stride 1, with its default chunks and blocks, else the direct
+one with the plan prepare() runs untuned). Writes DIR/predictions.csv (one row per point),
+DIR/sweet_spots.csv (layer, kernel, batch, threads, predicted_crossover, predicted_upper, and
+the predicted speedup at the top of the grid), DIR/metadata.json and the dense timings' own
+run in DIR/dense/.
 """
 
 from __future__ import annotations
@@ -69,7 +71,10 @@ def _predict(args) -> int:
     from harness.machine.build import build
     from harness.machine.calibrate import calibration
     from harness.models.mechanistic import KernelCosts, predicted_sweet_spot, direct_time
+    from harness import kernels
+    from harness.kernels.pointwise import PointwiseSparseConv, subsampled, subsampling_stride
     from harness.models.plan_choice import model_plan
+    from harness.models.pointwise_model import default_pointwise_time
     from harness.models.rows import row_spec
     from harness.store.files import write_json
 
@@ -91,6 +96,7 @@ def _predict(args) -> int:
     threads_max = int(dense["threads"].max())
     cal = calibration(built, host, threads_max)
     costs = KernelCosts.from_calibration(cal)
+    l1d = host.caches_kib.get("l1d", 32) * 1024
 
     points, spots = [], []
     # best_dense_s: the sweep's baseline, the fastest at the profile's instruction set
@@ -100,7 +106,17 @@ def _predict(args) -> int:
         dense_method, dense_s = first["best_dense_method"], float(first["best_dense_s"])
         row = {"network": net, "layer": layer, "batch": int(b), "threads": t}
 
-        def sparse_s(s, spec=spec, t=t):  # the plan prepare() runs untuned: the model's
+        # the sparse kernel a network runs here, on what it runs over (a strided 1x1 layer:
+        # the pointwise kernel on the subsampled input, whose copy is not priced)
+        if subsampling_stride((spec.kernel_h, spec.kernel_w), spec.stride, spec.padding,
+                              spec.groups):
+            spec = subsampled(spec)
+        kernel = row["kernel"] = kernels.sparse_method_for(spec)
+
+        def sparse_s(s, spec=spec, t=t, kernel=kernel):
+            if kernel == PointwiseSparseConv.method:  # with its default chunks and blocks
+                return default_pointwise_time(costs, spec, 1.0 - s, t, l1d)
+            # the plan prepare() runs untuned: the model's
             return direct_time(costs, spec, 1.0 - s, model_plan(costs, spec, 1.0 - s, t),
                                t)["total_s"]
         for s in sparsities:
@@ -114,9 +130,11 @@ def _predict(args) -> int:
     spots.to_csv(out / "sweet_spots.csv", index=False)
     write_json(out / "metadata.json", "spconv.predict", 1, {
         "profile": profile.name, "host": host.cpu_model, "isa": built.isa,
-        "build_key": built.key, "model": "mechanistic (calibration only, the model's plans)",
+        "build_key": built.key,
+        "model": "mechanistic (calibration only): the direct kernel with the model's plans, "
+                 "the pointwise kernel with its default chunks and blocks",
         "calibration": cal})
-    print(spots[["layer", "batch", "threads", "predicted_crossover", "predicted_upper",
-                 "predicted_speedup_at_top"]].round(3).to_string(index=False))
+    print(spots[["layer", "kernel", "batch", "threads", "predicted_crossover",
+                 "predicted_upper", "predicted_speedup_at_top"]].round(3).to_string(index=False))
     print(f"predictions: {out / 'predictions.csv'}, sweet spots: {out / 'sweet_spots.csv'}")
     return 0

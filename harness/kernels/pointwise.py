@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.conv.convspec import ConvSpec
 from harness.errors import ShapeError
 from harness.kernels import native
 from harness.kernels.base import PreparedConv
@@ -27,6 +28,21 @@ SCRATCH_BELOW_VECTORS = 4
 def is_pointwise(spec) -> bool:
     return ((spec.kernel_h, spec.kernel_w) == (1, 1) and spec.stride == (1, 1)
             and spec.padding == (0, 0) and spec.groups == 1)
+
+
+def subsampling_stride(kernel_size, stride, padding, groups: int) -> tuple | None:
+    """A strided 1x1 convolution without padding in one group is the pointwise one on every
+    stride-th pixel of its input: that stride, else None."""
+    if (tuple(kernel_size) == (1, 1) and tuple(padding) == (0, 0) and groups == 1
+            and tuple(stride) != (1, 1)):
+        return tuple(stride)
+    return None
+
+
+def subsampled(spec: ConvSpec) -> ConvSpec:
+    """The pointwise convolution a subsampled strided 1x1 one (subsampling_stride) runs as."""
+    return ConvSpec.from_shapes((spec.batch, spec.in_channels, spec.out_height, spec.out_width),
+                                spec.weight_shape)
 
 
 def default_chunk(spec, vector: int, max_tile: int) -> int:

@@ -85,17 +85,23 @@ def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: in
     return {"total_s": call + finish, **parts, "call_s": call}
 
 
+def default_pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, threads: int,
+                           l1d_bytes: int) -> float:
+    """Predicted seconds of the pointwise kernel with the chunks and blocks it chooses by
+    default (harness.kernels.pointwise) on a host of ``l1d_bytes`` of L1 data cache."""
+    chunk = default_chunk(spec, costs.lanes, costs.max_tile)
+    block = default_channel_block(spec, chunk, l1d_bytes, density)
+    return pointwise_time(costs, spec, density, chunk, block,
+                          default_out_block(spec, threads, chunk, block), threads)["total_s"]
+
+
 def pointwise_zero_shot(costs: KernelCosts, rows: pd.DataFrame) -> np.ndarray:
-    """Predicted seconds of a sweep's pointwise-kernel rows, each with the chunks and blocks
-    the kernel chose for it by default on this host (harness.kernels.pointwise)."""
+    """Predicted seconds of a sweep's pointwise-kernel rows on this host, each as the kernel
+    ran it by default."""
     l1d = detect_host().caches_kib.get("l1d", 32) * 1024
     out = []
     for _, r in rows.iterrows():
-        spec, threads = row_spec(r), int(r["threads"])
+        spec = row_spec(r)
         density = float(r["nnz"]) / (spec.out_channels * spec.reduction_length)
-        chunk = default_chunk(spec, costs.lanes, costs.max_tile)
-        block = default_channel_block(spec, chunk, l1d, density)
-        out.append(pointwise_time(costs, spec, density, chunk, block,
-                                  default_out_block(spec, threads, chunk, block),
-                                  threads)["total_s"])
+        out.append(default_pointwise_time(costs, spec, density, int(r["threads"]), l1d))
     return np.array(out)

@@ -18,6 +18,7 @@ from harness import kernels
 from harness.conv.verify import expected_output, verify
 from harness.errors import HarnessError
 from harness.kernels import native
+from harness.kernels.pointwise import subsampling_stride
 from harness.machine.hostinfo import detect_host
 from harness.networks.layers import ModelConv
 from harness.networks.memory import share_buffers
@@ -65,8 +66,7 @@ class FusedConv(nn.Module):
         c = conv
         # A strided 1x1 convolution without padding is the pointwise one on every stride-th
         # pixel: the sparse runner runs it as that, on the input subsampled by PyTorch.
-        self._subsample = (c.stride if c.weight.shape[2:] == (1, 1) and c.padding == (0, 0)
-                           and c.groups == 1 and c.stride != (1, 1) else None)
+        self._subsample = subsampling_stride(c.weight.shape[2:], c.stride, c.padding, c.groups)
         # Per (runner, input shape): the prepared kernel and one output buffer (an array and
         # the tensor over it) that every call writes afresh; a fresh array per call would cost
         # page faults on every large output. Within one pass of the network each fused layer

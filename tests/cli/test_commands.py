@@ -85,7 +85,9 @@ def test_predict_writes_sweet_spots_from_calibration_alone(tmp_path, capsys):
     layers.write_text("layers:\n  - {name: a, in_channels: 16, height: 12, width: 12, "
                       "out_channels: 32, kernel: 3, padding: 1}\n"
                       "  - {name: b, in_channels: 32, height: 6, width: 6, "
-                      "out_channels: 32, kernel: 1}\n")
+                      "out_channels: 32, kernel: 1}\n"
+                      "  - {name: c, in_channels: 32, height: 6, width: 6, "
+                      "out_channels: 16, kernel: 1, stride: 2}\n")
     out = tmp_path / "p"
     assert spconv(["predict", "--layer-file", str(layers), "--sparsity", "0.5,0.9",
                    "--out", str(out)]) == 0
@@ -93,9 +95,13 @@ def test_predict_writes_sweet_spots_from_calibration_alone(tmp_path, capsys):
     assert dense["dense"].astype(bool).all() and (dense["status"] == "ok").all()
     spots = pd.read_csv(out / "sweet_spots.csv")
     assert {"layer", "batch", "threads", "predicted_crossover", "predicted_upper"} <= set(spots)
-    assert sorted(spots["layer"]) == ["a", "b"]
+    assert sorted(spots["layer"]) == ["a", "b", "c"]
+    # each layer priced on the kernel a sparsified network runs it with (a strided 1x1 one:
+    # the pointwise kernel on the subsampled input)
+    assert dict(zip(spots["layer"], spots["kernel"])) == {
+        "a": "direct_sparse", "b": "pointwise_sparse", "c": "pointwise_sparse"}
     points = pd.read_csv(out / "predictions.csv")
-    assert len(points) == 4 and (points["predicted_s"] > 0).all()
+    assert len(points) == 6 and (points["predicted_s"] > 0).all()
     for _, g in points.groupby("layer"):  # sparser is faster
         g = g.sort_values("sparsity")
         assert g["predicted_s"].iloc[1] < g["predicted_s"].iloc[0]
