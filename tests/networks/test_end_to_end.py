@@ -42,19 +42,33 @@ def test_e2e_times_every_runtime_and_breaks_the_time_down(tmp_path, capsys, monk
     if "onnxruntime_ms" in rows:
         assert (rows["speedup_vs_onnxruntime"] > 0).all()
     layers = pd.read_csv(out / "e2e_layers.csv")
-    assert len(layers) == 4 * 3 and set(layers["run"]) <= {"sparse", "dense"}
+    # each layer runs on the fastest of the sparse kernels, PyTorch and the dense libraries
+    assert len(layers) == 4 * 3
+    assert set(layers["run"]) <= {"sparse", "torch", "onnxruntime", "onednn"}
     first = layers[layers["layer"].astype(str) == "0"]
     assert (first["density"] == 1.0).all()  # the first convolution is never pruned
-    # the calibration taken first prices every sparse layer's kernels as prepared
-    sparse = layers[layers["run"] == "sparse"]
-    assert len(sparse) and (sparse["predicted_ms"] > 0).all()
-    assert rows["model"].str.startswith("mechanistic model").all()
+    assert (layers["predicted_ms"] > 0).all()
     assert (rows["predicted_ms"] >= rows["other_ms"]).all()
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["data"]["host"]["cpu_model"] and meta["data"]["blas"]
     assert "sparsified" in capsys.readouterr().out
     # calibrated first, before any timing: untuned layers then run the model's plans
     assert calibrated[:1] == [1]
+
+
+def test_e2e_prices_the_sparse_layers_kernels_as_prepared(tmp_path):
+    path = tmp_path / "small.py"
+    path.write_text(MODEL_FILE)
+    out = tmp_path / "e2e"
+    assert e2e(["--model", str(path), "--sparsity", "0.9", "--choice", "sparse", "--rounds",
+                "1", "--min-time", "0", "--out", str(out)]) == 0
+    row = pd.read_csv(out / "e2e.csv").iloc[0]
+    # the calibration taken first prices every sparse layer's kernels: the direct kernel's
+    # with its plan, the pointwise kernel's with its chunks
+    assert row["model"].startswith("mechanistic model of the build's calibration (3 sparse")
+    layers = pd.read_csv(out / "e2e_layers.csv")
+    assert (layers["run"] == "sparse").all() and (layers["predicted_ms"] > 0).all()
+    assert row["predicted_ms"] == pytest.approx(layers["predicted_ms"].sum() + row["other_ms"])
 
 
 @pytest.mark.parametrize("model, says", [("nosuchnet", "nosuchnet"),
