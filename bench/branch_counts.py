@@ -38,14 +38,13 @@ def weights(shape, block: int, density: float, equal: bool, rng) -> np.ndarray:
     w = np.zeros(shape, np.float32)
     for row in range(m):
         for c0 in range(0, c, block):
-            part = w[row, c0:c0 + block].reshape(-1)
+            part = w[row, c0:c0 + block].reshape(-1)  # a view: w is contiguous
             if equal:
                 keep = np.zeros(part.size, bool)
                 keep[rng.choice(part.size, int(round(density * part.size)), replace=False)] = True
             else:
                 keep = rng.random(part.size) < density
-            w[row, c0:c0 + block] = (keep * rng.standard_normal(part.size)).reshape(
-                w[row, c0:c0 + block].shape)
+            part[:] = keep * rng.standard_normal(part.size)
     return w
 
 
@@ -68,7 +67,7 @@ def main() -> int:
     if args.pointwise and not is_pointwise(spec):
         raise HarnessError(f"--pointwise: {args.layer} is not a 1x1 layer at stride 1")
     x = sweep_input(layer, 1, seed=0)
-    shape = (spec.out_channels, spec.in_channels // spec.groups, spec.kernel_h, spec.kernel_w)
+    shape = spec.weight_shape
     geometry = dict(input_shape=x.shape, stride=spec.stride, padding=spec.padding,
                     dilation=spec.dilation, groups=spec.groups)
     print(f"host {detect_host().cpu_model}; {args.layer}, "

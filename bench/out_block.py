@@ -57,17 +57,15 @@ def main() -> int:
     for layer in layers:
         spec = layer.spec(1)
         x = sweep_input(layer, 1, seed=0)
+        geometry = dict(input_shape=x.shape, stride=spec.stride, padding=spec.padding,
+                        dilation=spec.dilation, groups=spec.groups, threads=args.threads)
         for sparsity in sparsities:
             w = generated_weights(layer, sparsity, "random", seed=0)
-            default = kernels.prepare(w, input_shape=x.shape, stride=spec.stride,
-                                      padding=spec.padding, dilation=spec.dilation,
-                                      groups=spec.groups, threads=args.threads)
+            default = kernels.prepare(w, **geometry)
             block = capped_block(spec, default.plan)
             if block == default.plan.out_channel_block:
                 continue
-            capped = kernels.prepare(w, input_shape=x.shape, stride=spec.stride,
-                                     padding=spec.padding, dilation=spec.dilation,
-                                     groups=spec.groups, threads=args.threads,
+            capped = kernels.prepare(w, **geometry,
                                      plan=replace(default.plan, out_channel_block=block))
             t = verified_medians({"default": default, "capped": capped}, x,
                                  expected_output(x, w, None, spec, relu=False), layer.name,

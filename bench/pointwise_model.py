@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 
 from harness import kernels  # noqa: E402
 from harness.conv.layers import network_layers  # noqa: E402
-from harness.conv.verify import expected_output, verify  # noqa: E402
+from harness.conv.verify import expected_output  # noqa: E402
 from harness.conv.weights import generated_weights, sweep_input  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.kernels.native import host_kernels  # noqa: E402
@@ -26,8 +26,7 @@ from harness.machine.calibrate import calibration  # noqa: E402
 from harness.machine.hostinfo import detect_host  # noqa: E402
 from harness.models.mechanistic import KernelCosts  # noqa: E402
 from harness.models.pointwise_model import pointwise_time  # noqa: E402
-from harness.timing import measure  # noqa: E402
-from problems import run_bench, sparsity_list  # noqa: E402
+from problems import run_bench, sparsity_list, verified_medians  # noqa: E402
 
 
 def main() -> int:
@@ -55,12 +54,9 @@ def main() -> int:
             w = generated_weights(layer, sparsity, "random", seed=0)
             k = kernels.prepare(w, input_shape=x.shape, method="pointwise_sparse",
                                 threads=args.threads, kernels=built)
-            out = np.full(spec.output_shape, np.nan, np.float32)
-            k.run_into(x, out)
-            verdict = verify(out, expected_output(x, w, None, spec, relu=False))
-            if not verdict.ok:
-                raise HarnessError(f"{layer.name}: wrong output: {verdict}")
-            measured = measure(lambda: k.run_into(x, out), repeats=5).median
+            measured = verified_medians({"pointwise": k}, x,
+                                        expected_output(x, w, None, spec, relu=False),
+                                        layer.name, rounds=2)["pointwise"]
             predicted = pointwise_time(costs, spec, np.count_nonzero(w) / w.size, k.chunk,
                                        k.channel_block, k.out_block, args.threads)
             errors.append(predicted["total_s"] / measured - 1)

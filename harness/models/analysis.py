@@ -139,9 +139,6 @@ def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict) -
         zero["crossovers"].get(f"{r.network}/{r.layer}|{r.batch}|{r.threads}",
                                {}).get("zero_shot", np.nan)
         for r in spots.itertuples()]
-    pointwise = direct_rows(frame, PointwiseSparseConv.method)  # networks' 1x1 layers
-    if len(pointwise):
-        zero_pointwise = zero_shot_validation(costs, pointwise, pointwise_zero_shot)
     report["points"].to_csv(store.dir / "model_points.csv", index=False)
     spots.to_csv(store.dir / "sweet_spots.csv", index=False)
     proj = projection(alpha, detect_host())  # the host the calibration was taken on
@@ -153,12 +150,14 @@ def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict) -
                                               "leave_one_layer_out", "worst_lolo_median",
                                               "leave_one_class_out", "worst_loco_median")},
         "zero_shot": {k: v for k, v in zero.items() if k != "predicted_s"},
-        **({"zero_shot_pointwise": {k: v for k, v in zero_pointwise.items()
-                                    if k != "predicted_s"}} if len(pointwise) else {}),
         "paper_model_on_host": {"alpha_fitted": alpha, "sgemm_gflops": rate["median"],
                                 "stream_gbps": host_paper.stream_gbps},
         "calibration": cal,
     }
+    pointwise = direct_rows(frame, PointwiseSparseConv.method)  # networks' 1x1 layers
+    if len(pointwise):
+        summary["zero_shot_pointwise"] = {k: v for k, v in zero_shot_validation(
+            costs, pointwise, pointwise_zero_shot).items() if k != "predicted_s"}
     store.write_json(MODEL_FIT, MODEL_FIT_SCHEMA, MODEL_FIT_VERSION, summary)
     return {"summary": summary, "spots": spots, "projection": proj}
 

@@ -22,7 +22,7 @@ from scipy.optimize import lsq_linear
 from harness.conv.convspec import ConvSpec
 from harness.models.mechanistic import KernelCosts, direct_time, plan_for
 from harness.models.plan_choice import model_plan
-from harness.models.rows import direct_rows, layer_class, row_spec
+from harness.models.rows import direct_rows, layer_class, row_density, row_spec
 from harness.sweep.record import plan_of
 
 RIDGE = 0.05   # pull of each weight towards its calibrated value of 1
@@ -41,8 +41,7 @@ def parts(costs: KernelCosts, spec: ConvSpec, density: float, threads: int, plan
 
 def row_parts(costs: KernelCosts, r) -> np.ndarray:
     spec = row_spec(r)
-    density = float(r["nnz"]) / (spec.out_channels * spec.reduction_length)
-    return parts(costs, spec, density, int(r["threads"]), plan_of(r),
+    return parts(costs, spec, row_density(r, spec), int(r["threads"]), plan_of(r),
                  str(r.get("pattern", "random")))
 
 

@@ -47,7 +47,7 @@ from harness.machine.roofs import LINE_FLOATS, POSITIONS, split_fraction
 
 FEW_UP_TO = POSITIONS[0]  # tile calls of fewer positions than this are priced whole
 from harness.models.curves import measured_upper
-from harness.models.rows import row_spec
+from harness.models.rows import row_density, row_spec
 from harness.sweep.record import plan_of
 from harness.sweep.results import crossover_sparsity
 
@@ -419,9 +419,8 @@ def zero_shot(costs: KernelCosts, rows: pd.DataFrame) -> np.ndarray:
     out = []
     for _, r in rows.iterrows():
         spec = row_spec(r)
-        density = float(r["nnz"]) / (spec.out_channels * spec.reduction_length)
         plan = plan_for(spec, costs.max_tile, int(r["threads"]), plan_of(r))
-        out.append(direct_time(costs, spec, density, plan, int(r["threads"]),
+        out.append(direct_time(costs, spec, row_density(r, spec), plan, int(r["threads"]),
                                str(r.get("pattern", "random")))["total_s"])
     return np.array(out)
 

@@ -29,7 +29,7 @@ from harness.conv.convspec import ConvSpec
 from harness.kernels.pointwise import default_channel_block, default_chunk, default_out_block
 from harness.machine.hostinfo import detect_host
 from harness.models.mechanistic import KernelCosts, even_split, unpredictable_count
-from harness.models.rows import row_spec
+from harness.models.rows import row_density, row_spec
 
 
 def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: int,
@@ -102,6 +102,6 @@ def pointwise_zero_shot(costs: KernelCosts, rows: pd.DataFrame) -> np.ndarray:
     out = []
     for _, r in rows.iterrows():
         spec = row_spec(r)
-        density = float(r["nnz"]) / (spec.out_channels * spec.reduction_length)
-        out.append(default_pointwise_time(costs, spec, density, int(r["threads"]), l1d))
+        out.append(default_pointwise_time(costs, spec, row_density(r, spec), int(r["threads"]),
+                                          l1d))
     return np.array(out)

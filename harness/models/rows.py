@@ -18,6 +18,11 @@ def row_spec(r) -> ConvSpec:
         int(r["stride"]), int(r["padding"]), int(r["dilation"]), int(r["groups"]))
 
 
+def row_density(r, spec: ConvSpec) -> float:
+    """Share of a row's weights that are non-zero."""
+    return float(r["nnz"]) / (spec.out_channels * spec.reduction_length)
+
+
 def layer_class(r) -> str:
     return f"k{int(r['kernel'])}s{int(r['stride'])}"
 
