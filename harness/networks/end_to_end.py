@@ -128,15 +128,19 @@ def predict(network: SparseNetwork, breakdown: Breakdown, predictor, case: Case,
     ``breakdown.layers``: a sparse layer's kernels as prepared, priced by the mechanistic
     models from ``costs`` (a harness.models.mechanistic.KernelCosts of the build's calibration;
     where None, or for a kernel they do not describe, ``predictor``'s time at the layer's
-    density), a dense layer's by ``predictor`` (a harness.models.speedup.ModelSpeedup). The
-    network's predicted time is their sum plus the measured time of the other operations."""
-    total, missing, priced = 0.0, 0, 0
+    density), a dense layer's by the timing alone that chose its runtime (a dense library's
+    speed is its own; where the choice was not timed, ``predictor``'s, a
+    harness.models.speedup.ModelSpeedup). The network's predicted time is their sum plus the
+    measured time of the other operations."""
+    total, missing, priced, timed = 0.0, 0, 0, 0
     for layer, entry in zip(network.layers(), breakdown.layers):
         seconds = None
         if layer.sparse and costs is not None:
             times = [prepared_time(costs, k) for k in layer.prepared_kernels()]
             if times and None not in times:
                 seconds, priced = sum(times) / len(times), priced + 1
+        elif not layer.sparse and layer.runner in layer.times.decided:
+            seconds, timed = layer.times.decided[layer.runner], timed + 1
         if seconds is None:
             try:
                 shape = layer.conv.layer_shape(case.network)
@@ -150,9 +154,13 @@ def predict(network: SparseNetwork, breakdown: Breakdown, predictor, case: Case,
         entry["predicted_ms"] = seconds * 1e3
         total += entry["predicted_ms"]
     predicted = total + breakdown.other_s * 1e3
-    source = predictor.source
+    sources = []
     if priced:
-        source = (f"mechanistic model of the build's calibration ({priced} sparse layers); "
-                  f"{predictor.source} (the others)")
+        sources.append(f"mechanistic model of the build's calibration ({priced} sparse layers)")
+    if timed:
+        sources.append(f"timed alone when chosen ({timed} dense layers)")
+    if priced + timed < len(breakdown.layers) - missing:
+        sources.append(f"{predictor.source} (the others)" if sources else predictor.source)
+    source = "; ".join(sources)
     return {"predicted_conv_ms": total, "predicted_ms": predicted,
             "layers_not_predicted": missing, "model": source}

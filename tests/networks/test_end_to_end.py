@@ -49,6 +49,11 @@ def test_e2e_times_every_runtime_and_breaks_the_time_down(tmp_path, capsys, monk
     assert (first["density"] == 1.0).all()  # the first convolution is never pruned
     assert (layers["predicted_ms"] > 0).all()
     assert (rows["predicted_ms"] >= rows["other_ms"]).all()
+    # a layer run dense is predicted at the time it took alone when its runtime was chosen
+    for _, layer in layers[layers["run"] != "sparse"].iterrows():
+        assert layer["predicted_ms"] == pytest.approx(layer[f"decide_{layer['run']}_ms"])
+    if (layers["run"] != "sparse").any():
+        assert rows["model"].str.contains("timed alone when chosen").any()
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["data"]["host"]["cpu_model"] and meta["data"]["blas"]
     assert "sparsified" in capsys.readouterr().out
