@@ -15,6 +15,9 @@ block of input channels:
 - sums between blocks: with several channel blocks, each output row's sums go to a scratch
   row and back once per block;
 - output: each row's chunk stored once, at the triad rate of the output's working set;
+- residual (a shortcut addition fused into the output step): each row's chunk of it read
+  once, at the triad rate of the working set of input, residual and output together (in a
+  network the residual was written layers before, and comes from where that leaves it);
 then the items are split into equal contiguous shares, one per thread (the kernel's static
 schedule), and one call's overhead is added. Chunks under four vectors, which go through
 scratch rows (harness.kernels.pointwise), are priced as the others.
@@ -33,10 +36,12 @@ from harness.models.rows import row_density, row_spec
 
 
 def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: int,
-                   channel_block: int, out_block: int, threads: int) -> dict:
+                   channel_block: int, out_block: int, threads: int,
+                   residual: bool = False) -> dict:
     """Predicted seconds of one call of the pointwise kernel with ``chunk`` pixels per item,
     ``channel_block`` input channels packed at a time and ``out_block`` output channels per
-    item, and its parts (summed over the items, per thread)."""
+    item (adding a ``residual`` of the output's shape), and its parts (summed over the
+    items, per thread)."""
     lanes = costs.lanes
     pixels = spec.height * spec.width
     vectors = -(-pixels // lanes)
@@ -63,8 +68,11 @@ def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: in
         if len(blocks) > 1:  # each row's sums out to its scratch row and back, per block
             rows_bytes = 4.0 * rows * floats
             sums = (len(blocks) - 1) * costs.stream_s(2 * rows_bytes, rows_bytes)
+        chunk_bytes = 4.0 * rows * floats
         return {"packing_s": packing, "tiles_s": tiles, "branches_s": branches,
-                "sums_s": sums, "stores_s": costs.stream_s(4.0 * rows * floats, out_bytes)}
+                "sums_s": sums, "stores_s": costs.stream_s(chunk_bytes, out_bytes),
+                "residual_s": (costs.stream_s(chunk_bytes, in_bytes + 2 * out_bytes)
+                               if residual else 0.0)}
 
     # the items in the kernel's order (image, chunk, block of output channels), split into
     # contiguous equal shares by its static schedule

@@ -11,8 +11,10 @@ from harness.models.mechanistic import KernelCosts, direct_time
 from harness.models.pointwise_model import pointwise_time
 
 
-def prepared_time(costs: KernelCosts, kernel: PreparedConv) -> float | None:
-    """Predicted seconds of one call of ``kernel``; None for a kind no model describes."""
+def prepared_time(costs: KernelCosts, kernel: PreparedConv,
+                  residual: bool = False) -> float | None:
+    """Predicted seconds of one call of ``kernel`` (adding a ``residual``, for the kernels
+    that fuse one); None for a kind no model describes."""
     spec = kernel.spec
     if not isinstance(kernel, (DirectSparseConv, PointwiseSparseConv)):
         return None
@@ -23,4 +25,4 @@ def prepared_time(costs: KernelCosts, kernel: PreparedConv) -> float | None:
         return direct_time(costs, spec, density, kernel.plan, kernel.threads,
                            pattern)["total_s"]
     return pointwise_time(costs, spec, density, kernel.chunk, kernel.channel_block,
-                          kernel.out_block, kernel.threads)["total_s"]
+                          kernel.out_block, kernel.threads, residual)["total_s"]

@@ -136,7 +136,8 @@ def predict(network: SparseNetwork, breakdown: Breakdown, predictor, case: Case,
     for layer, entry in zip(network.layers(), breakdown.layers):
         seconds = None
         if layer.sparse and costs is not None:
-            times = [prepared_time(costs, k) for k in layer.prepared_kernels()]
+            times = [prepared_time(costs, k, layer.residual)
+                     for k in layer.prepared_kernels()]
             if times and None not in times:
                 seconds, priced = sum(times) / len(times), priced + 1
         elif not layer.sparse and layer.runner in layer.times.decided:

@@ -268,6 +268,10 @@ def test_prepared_kernels_are_priced_as_prepared(rng):
     assert prepared_time(costs, point) == pointwise_time(
         costs, point.spec, density, point.chunk, point.channel_block, point.out_block,
         1)["total_s"]
+    # a fused shortcut addition reads the residual too: one output's worth of bytes more
+    added = prepared_time(costs, point, residual=True) - prepared_time(costs, point)
+    out_bytes = 4 * 32 * 14 * 14
+    assert costs.stream_s(out_bytes, 1e12) >= added >= costs.stream_s(out_bytes, 1.0) > 0
     direct = kernels.prepare(w, input_shape=shape, kernels=built)
     assert prepared_time(costs, direct) == direct_time(costs, direct.spec, density, direct.plan,
                                                        1)["total_s"]
