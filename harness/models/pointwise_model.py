@@ -65,10 +65,9 @@ def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: in
             tiles += rows * (nonempty * costs.short_call_s(1, width, per_row) + positions * extra)
             misses = min(nonempty, 1.0 - nonempty) + nonempty * unpredictable_count(n, p)
             branches += rows * misses * costs.branch_miss_s
+        chunk_bytes = 4.0 * rows * floats  # the item's rows of output (and of residual)
         if len(blocks) > 1:  # each row's sums out to its scratch row and back, per block
-            rows_bytes = 4.0 * rows * floats
-            sums = (len(blocks) - 1) * costs.stream_s(2 * rows_bytes, rows_bytes)
-        chunk_bytes = 4.0 * rows * floats
+            sums = (len(blocks) - 1) * costs.stream_s(2 * chunk_bytes, chunk_bytes)
         return {"packing_s": packing, "tiles_s": tiles, "branches_s": branches,
                 "sums_s": sums, "stores_s": costs.stream_s(chunk_bytes, out_bytes),
                 "residual_s": (costs.stream_s(chunk_bytes, in_bytes + 2 * out_bytes)
