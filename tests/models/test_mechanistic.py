@@ -14,7 +14,7 @@ from harness.machine.isa import isa_table
 from harness.kernels.native import host_kernels
 from harness.models.mechanistic import (KernelCosts, accumulator_extra_s, direct_time,
                                         even_split, plan_for, predicted_sweet_spot,
-                                        support_probability)
+                                        reuse_share, support_probability)
 from harness.models.pointwise_model import pointwise_time
 from harness.models.prepared import prepared_time
 
@@ -277,3 +277,11 @@ def test_prepared_kernels_are_priced_as_prepared(rng):
                                                        1)["total_s"]
     dense = kernels.prepare(w, input_shape=shape, method="dense_gemm")
     assert prepared_time(costs, dense) is None
+
+
+def test_reuse_share_runs_from_a_full_sweep_to_one_minus_one_over_e():
+    assert reuse_share(1.0) == 1.0
+    assert reuse_share(0.0) == pytest.approx(1.0 - np.exp(-1.0))
+    shares = [reuse_share(t) for t in (0.05, 0.25, 0.5, 0.75, 0.99)]
+    assert all(a < b for a, b in zip(shares, shares[1:]))  # sparser touches, shorter reuse
+    assert reuse_share(0.5) == pytest.approx(0.75)         # 1 - 0.5^2
