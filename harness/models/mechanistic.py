@@ -354,6 +354,8 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
         # stream from there (the hardware prefetchers overlap it with the FMAs), the lines
         # that a call's positions share (neighbouring taps of one channel) once.
         window = tile_window_bytes(spec, layout, widths[0] * lanes) / bc  # per channel
+        # each output channel's calls touch only a share of it: between two reads of a line
+        # less than all of it has passed through the cache (reuse_share)
         touched = min(1.0, p * bc * area * 4 * (widths[0] * lanes + LINE_FLOATS) / (window * bc))
         streamed = (window * bc if plan.tiles_outer else read_bytes) * reuse_share(touched)
         once = 0.0
