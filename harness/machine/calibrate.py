@@ -99,7 +99,7 @@ def run_calibration(built: BuiltKernels, host: HostInfo, threads: int,
 
 SCHEMA, VERSION = "spconv.calibration", 1
 REQUIRED = ("fma_gflops_1", "roofs")  # a cached calibration without these is taken afresh
-REQUIRED_ROOFS = ("tiles", "padding", "branch_miss_s", "call_s")
+REQUIRED_ROOFS = ("tiles", "padding", "branch_miss_s", "call_s", "load_piece_floats")
 
 
 def _complete(cal) -> bool:

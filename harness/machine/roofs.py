@@ -2,6 +2,9 @@
 
 - Load throughput: loops of vector loads, of scalar broadcasts, and of 1-4 FMAs per loaded
   vector, over a buffer sized for each cache level.
+- How a vector load straddling a cache line costs: where the core loads a vector in halves
+  (a Zen 4 loads 512 bits as two 256-bit halves), a load that straddles a line at its middle
+  costs no more than an aligned one, and only loads whose half straddles pay.
 - The register tiles themselves (kernels_c/tile.c, every group size, widths up to the widest):
   seconds per non-zero position, with the positions vector-aligned and at random offsets
   (loads that straddle cache lines), the input in each cache level; and the fixed cost of one
@@ -99,19 +102,56 @@ def tile_shapes(built: BuiltKernels) -> list[tuple[int, int]]:
     return [(g, t) for g in (1, 2, 4) for t in measured_widths(lib.spconv_max_group_tile(g))]
 
 
-def split_fraction(offsets: np.ndarray, vectors: int, vector: int) -> float:
+def split_fraction(offsets: np.ndarray, vectors: int, vector: int,
+                   piece: int | None = None) -> float:
     """Share of the vector loads at these float offsets (vectors consecutive loads each) that
-    straddle a cache line (the buffer starts on a line)."""
-    if vector >= LINE_FLOATS:
-        return float(np.mean(offsets % LINE_FLOATS != 0))
-    starts = (offsets[:, None] + vector * np.arange(vectors)[None, :]) % LINE_FLOATS
-    return float(np.mean(starts > LINE_FLOATS - vector))
+    straddle a cache line (the buffer starts on a line), where the core loads each vector in
+    pieces of ``piece`` floats (the whole vector unless given): a load pays for the split
+    when one of its pieces straddles."""
+    piece = piece or vector
+    starts = np.asarray(offsets)[:, None] + vector * np.arange(vectors)[None, :]
+    pieces = (starts[..., None] + piece * np.arange(vector // piece)) % LINE_FLOATS
+    return float(np.mean((pieces > LINE_FLOATS - piece).any(axis=-1)))
 
 
-def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 3) -> dict:
+def load_piece(built: BuiltKernels, rounds: int = 3) -> int:
+    """Floats of the pieces the core loads a vector in, as far as line splits go: half the
+    vector where a load that straddles a line at its middle costs less than half as much
+    over an aligned one as a load that straddles it one float in (both in L1, the widest
+    one-group tile), else the whole vector."""
+    lib, vec = built.lib, built.lib.spconv_vector_floats()
+    if vec < 2:
+        return vec
+    width = lib.spconv_max_group_tile(1)
+    rng = np.random.default_rng(4)
+    span = 1024  # floats, 4 KiB: in L1 on any core
+    base = aligned_zeros(span + RUN_TILES * width * vec + LINE_FLOATS, 64)
+    base[:] = rng.standard_normal(base.size)
+    run = RUN_TILES * width * vec
+    acc = aligned_zeros(run, 64)
+    values = rng.standard_normal(POSITIONS[-1]).astype(np.float32)
+    lines = np.sort(rng.integers(0, span // LINE_FLOATS, POSITIONS[-1])) * LINE_FLOATS
+    colidx = {name: (lines + shift).astype(np.int32) for name, shift in
+              (("aligned", 0), ("middle", LINE_FLOATS - vec // 2), ("edge", LINE_FLOATS - 1))}
+    reps = 64
+
+    def time_case(key):
+        name, npos = key
+        args = (float_ptr(built, acc), run, run, float_ptr(built, base),
+                int_ptr(built, colidx[name]), float_ptr(built, values), npos, 1, width)
+        return measure(lambda: lib.spconv_tile_repeat(reps, *args), repeats=3,
+                       min_time=0.002).median
+    times = interleaved_medians([(n, p) for n in colidx for p in POSITIONS], time_case, rounds)
+    per = {n: times[n, POSITIONS[1]] - times[n, POSITIONS[0]] for n in colidx}
+    middle, edge = per["middle"] - per["aligned"], per["edge"] - per["aligned"]
+    return vec // 2 if edge > 0 and middle < 0.5 * edge else vec
+
+
+def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 3,
+               piece: int | None = None) -> dict:
     """Per tile (group g, width t), level and offsets (aligned or random): seconds per
     position and per tile call, from calls of POSITIONS[0] and POSITIONS[1] positions; and the
-    share of split loads the random offsets had."""
+    share of split loads the random offsets had (loads in pieces of ``piece`` floats)."""
     lib, vec = built.lib, built.lib.spconv_vector_floats()
     rng = np.random.default_rng(1)
     shapes = tile_shapes(built)
@@ -129,7 +169,7 @@ def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 3) -> dict:
                 cols = cols + rng.integers(0, LINE_FLOATS, cols.size)
             colidx = cols.astype(np.int32)
             keep.append(colidx)
-            split[lvl, offsets] = split_fraction(colidx, widest, vec)
+            split[lvl, offsets] = split_fraction(colidx, widest, vec, piece)
             for g, t in shapes:
                 values = rng.standard_normal(POSITIONS[-1] * g).astype(np.float32)
                 run = RUN_TILES * t * vec
@@ -243,6 +283,8 @@ def call_overhead(built: BuiltKernels, threads: int) -> float:
 
 
 def run_roofs(built: BuiltKernels, host: HostInfo, threads: int) -> dict:
-    return {"loads_g_per_s": load_rates(built, host), **tile_costs(built, host),
+    piece = load_piece(built)
+    return {"loads_g_per_s": load_rates(built, host), "load_piece_floats": piece,
+            **tile_costs(built, host, piece=piece),
             "padding": padding_costs(built), "branch_miss_s": branch_miss(built),
             "call_s": {str(t): call_overhead(built, t) for t in sorted({1, threads})}}

@@ -68,6 +68,7 @@ class KernelCosts:
     isa: str
     padding: dict        # copy path -> {"widths": [...], "row_s": [...]} (roofs.PAD_PATHS)
     branch_miss_s: float  # one mispredicted branch
+    load_piece: int = 0   # floats the core loads a vector in, as far as line splits go (0: all)
     # the plans harness.models.plan_choice chose priced by these costs, memoised with them
     chosen_plans: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -79,7 +80,7 @@ class KernelCosts:
                    {k: (v["working_set_kib"] * 1024, v["median"])
                     for k, v in cal["triad_gbps_1"].items()},
                    isa_table()[cal["isa"]].lanes, isa_table()[cal["isa"]].max_tile, cal["isa"],
-                   roofs["padding"], roofs["branch_miss_s"])
+                   roofs["padding"], roofs["branch_miss_s"], roofs.get("load_piece_floats", 0))
 
     def tile(self, group: int, width: int, level: str, offsets: str) -> dict:
         """A tile's calibrated costs; widths between the calibrated ones interpolated."""
@@ -231,9 +232,9 @@ def support_probability(density: float, group: int, pattern: str) -> float:
 
 
 @functools.lru_cache(maxsize=4096)
-def layout_split(spec: ConvSpec, layout, tile: int, lanes: int) -> float:
-    """Share of the tiles' vector loads that straddle a cache line, over every position of
-    one channel block (uniform supports)."""
+def layout_split(spec: ConvSpec, layout, tile: int, lanes: int, piece: int = 0) -> float:
+    """Share of the tiles' vector loads that straddle a cache line (loaded in pieces of
+    ``piece`` floats), over every position of one channel block (uniform supports)."""
     if layout.aligned:
         return 0.0
     channels = min(layout.block_channels, spec.in_channels // spec.groups)
@@ -241,7 +242,7 @@ def layout_split(spec: ConvSpec, layout, tile: int, lanes: int) -> float:
     one = ConvSpec.from_shapes((1, channels, spec.height, spec.width), w.shape, spec.stride,
                                spec.padding, spec.dilation, 1)
     offsets = direct_csr(w, one, layout).colidx.astype(np.int64)
-    return split_fraction(offsets % LINE_FLOATS, tile, lanes)
+    return split_fraction(offsets % LINE_FLOATS, tile, lanes, piece or None)
 
 
 def block_overlaps(channels: int, c_group: int, block: int, groups: int) -> list[float]:
@@ -317,7 +318,8 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
     block_bytes = 4 * (layout.copies * bc * layout.plane + full_vectors * lanes)
     read = read_phase_share(spec)  # of the phases padded and streamed (aligned: stride 1)
     read_bytes = block_bytes * read
-    split = layout_split(spec, layout, min(full_vectors, plan.tile_vectors), lanes)
+    split = layout_split(spec, layout, min(full_vectors, plan.tile_vectors), lanes,
+                         costs.load_piece)
     in_bytes = 4 * spec.batch * spec.in_channels * spec.height * spec.width
     out_bytes = 4 * spec.batch * spec.out_channels * spec.out_height * spec.out_width
     in_l1 = min(costs.level_bytes.values())  # the working set the tiles' L1 costs were timed on

@@ -126,6 +126,39 @@ def test_split_fraction_by_vector_width():
     assert roofs.split_fraction(np.array([4]), 2, 8) == 0.5
 
 
+def test_split_fraction_of_loads_made_in_halves():
+    """A 14x14 plane puts channels at offsets 0, 4, 8 and 12 of a line: every load but the
+    aligned one straddles, but loaded in halves, the one at 8 straddles at its middle only."""
+    offsets = 196 * np.arange(64)
+    assert roofs.split_fraction(offsets, 3, 16) == 0.75
+    assert roofs.split_fraction(offsets, 3, 16, piece=8) == 0.5
+    assert roofs.split_fraction(np.array([8]), 1, 16, piece=8) == 0.0
+
+
+@pytest.mark.parametrize("middle, expected", [(1.0e-9, "half"), (2.0e-9, "whole")])
+def test_load_piece_from_the_cost_of_a_load_straddling_at_its_middle(monkeypatch, middle,
+                                                                      expected):
+    """Positions cost 1 ns aligned and 2 ns straddling a line one float in; at the middle
+    they cost as aligned ones (loads in halves) or as split ones (whole loads)."""
+    per = {"aligned": 1e-9, "middle": middle, "edge": 2e-9}
+    monkeypatch.setattr(roofs, "interleaved_medians",
+                        lambda keys, f, rounds: {(n, p): per[n] * p for n, p in keys})
+    built = host_kernels()
+    vec = built.lib.spconv_vector_floats()
+    assert roofs.load_piece(built) == (vec // 2 if expected == "half" else vec)
+
+
+def test_loads_straddling_at_their_middle_are_not_priced_as_split_where_made_in_halves():
+    layer = ConvSpec.from_shapes((1, 1024, 14, 14), (256, 1024, 1, 1), 1, 0)
+    plan = plan_for(layer, 28, 1, None)
+    whole = direct_time(synthetic_costs(), layer, 0.3, plan, 1)
+    halves = direct_time(dataclasses.replace(synthetic_costs(), load_piece=8), layer, 0.3,
+                         plan, 1)
+    # channels at offsets 0, 4, 8, 12 of a line: 3 of 4 split, 2 of 4 in halves
+    assert halves["split"] == pytest.approx(whole["split"] * 2 / 3) and halves["split"] > 0
+    assert halves["split_loads_s"] == pytest.approx(whole["split_loads_s"] * 2 / 3)
+
+
 def test_tile_calibration_on_this_host(monkeypatch):
     """The real measurement, cut to two tiles and two working sets."""
     built, host = host_kernels(), detect_host()

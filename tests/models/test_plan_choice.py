@@ -27,6 +27,7 @@ def calibration_of(costs, built, host, threads=1) -> dict:
             "roofs": {"tiles": costs.tiles, "random_split": costs.random_split,
                       "level_bytes": costs.level_bytes, "padding": costs.padding,
                       "branch_miss_s": costs.branch_miss_s,
+                      "load_piece_floats": costs.load_piece,
                       "call_s": {str(t): s for t, s in costs.call_s.items()}},
             "triad_gbps_1": {lvl: {"working_set_kib": size / 1024, "median": rate}
                              for lvl, (size, rate) in costs.triad.items()}}
