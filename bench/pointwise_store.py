@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The pointwise kernel's variants, side by side: its default (input channels in blocks whose
 slice stays in L1, the last block's sums stored from registers straight to the output), all
-input channels in one block, and the earlier kernel (one block, each output row accumulated in
-a scratch row and copied out).
+input channels in one block, the earlier kernel (one block, each output row accumulated in
+a scratch row and copied out), and the default with the earlier work items (output channels
+split until every thread has four items).
 
 For every stride-1 1x1 layer of a catalog network (or of a GSL network for 28x28 images, such
 as gsl-bottleneck; that needs PyTorch) at one sparsity (random weights, batch 1,
@@ -36,6 +37,18 @@ VARIANTS = {  # name -> the kernel's options ({}: its defaults)
     "earlier": {"channel_block": 1 << 30, "through_scratch": True},
 }
 GSL_PREFIX = "gsl-"
+ITEMS_A_THREAD = 4  # the earlier rule of default_out_block
+EARLIER_ITEMS = "earlier items"
+
+
+def earlier_items(spec, threads: int, kernel) -> dict:
+    """Options of ``kernel`` (the default) with the earlier rule's output-channel block."""
+    items = spec.batch * -(-spec.height * spec.width // kernel.chunk)
+    want = ITEMS_A_THREAD * threads
+    block = kernel.out_block
+    if items < want:
+        block = min(block, max(1, -(-spec.out_channels // -(-want // items))))
+    return {"out_block": block}
 
 
 def layers_of(network: str):
@@ -65,27 +78,30 @@ def main() -> int:
     host = detect_host()
     print(f"host {host.cpu_model}; {args.network} 1x1 layers at sparsity {args.sparsity}, "
           f"batch {args.batch}, {args.threads} thread(s), medians of {args.rounds} rounds")
-    totals = dict.fromkeys(VARIANTS, 0.0)
+    totals = dict.fromkeys([*VARIANTS, EARLIER_ITEMS], 0.0)
     for layer in layers:
         spec = layer.spec(args.batch)
         w = generated_weights(layer, args.sparsity, "random", seed=0)
         x = sweep_input(layer, args.batch, seed=0)
         expected = expected_output(x, w, None, spec, relu=True)
-        prepared = {name: kernels.prepare(w, input_shape=x.shape, relu=True,
-                                          method="pointwise_sparse", threads=args.threads,
-                                          **options)
-                    for name, options in VARIANTS.items()}
+        def prepare(options):
+            return kernels.prepare(w, input_shape=x.shape, relu=True, method="pointwise_sparse",
+                                   threads=args.threads, **options)
+        prepared = {name: prepare(options) for name, options in VARIANTS.items()}
+        prepared[EARLIER_ITEMS] = prepare(earlier_items(spec, args.threads, prepared["default"]))
         t = verified_medians(prepared, x, expected, layer.name, args.rounds)
-        for name in VARIANTS:
+        for name in totals:
             totals[name] += t[name]
         useful = 2.0 * np.count_nonzero(w) * spec.out_height * spec.out_width * args.batch
-        times = "  ".join(f"{name} {t[name] * 1e6:7.1f} us" for name in VARIANTS)
+        times = "  ".join(f"{name} {t[name] * 1e6:7.1f} us" for name in totals)
         print(f"  {layer.name:22s} {spec.in_channels:4d}->{spec.out_channels:<4d} "
               f"{spec.height:2d}x{spec.width:<2d} {times}  {t['earlier'] / t['default']:.2f}x "
+              f"{t[EARLIER_ITEMS] / t['default']:.2f}x "
               f"({useful / t['default'] / 1e9:.1f} useful GFLOP/s)")
-    times = ", ".join(f"{name} {totals[name] * 1e3:.3f} ms" for name in VARIANTS)
+    times = ", ".join(f"{name} {totals[name] * 1e3:.3f} ms" for name in totals)
     print(f"all {len(layers)} layers once: {times}; earlier over default "
-          f"{totals['earlier'] / totals['default']:.2f}x")
+          f"{totals['earlier'] / totals['default']:.2f}x, earlier items over default "
+          f"{totals[EARLIER_ITEMS] / totals['default']:.2f}x")
     return 0
 
 

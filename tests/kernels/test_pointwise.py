@@ -142,6 +142,17 @@ def test_channel_blocks_only_where_the_slice_spills_and_a_block_pays():
     assert default_out_block(narrow, 1, chunk, 128) == 512  # one block: every channel an item
 
 
+def test_output_channels_split_only_where_chunks_are_fewer_than_threads():
+    from harness.kernels.pointwise import default_out_block
+    seven = ConvSpec.from_shapes((1, 2048, 7, 7), (512, 2048, 1, 1))        # one chunk of 64
+    fourteen = ConvSpec.from_shapes((1, 1024, 14, 14), (256, 1024, 1, 1))   # four chunks
+    assert default_out_block(seven, 1, 64, 2048) == 512
+    assert default_out_block(seven, 2, 64, 2048) == 256  # an item for each thread
+    assert default_out_block(seven, 3, 64, 2048) == 171
+    assert default_out_block(fourteen, 2, 64, 1024) == 256  # two chunks a thread: no repacking
+    assert default_out_block(fourteen, 16, 64, 1024) == 64
+
+
 def test_a_plane_narrower_than_a_chunk_is_one_chunk(rng):
     from harness.kernels.pointwise import MIN_CHUNK_VECTORS, default_chunk
     seven = ConvSpec.from_shapes((1, 2048, 7, 7), (512, 2048, 1, 1))
