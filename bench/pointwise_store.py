@@ -84,6 +84,7 @@ def main() -> int:
         w = generated_weights(layer, args.sparsity, "random", seed=0)
         x = sweep_input(layer, args.batch, seed=0)
         expected = expected_output(x, w, None, spec, relu=True)
+
         def prepare(options):
             return kernels.prepare(w, input_shape=x.shape, relu=True, method="pointwise_sparse",
                                    threads=args.threads, **options)

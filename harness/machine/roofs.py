@@ -2,7 +2,7 @@
 
 - Load throughput: loops of vector loads, of scalar broadcasts, and of 1-4 FMAs per loaded
   vector, over a buffer sized for each cache level.
-- How a vector load straddling a cache line costs: where the core loads a vector in halves
+- What a vector load straddling a cache line costs: where the core loads a vector in halves
   (a Zen 4 loads 512 bits as two 256-bit halves), a load that straddles a line at its middle
   costs no more than an aligned one, and only loads whose half straddles pay.
 - The register tiles themselves (kernels_c/tile.c, every group size, widths up to the widest):
