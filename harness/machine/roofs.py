@@ -102,16 +102,23 @@ def tile_shapes(built: BuiltKernels) -> list[tuple[int, int]]:
     return [(g, t) for g in (1, 2, 4) for t in measured_widths(lib.spconv_max_group_tile(g))]
 
 
-def split_fraction(offsets: np.ndarray, vectors: int, vector: int,
-                   piece: int | None = None) -> float:
+def split_fraction(offsets: np.ndarray, vectors: int, vector: int, piece: int = 0) -> float:
     """Share of the vector loads at these float offsets (vectors consecutive loads each) that
     straddle a cache line (the buffer starts on a line), where the core loads each vector in
-    pieces of ``piece`` floats (the whole vector unless given): a load pays for the split
+    pieces of ``piece`` floats (0: the whole vector): a load pays for the split
     when one of its pieces straddles."""
     piece = piece or vector
     starts = np.asarray(offsets)[:, None] + vector * np.arange(vectors)[None, :]
     pieces = (starts[..., None] + piece * np.arange(vector // piece)) % LINE_FLOATS
     return float(np.mean((pieces > LINE_FLOATS - piece).any(axis=-1)))
+
+
+def tile_call_s(built: BuiltKernels, args: tuple) -> float:
+    """Seconds of one tile call of spconv_tile_repeat's ``args`` (a run of RUN_TILES tiles),
+    timed 64 runs to a C call: the caller's overhead per call would swamp a tile."""
+    reps = 64
+    return measure(lambda: built.lib.spconv_tile_repeat(reps, *args), repeats=3,
+                   min_time=0.002).median / reps / RUN_TILES
 
 
 def load_piece(built: BuiltKernels, rounds: int = 3) -> int:
@@ -133,22 +140,19 @@ def load_piece(built: BuiltKernels, rounds: int = 3) -> int:
     lines = np.sort(rng.integers(0, span // LINE_FLOATS, POSITIONS[-1])) * LINE_FLOATS
     colidx = {name: (lines + shift).astype(np.int32) for name, shift in
               (("aligned", 0), ("middle", LINE_FLOATS - vec // 2), ("edge", LINE_FLOATS - 1))}
-    reps = 64
 
     def time_case(key):
         name, npos = key
-        args = (float_ptr(built, acc), run, run, float_ptr(built, base),
-                int_ptr(built, colidx[name]), float_ptr(built, values), npos, 1, width)
-        return measure(lambda: lib.spconv_tile_repeat(reps, *args), repeats=3,
-                       min_time=0.002).median
+        return tile_call_s(built, (float_ptr(built, acc), run, run, float_ptr(built, base),
+                                   int_ptr(built, colidx[name]), float_ptr(built, values),
+                                   npos, 1, width))
     times = interleaved_medians([(n, p) for n in colidx for p in POSITIONS], time_case, rounds)
     per = {n: times[n, POSITIONS[1]] - times[n, POSITIONS[0]] for n in colidx}
     middle, edge = per["middle"] - per["aligned"], per["edge"] - per["aligned"]
     return vec // 2 if edge > 0 and middle < 0.5 * edge else vec
 
 
-def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 3,
-               piece: int | None = None) -> dict:
+def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 3, piece: int = 0) -> dict:
     """Per tile (group g, width t), level and offsets (aligned or random): seconds per
     position and per tile call, from calls of POSITIONS[0] and POSITIONS[1] positions; and the
     share of split loads the random offsets had (loads in pieces of ``piece`` floats)."""
@@ -180,12 +184,9 @@ def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 3,
                     cases[g, t, lvl, offsets, npos] = (
                         float_ptr(built, acc), run, run, float_ptr(built, base),
                         int_ptr(built, colidx), float_ptr(built, values), npos, g, t)
-    reps = 64  # tile calls per C call: the caller's overhead per call would swamp a tile
 
     def time_case(key):
-        args = cases[key]
-        return measure(lambda: lib.spconv_tile_repeat(reps, *args), repeats=3,
-                       min_time=0.002).median / reps / RUN_TILES
+        return tile_call_s(built, cases[key])
 
     times = interleaved_medians(list(cases), time_case, rounds)
     out = {}

@@ -242,7 +242,7 @@ def layout_split(spec: ConvSpec, layout, tile: int, lanes: int, piece: int = 0) 
     one = ConvSpec.from_shapes((1, channels, spec.height, spec.width), w.shape, spec.stride,
                                spec.padding, spec.dilation, 1)
     offsets = direct_csr(w, one, layout).colidx.astype(np.int64)
-    return split_fraction(offsets % LINE_FLOATS, tile, lanes, piece or None)
+    return split_fraction(offsets % LINE_FLOATS, tile, lanes, piece)
 
 
 def block_overlaps(channels: int, c_group: int, block: int, groups: int) -> list[float]:
