@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+import harness
 from harness import config, kernels
 from harness.machine.build import BuiltKernels
 from harness.conv.convspec import ConvSpec
@@ -43,6 +44,7 @@ class PlanSpace:
     vector: int
     values: dict  # axis -> sorted candidate values
     group_tiles: dict  # out_group -> the widest register tile the build has for it
+    group_tile_values: dict  # out_group -> the tile widths tried with it (values' tiles)
 
     def normalised(self, plan: DirectPlan) -> DirectPlan:
         """The same plan with a tile no wider than the output run (wider ones run the same),
@@ -69,8 +71,10 @@ class PlanSpace:
     def along(self, plan: DirectPlan, axis: str) -> list[DirectPlan]:
         """The feasible plans that differ from ``plan`` in ``axis`` (and, where the new value
         makes the input block spill L2, in the input-channel block shrunk until it fits)."""
+        values = [v for v in self.values[axis]
+                  if axis != "tile_vectors" or v in self.group_tile_values[plan.out_group]]
         plans = dict.fromkeys(self.repaired(self.normalised(with_choice(plan, axis, value)))
-                              for value in self.values[axis])
+                              for value in values)
         return [p for p in plans if p != plan and self.feasible(p)]
 
     def repaired(self, plan: DirectPlan) -> DirectPlan:
@@ -104,11 +108,14 @@ def plan_space_of(spec: ConvSpec, vector: int, group_tiles: dict, threads: int,
     widest register tile in ``group_tiles``."""
     vectors = -(-spec.out_height * direct_layout(spec, True, vector).plane_w // vector)
     # per group size: the whole run and fractions of it (as wide as registers allow; narrow
-    # tiles suit tiles_outer), and fractions of the register file
-    tiles = set()
-    for max_tile in group_tiles.values():
-        tiles |= {min(max_tile, -(-vectors // parts)) for parts in (1, 2, 3, 6)}
-        tiles |= {max_tile, max(1, max_tile // 2), max(1, (max_tile * 2) // 3)}
+    # tiles suit tiles_outer), and fractions of the register file. A plan tries only its
+    # group's widths: the other groups' are the same ones clipped, or narrow ones that, tried
+    # with every group, left a search's budget short of good plans on large planes
+    group_tile_values = {
+        g: sorted({min(max_tile, -(-vectors // parts)) for parts in (1, 2, 3, 6)}
+                  | {max_tile, max(1, max_tile // 2), max(1, (max_tile * 2) // 3)})
+        for g, max_tile in group_tiles.items()}
+    tiles = set().union(*group_tile_values.values())
     out_blocks = {4, 16, 32, 64, 128, -(-spec.out_channels // threads), spec.out_channels}
     channels = spec.in_channels
     stride_one = spec.stride == (1, 1) and spec.kernel_w > 1
@@ -121,7 +128,7 @@ def plan_space_of(spec: ConvSpec, vector: int, group_tiles: dict, threads: int,
         "shared_padding": [False, True],
         # bands of output rows keep a large image's input block in cache
         "band_rows": [0] + [b for b in (2, 4, 8, 16, 32) if b < spec.out_height],
-        "out_group": list(OUT_GROUPS)}, group_tiles)
+        "out_group": list(OUT_GROUPS)}, group_tiles, group_tile_values)
 
 
 def coordinate_search(space: PlanSpace, start: DirectPlan, cost, budget: int,
@@ -152,16 +159,18 @@ LAYOUT_AXES = ("aligned", "tiles_outer")  # change which tile and input block su
 SIZE_AXES = ("tile_vectors", "channel_block", "band_rows")
 
 
-def multistart_search(space: PlanSpace, start: DirectPlan, cost, budget: int):
+def multistart_search(space: PlanSpace, start: DirectPlan, cost, budget: int,
+                      more_starts: tuple[DirectPlan, ...] = ()):
     """Coordinate descent from several starts: ``start`` and its variants in the layout
-    choices, each first sized (tile, then input-channel block) with an equal share of two
-    thirds of the budget, then a full descent from the best plan with the rest. A single
-    descent from one start stops at the first layout that beats its neighbours at the start's
-    sizes, while another layout may win by more once its own sizes are found."""
+    choices, and ``more_starts`` as they are, each first sized (tile, then input-channel
+    block) with an equal share of two thirds of the budget, then a full descent from the best
+    plan with the rest. A single descent from one start stops at the first layout that beats
+    its neighbours at the start's sizes, while another layout may win by more once its own
+    sizes are found."""
     starts = [start]
     for axis in LAYOUT_AXES:
         starts += [p for s in starts for p in space.along(s, axis)]
-    starts = list(dict.fromkeys(starts))
+    starts = list(dict.fromkeys([*starts, *more_starts]))
     costs: dict = {}
     share = max(1, (2 * budget // 3) // len(starts))
     for s in starts:
@@ -192,10 +201,16 @@ def tune(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels, *, ho
 
     space = plan_space(spec, built, threads, l2_bytes)
     start = space.normalised(default_plan(spec, built, threads, w))
-    _, costs = multistart_search(space, start, time_plan, budget)
+    # the plan prepare() would run untuned (the model's, where this host is calibrated) is a
+    # start too: a search from the default plan alone, with a budget shared by eight choices,
+    # stopped at plans up to 18% slower than it on large planes (docs/measurements.md)
+    modelled = harness.model_plan(w, spec, threads, built)
+    more = (space.normalised(modelled),) if modelled is not None else ()
+    _, costs = multistart_search(space, start, time_plan, budget, more)
     finalists = sorted(costs, key=costs.get)[:config.TUNE_FINALISTS]
-    if start not in finalists:
-        finalists.append(start)  # so the default's time is measured alongside the best
+    for plan in (start, *more):  # their times measured alongside the best: never worse
+        if plan not in finalists:
+            finalists.append(plan)
     medians = interleaved_medians(finalists, time_plan)
     best = min(medians, key=medians.get)
     info = {"time_s": medians[best], "default_time_s": medians[start], "candidates": len(costs)}

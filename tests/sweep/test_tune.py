@@ -86,7 +86,7 @@ def test_coordinate_search_finds_a_separable_optimum_within_budget():
     spec = LayerShape("t", "c", 64, 13, 13, 96, 3, 1, 1).spec(1)
     built = host_kernels()
     space = plan_space(spec, built, 1, 1 << 20)
-    target = DirectPlan(space.values["tile_vectors"][1], 32, 16, True)
+    target = DirectPlan(space.group_tile_values[1][1], 32, 16, True)
     calls = []
 
     def cost(plan):  # a bowl around the target, one term per choice
@@ -108,7 +108,7 @@ def test_multistart_search_finds_a_layout_that_wins_only_at_its_own_tile():
     space = plan_space(spec, built, 1, 1 << 20)
     start = space.normalised(default_plan(spec, built, 1))
     assert not start.aligned and not start.tiles_outer
-    tile = space.values["tile_vectors"][1]
+    tile = space.group_tile_values[1][1]
     assert tile != start.tile_vectors
 
     def cost(plan):  # aligned tiles-outer plans lose except at one tile, where they win
