@@ -61,7 +61,8 @@ def _tune(args) -> int:
                     plan, info = tune(w, layer.spec(b), t, built, host=host.cpu_model,
                                       l2_bytes=l2, budget=args.budget, db=db, seed=args.seed)
                     print(f"{layer.key} s={s:.2f} b={b} t={t}: {info['time_s'] * 1e3:.3f} ms, "
-                          f"{info['default_time_s'] / info['time_s']:.2f}x the default plan; "
-                          f"{plan}")
+                          f"{info['default_time_s'] / info['time_s']:.2f}x the default plan"
+                          + (f", {info['model_time_s'] / info['time_s']:.2f}x the model's"
+                             if "model_time_s" in info else "") + f"; {plan}")
     print(f"tuning database: {db.path}")
     return 0

@@ -8,7 +8,8 @@ shared padded image that cannot stay in the threads' L2; fewer work items than t
 threads idle). The search is
 coordinate descent (every value of one choice tried with the others held at the best plan so
 far, choice after choice, until a round improves nothing or the budget of timed plans is
-spent) from several starts: the default plan and its variants in layout, each sized first.
+spent) from several starts: the default plan and its variants in layout, and the model's plan
+where the host is calibrated, each sized first.
 Every candidate is verified against the reference before it is timed; the few fastest are
 timed again side by side and the fastest of those is stored. The database (harness.kernels.plans)
 is one JSON file updated under a lock, so concurrent sweeps share it.
@@ -213,7 +214,8 @@ def tune(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels, *, ho
             finalists.append(plan)
     medians = interleaved_medians(finalists, time_plan)
     best = min(medians, key=medians.get)
-    info = {"time_s": medians[best], "default_time_s": medians[start], "candidates": len(costs)}
+    info = {"time_s": medians[best], "default_time_s": medians[start], "candidates": len(costs),
+            **({"model_time_s": medians[more[0]]} if more else {})}
     (db or TuningDB()).put(weights_tuning_key(w, spec, threads, built, host), best, info)
     return best, info
 

@@ -122,6 +122,24 @@ def test_multistart_search_finds_a_layout_that_wins_only_at_its_own_tile():
     assert cost(best) == 1.0 and len(costs) <= 24
 
 
+def test_multistart_search_sizes_a_further_start_as_it_is(rng):
+    spec = LayerShape("t", "c", 64, 27, 27, 96, 5, 1, 2).spec(1)
+    built = host_kernels()
+    space = plan_space(spec, built, 1, 1 << 20)
+    start = space.normalised(default_plan(spec, built, 1))
+    far = space.normalised(replace(start, out_channel_block=4, channel_block=2, aligned=True,
+                                   tiles_outer=True, band_rows=2))
+    assert space.feasible(far)
+
+    def cost(plan):  # only plans near the far start win; the default's region is flat
+        return 1.0 + 0.1 * plan.channel_block if plan.band_rows == 2 and plan.aligned else 50.0
+
+    alone, _ = multistart_search(space, start, cost, budget=24)
+    assert cost(alone) == 50.0
+    best, costs = multistart_search(space, start, cost, budget=24, more_starts=(far,))
+    assert far in costs and cost(best) <= cost(far) < 50.0 and len(costs) <= 24
+
+
 def test_tune_stores_best_plan_and_sweep_reuses_it(tmp_path, rng):
     layer = LayerShape("alexnet", "conv5", 384, 13, 13, 256, 3, 1, 1, groups=2)
     spec = layer.spec(1)
@@ -137,6 +155,19 @@ def test_tune_stores_best_plan_and_sweep_reuses_it(tmp_path, rng):
     w_half = random_sparse_weights(spec.weight_shape, 0.5, rng)
     assert tuned_plan(w_half, spec, 1, built, host="test", search=False, l2_bytes=1 << 20,
                       db=db) is None  # nothing stored and no search asked for
+
+
+def test_tune_times_the_model_plan_beside_the_best(tmp_path, rng, monkeypatch):
+    import harness
+    layer = LayerShape("alexnet", "conv5", 384, 13, 13, 256, 3, 1, 1, groups=2)
+    spec = layer.spec(1)
+    w = random_sparse_weights(spec.weight_shape, 0.9, rng)
+    built = host_kernels()
+    modelled = DirectPlan(4, 32, 16, True, True)
+    monkeypatch.setattr(harness, "model_plan", lambda *args: modelled)
+    plan, info = tune(w, spec, 1, built, host="test", l2_bytes=1 << 20, budget=5,
+                      db=TuningDB(tmp_path / "tuning.json"), min_time=0.002)
+    assert info["time_s"] <= min(info["default_time_s"], info["model_time_s"])
 
 
 def test_sweep_searches_then_reuses(tmp_path):
