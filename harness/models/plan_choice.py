@@ -2,16 +2,18 @@
 the plan the model prices fastest, found by the tuner's own search over its plan space with
 the model's price in place of a timing (nothing is run).
 
-The search moves only the choices the model ranks well: the input-channel block, the
-aligned layout and the tile order (tiles outside output channels: on an AMD EPYC, Zen 5,
-ResNet-50's 56x56 and 28x28 layers ran 4-16% faster with it, net of the host's drift, and
-AlexNet's conv2 at 90% 14%; at 30-50% conv2 ran 5-7% slower, priced faster).
-The register tile, the output-channel block, shared padding, bands and the output-channel
-group stay at the default plan's. On an Intel Xeon (AVX-512), searched freely, the model
-priced bands of 8 rows 10-20% faster than whole images where they ran slower, blocks of 4
-output channels as fast as all of them where they ran 40% slower, and narrow or 27-vector
-tiles over blocks past L1 30-60% faster than they ran: a model that picks the plans it prices
-lowest meets its own errors most (docs/measurements.md).
+The search moves only the choices the model ranks well: the register tile, the input-channel
+block, the aligned layout and the tile order (tiles outside output channels: on an AMD EPYC,
+Zen 5, ResNet-50's 56x56 and 28x28 layers ran 4-16% faster with it, net of the host's drift,
+and AlexNet's conv2 at 90% 14%; at 30-50% conv2 ran 5-7% slower, priced faster). The
+output-channel block, shared padding, bands and the output-channel group stay at the default
+plan's. On an Intel Xeon (AVX-512), searched freely, the model priced bands of 8 rows 10-20%
+faster than whole images where they ran slower and blocks of 4 output channels as fast as all
+of them where they ran 40% slower: a model that picks the plans it prices lowest meets its
+own errors most. Its tiles were held too while it priced narrow or 27-vector tiles over
+blocks past L1 30-60% too fast; with split loads and reloads past L1 priced, the tiles it
+picks ran 2-15% faster than the widest on every layer where the two differed, at 50-95%
+sparsity on an AMD EPYC, Zen 4 (docs/measurements.md).
 """
 
 from __future__ import annotations
@@ -29,8 +31,7 @@ from harness.machine.isa import isa_table
 from harness.models.mechanistic import KernelCosts, direct_time
 from harness.sweep.tuning import multistart_search, plan_space_of
 
-HELD_AXES = ("tile_vectors", "out_channel_block", "shared_padding", "band_rows",
-             "out_group")
+HELD_AXES = ("out_channel_block", "shared_padding", "band_rows", "out_group")
 SEARCH_BUDGET = 200        # plans priced per layer at most: a fraction of a second
 DENSITY_STEP = 0.001       # densities this close share a chosen plan (curves ask for many)
 
