@@ -1,6 +1,9 @@
-/* Pointwise sparse convolution: a 1x1 kernel, stride 1, no padding, one group. Each output
-   pixel mixes the channels of the same input pixel, so no padding or im2col is needed:
-   out[n][m][p] = act(bias[m] + sum_j values[j] * x[n][c_j][p]).
+/* Pointwise sparse convolution: a 1x1 kernel, no padding, one group. Each output pixel mixes
+   the channels of one input pixel, so no padding or im2col is needed:
+   out[n][m][p] = act(bias[m] + sum_j values[j] * x[n][c_j][q(p)]), q(p) = p at stride 1, else
+   the input pixel at (y * stride_h, x * stride_w) for output pixel p = (y, x): a strided 1x1
+   layer (a ResNet shortcut) gathers its pixels while packing, where a subsampled copy of the
+   input would be written and read again.
 
    With a residual (same shape as the output), out = act(conv + residual): a network's
    shortcut addition and the ReLU after it, fused.
@@ -62,12 +65,40 @@ static void pack_block(const spconv_pointwise_args *a, const float *x, int c0, i
                        long len, long ahead, float *slice)
 {
     for (int c = c0; c < c1; ++c) {
-        const float *row = x + c * a->pixels + p0;
+        const float *row = x + c * a->in_pixels + p0;
         pack_row(slice + (long)(c - c0) * a->chunk, row, len);
         /* the next chunk of this row: the rows are more streams than the hardware
            prefetchers follow */
         for (long i = 0; i < ahead; i += 16)
             __builtin_prefetch(row + len + i);
+    }
+}
+
+/* pack_block at a stride: output pixel p of the chunk gathered from input row
+   (p / out_width) * stride_h, column (p % out_width) * stride_w, output row by output row. */
+static void pack_block_strided(const spconv_pointwise_args *a, const float *x, int c0, int c1,
+                               long p0, long len, float *slice)
+{
+    const long y0 = p0 / a->out_width, x0 = p0 - y0 * a->out_width;
+    const long row_step = (long)a->stride_h * a->in_width;
+    const int sw = a->stride_w;
+    for (int c = c0; c < c1; ++c) {
+        const float *plane = x + c * a->in_pixels;
+        float *dst = slice + (long)(c - c0) * a->chunk;
+        long i = 0, y = y0, col = x0;
+        while (i < len) {
+            const long n = a->out_width - col < len - i ? a->out_width - col : len - i;
+            const float *src = plane + y * row_step + col * sw;
+            if (sw == 2)  /* a constant stride the compiler vectorizes (ResNet's shortcuts) */
+                for (long j = 0; j < n; ++j)
+                    dst[i + j] = src[2 * j];
+            else
+                for (long j = 0; j < n; ++j)
+                    dst[i + j] = src[j * sw];
+            i += n, col = 0, ++y;
+        }
+        for (; i % VEC_FLOATS; ++i)
+            dst[i] = 0.0f;
     }
 }
 
@@ -88,7 +119,13 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
     const long pixels = a->pixels, chunk = a->chunk;
     if (a->batch < 0 || a->channels <= 0 || a->out_channels <= 0 || pixels <= 0 ||
         chunk <= 0 || chunk % VEC_FLOATS || a->out_block <= 0 || a->threads < 1 ||
-        a->channel_block <= 0)
+        a->channel_block <= 0 || a->stride_h < 1 || a->stride_w < 1 || a->out_width <= 0 ||
+        pixels % a->out_width || a->in_width < (long)(a->out_width - 1) * a->stride_w + 1 ||
+        a->in_pixels % a->in_width ||
+        a->in_pixels / a->in_width < (pixels / a->out_width - 1) * a->stride_h + 1)
+        return SPCONV_EGEOMETRY;
+    const int strided = a->stride_h > 1 || a->stride_w > 1;
+    if (!strided && (a->in_pixels != pixels || a->in_width != a->out_width))
         return SPCONV_EGEOMETRY;
     if (a->tile_vectors < 1 || a->tile_vectors > MAX_TILE)
         return SPCONV_EPLAN;
@@ -96,7 +133,7 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
     const long chunks = tile_count(vectors, (int)(chunk / VEC_FLOATS));
     const int blocks = (a->out_channels + a->out_block - 1) / a->out_block;
     const int cblocks = (a->channels + a->channel_block - 1) / a->channel_block;
-    const long per_image = (long)a->channels * pixels, out_per_image = (long)a->out_channels * pixels;
+    const long per_image = (long)a->channels * a->in_pixels, out_per_image = (long)a->out_channels * pixels;
 
 #pragma omp parallel num_threads(a->threads)
     {
@@ -126,7 +163,10 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
                         const int c1 = c0 + a->channel_block < a->channels
                                            ? c0 + a->channel_block : a->channels;
                         const int last = cb == cblocks - 1;
-                        pack_block(a, x, c0, c1, p0, len, ahead, slice);
+                        if (strided)
+                            pack_block_strided(a, x, c0, c1, p0, len, slice);
+                        else
+                            pack_block(a, x, c0, c1, p0, len, ahead, slice);
                         const int *ptr0 = blkptr + (long)m0 * (cblocks + 1) + cb;
                         const float *res0 =
                             residual ? residual + n * out_per_image + (long)m0 * pixels + p0 : NULL;

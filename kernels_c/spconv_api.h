@@ -74,16 +74,19 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                   const float *bias, int relu, const float *input,
                   float *padded, float *scratch, float *output);
 
-/* Pointwise sparse convolution (kernels_c/pointwise.c): 1x1 kernel, stride 1, no padding, one
-   group, no padded copy of the input. The non-zeros of output channel m that read input-channel
-   block b are [blkptr[m * (channel_blocks + 1) + b], blkptr[m * (channel_blocks + 1) + b + 1])
+/* Pointwise sparse convolution (kernels_c/pointwise.c): 1x1 kernel, no padding, one group, no
+   padded copy of the input (at a stride, each chunk gathers the pixels it reads). The
+   non-zeros of output channel m that read input-channel block b are [blkptr[m * (channel_blocks + 1) + b], blkptr[m * (channel_blocks + 1) + b + 1])
    (a CSR whose rows are split by block), colidx[j] = (c_j - b * channel_block) * chunk (offsets
    into the packed slice of one block and chunk); chunk (pixels per work item) is a multiple of
    the vector length; scratch holds spconv_pointwise_scratch_floats() floats. residual (NULL
    or the output's shape) is added before the activation. */
 typedef struct {
     int batch, channels, out_channels;
-    long pixels;            /* height * width */
+    long pixels;            /* output pixels: out_height * out_width */
+    long in_pixels;         /* input pixels: in_height * in_width */
+    int in_width, out_width;
+    int stride_h, stride_w; /* output pixel (y, x) reads input pixel (y * stride_h, x * stride_w) */
     long chunk;             /* pixels one work item covers */
     int out_block;          /* output channels one work item covers */
     int channel_block;      /* input channels packed and streamed at a time (all of them: one

@@ -5,7 +5,7 @@ It calibrates the build (the roofs of the kernels' inner loop included), times t
 libraries once per layer shape (the dense side of every speedup; through the sweep, so a
 profile's caps on them apply), and then predicts, for each layer, batch, thread count and
 sparsity, the time of the sparse kernel a sparsified network runs on the layer (`kernel`: the
-pointwise one for 1x1 layers at stride 1, with its default chunks and blocks, else the direct
+pointwise one for 1x1 layers without padding, with its default chunks and blocks, else the direct
 one with the plan prepare() runs untuned). Writes DIR/predictions.csv (one row per point),
 DIR/sweet_spots.csv (layer, kernel, batch, threads, predicted_crossover, predicted_upper, and
 the predicted speedup at the top of the grid), DIR/metadata.json and the dense timings' own
@@ -72,7 +72,7 @@ def _predict(args) -> int:
     from harness.machine.calibrate import calibration
     from harness.models.mechanistic import KernelCosts, predicted_sweet_spot, direct_time
     from harness import kernels
-    from harness.kernels.pointwise import PointwiseSparseConv, subsampled, subsampling_stride
+    from harness.kernels.pointwise import PointwiseSparseConv
     from harness.models.plan_choice import model_plan
     from harness.models.pointwise_model import default_pointwise_time
     from harness.models.rows import row_spec
@@ -106,11 +106,7 @@ def _predict(args) -> int:
         dense_method, dense_s = first["best_dense_method"], float(first["best_dense_s"])
         row = {"network": net, "layer": layer, "batch": int(b), "threads": t}
 
-        # the sparse kernel a network runs here, on what it runs over (a strided 1x1 layer:
-        # the pointwise kernel on the subsampled input, whose copy is not priced)
-        if subsampling_stride((spec.kernel_h, spec.kernel_w), spec.stride, spec.padding,
-                              spec.groups):
-            spec = subsampled(spec)
+        # the sparse kernel a network runs here
         kernel = row["kernel"] = kernels.sparse_method_for(spec)
 
         def sparse_s(s, spec=spec, t=t, kernel=kernel):

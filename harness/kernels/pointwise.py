@@ -1,13 +1,12 @@
-"""Pointwise sparse convolution (kernels_c/pointwise.c): the direct method for 1x1 kernels at
-stride 1 without padding, where the input needs no padded copy: each chunk of pixels is
-packed (block by block of input channels, where there are many) and each output channel's
-non-zeros stream over the packed slice."""
+"""Pointwise sparse convolution (kernels_c/pointwise.c): the direct method for 1x1 kernels
+without padding, where the input needs no padded copy: each chunk of output pixels is packed
+(block by block of input channels, where there are many; at a stride, gathered from every
+stride-th input pixel) and each output channel's non-zeros stream over the packed slice."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from harness.conv.convspec import ConvSpec
 from harness.errors import ShapeError
 from harness.kernels import native
 from harness.kernels.base import PreparedConv
@@ -26,23 +25,14 @@ SCRATCH_BELOW_VECTORS = 4
 
 
 def is_pointwise(spec) -> bool:
-    return ((spec.kernel_h, spec.kernel_w) == (1, 1) and spec.stride == (1, 1)
-            and spec.padding == (0, 0) and spec.groups == 1)
+    """A 1x1 kernel without padding in one group, at any stride (dilation moves no tap of a
+    1x1 kernel)."""
+    return ((spec.kernel_h, spec.kernel_w) == (1, 1) and spec.padding == (0, 0)
+            and spec.groups == 1)
 
 
-def subsampling_stride(kernel_size, stride, padding, groups: int) -> tuple | None:
-    """A strided 1x1 convolution without padding in one group is the pointwise one on every
-    stride-th pixel of its input: that stride, else None."""
-    if (tuple(kernel_size) == (1, 1) and tuple(padding) == (0, 0) and groups == 1
-            and tuple(stride) != (1, 1)):
-        return tuple(stride)
-    return None
-
-
-def subsampled(spec: ConvSpec) -> ConvSpec:
-    """The pointwise convolution a subsampled strided 1x1 one (subsampling_stride) runs as."""
-    return ConvSpec.from_shapes((spec.batch, spec.in_channels, spec.out_height, spec.out_width),
-                                spec.weight_shape)
+def out_pixels(spec) -> int:
+    return spec.out_height * spec.out_width
 
 
 def default_chunk(spec, vector: int, max_tile: int) -> int:
@@ -52,7 +42,7 @@ def default_chunk(spec, vector: int, max_tile: int) -> int:
     chunks of 3 vectors left a second chunk of one pixel: every non-zero paid a second tile
     call for it, 1.2-1.5x the time of one chunk of 4 on ResNet-50's 7x7 layers on an Intel
     Xeon, AVX-512)."""
-    pixels = spec.height * spec.width
+    pixels = out_pixels(spec)
     fits = L1_SLICE_BYTES // (4 * spec.in_channels * vector)
     vectors = max(MIN_CHUNK_VECTORS, min(max_tile, fits), 1)
     return vector * min(vectors, -(-pixels // vector))
@@ -80,7 +70,7 @@ def default_out_block(spec, threads: int, chunk: int, channel_block: int) -> int
     within ACC_BYTES. (Four items a thread, the earlier rule, cost up to 14% on one thread
     and 27% on two on ResNet-50's 14x14 and 7x7 layers at 90%, where the chunks are few;
     2% and 6% over its twelve 1x1 layers: bench/pointwise_store.py on an AMD EPYC, Zen 4.)"""
-    items = max(1, spec.batch * -(-spec.height * spec.width // chunk))
+    items = max(1, spec.batch * -(-out_pixels(spec) // chunk))
     block = spec.out_channels
     if items < threads:
         block = max(1, -(-spec.out_channels // -(-threads // items)))
@@ -107,13 +97,13 @@ class PointwiseSparseConv(PreparedConv):
         that constant)."""
         super().__init__(spec, relu=relu, threads=threads)
         if not is_pointwise(spec):
-            raise ShapeError("pointwise_sparse runs 1x1 convolutions at stride 1 without "
-                             f"padding in one group, not {spec.kernel_h}x{spec.kernel_w} "
-                             f"stride {spec.stride} padding {spec.padding} groups {spec.groups}")
+            raise ShapeError("pointwise_sparse runs 1x1 convolutions without padding in one "
+                             f"group, not {spec.kernel_h}x{spec.kernel_w} padding "
+                             f"{spec.padding} groups {spec.groups}")
         built = self.built = native.resolve(kernels)
         ffi, lib = built.ffi, built.lib
         vector, max_tile = lib.spconv_vector_floats(), lib.spconv_max_tile_vectors()
-        pixels = spec.height * spec.width
+        pixels = out_pixels(spec)
         self.chunk = chunk or default_chunk(spec, vector, max_tile)
         matrix = w.reshape(spec.out_channels, spec.in_channels)
         rows, channels = np.nonzero(matrix)  # row-major: by output, then input channel
@@ -138,7 +128,9 @@ class PointwiseSparseConv(PreparedConv):
         self._bias = None if bias is None else bias.copy()
         self._args = ffi.new("spconv_pointwise_args *", dict(
             batch=spec.batch, channels=spec.in_channels, out_channels=spec.out_channels,
-            pixels=pixels, chunk=self.chunk, out_block=self.out_block,
+            pixels=pixels, in_pixels=spec.height * spec.width, in_width=spec.width,
+            out_width=spec.out_width, stride_h=spec.stride[0], stride_w=spec.stride[1],
+            chunk=self.chunk, out_block=self.out_block,
             channel_block=self.channel_block, tile_vectors=tile,
             threads=threads, through_scratch=int(through_scratch)))
         self._scratch = native.aligned_zeros(lib.spconv_pointwise_scratch_floats(self._args), 64)

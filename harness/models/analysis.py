@@ -164,7 +164,7 @@ def analyse(store: RunStore, frame: pd.DataFrame, profile: Profile, cal: dict) -
 
 # the zero-shot validations of a fit (model_fit.json's keys), in words
 ZERO_SHOT_KINDS = {"zero_shot": "mechanistic model",
-                   "zero_shot_pointwise": "pointwise kernel's model (1x1 layers at stride 1)"}
+                   "zero_shot_pointwise": "pointwise kernel's model (1x1 layers without padding)"}
 
 
 def zero_shot_text(zero: dict) -> str:

@@ -1,11 +1,12 @@
-"""The mechanistic model of the pointwise kernel (kernels_c/pointwise.c, the 1x1 layers at
-stride 1): a layer's time from what its chunks and channel blocks make the kernel do, priced by
+"""The mechanistic model of the pointwise kernel (kernels_c/pointwise.c, the 1x1 layers without
+padding): a layer's time from what its chunks and channel blocks make the kernel do, priced by
 the same calibration as the direct kernel's model (harness.models.mechanistic), with no timing
 of the layer.
 
 Per work item (one chunk of pixels of one image, one block of output channels) and channel
 block of input channels:
-- packing: the block's rows of the chunk copied into a slice, read from where the input lies;
+- packing: the block's rows of the chunk copied into a slice, read from where the input lies
+  (at a stride, gathered from an input that many times larger);
 - tiles: every output channel with non-zeros in the block runs one register tile over the
   chunk, at the calibrated cost of a call of that many positions, plus, where the slice is
   past L1, the calibrated extra cost per position of streaming it from the level that holds
@@ -29,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from harness.conv.convspec import ConvSpec
-from harness.kernels.pointwise import default_channel_block, default_chunk, default_out_block
+from harness.kernels.pointwise import (default_channel_block, default_chunk,
+                                       default_out_block, out_pixels)
 from harness.machine.hostinfo import detect_host
 from harness.models.mechanistic import KernelCosts, even_split, unpredictable_count
 from harness.models.rows import row_density, row_spec
@@ -43,11 +45,11 @@ def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: in
     item (adding a ``residual`` of the output's shape), and its parts (summed over the
     items, per thread)."""
     lanes = costs.lanes
-    pixels = spec.height * spec.width
+    pixels = out_pixels(spec)
     vectors = -(-pixels // lanes)
     c, m, p = spec.in_channels, spec.out_channels, density
     blocks = [min(channel_block, c - c0) for c0 in range(0, c, channel_block)]
-    in_bytes = 4.0 * spec.batch * c * pixels
+    in_bytes = 4.0 * spec.batch * c * spec.height * spec.width
     out_bytes = 4.0 * spec.batch * m * pixels
 
     def item(width: int, rows: int) -> dict:

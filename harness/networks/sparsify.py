@@ -18,7 +18,6 @@ from harness import kernels
 from harness.conv.verify import expected_output, verify
 from harness.errors import HarnessError
 from harness.kernels import native
-from harness.kernels.pointwise import subsampling_stride
 from harness.machine.hostinfo import detect_host
 from harness.networks.layers import ModelConv
 from harness.networks.memory import share_buffers
@@ -49,8 +48,8 @@ class LayerTimes:
 
 class FusedConv(nn.Module):
     """One convolution of the model, BatchNorm folded in and ReLU fused, run one of several
-    ways (``runner``): "sparse" (the pointwise kernel for 1x1 layers, strided 1x1 ones on the
-    subsampled input, the direct kernel for the others), "torch" (PyTorch's convolution on the
+    ways (``runner``): "sparse" (the pointwise kernel for 1x1 layers without padding, the
+    direct kernel for the others), "torch" (PyTorch's convolution on the
     folded weights), or a dense library's prepared convolution ("onnxruntime", "onednn")."""
 
     def __init__(self, conv: ModelConv, *, threads: int, built, plan=None, search: bool = False):
@@ -63,10 +62,6 @@ class FusedConv(nn.Module):
         self.residual = False  # forward takes a second tensor, added before the activation
         self.times = LayerTimes()
         self.profiling = False
-        c = conv
-        # A strided 1x1 convolution without padding is the pointwise one on every stride-th
-        # pixel: the sparse runner runs it as that, on the input subsampled by PyTorch.
-        self._subsample = subsampling_stride(c.weight.shape[2:], c.stride, c.padding, c.groups)
         # Per (runner, input shape): the prepared kernel and one output buffer (an array and
         # the tensor over it) that every call writes afresh; a fresh array per call would cost
         # page faults on every large output. Within one pass of the network each fused layer
@@ -79,13 +74,11 @@ class FusedConv(nn.Module):
         return self.runner == SPARSE
 
     def kernel(self, shape: tuple) -> kernels.PreparedConv:
-        """The prepared kernel of the current runner for inputs of ``shape`` (after any
-        subsampling), prepared on first use."""
+        """The prepared kernel of the current runner for inputs of ``shape``, prepared on
+        first use."""
         return self._run_for(tuple(shape))[0]
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        if self.sparse and self._subsample:
-            x = x[:, :, ::self._subsample[0], ::self._subsample[1]]
         if x.dtype != torch.float32 or not x.is_contiguous() or x.requires_grad:
             x = x.detach().to(torch.float32).contiguous()
         return x
@@ -94,11 +87,10 @@ class FusedConv(nn.Module):
         run = self._runs.get((self.runner, shape))
         if run is None:
             c = self.conv
-            stride = (1, 1) if self.sparse and self._subsample else c.stride
-            args = dict(input_shape=shape, stride=stride, padding=c.padding,
+            args = dict(input_shape=shape, stride=c.stride, padding=c.padding,
                         dilation=c.dilation, groups=c.groups, relu=c.relu,
                         threads=self.threads, kernels=self.built)
-            spec = kernels.ConvSpec.from_shapes(shape, c.weight.shape, stride, c.padding,
+            spec = kernels.ConvSpec.from_shapes(shape, c.weight.shape, c.stride, c.padding,
                                                 c.dilation, c.groups)
             sparse_method = kernels.sparse_method_for(spec)
             if not self.sparse:
@@ -168,14 +160,8 @@ class FusedConv(nn.Module):
         runs in PyTorch or with a kernel that adds one (the pointwise kernel)."""
         if self.conv.relu or self.residual:
             return False
-        return self.runner == TORCH or hasattr(self.kernel(self._example_shape()),
+        return self.runner == TORCH or hasattr(self.kernel(self.conv.input_shape),
                                                "run_with_residual")
-
-    def _example_shape(self) -> tuple:
-        n, c, h, w = self.conv.input_shape
-        if self.sparse and self._subsample:
-            h, w = -(-h // self._subsample[0]), -(-w // self._subsample[1])
-        return (n, c, h, w)
 
     def uses_buffers(self) -> bool:
         return self.runner != TORCH
@@ -183,7 +169,7 @@ class FusedConv(nn.Module):
     def bind_output(self, out_shape: tuple, buffer: np.ndarray) -> None:
         """Write the outputs of the model's own input shape into ``buffer``, which other
         layers share (harness.networks.memory plans when it is free)."""
-        shape = self._example_shape()
+        shape = self.conv.input_shape
         k, out, _ = self._run_for(shape)
         if out.shape != tuple(out_shape):
             raise HarnessError(f"{self.conv.name}: planned an output of {out_shape}, the "

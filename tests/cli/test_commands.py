@@ -97,7 +97,7 @@ def test_predict_writes_sweet_spots_from_calibration_alone(tmp_path, capsys):
     assert {"layer", "batch", "threads", "predicted_crossover", "predicted_upper"} <= set(spots)
     assert sorted(spots["layer"]) == ["a", "b", "c"]
     # each layer priced on the kernel a sparsified network runs it with (a strided 1x1 one:
-    # the pointwise kernel on the subsampled input)
+    # the pointwise kernel, which gathers the pixels it reads)
     assert dict(zip(spots["layer"], spots["kernel"])) == {
         "a": "direct_sparse", "b": "pointwise_sparse", "c": "pointwise_sparse"}
     points = pd.read_csv(out / "predictions.csv")

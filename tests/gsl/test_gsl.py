@@ -364,5 +364,6 @@ def test_sparse_kernel_choice_is_pointwise_only_where_it_applies():
     from harness import kernels
     spec = kernels.ConvSpec.from_shapes
     assert kernels.sparse_method_for(spec((1, 8, 6, 6), (4, 8, 1, 1), 1, 0, 1, 1)) == "pointwise_sparse"
-    assert kernels.sparse_method_for(spec((1, 8, 6, 6), (4, 8, 1, 1), 2, 0, 1, 1)) == "direct_sparse"
+    assert kernels.sparse_method_for(spec((1, 8, 6, 6), (4, 8, 1, 1), 2, 0, 1, 1)) == "pointwise_sparse"
+    assert kernels.sparse_method_for(spec((1, 8, 6, 6), (4, 8, 1, 1), 1, 1, 1, 1)) == "direct_sparse"
     assert kernels.sparse_method_for(spec((1, 8, 6, 6), (4, 8, 3, 3), 1, 1, 1, 1)) == "direct_sparse"

@@ -70,21 +70,23 @@ def main(cache_dir: str, cases: int) -> int:
 
 def pointwise_case_ok(built, rng, i: int) -> bool:
     """A 1x1 layer through the pointwise kernel: odd pixel counts (partial vectors and chunks),
-    partial output- and input-channel blocks, both output paths."""
+    partial output- and input-channel blocks, both output paths, strides 1-3 (pixels gathered)."""
     batch, c, m = 1 + i % 3, int(rng.integers(1, 40)), int(rng.integers(1, 30))
     x = rng.standard_normal((batch, c, int(rng.integers(1, 15)), int(rng.integers(1, 15))))
     x = x.astype(np.float32)
     w = random_sparse_weights((m, c, 1, 1), float(rng.choice([0, 0.5, 0.9])), rng)
     b = rng.standard_normal(m).astype(np.float32)
     vector = built.lib.spconv_vector_floats()
+    stride = (1 + i % 3, 1 + i // 3 % 3)
     k = kernels.prepare(w, b, input_shape=x.shape, relu=True, method="pointwise_sparse",
-                        threads=1 + i % 2, kernels=built, chunk=vector * (1 + i % 3),
+                        stride=stride, threads=1 + i % 2, kernels=built, chunk=vector * (1 + i % 3),
                         out_block=1 + i % 5, channel_block=1 + i % 7,
                         through_scratch=i % 4 == 3)
     out = np.full(k.spec.output_shape, np.nan, np.float32)
     k(x, out=out)
     if not verify(out, expected_output(x, w, b, k.spec, True)).ok:
-        print(f"wrong output: pointwise_sparse {x.shape} {w.shape}", file=sys.stderr)
+        print(f"wrong output: pointwise_sparse {x.shape} {w.shape} stride {stride}",
+              file=sys.stderr)
         return False
     return True
 

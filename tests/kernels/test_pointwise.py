@@ -1,4 +1,5 @@
-"""The pointwise kernel (1x1 layers, input read in place) against the float64 reference."""
+"""The pointwise kernel (1x1 layers, input read in place or, at a stride, gathered) against the
+float64 reference."""
 
 import numpy as np
 import pytest
@@ -14,23 +15,23 @@ from test_kernels import isa_build  # noqa: F401  (the fixture: one build per IS
 CHUNKS = (None, 8, 16, 24, 64)
 
 
-def run(w, b, x, *, relu, threads, built=None, **options):
-    spec = ConvSpec.from_shapes(x.shape, w.shape)
+def run(w, b, x, *, relu, threads, built=None, stride=1, **options):
+    spec = ConvSpec.from_shapes(x.shape, w.shape, stride)
     k = kernels.prepare(w, b, input_shape=x.shape, relu=relu, method="pointwise_sparse",
-                        threads=threads, kernels=built, **options)
+                        threads=threads, kernels=built, stride=stride, **options)
     expected = expected_output(x, w, b, spec, relu)
     for _ in range(2):  # twice: the packed slices are reused across calls
         out = np.full(spec.output_shape, np.nan, np.float32)
         k(x, out=out)
         verdict = verify(out, expected)
-        assert verdict.ok, (x.shape, w.shape, options, verdict)
+        assert verdict.ok, (x.shape, w.shape, stride, options, verdict)
 
 
 @pytest.mark.parametrize("seed", range(16))
 def test_random_pointwise_layers_match_reference(seed):
     """Pixel counts that are not whole vectors or chunks, one to many channels, partial
-    output- and input-channel blocks, batches, threads, both output paths, and every
-    density."""
+    output- and input-channel blocks, batches, threads, both output paths, every density, and
+    strides 1-4 (unequal ones too) over odd and even planes."""
     rng = np.random.default_rng(seed)
     batch, c, m = int(rng.integers(1, 4)), int(rng.integers(1, 70)), int(rng.integers(1, 40))
     h, w = int(rng.integers(1, 20)), int(rng.integers(1, 20))
@@ -39,7 +40,8 @@ def test_random_pointwise_layers_match_reference(seed):
     bias = rng.standard_normal(m).astype(np.float32) if seed % 3 else None
     vector = host_kernels().lib.spconv_vector_floats()
     chunk = CHUNKS[seed % len(CHUNKS)]
-    run(weights, bias, x, relu=seed % 2 == 0, threads=1 + seed % 2,
+    stride = (1, 1) if seed % 4 == 0 else (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+    run(weights, bias, x, relu=seed % 2 == 0, threads=1 + seed % 2, stride=stride,
         chunk=None if chunk is None else -(-chunk // vector) * vector,
         out_block=None if seed % 4 else int(rng.integers(1, m + 1)),
         channel_block=None if seed % 3 == 1 else int(rng.integers(1, c + 1)),
@@ -51,12 +53,13 @@ def test_every_isa_path_the_host_runs(isa_build, rng):
     w = random_sparse_weights((19, 37, 1, 1), 0.8, rng)
     b = rng.standard_normal(19).astype(np.float32)
     run(w, b, x, relu=True, threads=2, built=isa_build)
+    run(w, b, x, relu=True, threads=2, built=isa_build, stride=(2, 3))
 
 
 def test_refuses_layers_it_does_not_run(rng):
     x = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
-    for shape, conv in [((4, 4, 3, 3), {}), ((4, 4, 1, 1), {"stride": 2}),
-                        ((4, 4, 1, 1), {"padding": 1}), ((4, 2, 1, 1), {"groups": 2})]:
+    for shape, conv in [((4, 4, 3, 3), {}), ((4, 4, 1, 1), {"padding": 1}),
+                        ((4, 2, 1, 1), {"groups": 2})]:
         w = rng.standard_normal(shape).astype(np.float32)
         spec = ConvSpec.from_shapes(x.shape, w.shape, **conv)
         assert not kernels.METHODS["pointwise_sparse"].applies(spec)
