@@ -167,7 +167,7 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
                             pack_block_strided(a, x, c0, c1, p0, len, slice);
                         else
                             pack_block(a, x, c0, c1, p0, len, ahead, slice);
-                        const int *ptr0 = blkptr + (long)m0 * (cblocks + 1) + cb;
+                        const int *ptr0 = blkptr + (long)cb * (a->out_channels + 1) + m0;
                         const float *res0 =
                             residual ? residual + n * out_per_image + (long)m0 * pixels + p0 : NULL;
                         if (last && !a->through_scratch) {
@@ -182,13 +182,13 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
                                 .partial = cb ? rows : NULL, .partial_stride = chunk,
                                 .residual = res0, .relu = relu,
                                 .sparse = {.base = slice, .rowptr = ptr0,
-                                           .rowptr_stride = cblocks + 1, .colidx = colidx,
+                                           .rowptr_stride = 1, .colidx = colidx,
                                            .values = values, .rows = m1 - m0}};
                             spconv_accumulate_out_rows(&r, a->tile_vectors);
                             continue;
                         }
                         for (int m = m0; m < m1; ++m) {
-                            const int *ptr = ptr0 + (long)(m - m0) * (cblocks + 1);
+                            const int *ptr = ptr0 + (m - m0);
                             float *acc = rows + (long)(m - m0) * chunk;
                             if (cb == 0) {
                                 const float b0 = bias ? bias[m] : 0.0f;

@@ -76,8 +76,9 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
 
 /* Pointwise sparse convolution (kernels_c/pointwise.c): 1x1 kernel, no padding, one group, no
    padded copy of the input (at a stride, each chunk gathers the pixels it reads). The
-   non-zeros of output channel m that read input-channel block b are [blkptr[m * (channel_blocks + 1) + b], blkptr[m * (channel_blocks + 1) + b + 1])
-   (a CSR whose rows are split by block), colidx[j] = (c_j - b * channel_block) * chunk (offsets
+   non-zeros are stored block-major, as for spconv_direct(): output channel m's in
+   input-channel block b are [blkptr[b * (out_channels + 1) + m], blkptr[b * (out_channels +
+   1) + m + 1]), colidx[j] = (c_j - b * channel_block) * chunk (offsets
    into the packed slice of one block and chunk); chunk (pixels per work item) is a multiple of
    the vector length; scratch holds spconv_pointwise_scratch_floats() floats. residual (NULL
    or the output's shape) is added before the activation. */

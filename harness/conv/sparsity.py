@@ -148,6 +148,14 @@ class BlockedCSR:
         return int(self.colidx.size)
 
 
+def pointwise_csr(w: np.ndarray, channel_block: int, chunk: int) -> CSR:
+    """CSR of a 1x1 layer whose column index is the non-zero's offset in the pointwise
+    kernel's packed slice: its input channel within its block of ``channel_block``, times the
+    ``chunk`` floats of one packed row."""
+    rows, channels, values = _flat_nonzeros(w)
+    return _assemble(rows, channels % channel_block * chunk, values, w.shape[0], channels)
+
+
 def block_major(csr: CSR, spec: ConvSpec, channel_block: int, group: int = 1) -> BlockedCSR:
     """Regroup a CSR's non-zeros by blocks of ``channel_block`` input channels and groups of
     ``group`` consecutive output channels."""
