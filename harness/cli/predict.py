@@ -5,8 +5,8 @@ It calibrates the build (the roofs of the kernels' inner loop included), times t
 libraries once per layer shape (the dense side of every speedup; through the sweep, so a
 profile's caps on them apply), and then predicts, for each layer, batch, thread count and
 sparsity, the time of the sparse kernel a sparsified network runs on the layer (`kernel`: the
-pointwise one for 1x1 layers without padding, with its default chunks and blocks, else the direct
-one with the plan prepare() runs untuned). Writes DIR/predictions.csv (one row per point),
+pointwise one for 1x1 layers without padding, with its default chunks and blocks, else the
+direct one with the plan prepare() runs untuned). Writes DIR/predictions.csv (one row per point),
 DIR/sweet_spots.csv (layer, kernel, batch, threads, predicted_crossover, predicted_upper, and
 the predicted speedup at the top of the grid), DIR/metadata.json and the dense timings' own
 run in DIR/dense/.

@@ -49,8 +49,8 @@ class LayerTimes:
 class FusedConv(nn.Module):
     """One convolution of the model, BatchNorm folded in and ReLU fused, run one of several
     ways (``runner``): "sparse" (the pointwise kernel for 1x1 layers without padding, the
-    direct kernel for the others), "torch" (PyTorch's convolution on the
-    folded weights), or a dense library's prepared convolution ("onnxruntime", "onednn")."""
+    direct kernel for the others), "torch" (PyTorch's convolution on the folded weights), or a
+    dense library's prepared convolution ("onnxruntime", "onednn")."""
 
     def __init__(self, conv: ModelConv, *, threads: int, built, plan=None, search: bool = False):
         super().__init__()
