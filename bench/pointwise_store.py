@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """The pointwise kernel's variants, side by side: its default (input channels in blocks whose
-slice stays in L1, the last block's sums stored from registers straight to the output), all
-input channels in one block, the earlier kernel (one block, each output row accumulated in
-a scratch row and copied out), and the default with the earlier work items (output channels
-split until every thread has four items).
+slice stays in L1, the last block's sums stored from registers straight to the output, the
+non-zeros stored block-major), all input channels in one block, the earlier kernel (one block,
+each output row accumulated in a scratch row and copied out), the default with the earlier
+work items (output channels split until every thread has four items), and the default with
+the earlier storage (the non-zeros row by row).
 
-For every stride-1 1x1 layer of a catalog network (or of a GSL network for 28x28 images, such
-as gsl-bottleneck; that needs PyTorch) at one sparsity (random weights, batch 1,
+For every 1x1 layer without padding of a catalog network (or of a GSL network for 28x28
+images, such as gsl-bottleneck; that needs PyTorch) at one sparsity (random weights, batch 1,
 one thread by default), each variant is verified against the float64 reference, then they are
-timed in interleaved rounds; printed per layer: the medians, the earlier kernel's time over the
-default's, and the useful GFLOP/s of the default. Usage:
+timed in interleaved rounds; printed per layer: the medians, the earlier kernel's, the earlier
+work items' and the earlier storage's time over the default's, and the useful GFLOP/s of the
+default. Usage:
     python bench/pointwise_store.py [--network resnet50|gsl-bottleneck] [--sparsity 0.9]
 """
 
@@ -27,7 +29,7 @@ from harness.conv.sparsity import check_sparsity  # noqa: E402
 from harness.conv.verify import expected_output  # noqa: E402
 from harness.conv.weights import generated_weights, sweep_input  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.kernels.pointwise import is_pointwise  # noqa: E402
+from harness.kernels.pointwise import is_pointwise, out_pixels  # noqa: E402
 from harness.machine.hostinfo import detect_host  # noqa: E402
 from problems import run_bench, verified_medians  # noqa: E402
 
@@ -35,6 +37,7 @@ VARIANTS = {  # name -> the kernel's options ({}: its defaults)
     "default": {},
     "one block": {"channel_block": 1 << 30, "through_scratch": False},
     "earlier": {"channel_block": 1 << 30, "through_scratch": True},
+    "row-major": {"row_major": True},
 }
 GSL_PREFIX = "gsl-"
 ITEMS_A_THREAD = 4  # the earlier rule of default_out_block
@@ -43,7 +46,7 @@ EARLIER_ITEMS = "earlier items"
 
 def earlier_items(spec, threads: int, kernel) -> dict:
     """Options of ``kernel`` (the default) with the earlier rule's output-channel block."""
-    items = spec.batch * -(-spec.height * spec.width // kernel.chunk)
+    items = spec.batch * -(-out_pixels(spec) // kernel.chunk)
     want = ITEMS_A_THREAD * threads
     block = kernel.out_block
     if items < want:
@@ -74,7 +77,7 @@ def main() -> int:
         raise HarnessError("--threads and --batch must be at least 1")
     layers = [l for l in layers_of(args.network) if is_pointwise(l.spec(args.batch))]
     if not layers:
-        raise HarnessError(f"{args.network} has no stride-1 1x1 layers")
+        raise HarnessError(f"{args.network} has no 1x1 layers without padding")
     host = detect_host()
     print(f"host {host.cpu_model}; {args.network} 1x1 layers at sparsity {args.sparsity}, "
           f"batch {args.batch}, {args.threads} thread(s), medians of {args.rounds} rounds")
@@ -87,7 +90,7 @@ def main() -> int:
 
         def prepare(options):
             return kernels.prepare(w, input_shape=x.shape, relu=True, method="pointwise_sparse",
-                                   threads=args.threads, **options)
+                                   stride=spec.stride, threads=args.threads, **options)
         prepared = {name: prepare(options) for name, options in VARIANTS.items()}
         prepared[EARLIER_ITEMS] = prepare(earlier_items(spec, args.threads, prepared["default"]))
         t = verified_medians(prepared, x, expected, layer.name, args.rounds)
@@ -97,12 +100,13 @@ def main() -> int:
         times = "  ".join(f"{name} {t[name] * 1e6:7.1f} us" for name in totals)
         print(f"  {layer.name:22s} {spec.in_channels:4d}->{spec.out_channels:<4d} "
               f"{spec.height:2d}x{spec.width:<2d} {times}  {t['earlier'] / t['default']:.2f}x "
-              f"{t[EARLIER_ITEMS] / t['default']:.2f}x "
+              f"{t[EARLIER_ITEMS] / t['default']:.2f}x {t['row-major'] / t['default']:.2f}x "
               f"({useful / t['default'] / 1e9:.1f} useful GFLOP/s)")
     times = ", ".join(f"{name} {totals[name] * 1e3:.3f} ms" for name in totals)
     print(f"all {len(layers)} layers once: {times}; earlier over default "
           f"{totals['earlier'] / totals['default']:.2f}x, earlier items over default "
-          f"{totals[EARLIER_ITEMS] / totals['default']:.2f}x")
+          f"{totals[EARLIER_ITEMS] / totals['default']:.2f}x, row-major over default "
+          f"{totals['row-major'] / totals['default']:.2f}x")
     return 0
 
 

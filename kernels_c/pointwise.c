@@ -133,6 +133,9 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
     const long chunks = tile_count(vectors, (int)(chunk / VEC_FLOATS));
     const int blocks = (a->out_channels + a->out_block - 1) / a->out_block;
     const int cblocks = (a->channels + a->channel_block - 1) / a->channel_block;
+    /* blkptr's steps from one channel block, and from one output row, to the next */
+    const long block_step = a->row_major ? 1 : a->out_channels + 1;
+    const long row_step = a->row_major ? cblocks + 1 : 1;
     const long per_image = (long)a->channels * a->in_pixels, out_per_image = (long)a->out_channels * pixels;
 
 #pragma omp parallel num_threads(a->threads)
@@ -167,7 +170,7 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
                             pack_block_strided(a, x, c0, c1, p0, len, slice);
                         else
                             pack_block(a, x, c0, c1, p0, len, ahead, slice);
-                        const int *ptr0 = blkptr + (long)cb * (a->out_channels + 1) + m0;
+                        const int *ptr0 = blkptr + cb * block_step + m0 * row_step;
                         const float *res0 =
                             residual ? residual + n * out_per_image + (long)m0 * pixels + p0 : NULL;
                         if (last && !a->through_scratch) {
@@ -182,13 +185,13 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
                                 .partial = cb ? rows : NULL, .partial_stride = chunk,
                                 .residual = res0, .relu = relu,
                                 .sparse = {.base = slice, .rowptr = ptr0,
-                                           .rowptr_stride = 1, .colidx = colidx,
+                                           .rowptr_stride = row_step, .colidx = colidx,
                                            .values = values, .rows = m1 - m0}};
                             spconv_accumulate_out_rows(&r, a->tile_vectors);
                             continue;
                         }
                         for (int m = m0; m < m1; ++m) {
-                            const int *ptr = ptr0 + (m - m0);
+                            const int *ptr = ptr0 + (m - m0) * row_step;
                             float *acc = rows + (long)(m - m0) * chunk;
                             if (cb == 0) {
                                 const float b0 = bias ? bias[m] : 0.0f;

@@ -78,7 +78,8 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
    padded copy of the input (at a stride, each chunk gathers the pixels it reads). The
    non-zeros are stored block-major, as for spconv_direct(): output channel m's in
    input-channel block b are [blkptr[b * (out_channels + 1) + m], blkptr[b * (out_channels +
-   1) + m + 1]), colidx[j] = (c_j - b * channel_block) * chunk (offsets
+   1) + m + 1]); or, with row_major, row by row: [blkptr[m * (channel_blocks + 1) + b],
+   blkptr[m * (channel_blocks + 1) + b + 1]). colidx[j] = (c_j - b * channel_block) * chunk (offsets
    into the packed slice of one block and chunk); chunk (pixels per work item) is a multiple of
    the vector length; scratch holds spconv_pointwise_scratch_floats() floats. residual (NULL
    or the output's shape) is added before the activation. */
@@ -95,6 +96,9 @@ typedef struct {
                                scratch row between blocks */
     int tile_vectors;       /* register tile width, at most the ISA's largest */
     int threads;
+    int row_major;          /* 1: the non-zeros stored row by row (the earlier storage, kept
+                               to measure against; each row's segment of a block lies a jump
+                               from the next row's) */
     int through_scratch;    /* 1: each output row is accumulated in a scratch row, then copied
                                out (the earlier kernel, kept to measure against); 0: the
                                accumulators go from registers straight to the output */

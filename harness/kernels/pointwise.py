@@ -90,12 +90,13 @@ class PointwiseSparseConv(PreparedConv):
 
     def __init__(self, w, bias, spec, *, relu, threads, kernels=None, chunk=None,
                  out_block=None, channel_block=None, through_scratch: bool | None = None,
-                 **_):
+                 row_major: bool = False, **_):
         """``chunk``, ``out_block`` and ``channel_block`` default to default_chunk,
         default_out_block and default_channel_block. ``through_scratch`` runs the earlier form
         of the kernel, whose accumulators go through a scratch row to the output; None
         (default) takes it for chunks shorter than SCRATCH_BELOW_VECTORS vectors only (see
-        that constant)."""
+        that constant). ``row_major`` stores the non-zeros row by row, the earlier storage
+        (see _storage)."""
         super().__init__(spec, relu=relu, threads=threads)
         if not is_pointwise(spec):
             raise ShapeError("pointwise_sparse runs 1x1 convolutions without padding in one "
@@ -116,11 +117,8 @@ class PointwiseSparseConv(PreparedConv):
         tile = max(1, min(max_tile, self.chunk // vector))
         if through_scratch is None:
             through_scratch = self.chunk < SCRATCH_BELOW_VECTORS * vector
-        # block-major, in the order the kernel streams them (row-major, each row's segment of
-        # a block a jump away, ran up to 1.5x slower on layers of many channel blocks)
-        blocked = block_major(pointwise_csr(w, self.channel_block, self.chunk), spec,
-                              self.channel_block)
-        self._blkptr, self._colidx, self._values = blocked.blkptr, blocked.colidx, blocked.values
+        self.row_major = bool(row_major)
+        self._blkptr, self._colidx, self._values = self._storage(w, spec)
         self._bias = None if bias is None else bias.copy()
         self._args = ffi.new("spconv_pointwise_args *", dict(
             batch=spec.batch, channels=spec.in_channels, out_channels=spec.out_channels,
@@ -128,13 +126,30 @@ class PointwiseSparseConv(PreparedConv):
             out_width=spec.out_width, stride_h=spec.stride[0], stride_w=spec.stride[1],
             chunk=self.chunk, out_block=self.out_block,
             channel_block=self.channel_block, tile_vectors=tile,
-            threads=threads, through_scratch=int(through_scratch)))
+            threads=threads, row_major=int(self.row_major),
+            through_scratch=int(through_scratch)))
         self._scratch = native.aligned_zeros(lib.spconv_pointwise_scratch_floats(self._args), 64)
         self.through_scratch = bool(through_scratch)
         self._ptrs = (native.int_ptr(built, self._blkptr), native.int_ptr(built, self._colidx),
                       native.float_ptr(built, self._values),
                       ffi.NULL if self._bias is None else native.float_ptr(built, self._bias))
         self._scratch_ptr = native.float_ptr(built, self._scratch)
+
+    def _storage(self, w, spec) -> tuple:
+        """(blkptr, colidx, values): the non-zeros block-major, in the order the kernel
+        streams them, or row by row (row_major; each row's segment of a block a jump from the
+        next row's, up to 1.5x slower on layers of many channel blocks at 30-70% sparsity:
+        bench/pointwise_store.py)."""
+        csr = pointwise_csr(w, self.channel_block, self.chunk)
+        if not self.row_major:
+            blocked = block_major(csr, spec, self.channel_block)
+            return blocked.blkptr, blocked.colidx, blocked.values
+        # row m's non-zeros in channel block b start at blkptr[m, b]
+        cblocks = -(-spec.in_channels // self.channel_block)
+        starts = np.minimum(np.arange(cblocks + 1) * self.channel_block, spec.in_channels)
+        keys = csr.rows_of_nnz * spec.in_channels + csr.channel_of_nnz
+        queries = np.arange(spec.out_channels)[:, None] * spec.in_channels + starts[None, :]
+        return np.searchsorted(keys, queries).astype(np.int32), csr.colidx, csr.values
 
     def _run(self, x, out):
         self.run_with_residual(x, None, out)
@@ -152,5 +167,5 @@ class PointwiseSparseConv(PreparedConv):
     def describe(self) -> dict:
         return {"chunk": self.chunk, "out_block": self.out_block,
                 "channel_block": self.channel_block, "nnz": self.nnz,
-                "through_scratch": self.through_scratch,
+                "through_scratch": self.through_scratch, "row_major": self.row_major,
                 "isa": self.built.isa, "build_key": self.built.key}

@@ -31,7 +31,7 @@ def run(w, b, x, *, relu, threads, built=None, stride=1, **options):
 def test_random_pointwise_layers_match_reference(seed):
     """Pixel counts that are not whole vectors or chunks, one to many channels, partial
     output- and input-channel blocks, batches, threads, both output paths, every density, and
-    strides 1-4 (unequal ones too) over odd and even planes."""
+    strides 1-4 (unequal ones too) over odd and even planes, both storage orders."""
     rng = np.random.default_rng(seed)
     batch, c, m = int(rng.integers(1, 4)), int(rng.integers(1, 70)), int(rng.integers(1, 40))
     h, w = int(rng.integers(1, 20)), int(rng.integers(1, 20))
@@ -45,7 +45,7 @@ def test_random_pointwise_layers_match_reference(seed):
         chunk=None if chunk is None else -(-chunk // vector) * vector,
         out_block=None if seed % 4 else int(rng.integers(1, m + 1)),
         channel_block=None if seed % 3 == 1 else int(rng.integers(1, c + 1)),
-        through_scratch=[None, False, True][seed % 3])
+        through_scratch=[None, False, True][seed % 3], row_major=seed % 5 == 2)
 
 
 def test_every_isa_path_the_host_runs(isa_build, rng):
