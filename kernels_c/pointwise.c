@@ -136,7 +136,8 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
     /* blkptr's steps from one channel block, and from one output row, to the next */
     const long block_step = a->row_major ? 1 : a->out_channels + 1;
     const long row_step = a->row_major ? cblocks + 1 : 1;
-    const long per_image = (long)a->channels * a->in_pixels, out_per_image = (long)a->out_channels * pixels;
+    const long per_image = (long)a->channels * a->in_pixels;
+    const long out_per_image = (long)a->out_channels * pixels;
 
 #pragma omp parallel num_threads(a->threads)
     {

@@ -79,16 +79,17 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
    non-zeros are stored block-major, as for spconv_direct(): output channel m's in
    input-channel block b are [blkptr[b * (out_channels + 1) + m], blkptr[b * (out_channels +
    1) + m + 1]); or, with row_major, row by row: [blkptr[m * (channel_blocks + 1) + b],
-   blkptr[m * (channel_blocks + 1) + b + 1]). colidx[j] = (c_j - b * channel_block) * chunk (offsets
-   into the packed slice of one block and chunk); chunk (pixels per work item) is a multiple of
-   the vector length; scratch holds spconv_pointwise_scratch_floats() floats. residual (NULL
-   or the output's shape) is added before the activation. */
+   blkptr[m * (channel_blocks + 1) + b + 1]). colidx[j] = (c_j - b * channel_block) * chunk
+   (offsets into the packed slice of one block and chunk); chunk (pixels per work item) is a
+   multiple of the vector length; scratch holds spconv_pointwise_scratch_floats() floats.
+   residual (NULL or the output's shape) is added before the activation. */
 typedef struct {
     int batch, channels, out_channels;
     long pixels;            /* output pixels: out_height * out_width */
     long in_pixels;         /* input pixels: in_height * in_width */
     int in_width, out_width;
-    int stride_h, stride_w; /* output pixel (y, x) reads input pixel (y * stride_h, x * stride_w) */
+    int stride_h, stride_w; /* output pixel (y, x) reads input pixel (y * stride_h,
+                               x * stride_w) */
     long chunk;             /* pixels one work item covers */
     int out_block;          /* output channels one work item covers */
     int channel_block;      /* input channels packed and streamed at a time (all of them: one
