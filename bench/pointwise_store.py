@@ -29,7 +29,7 @@ from harness.conv.sparsity import check_sparsity  # noqa: E402
 from harness.conv.verify import expected_output  # noqa: E402
 from harness.conv.weights import generated_weights, sweep_input  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.kernels.pointwise import is_pointwise, out_pixels  # noqa: E402
+from harness.kernels.pointwise import is_pointwise  # noqa: E402
 from harness.machine.hostinfo import detect_host  # noqa: E402
 from problems import run_bench, verified_medians  # noqa: E402
 
@@ -46,7 +46,7 @@ EARLIER_ITEMS = "earlier items"
 
 def earlier_items(spec, threads: int, kernel) -> dict:
     """Options of ``kernel`` (the default) with the earlier rule's output-channel block."""
-    items = spec.batch * -(-out_pixels(spec) // kernel.chunk)
+    items = spec.batch * -(-spec.out_pixels // kernel.chunk)
     want = ITEMS_A_THREAD * threads
     block = kernel.out_block
     if items < want:

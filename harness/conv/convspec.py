@@ -83,6 +83,10 @@ class ConvSpec:
         return (self.width + 2 * self.padding[1] - span) // self.stride[1] + 1
 
     @property
+    def out_pixels(self) -> int:
+        return self.out_height * self.out_width
+
+    @property
     def output_shape(self) -> tuple[int, int, int, int]:
         return (self.batch, self.out_channels, self.out_height, self.out_width)
 
@@ -101,8 +105,7 @@ class ConvSpec:
 
     def dense_flops(self) -> int:
         """Multiply-adds counted as 2 FLOPs, over the whole batch."""
-        return 2 * self.batch * self.out_channels * self.reduction_length * \
-            self.out_height * self.out_width
+        return 2 * self.batch * self.out_channels * self.reduction_length * self.out_pixels
 
     def with_batch(self, batch: int) -> "ConvSpec":
         return ConvSpec(batch, self.in_channels, self.height, self.width, self.out_channels,

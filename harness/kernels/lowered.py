@@ -17,7 +17,7 @@ class LoweredSparseConv(PreparedConv):
         super().__init__(spec, relu=relu, threads=threads)
         built = self.built = native.resolve(kernels)
         lib = built.lib
-        npix = spec.out_height * spec.out_width
+        npix = spec.out_pixels
         vec = lib.spconv_vector_floats()
         # im2col rows padded to whole vectors in a line-aligned buffer: every load of the
         # product is aligned, as in the direct kernel's aligned layout
@@ -37,7 +37,7 @@ class LoweredSparseConv(PreparedConv):
 
     def _run(self, x, out):
         built, spec = self.built, self.spec
-        npix = spec.out_height * spec.out_width
+        npix = spec.out_pixels
         for n in range(spec.batch):
             native.im2col(built, native.float_ptr(built, x[n]), spec, self._cols_ptr, self.threads,
                           self._row_stride)

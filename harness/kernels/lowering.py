@@ -19,7 +19,7 @@ class Im2colConv(PreparedConv):
         super().__init__(spec, relu=relu, threads=threads)
         self.built = native.resolve(kernels)
         self._bias = None if bias is None else bias.reshape(spec.groups, -1, 1).copy()
-        npix = spec.out_height * spec.out_width
+        npix = spec.out_pixels
         self._cols = np.empty((spec.groups, spec.reduction_length, npix), dtype=np.float32)
         self._cols_ptr = native.float_ptr(self.built, self._cols)
 
@@ -32,7 +32,7 @@ class Im2colConv(PreparedConv):
 
     def _run(self, x, out):
         spec = self.spec
-        view = out.reshape(spec.batch, spec.groups, -1, spec.out_height * spec.out_width)
+        view = out.reshape(spec.batch, spec.groups, -1, spec.out_pixels)
         with self._threads_context():
             for n in range(spec.batch):
                 # One thread: OpenMP workers left spinning after a parallel im2col would

@@ -28,4 +28,4 @@ def im2col(built: BuiltKernels, image_ptr, spec, cols_ptr, threads: int,
     check_rc(built, built.lib.spconv_im2col(
         image_ptr, spec.in_channels, spec.height, spec.width, spec.kernel_h, spec.kernel_w,
         *spec.padding, *spec.stride, *spec.dilation, spec.out_height, spec.out_width,
-        cols_ptr, row_stride or spec.out_height * spec.out_width, threads), "spconv_im2col")
+        cols_ptr, row_stride or spec.out_pixels, threads), "spconv_im2col")

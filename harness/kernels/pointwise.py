@@ -32,10 +32,6 @@ def is_pointwise(spec) -> bool:
             and spec.groups == 1)
 
 
-def out_pixels(spec) -> int:
-    return spec.out_height * spec.out_width
-
-
 def default_chunk(spec, vector: int, max_tile: int) -> int:
     """Pixels per work item: the widest run of whole vectors (at most one register tile)
     whose slice of every input channel fits L1_SLICE_BYTES, but at least MIN_CHUNK_VECTORS;
@@ -43,7 +39,7 @@ def default_chunk(spec, vector: int, max_tile: int) -> int:
     chunks of 3 vectors left a second chunk of one pixel: every non-zero paid a second tile
     call for it, 1.2-1.5x the time of one chunk of 4 on ResNet-50's 7x7 layers on an Intel
     Xeon, AVX-512)."""
-    pixels = out_pixels(spec)
+    pixels = spec.out_pixels
     fits = L1_SLICE_BYTES // (4 * spec.in_channels * vector)
     vectors = max(MIN_CHUNK_VECTORS, min(max_tile, fits), 1)
     return vector * min(vectors, -(-pixels // vector))
@@ -71,7 +67,7 @@ def default_out_block(spec, threads: int, chunk: int, channel_block: int) -> int
     within ACC_BYTES. (Four items a thread, the earlier rule, cost up to 14% on one thread
     and 27% on two on ResNet-50's 14x14 and 7x7 layers at 90%, where the chunks are few;
     2% and 6% over its twelve 1x1 layers: bench/pointwise_store.py on an AMD EPYC, Zen 4.)"""
-    items = max(1, spec.batch * -(-out_pixels(spec) // chunk))
+    items = max(1, spec.batch * -(-spec.out_pixels // chunk))
     block = spec.out_channels
     if items < threads:
         block = max(1, -(-spec.out_channels // -(-threads // items)))
@@ -105,7 +101,7 @@ class PointwiseSparseConv(PreparedConv):
         built = self.built = native.resolve(kernels)
         ffi, lib = built.ffi, built.lib
         vector, max_tile = lib.spconv_vector_floats(), lib.spconv_max_tile_vectors()
-        pixels = out_pixels(spec)
+        pixels = spec.out_pixels
         self.chunk = chunk or default_chunk(spec, vector, max_tile)
         self.nnz = int(np.count_nonzero(w))
         l1d = detect_host().caches_kib.get("l1d", 32) * 1024

@@ -30,8 +30,7 @@ import numpy as np
 import pandas as pd
 
 from harness.conv.convspec import ConvSpec
-from harness.kernels.pointwise import (default_channel_block, default_chunk,
-                                       default_out_block, out_pixels)
+from harness.kernels.pointwise import default_channel_block, default_chunk, default_out_block
 from harness.machine.hostinfo import detect_host
 from harness.models.mechanistic import KernelCosts, even_split, unpredictable_count
 from harness.models.rows import row_density, row_spec
@@ -45,7 +44,7 @@ def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: in
     item (adding a ``residual`` of the output's shape), and its parts (summed over the
     items, per thread)."""
     lanes = costs.lanes
-    pixels = out_pixels(spec)
+    pixels = spec.out_pixels
     vectors = -(-pixels // lanes)
     c, m, p = spec.in_channels, spec.out_channels, density
     blocks = [min(channel_block, c - c0) for c0 in range(0, c, channel_block)]
