@@ -58,6 +58,17 @@ def band_height(spec: ConvSpec, band_rows: int) -> int:
     return band_rows if 0 < band_rows < spec.out_height else spec.out_height
 
 
+def _unaliased_rows(rows: int, row_floats: int) -> int:
+    """``rows``, or one more where planes of that many rows would start a multiple of four
+    cache lines (and of four rows' power-of-two part) apart. Planes whose starts fall on a
+    few L1 sets evict each other's windows long before L1 is full: 14x14 layers' 16 rows of
+    16 floats, a kilobyte a plane, put a window of a few rows of every plane on the same
+    quarter of the sets."""
+    row_bytes = 4 * row_floats
+    period = 4 * max(64, row_bytes & -row_bytes)
+    return rows + 1 if (rows * row_bytes) % period == 0 else rows
+
+
 def direct_layout(spec: ConvSpec, aligned: bool = False, vector: int = 16,
                   block_channels: int | None = None, band_rows: int = 0) -> DirectLayout:
     """The layout for a plan; ``block_channels`` defaults to all channels in one block.
@@ -72,9 +83,12 @@ def direct_layout(spec: ConvSpec, aligned: bool = False, vector: int = 16,
         # copy s row h holds padded columns s * dw onwards, and output x reads its column x:
         # a row needs only the output row's width (in whole vectors), not the padded one's
         plane_w = -(-spec.out_width // vector) * vector
+        rows = _unaliased_rows(rows, plane_w)
         plane = rows * plane_w
         return DirectLayout(rows, plane_w, spec.kernel_w, plane, block, block * plane)
     plane_h, plane_w = -(-rows // sh), -(-spec.padded_w // sw)
+    if (sh, sw) == (1, 1):  # phase planes of strided layers gained nothing from the row
+        plane_h = _unaliased_rows(plane_h, plane_w)
     plane = sh * sw * plane_h * plane_w
     return DirectLayout(plane_h, plane_w, 1, plane, block, block * plane)
 

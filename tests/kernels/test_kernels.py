@@ -10,7 +10,8 @@ from harness.errors import HarnessError, ShapeError
 from harness.machine.hostinfo import detect_host
 from harness.machine.isa import isa_table
 from harness.machine.profiles import HOST_PROFILE, BuildTarget, load_profile
-from harness.conv.sparsity import block_pruned_weights, random_sparse_weights, support_group
+from harness.conv.sparsity import (block_pruned_weights, direct_layout, random_sparse_weights,
+                                   support_group)
 from harness.conv.weights import block_group
 from harness.conv.verify import expected_output, verify
 
@@ -150,6 +151,23 @@ def test_aligned_widths_around_vector_length(isa_build, width, kernel, pad, dila
     for tile in (1, 3):
         check_method("direct_sparse", case, 0.3, rng, relu=False, threads=1, kernels=isa_build,
                      plan=kernels.DirectPlan(tile, 2, 2, aligned=True))
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("size, stride", [(14, 1), (14, 2), (13, 1)])
+def test_planes_padded_against_set_aliasing(isa_build, aligned, size, stride, rng):
+    """Planes of a multiple of four cache lines (14x14 at stride 1) get a row more, which
+    the kernel pads and never reads; others (13x13, and the phase planes of stride 2) keep
+    their rows."""
+    spec = ConvSpec.from_shapes((1, 8, size, size), (8, 8, 3, 3), stride, 1, 1, 1)
+    layout = direct_layout(spec, aligned, isa_table()[isa_build.isa].lanes, 4)
+    assert (4 * layout.plane_h * layout.plane_w) % 256 != 0 or stride == 2
+    assert (layout.plane_h * stride > spec.padded_h) == (size == 14 and stride == 1)
+    case = dict(input_shape=(2, 8, size, size), weight_shape=(8, 8, 3, 3), stride=stride,
+                padding=1, dilation=1, groups=1)
+    for tile, outer in ((3, False), (7, True)):
+        check_method("direct_sparse", case, 0.5, rng, relu=True, threads=2, kernels=isa_build,
+                     plan=kernels.DirectPlan(tile, 4, 4, aligned=aligned, tiles_outer=outer))
 
 
 @pytest.mark.parametrize("width, pad", [(w, p) for w in (1, 2, 31, 32, 33, 34, 65)
