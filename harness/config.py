@@ -17,6 +17,7 @@ REPEATS = 7                  # samples per point
 MIN_TIME_S = 0.05            # seconds per sample (short kernels loop)
 POINT_TIMEOUT_S = 600.0      # seconds before an isolated worker is killed
 NOISY_IQR = 0.10             # a point whose IQR exceeds this fraction of its median is flagged
+NOISY_RETRIES = 2            # times a flagged point is timed again (the fastest timing is kept)
 
 # --quick: a smoke run
 QUICK_LAYERS = "conv3,conv4,conv5"

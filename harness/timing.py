@@ -3,6 +3,7 @@ statistics, and an optional cold-cache mode."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ POOL_SPIN_S = 0.15
 class Timing:
     samples: list[float] = field(repr=False)  # seconds per call, one per sample
     calls_per_sample: int
+    attempts: int = 1  # timings taken of the same point (steadiest keeps one of them)
 
     @property
     def median(self) -> float:
@@ -95,6 +97,18 @@ def measure(run, *, repeats: int = 7, min_time: float = 0.02, warmup: int = 1,
             run()
         samples.append((time.perf_counter() - t0) / calls)
     return Timing(samples, calls)
+
+
+def steadiest(time_once, retries: int) -> Timing:
+    """``time_once()``, taken again up to ``retries`` times while the timing is noisy (its
+    IQR above NOISY_IQR of its median): a burst of load from elsewhere on a shared machine
+    spreads the samples and only ever adds time, so the timing of the lowest median is kept,
+    with the number of attempts."""
+    timings = [time_once()]
+    while timings[-1].noisy and len(timings) <= retries:
+        timings.append(time_once())
+    best = min(timings, key=lambda t: t.median)
+    return dataclasses.replace(best, attempts=len(timings))
 
 
 def interleaved_medians(items, time_once, rounds: int = 3) -> dict:

@@ -94,6 +94,11 @@ def build_parser(prog: str = "run_sweep.py"):
     p.add_argument("--min-time", type=common.number("--min-time", low=0, high=60),
                    default=config.MIN_TIME_S,
                    help="minimum seconds per timing sample (short kernels loop)")
+    p.add_argument("--noisy-retries", default=config.NOISY_RETRIES,
+                   type=common.number("--noisy-retries", low=0, high=20, integer=True),
+                   help="times a point is timed again while its samples spread (IQR) more "
+                        f"than {config.NOISY_IQR * 100:.0f}%% of their median; the fastest "
+                        "timing is kept")
     p.add_argument("--pattern", default=config.PATTERN, type=_patterns,
                    help="how generated weights are made sparse, one or a comma-separated list, "
                         "swept side by side: " + ", ".join(PATTERNS) + " (block:G prunes "
@@ -226,7 +231,7 @@ def _sweep_config(args, profile, target, host):
         profile=profile, target=target, host=host, layers=layers, sparsities=sparsities,
         methods=methods, batches=batches, threads=threads,
         patterns=args.pattern, seed=args.seed, repeats=repeats, min_time=min_time,
-        cold_cache=args.cold_cache,
+        noisy_retries=args.noisy_retries, cold_cache=args.cold_cache,
         weight_files=weight_files, prune_files=prune_files,
         tune=args.tune, tune_budget=args.tune_budget, plugins=args.plugin)
     cfg.load_plugins()
@@ -462,15 +467,14 @@ class _StopOnInterrupt:
 
 
 def _print_results(frame, summary, run_dir: Path) -> None:
+    from harness.sweep.results import noise_note
     bad = frame[frame["status"] != "ok"]
-    noisy = frame[(frame["status"] == "ok") & (frame["noisy"] == True)]  # noqa: E712
     if len(summary):
         print(summary.to_string(index=False))
     for _, r in bad.iterrows():
         print(f"warning: {r['layer']} {r['method']} s={r['sparsity']}: {r['status']}: "
               f"{r['reason']}", file=sys.stderr)
-    if len(noisy):
-        print(f"warning: {len(noisy)} points have an IQR above 10% of their median "
-              "(machine busy?)", file=sys.stderr)
+    if frame["noisy"].eq(True).any() or frame["attempts"].gt(1).any():
+        print(f"note: {noise_note(frame)}", file=sys.stderr)
     print(f"results: {run_dir / 'results.csv'}  ({len(frame)} rows, "
           f"{int((frame['status'] == 'ok').sum())} ok)")

@@ -21,7 +21,7 @@ from harness.models.fitted import held_out_text
 from harness.models.paper import PaperModel
 from harness.store.files import StoreError
 from harness.store.runs import MODEL_FIT, RunStore, read_model_fit
-from harness.sweep.results import load_results, summary_table
+from harness.sweep.results import load_results, noise_note, summary_table
 
 
 def _load(run_dir: Path) -> dict:
@@ -185,10 +185,9 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
         md += ["## Model errors", "", "The fitted model's relative time error on what it was "
                "not fitted to, leaving out each layer:", "", _table(held[0]), "",
                "and each layer class (kernel size and stride):", "", _table(held[1]), ""]
-    noisy = frame[(frame["status"] == "ok") & (frame["noisy"] == True)]  # noqa: E712
     bad = frame[frame["status"] != "ok"]
     md += ["## Warnings", ""]
-    md += [f"- {len(noisy)} noisy points (IQR > 10% of median)" if len(noisy) else "- no noisy points"]
+    md += [f"- {noise_note(frame)}"]
     md += [f"- {r['layer']} {r['method']} s={r['sparsity']}: {r['status']} ({r['reason']})"
            for _, r in bad.iterrows()]
     md += ["", "## Figures", ""]

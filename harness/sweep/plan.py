@@ -59,6 +59,7 @@ class SweepConfig:
     seed: int = config.SEED
     repeats: int = config.REPEATS
     min_time: float = config.MIN_TIME_S
+    noisy_retries: int = config.NOISY_RETRIES  # times a noisy point is timed again
     cold_cache: bool = False
     weight_files: dict[str, np.ndarray] = field(default_factory=dict)  # layer key -> weights
     prune_files: bool = False  # prune those weights by magnitude to each sparsity ("pruned")
@@ -83,7 +84,8 @@ class SweepConfig:
                 "threads": self.threads, "pattern": ",".join(self.patterns), "seed": self.seed,
                 "profile": self.profile.name, "isa": self.target.isa,
                 "cflags": list(self.target.cflags), "repeats": self.repeats,
-                "min_time_s": self.min_time, "cold_cache": self.cold_cache,
+                "min_time_s": self.min_time, "noisy_retries": self.noisy_retries,
+                "cold_cache": self.cold_cache,
                 "tune": self.tune, "tune_budget": self.tune_budget,
                 "weights_sha256": weights.hexdigest() if self.weight_files else None,
                 "prune_files": self.prune_files,

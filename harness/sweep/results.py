@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.config import NOISY_IQR
 from harness.errors import HarnessError
 from harness.store.runs import POINTS, RunStore
 from harness.kernels import modelled_method
@@ -40,6 +41,16 @@ def results_table(rows: list) -> pd.DataFrame:
     frame["speedup"] = np.where(ok, frame["best_dense_s"] / frame["median_s"], np.nan)
     return frame.sort_values(["network", "layer", "batch", "threads", "method", "sparsity"],
                              kind="stable").reset_index(drop=True)
+
+
+def noise_note(frame: pd.DataFrame) -> str:
+    """How many measured points were timed again for noise, and how many stayed noisy."""
+    ok = frame[frame["status"] == "ok"]
+    noisy = int((ok["noisy"] == True).sum())  # noqa: E712
+    again = int((ok["attempts"].fillna(1) > 1).sum()) if "attempts" in ok else 0
+    text = (f"{noisy} noisy points (IQR above {NOISY_IQR:.0%} of the median; machine busy?)"
+            if noisy else "no noisy points")
+    return text + (f"; {again} points timed again for noise" if again else "")
 
 
 def crossover_sparsity(sparsity: np.ndarray, speedup: np.ndarray) -> float:

@@ -22,7 +22,7 @@ from harness.sweep.plan import SweepConfig, SweepPoint
 from harness.sweep.record import PointRow, make_row, updated
 from harness.kernels.plans import TuningDB
 from harness.sweep.tuning import tuned_plan
-from harness.timing import CacheEvictor, PoolSettler, measure
+from harness.timing import CacheEvictor, PoolSettler, measure, steadiest
 
 
 class PointRunner:
@@ -115,12 +115,15 @@ class PointRunner:
                                reason=f"output differs from the reference (max error "
                                       f"{verdict.max_error:.3g}, {verdict.error_ratio:.3g}x "
                                       "tolerance)")
-            timing = measure(lambda: k(x, out=out), repeats=self.cfg.repeats,
-                             min_time=self.cfg.min_time, evict=self._evictor)
+            timing = steadiest(
+                lambda: measure(lambda: k(x, out=out), repeats=self.cfg.repeats,
+                                min_time=self.cfg.min_time, evict=self._evictor),
+                self.cfg.noisy_retries)
         except (KernelError, HarnessError, RuntimeError, MemoryError) as exc:
             return updated(row, status="runtime_error", reason=str(exc).splitlines()[0])
         return updated(row, status="ok", median_s=timing.median, min_s=timing.minimum,
                        iqr_s=timing.iqr, cv=timing.cv, noisy=timing.noisy,
+                       attempts=timing.attempts,
                        calls_per_sample=timing.calls_per_sample, samples_s=timing.samples,
                        useful_gflops=row.useful_flops / timing.median / 1e9,
                        effective_gflops=row.dense_flops / timing.median / 1e9)

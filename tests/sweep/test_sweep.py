@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import kernels
+from harness import kernels, timing
 from harness.cli.sweep import main, parse_sparsities
 from harness.errors import HarnessError
 from harness.machine.hostinfo import detect_host
@@ -53,6 +53,29 @@ def test_quick_sweep_resumes_without_remeasuring(tmp_path, capsys):
     second = pd.read_csv(out / "results.csv")
     assert len(second) == len(first)
     assert sorted(second["key"]) == sorted(first["key"])
+
+
+def test_noisy_points_are_timed_again_and_the_run_says_so(tmp_path, capsys, monkeypatch):
+    """A point whose samples spread (a busy machine) is timed again up to --noisy-retries
+    times; the row keeps the fastest timing and the number of attempts."""
+    from harness.sweep import runner
+    calls = []
+
+    def busy(run, **kw):  # spread samples, slower and faster in turn
+        calls.append(1)
+        run()
+        return timing.Timing([2.0, 2.0, 3.0, 3.0] if len(calls) % 2 else [1.0, 1.0, 1.5, 1.5], 1)
+    monkeypatch.setattr(runner, "measure", busy)
+    out = tmp_path / "run"
+    assert main(["--out", str(out), *SMALL, "--noisy-retries", "1", "--in-process"]) == 0
+    frame = pd.read_csv(out / "results.csv")
+    assert (frame["attempts"] == 2).all() and (frame["median_s"] == 1.25).all()
+    assert frame["noisy"].all()
+    n = len(frame)
+    assert f"{n} noisy points" in capsys.readouterr().err
+    from harness.report.document import write_report
+    md, _ = write_report(out)
+    assert f"{n} points timed again for noise" in Path(md).read_text()
 
 
 def test_resume_under_another_build_measures_again_and_keeps_the_latest_rows(tmp_path, capsys):

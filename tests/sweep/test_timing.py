@@ -30,3 +30,24 @@ def test_measure_samples_the_call():
     assert len(t.samples) == 4 and t.calls_per_sample >= 1
     assert len(calls) == 2 + 4 * t.calls_per_sample  # warm-up, the probe call, the samples
     assert np.all(np.array(t.samples) > 0) and t.minimum <= t.median
+
+
+def _timing(*samples):
+    return timing.Timing(list(samples), 1)
+
+
+def test_steadiest_times_a_noisy_point_again_and_keeps_the_fastest():
+    taken = iter([_timing(1.0, 1.5, 2.0, 2.5), _timing(0.9, 1.0, 1.0, 1.1),
+                  _timing(0.5, 0.5, 0.5, 0.5)])
+    t = timing.steadiest(lambda: next(taken), retries=2)
+    assert t.attempts == 2 and t.median == 1.0  # the steady second timing ends the retries
+    assert next(taken).median == 0.5            # the third was never taken
+
+
+def test_steadiest_stops_after_its_retries():
+    noisy = [_timing(1.0, 1.0, 2.0, 2.0), _timing(0.8, 0.8, 1.6, 1.6), _timing(1.2, 1.2, 2.4, 2.4)]
+    taken = iter(noisy + [_timing(0.1, 0.1, 0.1, 0.1)])
+    t = timing.steadiest(lambda: next(taken), retries=2)
+    assert t.attempts == 3 and t.noisy and t.median == noisy[1].median
+    taken = iter(noisy)
+    assert timing.steadiest(lambda: next(taken), retries=0).attempts == 1
