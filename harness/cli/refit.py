@@ -34,6 +34,10 @@ def refit(run_dir: Path, profile, target, host) -> int:
     from harness.sweep.results import load_results
 
     frame = load_results(run_dir)  # rebuilt from points.jsonl: results.csv may be damaged
+    recorded = sorted(set(frame["profile"].dropna())) if len(frame) else []
+    if recorded and recorded != [profile.name]:
+        raise HarnessError(f"{run_dir} was measured with profile {', '.join(recorded)}, not "
+                           f"{profile.name}: refit it with --profile naming that profile")
     store = RunStore(run_dir, validate=from_mapping)
     try:
         store.write_table(frame)

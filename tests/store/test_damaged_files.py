@@ -181,6 +181,17 @@ def test_report_and_refit_rebuild_a_damaged_results_table(tiny_sweep, tmp_path, 
     assert sorted(rebuilt["key"]) == sorted(good["key"])
 
 
+def test_refit_refuses_another_profile_than_the_runs(tiny_sweep, tmp_path, capsys):
+    """A fit of one profile's points to another build's calibration would be nonsense."""
+    from harness.cli import main as spconv
+    out = tmp_path / "run"
+    assert sweep([*tiny_sweep, "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert spconv(["refit", str(out), "--profile", "atom_c2750"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was measured with profile" in err[0]
+
+
 def test_every_written_file_names_its_schema(tiny_sweep, tmp_path):
     out = tmp_path / "run"
     assert sweep([*tiny_sweep, "--out", str(out)]) == 0

@@ -134,6 +134,14 @@ def test_a_fit_validates_the_pointwise_kernel_zero_shot_where_it_ran(tmp_path):
     assert pointwise["crossovers_compared"] <= 1 and pointwise["median_rel_error"] >= 0
     # within a factor of 3 of every measured point: a sanity bound, not the model's accuracy
     assert pointwise["worst_rel_error"] < 2.0
+    # each layer validated on the kernel that runs it: the 1x1 layer's pointwise rows and the
+    # 3x3 layer's direct ones, three points each
+    from harness.models.analysis import rows_as_run
+    from harness.sweep.results import load_results
+    as_run = rows_as_run(load_results(out))
+    assert sorted(as_run.groupby(["layer", "method"]).size().items()) == [
+        (("mix", "pointwise_sparse"), 3), (("spread", "direct_sparse"), 3)]
+    assert read_model_fit(out / "model_fit.json")["zero_shot_as_run"]["crossovers_compared"] <= 2
 
 
 def test_existing_run_dir_needs_resume(tmp_path):
