@@ -28,9 +28,12 @@ from harness.conv.weights import stable_seed
 
 
 def _stat(value_per_second: float, timing: Timing) -> dict:
+    """A rate's median, spread and best sample (the rate of the quiet host: see
+    harness.timing.interleaved_fastest)."""
     rates = sorted(value_per_second / t for t in timing.samples)
     q1, q3 = np.percentile(rates, [25, 75])
-    return {"median": float(np.median(rates)), "iqr": float(q3 - q1), "samples": len(rates)}
+    return {"median": float(np.median(rates)), "iqr": float(q3 - q1), "best": rates[-1],
+            "samples": len(rates)}
 
 
 def fma_peak(built: BuiltKernels, threads: int, repeats: int) -> dict:
@@ -99,7 +102,8 @@ def run_calibration(built: BuiltKernels, host: HostInfo, threads: int,
 
 SCHEMA, VERSION = "spconv.calibration", 1
 REQUIRED = ("fma_gflops_1", "roofs")  # a cached calibration without these is taken afresh
-REQUIRED_ROOFS = ("tiles", "padding", "branch_miss_s", "call_s", "load_piece_floats")
+# (a calibration without "rounds" kept the median of its rounds, not the fastest)
+REQUIRED_ROOFS = ("tiles", "padding", "branch_miss_s", "call_s", "load_piece_floats", "rounds")
 
 
 def _complete(cal) -> bool:

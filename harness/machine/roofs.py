@@ -20,7 +20,8 @@
 - Call overhead: one call of the direct kernel on a problem too small to cost anything else,
   from Python, per thread count.
 
-These are the machine constants of the mechanistic model (harness.models.mechanistic): it sets
+Each is the fastest of ROUNDS interleaved rounds: on a shared host the load of others only
+adds time. These are the machine constants of the mechanistic model (harness.models.mechanistic): it sets
 a layer's time from the plan's counts and these rates alone, without timing the layer.
 """
 
@@ -32,7 +33,7 @@ from harness.conv.convspec import ConvSpec
 from harness.conv.sparsity import direct_geometry, direct_layout
 from harness.machine.build import BuiltKernels, aligned_zeros, float_ptr, int_ptr
 from harness.machine.hostinfo import HostInfo
-from harness.timing import interleaved_medians, measure
+from harness.timing import interleaved_fastest, measure
 
 LOAD_LOOPS = (("vector", 0), ("broadcast", 0), ("vector", 1), ("vector", 2), ("vector", 3),
               ("vector", 4))
@@ -52,6 +53,7 @@ PAD_PATHS = {"stride1": (1, False, 3), "stride2": (2, False, 3), "strided": (4, 
              "pointwise_strided": (4, False, 1)}
 PAD_WIDTHS = (7, 14, 28, 56, 112, 224)  # input row widths calibrated (interpolated between)
 PAD_ROWS, PAD_CHANNELS = 8, 8           # one padding call's image
+ROUNDS = 5  # interleaved rounds of every timing; the fastest is kept (interleaved_fastest)
 
 
 def level_bytes(host: HostInfo) -> dict[str, int]:
@@ -69,7 +71,7 @@ def _floats(nbytes: int, vector: int) -> int:
     return max(unit, nbytes // 4 // unit * unit)
 
 
-def load_rates(built: BuiltKernels, host: HostInfo, rounds: int = 3) -> dict:
+def load_rates(built: BuiltKernels, host: HostInfo, rounds: int = ROUNDS) -> dict:
     """G loads per second by level, kind and FMAs per load."""
     lib, vec = built.lib, built.lib.spconv_vector_floats()
     levels = {k: v for k, v in level_bytes(host).items() if k in ("l1", "l2")}
@@ -83,11 +85,11 @@ def load_rates(built: BuiltKernels, host: HostInfo, rounds: int = 3) -> dict:
         passes = max(1, 2_000_000 // buf.size)
         call = (float_ptr(built, buf), buf.size, passes, fmas, int(kind == "broadcast"))
         seconds = measure(lambda: lib.spconv_load_loop(*call), repeats=3, min_time=0.01).median
-        return passes * (buf.size if kind == "broadcast" else buf.size // vec) / seconds
+        return seconds / (passes * (buf.size if kind == "broadcast" else buf.size // vec))
 
     keys = [(lvl, kind, fmas) for lvl in levels for kind, fmas in LOAD_LOOPS]
-    rates = interleaved_medians(keys, time_loop, rounds)
-    return {f"{lvl}/{kind}/{fmas}": rate / 1e9 for (lvl, kind, fmas), rate in rates.items()}
+    per_load = interleaved_fastest(keys, time_loop, rounds)
+    return {f"{lvl}/{kind}/{fmas}": 1e-9 / s for (lvl, kind, fmas), s in per_load.items()}
 
 
 def measured_widths(widest: int) -> list[int]:
@@ -121,7 +123,7 @@ def tile_call_s(built: BuiltKernels, args: tuple) -> float:
                    min_time=0.002).median / reps / RUN_TILES
 
 
-def load_piece(built: BuiltKernels, rounds: int = 3) -> int:
+def load_piece(built: BuiltKernels, rounds: int = ROUNDS) -> int:
     """Floats of the pieces the core loads a vector in, as far as line splits go: half the
     vector where a load that straddles a line at its middle costs less than half as much
     over an aligned one as a load that straddles it one float in (both in L1, the widest
@@ -146,13 +148,13 @@ def load_piece(built: BuiltKernels, rounds: int = 3) -> int:
         return tile_call_s(built, (float_ptr(built, acc), run, run, float_ptr(built, base),
                                    int_ptr(built, colidx[name]), float_ptr(built, values),
                                    npos, 1, width))
-    times = interleaved_medians([(n, p) for n in colidx for p in POSITIONS], time_case, rounds)
+    times = interleaved_fastest([(n, p) for n in colidx for p in POSITIONS], time_case, rounds)
     per = {n: times[n, POSITIONS[1]] - times[n, POSITIONS[0]] for n in colidx}
     middle, edge = per["middle"] - per["aligned"], per["edge"] - per["aligned"]
     return vec // 2 if edge > 0 and middle < 0.5 * edge else vec
 
 
-def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 3, piece: int = 0) -> dict:
+def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = ROUNDS, piece: int = 0) -> dict:
     """Per tile (group g, width t), level and offsets (aligned or random): seconds per
     position and per tile call, from calls of POSITIONS[0] and POSITIONS[1] positions; and the
     share of split loads the random offsets had (loads in pieces of ``piece`` floats)."""
@@ -188,7 +190,7 @@ def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 3, piece: int 
     def time_case(key):
         return tile_call_s(built, cases[key])
 
-    times = interleaved_medians(list(cases), time_case, rounds)
+    times = interleaved_fastest(list(cases), time_case, rounds)
     out = {}
     for g, t in shapes:
         for lvl in level_bytes(host):
@@ -204,7 +206,7 @@ def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = 3, piece: int 
             "level_bytes": level_bytes(host)}
 
 
-def padding_costs(built: BuiltKernels, rounds: int = 3) -> dict:
+def padding_costs(built: BuiltKernels, rounds: int = ROUNDS) -> dict:
     """Seconds per input row of the padding, per copy path (PAD_PATHS) and row width
     (PAD_WIDTHS): the path's kernel (a 3-wide one padded by 1, or a 1x1 one unpadded) at its
     stride; a shifted-copies row costs per copy (the layout has 3). The image is PAD_CHANNELS
@@ -231,12 +233,12 @@ def padding_costs(built: BuiltKernels, rounds: int = 3) -> dict:
                           repeats=3, min_time=0.002).median
         return seconds / reps / rows
 
-    times = interleaved_medians(list(cases), time_case, rounds)
+    times = interleaved_fastest(list(cases), time_case, rounds)
     return {path: {"widths": list(PAD_WIDTHS), "row_s": [times[path, w] for w in PAD_WIDTHS]}
             for path in PAD_PATHS}
 
 
-def branch_miss(built: BuiltKernels, rounds: int = 3) -> float:
+def branch_miss(built: BuiltKernels, rounds: int = ROUNDS) -> float:
     """Seconds one mispredicted branch costs: 1-vector tile calls of one position for half
     of 2^16 groups (the others skipped), their order random (the predictor misses half of
     the tests) against sorted (it misses none)."""
@@ -256,7 +258,7 @@ def branch_miss(built: BuiltKernels, rounds: int = 3) -> float:
         return measure(lambda: lib.spconv_tile_channels(1, *args), repeats=3,
                        min_time=0.01).median
 
-    t = interleaved_medians(list(counts), time_order, rounds)
+    t = interleaved_fastest(list(counts), time_order, rounds)
     return max(0.0, 2.0 * (t["random"] - t["sorted"]) / groups)
 
 
@@ -285,7 +287,7 @@ def call_overhead(built: BuiltKernels, threads: int) -> float:
 
 def run_roofs(built: BuiltKernels, host: HostInfo, threads: int) -> dict:
     piece = load_piece(built)
-    return {"loads_g_per_s": load_rates(built, host), "load_piece_floats": piece,
+    return {"rounds": ROUNDS, "loads_g_per_s": load_rates(built, host), "load_piece_floats": piece,
             **tile_costs(built, host, piece=piece),
             "padding": padding_costs(built), "branch_miss_s": branch_miss(built),
             "call_s": {str(t): call_overhead(built, t) for t in sorted({1, threads})}}

@@ -62,7 +62,7 @@ class KernelCosts:
     random_split: dict   # "level/random" -> share of split loads of the calibration offsets
     level_bytes: dict    # level -> bytes of the calibration buffer
     call_s: dict         # threads -> seconds per call
-    triad: dict          # level -> (working set bytes, GB/s), one thread
+    triad: dict          # level -> (working set bytes, best GB/s), one thread
     lanes: int
     max_tile: int
     isa: str
@@ -77,7 +77,7 @@ class KernelCosts:
         roofs = cal["roofs"]
         return cls(roofs["tiles"], roofs["random_split"], roofs["level_bytes"],
                    {int(k): v for k, v in roofs["call_s"].items()},
-                   {k: (v["working_set_kib"] * 1024, v["median"])
+                   {k: (v["working_set_kib"] * 1024, v.get("best", v["median"]))
                     for k, v in cal["triad_gbps_1"].items()},
                    isa_table()[cal["isa"]].lanes, isa_table()[cal["isa"]].max_tile, cal["isa"],
                    roofs["padding"], roofs["branch_miss_s"], roofs.get("load_piece_floats", 0))

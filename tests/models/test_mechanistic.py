@@ -141,7 +141,7 @@ def test_load_piece_from_the_cost_of_a_load_straddling_at_its_middle(monkeypatch
     """Positions cost 1 ns aligned and 2 ns straddling a line one float in; at the middle
     they cost as aligned ones (loads in halves) or as split ones (whole loads)."""
     per = {"aligned": 1e-9, "middle": middle, "edge": 2e-9}
-    monkeypatch.setattr(roofs, "interleaved_medians",
+    monkeypatch.setattr(roofs, "interleaved_fastest",
                         lambda keys, f, rounds: {(n, p): per[n] * p for n, p in keys})
     built = host_kernels()
     vec = built.lib.spconv_vector_floats()

@@ -13,6 +13,7 @@ from harness.kernels.native import host_kernels
 from harness.kernels.plans import TuningDB, weights_tuning_key
 from harness.machine.calibrate import SCHEMA, VERSION, cached_calibration, calibration_path
 from harness.machine.hostinfo import detect_host
+from harness.machine.roofs import ROUNDS
 from harness.models import plan_choice
 from harness.models.mechanistic import direct_time
 from harness.store.files import write_json
@@ -27,7 +28,7 @@ def calibration_of(costs, built, host, threads=1) -> dict:
             "roofs": {"tiles": costs.tiles, "random_split": costs.random_split,
                       "level_bytes": costs.level_bytes, "padding": costs.padding,
                       "branch_miss_s": costs.branch_miss_s,
-                      "load_piece_floats": costs.load_piece,
+                      "load_piece_floats": costs.load_piece, "rounds": ROUNDS,
                       "call_s": {str(t): s for t, s in costs.call_s.items()}},
             "triad_gbps_1": {lvl: {"working_set_kib": size / 1024, "median": rate}
                              for lvl, (size, rate) in costs.triad.items()}}

@@ -51,3 +51,16 @@ def test_steadiest_stops_after_its_retries():
     assert t.attempts == 3 and t.noisy and t.median == noisy[1].median
     taken = iter(noisy)
     assert timing.steadiest(lambda: next(taken), retries=0).attempts == 1
+
+
+def test_interleaved_rounds_time_every_item_in_turn_and_keep_the_fastest_or_median():
+    order = []
+    seconds = {"a": iter([3.0, 1.0, 2.0]), "b": iter([5.0, 6.0, 4.0])}
+
+    def time_once(item):
+        order.append(item)
+        return next(seconds[item])
+    assert timing.interleaved_fastest(["a", "b"], time_once, rounds=3) == {"a": 1.0, "b": 4.0}
+    assert order == ["a", "b"] * 3  # a burst of load hits both items in the same round
+    seconds = {"a": iter([3.0, 1.0, 2.0]), "b": iter([5.0, 6.0, 4.0])}
+    assert timing.interleaved_medians(["a", "b"], time_once, rounds=3) == {"a": 2.0, "b": 5.0}
