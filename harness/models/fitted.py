@@ -2,10 +2,11 @@
 
 The mechanistic model (harness.models.mechanistic) splits a call of the direct kernel into
 register-tile work (aligned loads), the extra cost of loads that straddle cache lines, blocks
-read into L1 again tile by tile, padding, accumulator and output traffic, and the call's
-overhead, each priced by the calibration. The fitted model scales each part by a weight of its own:
+read into L1 again tile by tile, padding, accumulator, output and non-zero traffic, and the
+call's overhead, each priced by the calibration. The fitted model scales each part by a weight
+of its own:
     t = w_tiles * tiles + w_split * split loads + w_reload * reloads + w_padding * padding
-        + w_memory * (accumulators + stores) + w_call * call
+        + w_memory * (accumulators + stores + non-zeros) + w_call * call
 fitted by least squares on relative error, with a ridge pulling every weight towards 1 (the
 calibration's own price), so a part the sweep barely exercises keeps its calibrated cost.
 Dense time comes from the measured efficiency of the best dense baseline per layer.
@@ -27,7 +28,7 @@ from harness.sweep.record import plan_of
 
 RIDGE = 0.05   # pull of each weight towards its calibrated value of 1
 PARTS = {"tiles": ("tiles_s",), "split_loads": ("split_loads_s",), "reloads": ("reloads_s",),
-         "padding": ("padding_s",), "memory": ("accumulators_s", "stores_s"),
+         "padding": ("padding_s",), "memory": ("accumulators_s", "stores_s", "weights_s"),
          "call": ("call_s",)}
 
 

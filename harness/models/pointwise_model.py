@@ -8,9 +8,13 @@ block of input channels:
 - packing: the block's rows of the chunk copied into a slice, read from where the input lies
   (at a stride, gathered from an input that many times larger);
 - tiles: every output channel with non-zeros in the block runs one register tile over the
-  chunk, at the calibrated cost of a call of that many positions, plus, where the slice is
+  chunk, at the calibrated cost of a call of that many positions, plus, where the slice (with
+  a row's non-zeros and output, which pass through L1 between two reads of its lines) is
   past L1, the calibrated extra cost per position of streaming it from the level that holds
   it;
+- non-zeros: the item's rows' values and indices, streamed again for every chunk, from where
+  all of the layer's lie, at what the triad rate of that working set costs over L1's
+  (ResNet-50's 1x1 layers of 512-2048 channels hold 0.4-12 MB of them at 30% sparsity);
 - branches: the ends of the rows' loops that the predictor misses (every count of non-zeros
   but the most frequent), at the calibrated cost of a miss;
 - sums between blocks: with several channel blocks, each output row's sums go to a scratch
@@ -50,6 +54,8 @@ def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: in
     blocks = [min(channel_block, c - c0) for c0 in range(0, c, channel_block)]
     in_bytes = 4.0 * spec.batch * c * spec.height * spec.width
     out_bytes = 4.0 * spec.batch * m * pixels
+    weight_bytes = 8.0 * p * c * m
+    in_l1 = min(costs.level_bytes.values())  # the working set the tiles' L1 costs were timed on
 
     def item(width: int, rows: int) -> dict:
         """One work item: a chunk of ``width`` vectors for ``rows`` output channels."""
@@ -62,15 +68,23 @@ def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: in
             positions = p * n
             nonempty = 1.0 - (1.0 - p) ** n
             per_row = positions / nonempty if nonempty else 0.0
-            extra = costs.position_s(1, width, slice_bytes, 0.0) - l1_price
+            # each row sweeps the slice in channel order: between two reads of a line, the
+            # slice, one row's non-zeros (value and index) and its output pass through L1
+            swept = slice_bytes + 8.0 * positions + 2 * 4.0 * floats
+            extra = costs.position_s(1, width, swept, 0.0) - l1_price
             tiles += rows * (nonempty * costs.short_call_s(1, width, per_row) + positions * extra)
             misses = min(nonempty, 1.0 - nonempty) + nonempty * unpredictable_count(n, p)
             branches += rows * misses * costs.branch_miss_s
+        # the item's rows' non-zeros (value and index), streamed again for every chunk: from
+        # the level that holds all of the layer's
+        weights = 8.0 * rows * p * c
+        streaming = max(0.0, costs.stream_s(weights, weight_bytes)
+                        - costs.stream_s(weights, in_l1))
         chunk_bytes = 4.0 * rows * floats  # the item's rows of output (and of residual)
         if len(blocks) > 1:  # each row's sums out to its scratch row and back, per block
             sums = (len(blocks) - 1) * costs.stream_s(2 * chunk_bytes, chunk_bytes)
-        return {"packing_s": packing, "tiles_s": tiles, "branches_s": branches,
-                "sums_s": sums, "stores_s": costs.stream_s(chunk_bytes, out_bytes),
+        return {"packing_s": packing, "tiles_s": tiles, "weights_s": streaming,
+                "branches_s": branches, "sums_s": sums, "stores_s": costs.stream_s(chunk_bytes, out_bytes),
                 "residual_s": (costs.stream_s(chunk_bytes, in_bytes + 2 * out_bytes)
                                if residual else 0.0)}
 

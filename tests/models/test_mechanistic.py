@@ -318,3 +318,17 @@ def test_reuse_share_runs_from_a_full_sweep_to_one_minus_one_over_e():
     shares = [reuse_share(t) for t in (0.05, 0.25, 0.5, 0.75, 0.99)]
     assert all(a < b for a, b in zip(shares, shares[1:]))  # sparser touches, shorter reuse
     assert reuse_share(0.5) == pytest.approx(0.75)         # 1 - 0.5^2
+
+
+def test_non_zeros_stream_from_where_all_of_a_layers_lie():
+    costs = synthetic_costs()
+    big = ConvSpec.from_shapes((1, 512, 7, 7), (512, 512, 3, 3), 1, 1)  # 13 MB at density 0.7
+    small = ConvSpec.from_shapes((1, 8, 7, 7), (8, 8, 3, 3), 1, 1)     # 3 KB: in L1
+    assert direct_time(costs, big, 0.7, plan_for(big, 28, 1, None), 1)["weights_s"] > 0
+    assert direct_time(costs, small, 0.7, plan_for(small, 28, 1, None), 1)["weights_s"] == 0
+    # the pointwise kernel streams each item's rows again for every chunk of pixels (1024 x
+    # 256 at density 0.7: 1.5 MB, past L2): 196 pixels in chunks of 4 vectors or of 2
+    wide, narrow = (pointwise_time(costs, POINTWISE, 0.7, chunk, 1024, 256, 1)["weights_s"]
+                    for chunk in (64, 32))
+    chunks = [len(even_split(13, vectors)) for vectors in (4, 2)]
+    assert wide > 0 and narrow / wide == pytest.approx(chunks[1] / chunks[0])
