@@ -21,8 +21,9 @@
   from Python, per thread count.
 
 Each is the fastest of ROUNDS interleaved rounds: on a shared host the load of others only
-adds time. These are the machine constants of the mechanistic model (harness.models.mechanistic): it sets
-a layer's time from the plan's counts and these rates alone, without timing the layer.
+adds time. These are the machine constants of the mechanistic model
+(harness.models.mechanistic): it sets a layer's time from the plan's counts and these rates
+alone, without timing the layer.
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def load_piece(built: BuiltKernels, rounds: int = ROUNDS) -> int:
     return vec // 2 if edge > 0 and middle < 0.5 * edge else vec
 
 
-def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = ROUNDS, piece: int = 0) -> dict:
+def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = ROUNDS,
+               piece: int = 0) -> dict:
     """Per tile (group g, width t), level and offsets (aligned or random): seconds per
     position and per tile call, from calls of POSITIONS[0] and POSITIONS[1] positions; and the
     share of split loads the random offsets had (loads in pieces of ``piece`` floats)."""
@@ -287,7 +289,7 @@ def call_overhead(built: BuiltKernels, threads: int) -> float:
 
 def run_roofs(built: BuiltKernels, host: HostInfo, threads: int) -> dict:
     piece = load_piece(built)
-    return {"rounds": ROUNDS, "loads_g_per_s": load_rates(built, host), "load_piece_floats": piece,
-            **tile_costs(built, host, piece=piece),
+    return {"rounds": ROUNDS, "loads_g_per_s": load_rates(built, host),
+            "load_piece_floats": piece, **tile_costs(built, host, piece=piece),
             "padding": padding_costs(built), "branch_miss_s": branch_miss(built),
             "call_s": {str(t): call_overhead(built, t) for t in sorted({1, threads})}}

@@ -84,7 +84,8 @@ def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: in
         if len(blocks) > 1:  # each row's sums out to its scratch row and back, per block
             sums = (len(blocks) - 1) * costs.stream_s(2 * chunk_bytes, chunk_bytes)
         return {"packing_s": packing, "tiles_s": tiles, "weights_s": streaming,
-                "branches_s": branches, "sums_s": sums, "stores_s": costs.stream_s(chunk_bytes, out_bytes),
+                "branches_s": branches, "sums_s": sums,
+                "stores_s": costs.stream_s(chunk_bytes, out_bytes),
                 "residual_s": (costs.stream_s(chunk_bytes, in_bytes + 2 * out_bytes)
                                if residual else 0.0)}
 
