@@ -98,7 +98,8 @@ def build_parser(prog: str = "run_sweep.py"):
                    type=common.number("--noisy-retries", low=0, high=20, integer=True),
                    help="times a point is timed again while its samples spread (IQR) more "
                         f"than {config.NOISY_IQR * 100:.0f}%% of their median; the fastest "
-                        "timing is kept")
+                        "timing is kept. Unless 0, a sparse point slower by as much than a "
+                        "denser point of its curve is timed once more after the sweep")
     p.add_argument("--pattern", default=config.PATTERN, type=_patterns,
                    help="how generated weights are made sparse, one or a comma-separated list, "
                         "swept side by side: " + ", ".join(PATTERNS) + " (block:G prunes "
@@ -375,6 +376,7 @@ def _sweep(args, argv, cfg, store) -> int:
     from harness.machine.profiles import not_reproduced
     from harness.sweep.metadata import finish_metadata, start_metadata
     from harness.sweep.plan import pending_points, plan_points
+    from harness.sweep.recheck import retime_out_of_order
     from harness.sweep.results import results_table, summary_table
     from harness.sweep.run import run_sweep
     from harness.sweep.runner import call_overhead
@@ -415,6 +417,14 @@ def _sweep(args, argv, cfg, store) -> int:
         with stop:
             run_sweep(cfg, store, todo, progress=not args.no_progress,
                       executor=_executor(args, cfg, claim.cpus), should_stop=stop.requested)
+            if cfg.noisy_retries and todo and not stop.requested():
+                again, faster = retime_out_of_order(
+                    cfg, store, points, lambda: _executor(args, cfg, claim.cpus),
+                    progress=not args.no_progress, should_stop=stop.requested)
+                if again:
+                    print(f"note: {again} points slower than a denser point of their curve "
+                          f"timed again; {faster} came back faster and were kept",
+                          file=sys.stderr)
     except KeyboardInterrupt:  # a second Ctrl-C: give up on the point in flight
         pass
     interrupted = stop.count > 0

@@ -78,6 +78,36 @@ def test_noisy_points_are_timed_again_and_the_run_says_so(tmp_path, capsys, monk
     assert f"{n} points timed again for noise" in Path(md).read_text()
 
 
+@pytest.mark.parametrize("again, kept, retries", [(0.5, 0.5, 2), (4.0, 3.0, 2), (0.5, 3.0, 0)])
+def test_a_point_slower_than_a_denser_one_is_timed_again_and_the_faster_kept(
+        again, kept, retries, tmp_path, capsys, monkeypatch):
+    """The 90% point takes 3 s against 1 s at 50%, its samples steady (a burst of load that
+    outlasted them): it is timed once more after the sweep, and the faster timing kept (none
+    with --noisy-retries 0)."""
+    from harness.sweep import record, runner
+    real = runner.PointRunner.run
+    times = {0.5: [1.0], 0.9: [3.0, again]}
+
+    def run(self, point):
+        row = real(self, point)
+        if row.method != "direct_sparse":
+            return row
+        seconds = times[round(point.sparsity, 1)]
+        return record.updated(row, median_s=seconds.pop(0) if len(seconds) > 1 else seconds[0],
+                              attempts=1)
+    monkeypatch.setattr(runner.PointRunner, "run", run)
+    out = tmp_path / "run"
+    assert main(["--out", str(out), *SMALL, "--methods", "direct_sparse,dense_gemm",
+                 "--in-process", "--noisy-retries", str(retries)]) == 0
+    frame = pd.read_csv(out / "results.csv")
+    sparse = frame[frame["method"] == "direct_sparse"].set_index("target_sparsity")
+    assert sparse.loc[0.5, "median_s"] == 1.0 and sparse.loc[0.9, "median_s"] == kept
+    assert sparse.loc[0.9, "attempts"] == (2 if kept == again else 1)
+    err = capsys.readouterr().err
+    assert ("1 points slower than a denser point of their curve timed again; "
+            f"{int(kept == again)} came back faster" in err) == bool(retries)
+
+
 def test_resume_under_another_build_measures_again_and_keeps_the_latest_rows(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["--out", str(out), *SMALL]) == 0
