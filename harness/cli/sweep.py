@@ -98,8 +98,8 @@ def build_parser(prog: str = "run_sweep.py"):
                    type=common.number("--noisy-retries", low=0, high=20, integer=True),
                    help="times a point is timed again while its samples spread (IQR) more "
                         f"than {config.NOISY_IQR * 100:.0f}%% of their median; the fastest "
-                        "timing is kept. Unless 0, a sparse point slower by as much than a "
-                        "denser point of its curve is timed once more after the sweep")
+                        "timing is kept. Unless 0, a sparse point slower than a denser point "
+                        "of its curve is timed once more after the sweep")
     p.add_argument("--pattern", default=config.PATTERN, type=_patterns,
                    help="how generated weights are made sparse, one or a comma-separated list, "
                         "swept side by side: " + ", ".join(PATTERNS) + " (block:G prunes "
