@@ -24,8 +24,9 @@ from harness.sweep.plan import SweepConfig, plan_points
 from harness.sweep.run import run_sweep
 
 REPO = Path(__file__).resolve().parents[2]
+# no timing again: rows these tests count would otherwise depend on the machine's noise
 SMALL = ["--layers", "conv5", "--sparsity", "0.5,0.9", "--repeats", "2", "--min-time", "0",
-         "--no-progress", "--no-fit"]
+         "--no-progress", "--no-fit", "--noisy-retries", "0"]
 
 
 def small_config(methods, sparsities=(0.5, 0.9)):
