@@ -127,7 +127,7 @@ def interleaved_medians(items, time_once, rounds: int = 3) -> dict:
             for item, v in _interleaved(items, time_once, rounds).items()}
 
 
-def interleaved_fastest(items, time_once, rounds: int = 5) -> dict:
+def interleaved_fastest(items, time_once, rounds: int) -> dict:
     """Each item's fastest time over interleaved rounds (_interleaved): for the calibration's
     short loops, whose cost on a quiet core is fixed. A shared host's load only adds time and
     comes and goes, so the fastest round is that cost, where a median of three still moved

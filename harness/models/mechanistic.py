@@ -178,6 +178,12 @@ class KernelCosts:
         """L2's size: the triad's working set of that name is half of it."""
         return 2.0 * self.triad["l2"][0] if "l2" in self.triad else 2.0 * self.level_bytes["l2"]
 
+    def beyond_l1_s(self, nbytes: float, working_set: float) -> float:
+        """Seconds over the calibration's own price (its tiles timed on the smallest working
+        set, in L1) of moving ``nbytes`` within ``working_set`` bytes."""
+        in_l1 = min(self.level_bytes.values())
+        return max(0.0, self.stream_s(nbytes, working_set) - self.stream_s(nbytes, in_l1))
+
     def call_overhead(self, threads: int) -> float:
         return self.call_s.get(threads) or max(self.call_s.values())
 
@@ -276,14 +282,19 @@ def tile_window_bytes(spec: ConvSpec, layout, run_floats: int) -> float:
 
 
 def accumulator_extra_s(costs: KernelCosts, moved: float, runs_bytes: float,
-                        block_bytes: float, in_l1: float) -> float:
+                        block_bytes: float) -> float:
     """Seconds over the calibration's price (accumulators in L1) of a tile call's ``moved``
     bytes of accumulators, its item's runs ``runs_bytes`` in all. Channel blocks are the
     kernel's outer loop, so between two visits of one accumulator line every other run of the
     item and the whole block pass through the caches: the runs live at the working set of
     both."""
-    return max(0.0, costs.stream_s(moved, runs_bytes + block_bytes)
-               - costs.stream_s(moved, in_l1))
+    return costs.beyond_l1_s(moved, runs_bytes + block_bytes)
+
+
+def nonzero_bytes(group: int) -> int:
+    """Bytes the kernels store per position of a group's support: one column index and a
+    value for each of the group's output channels."""
+    return 4 + 4 * group
 
 
 def reuse_share(touched: float) -> float:
@@ -325,12 +336,11 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
                          costs.load_piece)
     in_bytes = 4 * spec.batch * spec.in_channels * spec.height * spec.width
     out_bytes = 4 * spec.batch * spec.out_channels * spec.out_height * spec.out_width
-    in_l1 = min(costs.level_bytes.values())  # the working set the tiles' L1 costs were timed on
     # the channels each block holds of a conv group's input channels (a block may hold fewer
     # at a group's edge, or the last block fewer)
     p = support_probability(density, G, pattern)
     overlaps = block_overlaps(spec.in_channels, c_group, bc, spec.groups)
-    weight_bytes = -(-spec.out_channels // G) * p * area * c_group * (4 + 4 * G)
+    weight_bytes = -(-spec.out_channels // G) * p * area * c_group * nonzero_bytes(G)
 
     pad_row_s = costs.input_row_s(spec, layout)
     # the padding reads the input rows of the row phases read (all their lines)
@@ -351,7 +361,7 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
 
         def acc_extra(width):
             return accumulator_extra_s(costs, 2 * 4 * G * width * lanes, acc_bytes,
-                                       read_bytes, in_l1)
+                                       read_bytes)
         # The input each output channel streams again: with tiles inside output channels,
         # the whole block; with tiles outside them, one tile's window of it (every output
         # channel of the item streams through that before the next tile's, so the block is
@@ -395,9 +405,8 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
             k * block_s(n) for n, k in Counter(overlaps).items())
         # the item's non-zeros (an index per position, a value per channel of its group),
         # streamed once per item: from the level that holds all of the layer's
-        nonzeros = -(-channels // G) * p * area * sum(overlaps) * (4 + 4 * G)
-        streaming = max(0.0, costs.stream_s(nonzeros, weight_bytes)
-                        - costs.stream_s(nonzeros, in_l1))
+        nonzeros = -(-channels // G) * p * area * sum(overlaps) * nonzero_bytes(G)
+        streaming = costs.beyond_l1_s(nonzeros, weight_bytes)
         stored = 4 * channels * rows * spec.out_width
         # padding: the input channels of the conv groups the item's channels belong to
         channels_read = min(spec.in_channels, -(-channels // m_group) * c_group)

@@ -36,7 +36,8 @@ import pandas as pd
 from harness.conv.convspec import ConvSpec
 from harness.kernels.pointwise import default_channel_block, default_chunk, default_out_block
 from harness.machine.hostinfo import detect_host
-from harness.models.mechanistic import KernelCosts, even_split, unpredictable_count
+from harness.models.mechanistic import (KernelCosts, even_split, nonzero_bytes,
+                                        unpredictable_count)
 from harness.models.rows import row_density, row_spec
 
 
@@ -54,8 +55,7 @@ def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: in
     blocks = [min(channel_block, c - c0) for c0 in range(0, c, channel_block)]
     in_bytes = 4.0 * spec.batch * c * spec.height * spec.width
     out_bytes = 4.0 * spec.batch * m * pixels
-    weight_bytes = 8.0 * p * c * m
-    in_l1 = min(costs.level_bytes.values())  # the working set the tiles' L1 costs were timed on
+    weight_bytes = nonzero_bytes(1) * p * c * m
 
     def item(width: int, rows: int) -> dict:
         """One work item: a chunk of ``width`` vectors for ``rows`` output channels."""
@@ -70,16 +70,14 @@ def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: in
             per_row = positions / nonempty if nonempty else 0.0
             # each row sweeps the slice in channel order: between two reads of a line, the
             # slice, one row's non-zeros (value and index) and its output pass through L1
-            swept = slice_bytes + 8.0 * positions + 2 * 4.0 * floats
+            swept = slice_bytes + nonzero_bytes(1) * positions + 2 * 4.0 * floats
             extra = costs.position_s(1, width, swept, 0.0) - l1_price
             tiles += rows * (nonempty * costs.short_call_s(1, width, per_row) + positions * extra)
             misses = min(nonempty, 1.0 - nonempty) + nonempty * unpredictable_count(n, p)
             branches += rows * misses * costs.branch_miss_s
         # the item's rows' non-zeros (value and index), streamed again for every chunk: from
         # the level that holds all of the layer's
-        weights = 8.0 * rows * p * c
-        streaming = max(0.0, costs.stream_s(weights, weight_bytes)
-                        - costs.stream_s(weights, in_l1))
+        streaming = costs.beyond_l1_s(nonzero_bytes(1) * rows * p * c, weight_bytes)
         chunk_bytes = 4.0 * rows * floats  # the item's rows of output (and of residual)
         if len(blocks) > 1:  # each row's sums out to its scratch row and back, per block
             sums = (len(blocks) - 1) * costs.stream_s(2 * chunk_bytes, chunk_bytes)

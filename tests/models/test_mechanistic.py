@@ -92,12 +92,12 @@ def test_split_loads_and_working_sets_are_priced():
 
 def test_accumulators_share_the_caches_with_the_block():
     costs = synthetic_costs()  # triad: 100 GB/s to 24 KiB, 50 to 1 MiB, 10 beyond
-    moved, runs, l1 = 2 * 4 * 28 * 16, 512 << 10, 12 << 10
-    small_block = accumulator_extra_s(costs, moved, runs, 32 << 10, l1)
-    big_block = accumulator_extra_s(costs, moved, runs, 1 << 20, l1)
+    moved, runs = 2 * 4 * 28 * 16, 512 << 10  # priced over L1 (its smallest level, 12 KiB)
+    small_block = accumulator_extra_s(costs, moved, runs, 32 << 10)
+    big_block = accumulator_extra_s(costs, moved, runs, 1 << 20)
     assert small_block > 0.0  # runs past L1
     assert big_block > 1.5 * small_block  # runs and block together past L2
-    assert accumulator_extra_s(costs, moved, 4 << 10, 4 << 10, l1) == 0.0  # all within L1
+    assert accumulator_extra_s(costs, moved, 4 << 10, 4 << 10) == 0.0  # all within L1
 
 
 def test_block_patterns_share_supports():
