@@ -19,6 +19,7 @@ import psutil
 from harness import config
 from harness.machine.blas import blas_summary, blas_threads
 from harness.machine.build import BuiltKernels, cache_root
+from harness.machine.cpus import allowed_cpus
 from harness.machine.hostinfo import HostInfo
 from harness.machine.profiles import Profile
 from harness.machine.roofs import PAD_PATHS, run_roofs
@@ -130,11 +131,10 @@ def calibration_path(built: BuiltKernels, host: HostInfo, threads: int,
 
 def busy_reason(threads: int) -> str | None:
     """Why the CPUs a calibration of ``threads`` threads runs on look busy (other work, or
-    time stolen by a hypervisor), measured over a short idle pause of this process; or None."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))[:threads]
-    except AttributeError:
-        cpus = list(range(threads))
+    time stolen by a hypervisor), measured over a short idle pause of this process; or None.
+    The process's CPUs, not the calling thread's: OpenMP binds the main thread to one core at
+    its first parallel region, and the others would go unprobed."""
+    cpus = allowed_cpus()[:threads] if hasattr(os, "sched_getaffinity") else list(range(threads))
     before = psutil.cpu_times(percpu=True)
     time.sleep(BUSY_PROBE_S)
     after = psutil.cpu_times(percpu=True)
@@ -152,6 +152,23 @@ def busy_reason(threads: int) -> str | None:
         if 1 - idle / total > BUSY_SHARE:
             return f"CPU {cpu} {100 * (1 - idle / total):.0f}% busy with other work"
     return None
+
+
+# An all-thread FMA rate below this share of threads x the one-thread rate means a core was
+# not ours while it ran (a hypervisor's other guests): 2 threads measured 116 GFLOP/s, one
+# core's worth, with the second vCPU taken, and a cached calibration kept that peak.
+SCALING_SHARE = 0.75
+
+
+def scaling_reason(cal: dict) -> str | None:
+    """Why a calibration's all-thread FMA rate cannot be the host's (far below the one-thread
+    rate times the threads it ran on), or None."""
+    threads = min(cal["threads"], len(allowed_cpus()) or cal["threads"])
+    one, every = cal["fma_gflops_1"]["best"], cal["fma_gflops_all"]["best"]
+    if threads < 2 or every >= SCALING_SHARE * threads * one:
+        return None
+    return (f"{cal['threads']} threads reached {every:.0f} GFLOP/s of FMAs, "
+            f"{every / one:.2f}x one thread's {one:.0f}")
 
 
 def drift_reason(built: BuiltKernels, cached: dict) -> str | None:
@@ -190,7 +207,7 @@ def calibration(built: BuiltKernels, host: HostInfo, threads: int, *,
             print(f"note: {drift}; calibrating afresh", file=sys.stderr)
     before = busy_reason(threads)
     result = run_calibration(built, host, threads)
-    busy = before or busy_reason(threads)
+    busy = before or busy_reason(threads) or scaling_reason(result)
     result["busy"] = busy
     if busy:
         print(f"warning: the host was busy during calibration ({busy}); its numbers are used "

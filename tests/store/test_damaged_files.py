@@ -66,7 +66,8 @@ def fake_calibration(monkeypatch):
 
     def measured(built, host, threads, repeats=5):
         calls.append(threads)
-        return {"fma_gflops_1": {"median": 100.0},
+        return {"fma_gflops_1": {"median": 100.0, "best": 100.0},
+                "fma_gflops_all": {"median": 100.0 * threads, "best": 100.0 * threads},
                 "roofs": {**{k: {} for k in calibrate.REQUIRED_ROOFS},
                           "padding": dict.fromkeys(calibrate.PAD_PATHS, {})},
                 "threads": threads}
@@ -105,6 +106,30 @@ def test_busy_calibration_is_not_cached_and_refresh_measures_again(fake_calibrat
     calibrate.calibration(built, host, 1, cache_dir=tmp_path)
     calibrate.calibration(built, host, 1, cache_dir=tmp_path, refresh=True)
     assert fake_calibration == [1, 1, 1]
+
+
+def test_a_calibration_whose_threads_shared_one_core_is_not_cached(fake_calibration,
+                                                                   monkeypatch, tmp_path, capsys):
+    """Two threads at one core's FMA rate (the second vCPU taken by the hypervisor) is no
+    peak to keep: used for the run, not cached."""
+    built, host = host_kernels(), detect_host()
+    measured = calibrate.run_calibration
+
+    def one_core(built, host, threads, repeats=5):
+        cal = measured(built, host, threads, repeats)
+        cal["fma_gflops_all"] = {"median": 99.0, "best": 101.0}
+        return cal
+    monkeypatch.setattr(calibrate, "allowed_cpus", lambda: [0, 1])
+    monkeypatch.setattr(calibrate, "run_calibration", one_core)
+    assert "1.01x one thread's" in calibrate.calibration(built, host, 2, cache_dir=tmp_path)["busy"]
+    assert not calibrate.calibration_path(built, host, 2, tmp_path).exists()
+    monkeypatch.setattr(calibrate, "run_calibration", measured)
+    assert calibrate.calibration(built, host, 2, cache_dir=tmp_path)["busy"] is None
+    assert calibrate.calibration_path(built, host, 2, tmp_path).exists()
+    # one CPU to run on: two threads cannot scale, and that is no fault
+    monkeypatch.setattr(calibrate, "allowed_cpus", lambda: [0])
+    monkeypatch.setattr(calibrate, "run_calibration", one_core)
+    assert calibrate.calibration(built, host, 2, cache_dir=tmp_path, refresh=True)["busy"] is None
 
 
 def test_a_calibration_the_host_drifted_from_is_measured_again(fake_calibration, monkeypatch,
