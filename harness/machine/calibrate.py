@@ -133,11 +133,14 @@ def busy_reason(threads: int) -> str | None:
     """Why the CPUs a calibration of ``threads`` threads runs on look busy (other work, or
     time stolen by a hypervisor), measured over a short idle pause of this process; or None.
     The process's CPUs, not the calling thread's: OpenMP binds the main thread to one core at
-    its first parallel region, and the others would go unprobed."""
+    its first parallel region, and the others would go unprobed. CPU time this process's own
+    threads spent in the pause (a library's pool still spinning) is not other work."""
     cpus = allowed_cpus()[:threads] if hasattr(os, "sched_getaffinity") else list(range(threads))
-    before = psutil.cpu_times(percpu=True)
+    own = psutil.Process()
+    before, own_before = psutil.cpu_times(percpu=True), own.cpu_times()
     time.sleep(BUSY_PROBE_S)
-    after = psutil.cpu_times(percpu=True)
+    after, own_after = psutil.cpu_times(percpu=True), own.cpu_times()
+    own_s = (own_after.user - own_before.user) + (own_after.system - own_before.system)
     for cpu in cpus:
         if cpu >= len(after):
             continue
@@ -149,8 +152,9 @@ def busy_reason(threads: int) -> str | None:
         steal = getattr(b, "steal", 0) - getattr(a, "steal", 0)
         if steal / total > 0.05:
             return f"{100 * steal / total:.0f}% of CPU {cpu}'s time stolen by the hypervisor"
-        if 1 - idle / total > BUSY_SHARE:
-            return f"CPU {cpu} {100 * (1 - idle / total):.0f}% busy with other work"
+        others = total - idle - own_s  # the own threads' time, wherever it ran, taken off
+        if others / total > BUSY_SHARE:
+            return f"CPU {cpu} {100 * others / total:.0f}% busy with other work"
     return None
 
 
