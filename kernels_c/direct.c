@@ -95,7 +95,8 @@ long spconv_scratch_floats(const spconv_geometry *g, const spconv_plan *p)
 int spconv_direct_check(const spconv_geometry *g, const spconv_plan *p)
 {
     if (g->batch < 0 || g->channels <= 0 || g->out_channels <= 0 || g->out_height <= 0 ||
-        g->out_width <= 0 || g->stride_h <= 0 || g->stride_w <= 0 || g->pad_h < 0 || g->pad_w < 0)
+        g->out_width <= 0 || g->stride_h <= 0 || g->stride_w <= 0 || g->pad_h < 0 || g->pad_w < 0 ||
+        g->groups < 0 || (g->groups > 1 && (g->channels % g->groups || g->out_channels % g->groups)))
         return SPCONV_EGEOMETRY;
     if (p->band_rows < 0 || p->band_rows >= g->out_height)
         return SPCONV_EPLAN;
@@ -342,6 +343,28 @@ static void prefetch_channels(const spconv_geometry *g, const row_window *win,
     }
 }
 
+/* The output-channel groups of [q0, q1) that can have non-zeros in channel block cb: those
+   of the conv groups its input channels belong to (all of them with one conv group). A
+   depthwise layer's block then scans its own few rows, not every row of the item. */
+static void block_groups(const spconv_geometry *g, const spconv_plan *p, int cb, int q0,
+                         int q1, int *lo, int *hi)
+{
+    *lo = q0, *hi = q1;
+    if (g->groups <= 1)
+        return;
+    const int per_in = g->channels / g->groups, per_out = g->out_channels / g->groups;
+    const int c0 = cb * p->block_channels;
+    const int c1 = c0 + p->block_channels < g->channels ? c0 + p->block_channels : g->channels;
+    const int m0 = c0 / per_in * per_out, m1 = ((c1 - 1) / per_in + 1) * per_out;
+    const int G = p->out_group;
+    if (m0 / G > *lo)
+        *lo = m0 / G;
+    if ((m1 + G - 1) / G < *hi)
+        *hi = (m1 + G - 1) / G;
+    if (*hi < *lo)
+        *hi = *lo;
+}
+
 /* Block cb's row of the block pointers: its non-zeros of output-channel group q (of
    out_group channels; a channel with out_group 1) are [row[q], row[q + 1]). */
 static const int *block_row(const spconv_geometry *g, const spconv_plan *p, const int *blkptr,
@@ -453,7 +476,9 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                skipped: not even padded. */
             for (int cb = 0; cb < ncb; ++cb) {
                 const int *row = block_row(g, p, blkptr, cb);
-                if (row[q1] == row[q0])
+                int lo, hi;
+                block_groups(g, p, cb, q0, q1, &lo, &hi);
+                if (row[hi] == row[lo])
                     continue;
                 const float *block = own_block;
                 if (p->shared_padding) {
@@ -467,8 +492,8 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                         prefetch_channels(g, &win, in_n, c1,
                                           c1 + bc < g->channels ? c1 + bc : g->channels);
                 }
-                accumulate_block(p, row, colidx, values, q0, q1, block, acc_base, run,
-                                 acc_stride);
+                accumulate_block(p, row, colidx, values, lo, hi, block,
+                                 acc_base + (long)(lo - q0) * G * acc_stride, run, acc_stride);
             }
             for (int m = m0; m < m1; ++m)
                 store_rows(g, acc_base + (long)(m - m0) * acc_stride, rows, relu,

@@ -9,6 +9,8 @@ typedef struct {
     int copy_shift;         /* columns each further copy is shifted by (the dilation) */
     int kernel_h, kernel_w; /* a strided 1x1 kernel reads only the first row (column) phase:
                                the others are not padded */
+    int groups;             /* conv groups (0: one): a channel block is read only by the
+                               output channels of the groups its channels belong to */
 } spconv_geometry;
 
 typedef struct {

@@ -370,6 +370,24 @@ def test_grouped_plans_match_reference(seed):
                  relu=bool(seed % 2), threads=1 + seed % 2, plan=plan, pattern=pattern)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_many_conv_groups_with_blocks_across_them_match_reference(seed):
+    """Depthwise layers and others of many conv groups: each channel block scans only the
+    output channels of the groups it holds, with blocks that straddle groups, items that span
+    many groups and output-channel groups of 2 within a conv group."""
+    rng = np.random.default_rng(7000 + seed)
+    groups, cg, mg = int(rng.choice([6, 8, 12])), int(rng.choice([1, 1, 2, 3])), int(rng.choice([1, 2, 4]))
+    h = int(rng.integers(5, 20))
+    case = dict(input_shape=(1 + seed % 2, groups * cg, h, h + 3), weight_shape=(groups * mg, cg, 3, 3),
+                stride=(1 + seed % 2, 1 + seed % 2), padding=(1, 1), dilation=(1, 1), groups=groups)
+    out_group = 2 if mg % 2 == 0 and seed % 2 else 1
+    plan = kernels.DirectPlan(int(rng.integers(1, 8)), out_group * int(rng.integers(1, 2 * groups)),
+                              int(rng.integers(1, 2 * cg + 2)), tiles_outer=seed % 3 == 0,
+                              shared_padding=seed % 4 == 1, out_group=out_group)
+    check_method("direct_sparse", case, float(rng.choice([0.0, 0.5])), rng, relu=True,
+                 threads=1 + seed % 2, plan=plan)
+
+
 def _special_weights(kind, shape, rng):
     """Weight patterns at the edges of the grouped kernel."""
     w = np.zeros(shape, np.float32)
@@ -418,6 +436,17 @@ def test_block_patterns_run_grouped_by_default(rng):
     w = random_sparse_weights(shape, 0.8, rng)
     assert support_group(w) == 1
     assert kernels.prepare(w, input_shape=(1, 8, 10, 10), padding=1).plan.out_group == 1
+
+
+def test_depthwise_weights_share_no_support_across_conv_groups(rng):
+    """A depthwise layer's dense weights look like a block pattern, but each output channel
+    reads its own input channel: no load is shared, so it runs as group 1. Groups of output
+    channels within one conv group still count."""
+    w = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
+    assert support_group(w) == 4 and support_group(w, conv_groups=16) == 1
+    k = kernels.prepare(w, input_shape=(1, 16, 12, 12), padding=1, groups=16)
+    assert k.plan.out_group == 1
+    assert support_group(np.repeat(w, 4, axis=0), conv_groups=16) == 4
 
 
 @pytest.mark.parametrize("plan, message", [
