@@ -314,14 +314,14 @@ void spconv_pad_repeat(long reps, const spconv_geometry *g, int channels, const 
 }
 
 /* Write `rows` output rows of one channel from its accumulator run: drop junk columns, apply
-   ReLU. */
-static void store_rows(const spconv_geometry *g, const float *acc, int rows, int relu, float *out)
+   the activation act. */
+static void store_rows(const spconv_geometry *g, const float *acc, int rows, int act, float *out)
 {
     for (int y = 0; y < rows; ++y) {
         const float *src = acc + (long)y * g->plane_w;
         float *dst = out + (long)y * g->out_width;
-        if (relu)
-            for (int x = 0; x < g->out_width; ++x) dst[x] = src[x] > 0.0f ? src[x] : 0.0f;
+        if (act)
+            for (int x = 0; x < g->out_width; ++x) dst[x] = float_act(src[x], act);
         else
             copy_floats(dst, src, g->out_width);
     }
@@ -404,7 +404,7 @@ static void accumulate_block(const spconv_plan *p, const int *row, const int *co
 
 int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                   const int *blkptr, const int *colidx, const float *values,
-                  const float *bias, int relu, const float *input,
+                  const float *bias, int act, const float *input,
                   float *padded, float *scratch, float *output)
 {
     const int err = spconv_direct_check(g, p);
@@ -496,7 +496,7 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                                  acc_base + (long)(lo - q0) * G * acc_stride, run, acc_stride);
             }
             for (int m = m0; m < m1; ++m)
-                store_rows(g, acc_base + (long)(m - m0) * acc_stride, rows, relu,
+                store_rows(g, acc_base + (long)(m - m0) * acc_stride, rows, act,
                            output + (n * g->out_channels + m) * out_plane +
                                (long)y0 * g->out_width);
         }

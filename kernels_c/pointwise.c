@@ -113,7 +113,7 @@ static inline long chunk_start(long k, long vectors, long chunks, long pixels)
 }
 
 int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const int *colidx,
-                     const float *values, const float *bias, int relu, const float *input,
+                     const float *values, const float *bias, int act, const float *input,
                      const float *residual, float *scratch, float *output)
 {
     const long pixels = a->pixels, chunk = a->chunk;
@@ -184,7 +184,7 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
                                 .valid = len, .prefetch = ahead,
                                 .bias = bias ? bias + m0 : NULL,
                                 .partial = cb ? rows : NULL, .partial_stride = chunk,
-                                .residual = res0, .relu = relu,
+                                .residual = res0, .act = act,
                                 .sparse = {.base = slice, .rowptr = ptr0,
                                            .rowptr_stride = row_step, .colidx = colidx,
                                            .values = values, .rows = m1 - m0}};
@@ -209,9 +209,9 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
                             if (res)
                                 for (long i = 0; i < len; ++i)
                                     acc[i] += res[i];
-                            if (relu)
+                            if (act)
                                 for (long i = 0; i < len; ++i)
-                                    dst[i] = acc[i] > 0.0f ? acc[i] : 0.0f;
+                                    dst[i] = float_act(acc[i], act);
                             else
                                 memcpy(dst, acc, sizeof(float) * len);
                         }

@@ -1,6 +1,7 @@
 /* One vector abstraction over the instruction sets the kernels are compiled for.
    The build defines one row of isa.def: SPCONV_ISA_<ID>, SPCONV_VEC_FLOATS, SPCONV_MAX_TILE,
-   SPCONV_VEC_REGISTERS and SPCONV_ISA_NAME (harness/machine/build.py). */
+   SPCONV_VEC_REGISTERS and SPCONV_ISA_NAME (harness/machine/build.py). Include spconv_api.h
+   first (the activation codes). */
 #ifndef SPCONV_SIMD_H
 #define SPCONV_SIMD_H
 
@@ -24,6 +25,7 @@ typedef __m512 vec_t;
 #define vec_fma(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define vec_add(a, b) _mm512_add_ps((a), (b))
 #define vec_relu(x) _mm512_max_ps((x), _mm512_setzero_ps())  /* NaN and -0 give +0 */
+#define vec_min(a, b) _mm512_min_ps((a), (b))
 
 #elif defined(SPCONV_ISA_AVX2)
 #include <immintrin.h>
@@ -34,6 +36,7 @@ typedef __m256 vec_t;
 #define vec_fma(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define vec_add(a, b) _mm256_add_ps((a), (b))
 #define vec_relu(x) _mm256_max_ps((x), _mm256_setzero_ps())
+#define vec_min(a, b) _mm256_min_ps((a), (b))
 
 #elif defined(SPCONV_ISA_SSE42)
 #include <nmmintrin.h>
@@ -44,6 +47,7 @@ typedef __m128 vec_t;
 #define vec_fma(a, b, c) _mm_add_ps(_mm_mul_ps((a), (b)), (c))   /* no FMA before Haswell */
 #define vec_add(a, b) _mm_add_ps((a), (b))
 #define vec_relu(x) _mm_max_ps((x), _mm_setzero_ps())
+#define vec_min(a, b) _mm_min_ps((a), (b))
 
 #else /* portable: GCC/Clang vector extensions, lowered to whatever the target has */
 typedef float vec_t __attribute__((vector_size(16)));
@@ -61,7 +65,35 @@ static inline vec_t vec_relu(vec_t x)
     memcpy(&x, t, sizeof t);
     return x;
 }
+static inline vec_t vec_min(vec_t a, vec_t b)
+{
+    float s[4], t[4];
+    memcpy(s, &a, sizeof s);
+    memcpy(t, &b, sizeof t);
+    for (int i = 0; i < 4; ++i)
+        s[i] = s[i] < t[i] ? s[i] : t[i];
+    memcpy(&a, s, sizeof s);
+    return a;
+}
 #endif
+
+/* The fused activation act (SPCONV_ACT_*) of a vector and of one float: ReLU (NaN and -0
+   give +0), ReLU6 the same capped at 6. */
+static inline vec_t vec_act(vec_t x, int act)
+{
+    if (act == SPCONV_ACT_NONE)
+        return x;
+    x = vec_relu(x);
+    return act == SPCONV_ACT_RELU6 ? vec_min(x, vec_set1(6.0f)) : x;
+}
+
+static inline float float_act(float y, int act)
+{
+    if (act == SPCONV_ACT_NONE)
+        return y;
+    y = y > 0.0f ? y : 0.0f;
+    return act == SPCONV_ACT_RELU6 && y > 6.0f ? 6.0f : y;
+}
 
 _Static_assert(sizeof(vec_t) == VEC_FLOATS * sizeof(float),
                "isa.def's lane count disagrees with this code path's vector type");

@@ -32,6 +32,10 @@ typedef struct {
     int threads;            /* OpenMP threads for this call */
 } spconv_plan;
 
+/* The activation a kernel applies to its outputs (its `act` argument): none, ReLU, or ReLU6
+   (the ReLU capped at 6, MobileNet's). */
+enum { SPCONV_ACT_NONE = 0, SPCONV_ACT_RELU = 1, SPCONV_ACT_RELU6 = 2 };
+
 /* Error codes the functions return; spconv_error_message() says what each means (the one
    place they are put into words, for C and Python callers alike). */
 enum {
@@ -73,7 +77,7 @@ int spconv_direct_check(const spconv_geometry *g, const spconv_plan *p);
    calls only write the interior of each padded channel. Returns 0 or a negative error code. */
 int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                   const int *blkptr, const int *colidx, const float *values,
-                  const float *bias, int relu, const float *input,
+                  const float *bias, int act, const float *input,
                   float *padded, float *scratch, float *output);
 
 /* Pointwise sparse convolution (kernels_c/pointwise.c): 1x1 kernel, no padding, one group, no
@@ -109,7 +113,7 @@ typedef struct {
 
 long spconv_pointwise_scratch_floats(const spconv_pointwise_args *a);
 int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const int *colidx,
-                     const float *values, const float *bias, int relu, const float *input,
+                     const float *values, const float *bias, int act, const float *input,
                      const float *residual, float *scratch, float *output);
 
 /* Max pooling of `planes` NCHW planes, torch.nn.functional.max_pool2d's semantics with
@@ -130,7 +134,7 @@ int spconv_im2col(const float *image, int channels, int height, int width,
    CSR times a row-major dense matrix whose rows start at the offsets in colidx. dense must
    be readable up to the largest offset + n rounded up to spconv_vector_floats(). */
 int spconv_csr_spmm(int rows, int n, const int *rowptr, const int *colidx,
-                    const float *values, const float *dense, const float *bias, int relu,
+                    const float *values, const float *dense, const float *bias, int act,
                     int tile_vectors, float *scratch, float *out, int threads);
 
 /* Calibration: a register-only FMA loop (spconv_fma_flops_per_iteration() FLOPs per

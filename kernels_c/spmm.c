@@ -9,7 +9,7 @@
 #include "tile.h"
 
 int spconv_csr_spmm(int rows, int n, const int *rowptr, const int *colidx,
-                    const float *values, const float *dense, const float *bias, int relu,
+                    const float *values, const float *dense, const float *bias, int act,
                     int tile_vectors, float *scratch, float *out, int threads)
 {
     if (rows < 0 || n <= 0 || tile_vectors < 1 || tile_vectors > MAX_TILE || threads < 1)
@@ -30,8 +30,8 @@ int spconv_csr_spmm(int rows, int n, const int *rowptr, const int *colidx,
             spconv_accumulate(acc, npad, dense, colidx + rowptr[m], values + rowptr[m],
                               rowptr[m + 1] - rowptr[m], tile_vectors);
             float *dst = out + (long)m * n;
-            if (relu)
-                for (int i = 0; i < n; ++i) dst[i] = acc[i] > 0.0f ? acc[i] : 0.0f;
+            if (act)
+                for (int i = 0; i < n; ++i) dst[i] = float_act(acc[i], act);
             else
                 memcpy(dst, acc, sizeof(float) * n);
         }

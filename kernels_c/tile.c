@@ -230,30 +230,30 @@ void spconv_accumulate_group(float *acc, long acc_stride, long n, const float *b
 
 /* Output tiles: as the tiles above, but the accumulators start at the bias (or at the sums of
    earlier channel blocks) and go from registers straight to the output, the residual added
-   and the ReLU applied on the way: no accumulator row is initialised, stored and copied out
+   and the activation applied on the way: no accumulator row is initialised, stored and copied out
    (for a layer with few non-zeros per output channel those round trips cost as many loads as
    the products). */
 
 /* out[0..n) = act(x + residual), n below one vector for the last one of a row. */
-static inline void store_output(float *out, long n, vec_t x, const float *residual, int relu)
+static inline void store_output(float *out, long n, vec_t x, const float *residual, int act)
 {
     if (n >= VEC_FLOATS) {
         if (residual)
             x = vec_add(x, vec_load(residual));
-        vec_store(out, relu ? vec_relu(x) : x);
+        vec_store(out, vec_act(x, act));
         return;
     }
 #if defined(SPCONV_ISA_AVX512)
     const __mmask16 m = (__mmask16)((1u << n) - 1);
     if (residual)
         x = vec_add(x, _mm512_maskz_loadu_ps(m, residual));
-    _mm512_mask_storeu_ps(out, m, relu ? vec_relu(x) : x);
+    _mm512_mask_storeu_ps(out, m, vec_act(x, act));
 #else
     float t[VEC_FLOATS];
     vec_store(t, x);
     for (long i = 0; i < n; ++i) {
         const float y = residual ? t[i] + residual[i] : t[i];
-        out[i] = relu ? (y > 0.0f ? y : 0.0f) : y;
+        out[i] = float_act(y, act);
     }
 #endif
 }
@@ -278,7 +278,7 @@ static inline void store_output(float *out, long n, vec_t x, const float *residu
         ACCUMULATE_PRODUCTS(T, a)                                                         \
         _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                              \
             store_output(out + v * VEC_FLOATS, (valid) - (long)v * VEC_FLOATS, a[v],      \
-                         residual ? residual + v * VEC_FLOATS : 0, (r)->relu);            \
+                         residual ? residual + v * VEC_FLOATS : 0, (r)->act);            \
     }
 
 /* Row k's output just past this chunk (the next chunk's), prefetched for writing. */

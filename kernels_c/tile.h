@@ -50,14 +50,14 @@ void spconv_accumulate_rows(const spconv_acc_rows *r, int tile_vectors);
 
 /* Output rows m0..m1 of one pixel chunk, the rows of `sparse` (k = m - m0): row m's
    out[0..valid) = act(start + its products over base[colidx[j] + 0..valid) (+ residual)),
-   act the ReLU if relu, start = that row of partial (sums so far, valid rounded up to whole
-   vectors) or, with partial NULL, bias[m] (0 without bias): for any valid, the accumulators
-   go from registers to the output. base must be readable up to each offset + valid rounded
-   up to whole vectors (the rows of a packed slice are zero-filled to whole vectors); out and
-   residual are touched only in [0, valid) of each row. Each row also prefetches, for
-   writing, the prefetch floats after its first `valid` ones (the next chunk's output). One
-   call runs all the rows, so the per-row cost is the loop's, not a call's (on a layer with
-   few non-zeros per row that cost is as large as the work). */
+   act the activation r->act (SPCONV_ACT_*), start = that row of partial (sums so far, valid
+   rounded up to whole vectors) or, with partial NULL, bias[m] (0 without bias): for any
+   valid, the accumulators go from registers to the output. base must be readable up to each
+   offset + valid rounded up to whole vectors (the rows of a packed slice are zero-filled to
+   whole vectors); out and residual are touched only in [0, valid) of each row. Each row
+   also prefetches, for writing, the prefetch floats after its first `valid` ones (the next
+   chunk's output). One call runs all the rows, so the per-row cost is the loop's, not a
+   call's (on a layer with few non-zeros per row that cost is as large as the work). */
 typedef struct {
     float *out;
     long out_stride;
@@ -66,7 +66,7 @@ typedef struct {
     const float *partial;               /* NULL, or rows partial_stride floats apart */
     long partial_stride;
     const float *residual;              /* NULL, or rows out_stride floats apart */
-    int relu;
+    int act;                            /* SPCONV_ACT_* */
     spconv_sparse_rows sparse;          /* sparse.rows = m1 - m0 */
 } spconv_out_rows;
 

@@ -8,7 +8,10 @@ import numpy as np
 from harness.conv.convspec import ConvSpec
 
 
-def reference_conv(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, relu: bool) -> np.ndarray:
+def reference_conv(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, relu: bool,
+                   relu_max: float | None = None) -> np.ndarray:
+    """act(conv(x, w) + bias), act the ReLU (capped at ``relu_max``, where given) if
+    ``relu``."""
     (ph, pw), (sh, sw), (dh, dw) = spec.padding, spec.stride, spec.dilation
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     oh, ow = spec.out_height, spec.out_width
@@ -27,4 +30,6 @@ def reference_conv(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, relu: boo
         out += bias.astype(np.float64)[None, :, None, None]
     if relu:
         np.maximum(out, 0.0, out=out)
+        if relu_max is not None:
+            np.minimum(out, relu_max, out=out)
     return out

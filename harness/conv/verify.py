@@ -31,8 +31,9 @@ class Verdict:
     error_ratio: float     # largest |out - ref| / tolerance (<= 1 passes)
 
 
-def expected_output(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, relu: bool) -> Expected:
-    value = reference_conv(x, w, bias, spec, relu)
+def expected_output(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, relu: bool,
+                    relu_max: float | None = None) -> Expected:
+    value = reference_conv(x, w, bias, spec, relu, relu_max)
     magnitude = reference_conv(np.abs(x), np.abs(w), None if bias is None else np.abs(bias),
                                spec, False)
     return Expected(value, magnitude, spec.reduction_length)

@@ -78,25 +78,27 @@ def default_methods() -> list[str]:
 
 
 def prepare(w, bias=None, *, input_shape, stride=1, padding=0, dilation=1, groups=1,
-            relu=False, method="direct_sparse", threads=1, **options) -> PreparedConv:
+            relu=False, relu_max=None, method="direct_sparse", threads=1,
+            **options) -> PreparedConv:
     """Convert ``w`` (M, C/groups, KH, KW) once for inputs of ``input_shape`` (N, C, H, W).
+    ``relu`` applies a ReLU to the output, capped at ``relu_max`` where given (6.0: ReLU6).
 
     ``options`` go to the method: ``kernels`` (a build from harness.machine.build; default the
     host profile's), ``plan`` (a DirectPlan for direct_sparse)."""
     cls = method_class(method)
     w, bias = check_weights(w, bias)
     spec = ConvSpec.from_shapes(tuple(input_shape), w.shape, stride, padding, dilation, groups)
-    return cls(w, bias, spec, relu=relu, threads=threads, **options)
+    return cls(w, bias, spec, relu=relu, relu_max=relu_max, threads=threads, **options)
 
 
 def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, relu=False,
-           method="direct_sparse", threads=1, **options):
+           relu_max=None, method="direct_sparse", threads=1, **options):
     """One convolution, float32 (N, M, OH, OW); same semantics as torch's conv2d."""
     x = as_float32_array("input", x)
     if x.ndim != 4:
         raise HarnessError(f"input must be 4-D (N, C, H, W), got shape {x.shape}")
     kernel = prepare(w, bias, input_shape=x.shape, stride=stride, padding=padding,
-                     dilation=dilation, groups=groups, relu=relu, method=method,
+                     dilation=dilation, groups=groups, relu=relu, relu_max=relu_max, method=method,
                      threads=threads, **options)
     return kernel(x)
 

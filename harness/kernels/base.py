@@ -12,6 +12,11 @@ from harness.conv.convspec import ConvSpec
 from harness.errors import HarnessError, ShapeError
 
 
+RELU6 = 6.0  # the cap of MobileNet's ReLU6, which the C kernels apply themselves
+# The C kernels' activation codes (SPCONV_ACT_* in kernels_c/spconv_api.h)
+ACT_NONE, ACT_RELU, ACT_RELU6 = 0, 1, 2
+
+
 class KernelError(HarnessError):
     """A kernel failed at run time (a C error code, a library exception)."""
 
@@ -67,10 +72,37 @@ class PreparedConv:
         as pointwise_sparse, says no to the others)."""
         return True
 
-    def __init__(self, spec: ConvSpec, *, relu: bool, threads: int):
+    def __init__(self, spec: ConvSpec, *, relu: bool, threads: int,
+                 relu_max: float | None = None):
+        """``relu_max`` caps the ReLU (6.0: ReLU6); a method that cannot apply the cap
+        itself (fuses_relu_max) has it applied to its output after each call."""
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ShapeError(f"threads must be a positive integer, got {threads!r}")
+        if relu_max is not None and (not relu or not float(relu_max) > 0.0):
+            raise ShapeError(f"relu_max caps a ReLU: it needs relu=True and a positive value, "
+                             f"got relu={relu!r}, relu_max={relu_max!r}")
         self.spec, self.relu, self.threads = spec, bool(relu), threads
+        self.relu_max = None if relu_max is None else float(relu_max)
+        self._cap_after = (None if self.relu_max is None or self.fuses_relu_max(self.relu_max)
+                           else self.relu_max)
+
+    @classmethod
+    def fuses_relu_max(cls, relu_max: float) -> bool:
+        """Whether the method applies this cap of the ReLU itself."""
+        return False
+
+    @property
+    def act_code(self) -> int:
+        """The activation code the C kernels take for this ReLU (a cap other than ReLU6's is
+        applied after them)."""
+        if not self.relu:
+            return ACT_NONE
+        return ACT_RELU6 if self.relu_max == RELU6 else ACT_RELU
+
+    def _cap(self, out: np.ndarray) -> None:
+        """The ReLU's cap, where the method did not apply it."""
+        if self._cap_after is not None:
+            np.minimum(out, self._cap_after, out=out)
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         x = as_float32_array("input", x, self.spec.input_shape)
@@ -89,6 +121,7 @@ class PreparedConv:
         fused layers, where the shapes are fixed when it is built)."""
         if self.spec.batch:
             self._run(x, out)
+            self._cap(out)
 
     def _run(self, x: np.ndarray, out: np.ndarray) -> None:
         raise NotImplementedError

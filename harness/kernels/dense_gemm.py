@@ -16,8 +16,9 @@ class DenseGemmConv(Im2colConv):
     dense = True
     native = True  # im2col is the project's C
 
-    def __init__(self, w, bias, spec, *, relu, threads, kernels=None, **_):
-        super().__init__(bias, spec, relu=relu, threads=threads, kernels=kernels)
+    def __init__(self, w, bias, spec, *, relu, threads, kernels=None, relu_max=None, **_):
+        super().__init__(bias, spec, relu=relu, threads=threads, kernels=kernels,
+                         relu_max=relu_max)
         g = spec.groups
         # a copy: a later change to the caller's array must not change the convolution
         self._w = w.reshape(g, spec.out_channels // g, spec.reduction_length).copy()

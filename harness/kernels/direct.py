@@ -10,7 +10,7 @@ from harness.conv.sparsity import (band_height, block_major, direct_csr, direct_
                                    direct_layout, support_group)
 from harness.errors import ShapeError
 from harness.kernels import native
-from harness.kernels.base import PreparedConv
+from harness.kernels.base import RELU6, PreparedConv
 from harness.kernels.direct_plan import DirectPlan, check_plan_struct
 from harness.kernels.plans import best_known_plan
 from harness.machine.hostinfo import detect_host
@@ -59,11 +59,16 @@ class DirectSparseConv(PreparedConv):
     native = True
     modelled = True
 
-    def __init__(self, w, bias, spec, *, relu, threads, kernels=None, plan: DirectPlan | None = None):
+    @classmethod
+    def fuses_relu_max(cls, relu_max: float) -> bool:
+        return relu_max == RELU6
+
+    def __init__(self, w, bias, spec, *, relu, threads, kernels=None,
+                 plan: DirectPlan | None = None, relu_max=None):
         """``plan`` None takes the best plan known (harness.kernels.plans.best_known_plan):
         the tuning database's for this shape, density bucket, thread count, build and host,
         else the performance model's, else the default plan."""
-        super().__init__(spec, relu=relu, threads=threads)
+        super().__init__(spec, relu=relu, threads=threads, relu_max=relu_max)
         built = self.built = native.resolve(kernels)
         ffi, lib = built.ffi, built.lib
         check_plan_struct(built)
@@ -108,7 +113,7 @@ class DirectSparseConv(PreparedConv):
     def _run(self, x, out):
         built = self.built
         rc = built.lib.spconv_direct(
-            self._geometry, self._plan, *self._ptrs, int(self.relu),
+            self._geometry, self._plan, *self._ptrs, self.act_code,
             native.float_ptr(built, x), *self._work, native.float_ptr(built, out))
         native.check_rc(built, rc, "spconv_direct")
 

@@ -13,8 +13,9 @@ class LoweredSparseConv(PreparedConv):
     method = "lowered_sparse"
     native = True
 
-    def __init__(self, w, bias, spec, *, relu, threads, kernels=None, tile_vectors=None, **_):
-        super().__init__(spec, relu=relu, threads=threads)
+    def __init__(self, w, bias, spec, *, relu, threads, kernels=None, tile_vectors=None,
+                 relu_max=None, **_):
+        super().__init__(spec, relu=relu, threads=threads, relu_max=relu_max)
         built = self.built = native.resolve(kernels)
         lib = built.lib
         npix = spec.out_pixels
@@ -43,7 +44,7 @@ class LoweredSparseConv(PreparedConv):
                           self._row_stride)
             rc = built.lib.spconv_csr_spmm(
                 spec.out_channels, npix, *self._ptrs, self._cols_ptr, self._bias_ptr,
-                int(self.relu), self.tile_vectors, self._scratch_ptr,
+                self.act_code, self.tile_vectors, self._scratch_ptr,
                 native.float_ptr(built, out[n]), self.threads)
             native.check_rc(self.built, rc, "spconv_csr_spmm")
 

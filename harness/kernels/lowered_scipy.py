@@ -13,8 +13,9 @@ class LoweredScipyConv(Im2colConv):
     native = True  # im2col is the project's C
     requires = ("scipy",)
 
-    def __init__(self, w, bias, spec, *, relu, threads, kernels=None, **_):
-        super().__init__(bias, spec, relu=relu, threads=threads, kernels=kernels)
+    def __init__(self, w, bias, spec, *, relu, threads, kernels=None, relu_max=None, **_):
+        super().__init__(bias, spec, relu=relu, threads=threads, kernels=kernels,
+                         relu_max=relu_max)
         try:
             import scipy.sparse as sp
         except ImportError:

@@ -15,8 +15,8 @@ class Im2colConv(PreparedConv):
     """Subclasses implement ``_multiply(cols, out_groups)``: cols is (groups, K, pixels), the
     image's lowered input; out_groups the (groups, M / groups, pixels) view of its output."""
 
-    def __init__(self, bias, spec, *, relu, threads, kernels=None):
-        super().__init__(spec, relu=relu, threads=threads)
+    def __init__(self, bias, spec, *, relu, threads, kernels=None, relu_max=None):
+        super().__init__(spec, relu=relu, threads=threads, relu_max=relu_max)
         self.built = native.resolve(kernels)
         self._bias = None if bias is None else bias.reshape(spec.groups, -1, 1).copy()
         npix = spec.out_pixels

@@ -36,8 +36,8 @@ class OneDNNConv(PreparedConv):
     def available(cls) -> bool:
         return onednn_available()
 
-    def __init__(self, w, bias, spec, *, relu, threads, **_):
-        super().__init__(spec, relu=relu, threads=threads)
+    def __init__(self, w, bias, spec, *, relu, threads, relu_max=None, **_):
+        super().__init__(spec, relu=relu, threads=threads, relu_max=relu_max)
         torch = torch_or_none()
         if torch is None or not torch.backends.mkldnn.is_available():
             raise HarnessError("method 'onednn' needs PyTorch with oneDNN: "

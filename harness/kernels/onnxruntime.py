@@ -17,10 +17,14 @@ class OnnxRuntimeConv(PreparedConv):
     dense = True
     requires = ("onnxruntime", "onnx")
 
-    def __init__(self, w, bias, spec, *, relu, threads, spin: bool = True, **_):
+    @classmethod
+    def fuses_relu_max(cls, relu_max: float) -> bool:
+        return True  # a Clip node in place of the Relu
+
+    def __init__(self, w, bias, spec, *, relu, threads, spin: bool = True, relu_max=None, **_):
         """``spin`` False: its threads sleep between calls instead of spinning, for layers
         of a network where many such sessions and other kernels take turns."""
-        super().__init__(spec, relu=relu, threads=threads)
+        super().__init__(spec, relu=relu, threads=threads, relu_max=relu_max)
         try:
             import onnx
             import onnxruntime as ort
@@ -37,7 +41,11 @@ class OnnxRuntimeConv(PreparedConv):
                                   strides=list(spec.stride), pads=[ph, pw, ph, pw],
                                   dilations=list(spec.dilation), group=spec.groups,
                                   kernel_shape=[spec.kernel_h, spec.kernel_w])]
-        if relu:
+        if relu and relu_max is not None:
+            initializers += [numpy_helper.from_array(np.float32(v).reshape(()), name)
+                             for name, v in (("lo", 0.0), ("hi", relu_max))]
+            nodes.append(helper.make_node("Clip", ["conv", "lo", "hi"], ["y"]))
+        elif relu:
             nodes.append(helper.make_node("Relu", ["conv"], ["y"]))
         graph = helper.make_graph(
             nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT,

@@ -10,7 +10,7 @@ import numpy as np
 from harness.conv.sparsity import block_major, pointwise_csr
 from harness.errors import ShapeError
 from harness.kernels import native
-from harness.kernels.base import PreparedConv
+from harness.kernels.base import RELU6, PreparedConv
 from harness.machine.hostinfo import detect_host
 
 L1_SLICE_BYTES = 24 * 1024  # a chunk's slice of the input (one channel block), kept within L1
@@ -84,16 +84,20 @@ class PointwiseSparseConv(PreparedConv):
     def applies(cls, spec) -> bool:
         return is_pointwise(spec)
 
+    @classmethod
+    def fuses_relu_max(cls, relu_max: float) -> bool:
+        return relu_max == RELU6
+
     def __init__(self, w, bias, spec, *, relu, threads, kernels=None, chunk=None,
                  out_block=None, channel_block=None, through_scratch: bool | None = None,
-                 row_major: bool = False, **_):
+                 row_major: bool = False, relu_max=None, **_):
         """``chunk``, ``out_block`` and ``channel_block`` default to default_chunk,
         default_out_block and default_channel_block. ``through_scratch`` runs the earlier form
         of the kernel, whose accumulators go through a scratch row to the output; None
         (default) takes it for chunks shorter than SCRATCH_BELOW_VECTORS vectors only (see
         that constant). ``row_major`` stores the non-zeros row by row, the earlier storage
         (see _storage)."""
-        super().__init__(spec, relu=relu, threads=threads)
+        super().__init__(spec, relu=relu, threads=threads, relu_max=relu_max)
         if not is_pointwise(spec):
             raise ShapeError("pointwise_sparse runs 1x1 convolutions without padding in one "
                              f"group, not {spec.kernel_h}x{spec.kernel_w} padding "
@@ -148,14 +152,18 @@ class PointwiseSparseConv(PreparedConv):
         return np.searchsorted(keys, queries).astype(np.int32), csr.colidx, csr.values
 
     def _run(self, x, out):
-        self.run_with_residual(x, None, out)
+        self._call(x, None, out)
 
     def run_with_residual(self, x, residual, out) -> None:
         """out = act(conv(x) + residual): a shortcut addition (and the ReLU after it) fused
         into the kernel's output step. Arrays as for run_into; residual has out's shape."""
+        self._call(x, residual, out)
+        self._cap(out)
+
+    def _call(self, x, residual, out) -> None:
         built = self.built
         rc = built.lib.spconv_pointwise(
-            self._args, *self._ptrs, int(self.relu), native.float_ptr(built, x),
+            self._args, *self._ptrs, self.act_code, native.float_ptr(built, x),
             built.ffi.NULL if residual is None else native.float_ptr(built, residual),
             self._scratch_ptr, native.float_ptr(built, out))
         native.check_rc(built, rc, "spconv_pointwise")

@@ -10,9 +10,14 @@ class ReferenceConv(PreparedConv):
     method = "reference"
     in_default_sweep = False  # slow: it checks the others
 
-    def __init__(self, w, bias, spec, *, relu, threads, **_):
-        super().__init__(spec, relu=relu, threads=threads)
+    @classmethod
+    def fuses_relu_max(cls, relu_max: float) -> bool:
+        return True
+
+    def __init__(self, w, bias, spec, *, relu, threads, relu_max=None, **_):
+        super().__init__(spec, relu=relu, threads=threads, relu_max=relu_max)
         self.w, self.bias = w.copy(), None if bias is None else bias.copy()
 
     def _run(self, x, out):
-        out[...] = reference_conv(x, self.w, self.bias, self.spec, self.relu)
+        out[...] = reference_conv(x, self.w, self.bias, self.spec, self.relu,
+                                  self.relu_max)

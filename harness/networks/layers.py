@@ -1,5 +1,6 @@
 """A convolution read from a model: its geometry, its weights with BatchNorm folded in, and
-whether a ReLU follows; the common form of both importers (PyTorch and ONNX)."""
+whether a ReLU (or a capped one, ReLU6) follows; the common form of both importers (PyTorch
+and ONNX)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class ModelConv:
     dilation: tuple[int, int]
     groups: int
     relu: bool = False                      # a ReLU follows (and is fused)
+    relu_max: float | None = None           # its cap (6.0: ReLU6); None: uncapped
     batchnorm: str | None = None            # the BatchNorm folded in, by name
 
     def spec(self, batch: int | None = None) -> ConvSpec:

@@ -176,8 +176,20 @@ def _conv(node, name, shapes, constants, sole) -> ModelConv:
         weight, bias = fold_batchnorm(weight, bias, scale, shift, mean, var,
                                       float(attributes(bn).get("epsilon", 1e-5)))
         last, bn_name = bn.output[0], bn.name or bn.output[0]
-    relu = sole(last, "Relu") is not None
+    relu, relu_max = sole(last, "Relu") is not None, _relu6_cap(sole(last, "Clip"), constants)
     return ModelConv(name=name, input_shape=tuple(int(d) for d in shape),
                      weight=np.ascontiguousarray(weight), bias=bias, stride=stride,
                      padding=padding, dilation=dilation, groups=int(attrs.get("group", 1)),
-                     relu=relu, batchnorm=bn_name)
+                     relu=relu or relu_max is not None, relu_max=relu_max, batchnorm=bn_name)
+
+
+def _relu6_cap(clip, constants) -> float | None:
+    """The cap of a Clip from 0 to a positive bound (a capped ReLU: ReLU6), else None."""
+    if clip is None:
+        return None
+    attrs = attributes(clip)
+    bounds = [constants.get(clip.input[i]) if len(clip.input) > i and clip.input[i] else None
+              for i in (1, 2)]
+    low = float(bounds[0]) if bounds[0] is not None else attrs.get("min")
+    high = float(bounds[1]) if bounds[1] is not None else attrs.get("max")
+    return float(high) if low == 0.0 and high is not None and high > 0.0 else None

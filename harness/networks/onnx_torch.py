@@ -161,6 +161,8 @@ def _clip(b: _Builder, node, index, attrs):
     x = b.value(node.input[0])
     if low == 0.0 and high is None:
         return b.module(node, index, nn.ReLU(), x)
+    if low == 0.0 and high is not None and high > 0.0:  # a capped ReLU (ReLU6), fused as one
+        return b.module(node, index, nn.ReLU6() if high == 6.0 else nn.Hardtanh(0.0, high), x)
     return b.call(torch.clamp, x, min=low, max=high)
 
 

@@ -23,7 +23,8 @@ from harness.networks.layers import ModelConv
 from harness.networks.memory import share_buffers
 from harness.networks.pooling import MaxPool, replace_max_pools
 from harness.networks.runtimes import torch_threads
-from harness.networks.torch_graph import conv_chains, model_conv, residual_adds, trace
+from harness.networks.torch_graph import (conv_chains, model_conv, relu_cap, relu_max_of,
+                                          residual_adds, trace)
 from harness.sweep.tuning import tuned_plan
 from harness.timing import interleaved_medians, measure
 
@@ -88,7 +89,7 @@ class FusedConv(nn.Module):
         if run is None:
             c = self.conv
             args = dict(input_shape=shape, stride=c.stride, padding=c.padding,
-                        dilation=c.dilation, groups=c.groups, relu=c.relu,
+                        dilation=c.dilation, groups=c.groups, relu=c.relu, relu_max=c.relu_max,
                         threads=self.threads, kernels=self.built)
             spec = kernels.ConvSpec.from_shapes(shape, c.weight.shape, c.stride, c.padding,
                                                 c.dilation, c.groups)
@@ -114,10 +115,10 @@ class FusedConv(nn.Module):
         return tuned_plan(self.conv.weight, spec, self.threads, self.built, host=host.cpu_model,
                           search=True, l2_bytes=host.caches_kib.get("l2", 256) * 1024)
 
-    def fuse_residual(self, relu: bool) -> None:
+    def fuse_residual(self, relu: bool, relu_max: float | None = None) -> None:
         """From now on forward(x, residual) computes act(conv(x) + residual), act the ReLU if
         ``relu`` (the layer's own ReLU is then none: it had no user but the addition)."""
-        self.conv = dataclasses.replace(self.conv, relu=relu)
+        self.conv = dataclasses.replace(self.conv, relu=relu, relu_max=relu_max)
         self.residual = True
         self._runs.clear()  # the kernels apply the activation: prepare them afresh
 
@@ -127,6 +128,8 @@ class FusedConv(nn.Module):
                                  c.groups)
         if residual is not None:
             y += residual
+        if c.relu and c.relu_max is not None:
+            return torch.clamp_(y, 0.0, c.relu_max)
         return torch.relu_(y) if c.relu else y
 
     def run_kernel(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -203,7 +206,9 @@ class FusedConv(nn.Module):
     def extra_repr(self) -> str:
         c = self.conv
         return (f"{c.name}: {c.input_shape[1]}->{c.weight.shape[0]} k{tuple(c.weight.shape[2:])} "
-                f"s{c.stride} g{c.groups} relu={c.relu} runs {self.runner}, density "
+                f"s{c.stride} g{c.groups} relu={c.relu}"
+                + (f" (max {c.relu_max:g})" if c.relu_max is not None else "")
+                + f" runs {self.runner}, density "
                 f"{np.count_nonzero(c.weight) / c.weight.size:.3f}")
 
 
@@ -321,7 +326,8 @@ def fuse_residual_adds(graph: fx.GraphModule) -> None:
             return
         match = matches[0]
         layer = graph.get_submodule(match.fused.target)
-        layer.fuse_residual(relu=match.relu is not None)
+        layer.fuse_residual(relu=match.relu is not None, relu_max=None if match.relu is None
+                            else relu_max_of(relu_cap(graph, match.relu)))
         with graph.graph.inserting_before(match.add):
             node = graph.graph.call_module(match.fused.target, (match.fused.args[0], match.residual))
         node.meta = dict(match.last.meta)
@@ -337,7 +343,8 @@ def _check_layer(layer: FusedConv, shape: tuple) -> None:
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     with torch.no_grad():
         out = layer(torch.from_numpy(x)).numpy().copy()
-    verdict = verify(out, expected_output(x, c.weight, c.bias, c.spec(shape[0]), c.relu))
+    verdict = verify(out, expected_output(x, c.weight, c.bias, c.spec(shape[0]), c.relu,
+                                              c.relu_max))
     if not verdict.ok:
         raise HarnessError(f"{c.name}: the fused convolution run by {layer.runner} differs "
                            f"from the reference (max error {verdict.max_error:.3g}, "

@@ -1,8 +1,10 @@
 """A PyTorch model's convolutions, read from its torch.fx graph: each Conv2d with the
-BatchNorm2d and the ReLU that follow it alone (those fold and fuse into the convolution)."""
+BatchNorm2d and the ReLU (or ReLU6) that follow it alone (those fold and fuse into the
+convolution)."""
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ from harness.networks.layers import ModelConv, fold_batchnorm
 
 _RELU_FUNCTIONS = {torch.relu, torch.relu_, nn.functional.relu}
 _RELU_METHODS = {"relu", "relu_"}
+_HARDTANH_FUNCTIONS = {nn.functional.hardtanh, nn.functional.hardtanh_}
 
 
 @dataclass
@@ -53,12 +56,37 @@ def _module(graph: fx.GraphModule, node: fx.Node, kind) -> nn.Module | None:
     return module if isinstance(module, kind) else None
 
 
-def _is_relu(graph: fx.GraphModule, node: fx.Node) -> bool:
+def relu_cap(graph: fx.GraphModule, node: fx.Node) -> float | None:
+    """The cap of the ReLU that ``node`` applies to its one input: math.inf for a plain ReLU,
+    6.0 for ReLU6 (a Hardtanh from 0 to a positive bound in general); None when it applies
+    none."""
     if node.op == "call_function":
-        return node.target in _RELU_FUNCTIONS
+        if node.target in _RELU_FUNCTIONS:
+            return math.inf
+        if node.target is nn.functional.relu6:
+            return 6.0
+        if node.target in _HARDTANH_FUNCTIONS:
+            bounds = [*node.args[1:3]]
+            bounds += [node.kwargs.get(k, d) for k, d in
+                       (("min_val", -1.0), ("max_val", 1.0))][len(bounds):]
+            return _hardtanh_cap(*bounds)
+        return None
     if node.op == "call_method":
-        return node.target in _RELU_METHODS
-    return _module(graph, node, nn.ReLU) is not None
+        return math.inf if node.target in _RELU_METHODS else None
+    if _module(graph, node, nn.ReLU) is not None:
+        return math.inf
+    hardtanh = _module(graph, node, nn.Hardtanh)  # nn.ReLU6 is one
+    return None if hardtanh is None else _hardtanh_cap(hardtanh.min_val, hardtanh.max_val)
+
+
+def _hardtanh_cap(low, high) -> float | None:
+    ok = isinstance(low, (int, float)) and isinstance(high, (int, float)) and low == 0 < high
+    return float(high) if ok else None
+
+
+def relu_max_of(cap: float | None) -> float | None:
+    """A fused layer's relu_max for a ReLU of this cap (None: uncapped)."""
+    return None if cap is None or math.isinf(cap) else cap
 
 
 def _sole_user(node: fx.Node) -> fx.Node | None:
@@ -96,8 +124,8 @@ def residual_adds(graph: fx.GraphModule, candidates: set[str]) -> list[ResidualA
                     and mine.target in candidates and len(mine.users) == 1
                     and _shape(mine) is not None and _shape(mine) == _shape(other)):
                 user = _sole_user(node)
-                found.append(ResidualAdd(mine, other, node,
-                                         user if user is not None and _is_relu(graph, user) else None))
+                found.append(ResidualAdd(mine, other, node, user if user is not None and
+                                         relu_cap(graph, user) is not None else None))
                 break
     return found
 
@@ -133,7 +161,7 @@ def conv_chains(graph: fx.GraphModule) -> tuple[list[ConvChain], list[str]]:
         if user is not None and _module(graph, user, nn.BatchNorm2d) is not None \
                 and graph.get_submodule(user.target).track_running_stats:
             bn, user = user, _sole_user(user)
-        if user is not None and _is_relu(graph, user):
+        if user is not None and relu_cap(graph, user) is not None:
             relu = user
         chains.append(ConvChain(node, bn, relu))
     return chains, notes
@@ -167,7 +195,10 @@ def model_conv(graph: fx.GraphModule, chain: ConvChain) -> ModelConv:
                      bias=None if bias is None else np.ascontiguousarray(bias, np.float32),
                      stride=tuple(conv.stride), padding=_padding(conv),
                      dilation=tuple(conv.dilation), groups=conv.groups,
-                     relu=chain.relu is not None, batchnorm=bn_name)
+                     relu=chain.relu is not None,
+                     relu_max=None if chain.relu is None
+                     else relu_max_of(relu_cap(graph, chain.relu)),
+                     batchnorm=bn_name)
 
 
 def import_torch(model: nn.Module, example: torch.Tensor) -> tuple[list[ModelConv], list[str]]:
@@ -183,4 +214,5 @@ def import_torch(model: nn.Module, example: torch.Tensor) -> tuple[list[ModelCon
         model.train(was_training)
 
 
-__all__ = ["ConvChain", "trace", "conv_chains", "model_conv", "import_torch"]
+__all__ = ["ConvChain", "trace", "conv_chains", "model_conv", "import_torch", "relu_cap",
+           "relu_max_of"]

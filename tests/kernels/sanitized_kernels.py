@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import kernels  # noqa: E402
+from harness.kernels.base import RELU6  # noqa: E402
 from harness.machine.build import SANITIZE_FLAGS, build  # noqa: E402
 from harness.conv.convspec import ConvSpec  # noqa: E402
 from harness.machine.profiles import HOST_PROFILE, build_target, load_profile  # noqa: E402
@@ -47,14 +48,16 @@ def main(cache_dir: str, cases: int) -> int:
                                                       band_rows=0 if i % 4 == 1 else i % 3,
                                                       out_group=(2, 4)[i % 2])}
         grouped = block_pruned_weights(spec.weight_shape, 0.6, rng, 4) if i % 2 else w
-        expected = expected_output(x, w, b, spec, True)
-        expected_grouped = expected_output(x, grouped, b, spec, True) if i % 2 else expected
+        cap = RELU6 if i % 2 else None  # the kernels' ReLU6 on every other case
+        expected = expected_output(x, w, b, spec, True, cap)
+        expected_grouped = expected_output(x, grouped, b, spec, True, cap) if i % 2 else expected
         for method in ("direct_sparse", "direct_aligned", "direct_grouped", "lowered_sparse",
                        "dense_gemm"):
             options = {"plan": plans[method]} if method in plans else {}
             weights, want = ((grouped, expected_grouped) if method == "direct_grouped"
                              else (w, expected))
             k = kernels.prepare(weights, b, input_shape=spec.input_shape, relu=True,
+                                relu_max=cap,
                                 method="direct_sparse" if method in plans else method,
                                 threads=1 + i % 2, kernels=built, **conv, **options)
             out = np.full(spec.output_shape, np.nan, np.float32)
@@ -79,13 +82,15 @@ def pointwise_case_ok(built, rng, i: int) -> bool:
     b = rng.standard_normal(m).astype(np.float32)
     vector = built.lib.spconv_vector_floats()
     stride = (1 + i % 3, 1 + i // 3 % 3)
-    k = kernels.prepare(w, b, input_shape=x.shape, relu=True, method="pointwise_sparse",
+    cap = RELU6 if i % 2 else None
+    k = kernels.prepare(w, b, input_shape=x.shape, relu=True, relu_max=cap,
+                        method="pointwise_sparse",
                         stride=stride, threads=1 + i % 2, kernels=built, chunk=vector * (1 + i % 3),
                         out_block=1 + i % 5, channel_block=1 + i % 7,
                         through_scratch=i % 4 == 3, row_major=i % 2 == 1)
     out = np.full(k.spec.output_shape, np.nan, np.float32)
     k(x, out=out)
-    if not verify(out, expected_output(x, w, b, k.spec, True)).ok:
+    if not verify(out, expected_output(x, w, b, k.spec, True, cap)).ok:
         print(f"wrong output: pointwise_sparse {x.shape} {w.shape} stride {stride}",
               file=sys.stderr)
         return False

@@ -39,16 +39,16 @@ def random_case(rng):
 
 
 def check_method(method, case, sparsity, rng, *, relu, threads, bias=True, pattern="random",
-                 **options):
+                 relu_max=None, **options):
     x = rng.standard_normal(case["input_shape"]).astype(np.float32)
     w = (random_sparse_weights(case["weight_shape"], sparsity, rng) if pattern == "random" else
          block_pruned_weights(case["weight_shape"], sparsity, rng, block_group(pattern)))
     b = rng.standard_normal(case["weight_shape"][0]).astype(np.float32) if bias else None
     conv = {k: case[k] for k in ("stride", "padding", "dilation", "groups")}
     spec = ConvSpec.from_shapes(case["input_shape"], case["weight_shape"], **conv)
-    expected = expected_output(x, w, b, spec, relu)
-    k = kernels.prepare(w, b, input_shape=case["input_shape"], relu=relu, method=method,
-                        threads=threads, **conv, **options)
+    expected = expected_output(x, w, b, spec, relu, relu_max)
+    k = kernels.prepare(w, b, input_shape=case["input_shape"], relu=relu, relu_max=relu_max,
+                        method=method, threads=threads, **conv, **options)
     for _ in range(2):  # twice: workspaces reused across calls must not leak state
         out = np.full(spec.output_shape, np.nan, dtype=np.float32)  # poisoned
         k(x, out=out)
@@ -386,6 +386,32 @@ def test_many_conv_groups_with_blocks_across_them_match_reference(seed):
                               shared_padding=seed % 4 == 1, out_group=out_group)
     check_method("direct_sparse", case, float(rng.choice([0.0, 0.5])), rng, relu=True,
                  threads=1 + seed % 2, plan=plan)
+
+
+@pytest.mark.parametrize("method", [*METHODS, "pointwise_sparse"])
+@pytest.mark.parametrize("relu_max", [6.0, 0.5])
+def test_capped_relu_matches_reference(method, relu_max):
+    """ReLU6 (fused by the C kernels and ONNX Runtime) and another cap (applied after the
+    method where it cannot) on random shapes whose outputs reach past the cap."""
+    fixed = [dict(input_shape=(1, 32, 9, 11), weight_shape=(24, 32, 1, 1), stride=(1, 1),
+                  padding=(0, 0), dilation=(1, 1), groups=1),      # the pointwise kernel
+             dict(input_shape=(2, 16, 9, 9), weight_shape=(8, 16, 3, 3), stride=(1, 1),
+                  padding=(1, 1), dilation=(1, 1), groups=1)]
+    for seed in range(5):
+        rng = np.random.default_rng(9000 + seed)
+        case = fixed[seed] if seed < len(fixed) else random_case(rng)
+        spec = ConvSpec.from_shapes(case["input_shape"], case["weight_shape"], case["stride"],
+                                    case["padding"], case["dilation"], case["groups"])
+        if not kernels.METHODS[method].applies(spec):
+            continue
+        check_method(method, case, 0.5, rng, relu=True, relu_max=relu_max, threads=1 + seed % 2)
+
+
+def test_a_cap_without_a_relu_is_refused(rng):
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    for bad in (dict(relu=False, relu_max=6.0), dict(relu=True, relu_max=0.0)):
+        with pytest.raises(ShapeError, match="relu_max caps a ReLU"):
+            kernels.prepare(w, input_shape=(1, 3, 8, 8), **bad)
 
 
 def _special_weights(kind, shape, rng):

@@ -169,13 +169,50 @@ def test_catalog_modules_have_the_catalog_layers(name):
 
 
 def test_mobilenetv2_sparsified_end_to_end():
-    """Depthwise and pointwise layers, ReLU6 left to PyTorch, residual adds."""
+    """Depthwise and pointwise layers, ReLU6 fused, residual adds."""
     model, x = build("mobilenetv2", size=64)
     prune_convolutions(model, 0.7)
     net = sparsify(model, x, choice="sparse")
     _same_function(model, x, net)
     runs = {layer.conv.name: layer for layer in net.layers()}
-    assert len(runs) == 52 and not runs["features.1.depthwise.0"].conv.relu
+    depthwise = runs["features.1.depthwise.0"].conv
+    assert len(runs) == 52 and depthwise.relu and depthwise.relu_max == 6.0
+    graph = net.graph_module
+    assert not any(isinstance(graph.get_submodule(n.target), nn.ReLU6)
+                   for n in graph.graph.nodes if n.op == "call_module")
+
+
+class Capped(nn.Module):
+    """Capped ReLUs of every spelling after convolutions, one after a residual add, and a
+    Hardtanh that is no ReLU (it stays in PyTorch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.b, self.c = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+        self.d, self.e = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 3, padding=1)
+        self.six, self.three = nn.ReLU6(), nn.Hardtanh(0.0, 3.0)
+
+    def forward(self, x):
+        y = self.six(self.bn(self.a(x)))
+        y = nn.functional.relu6(self.b(y))
+        y = self.three(self.c(y))
+        y = nn.functional.hardtanh(self.d(y) + y, 0.0, 6.0)   # residual add, then ReLU6
+        return nn.functional.hardtanh(self.e(y), -1.0, 1.0)
+
+
+@pytest.mark.parametrize("choice", ["sparse", "dense", "auto"])
+def test_capped_relus_are_read_and_fused(choice):
+    torch.manual_seed(3)
+    model, x = Capped().eval(), 3 * torch.randn(1, 3, 9, 9)
+    convs = {c.name: c for c in import_torch(model, x)[0]}
+    assert [(convs[n].relu, convs[n].relu_max) for n in "abcde"] == [
+        (True, 6.0), (True, 6.0), (True, 3.0), (False, None), (False, None)]
+    net = sparsify(model, x, choice=choice)   # checks every layer on the way
+    _same_function(model, x, net)
+    fused = {layer.conv.name: layer.conv for layer in net.layers()}
+    assert fused["d"].relu and fused["d"].relu_max == 6.0   # the add's ReLU6, fused
+    assert not fused["e"].relu                               # hardtanh(-1, 1) is not one
 
 
 @pytest.mark.parametrize("seed", range(16))

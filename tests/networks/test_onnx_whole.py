@@ -133,3 +133,18 @@ def test_e2e_runs_an_onnx_file_and_refuses_a_bad_one_with_exit_2(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a valid ONNX model" in err[0]
     assert not (tmp_path / "e").exists()
+
+
+def test_capped_relus_survive_the_round_trip_through_onnx(tmp_path):
+    """ReLU6 and Hardtanh(0, 3) export as Clip nodes: the layer sweep reads their caps from
+    the file, and the rebuilt module fuses them into its convolutions."""
+    from test_networks import Capped
+    torch.manual_seed(4)
+    model, x = Capped().eval(), 3 * torch.randn(1, 3, 9, 9)
+    path = export_onnx(model, x, tmp_path / "capped.onnx")
+    caps = [(c.relu, c.relu_max) for c in import_onnx(path)[0]]
+    assert caps.count((True, 6.0)) == 2 and caps.count((True, 3.0)) == 1
+    rebuilt, _ = onnx_module(path)
+    net = sparsify(rebuilt, x, choice="sparse")
+    assert sorted(layer.conv.relu_max or 0.0 for layer in net.layers()) == [0.0, 3.0, 6.0, 6.0, 6.0]
+    _close(net(x), model(x))
