@@ -35,16 +35,7 @@ class Breakdown:
 
 
 def profile(network: SparseNetwork, example: torch.Tensor, calls: int = 5) -> Breakdown:
-    network(example)
-    network.set_profiling(True)
-    totals = []
-    try:
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            network(example)
-            totals.append(time.perf_counter() - t0)
-    finally:
-        network.set_profiling(False)
+    totals = network.profiled_calls(example, calls)
     layers, sparse, dense, overheads = [], 0.0, 0.0, []
     for layer in network.layers():
         t = layer.times
@@ -59,7 +50,9 @@ def profile(network: SparseNetwork, example: torch.Tensor, calls: int = 5) -> Br
                        "density": round(float(np.count_nonzero(c.weight)) / c.weight.size, 4),
                        "time_ms": per_call * 1e3, "kernel_ms": kernel * 1e3,
                        **{f"decide_{runner}_ms": seconds * 1e3
-                          for runner, seconds in t.decided.items()}})
+                          for runner, seconds in t.decided.items()},
+                       **{f"in_network_{runner}_ms": seconds * 1e3
+                          for runner, seconds in t.in_network.items()}})
     total = float(np.mean(totals))
     return Breakdown(total, sparse, dense, max(0.0, total - sparse - dense),
                      float(np.median(overheads)) if overheads else 0.0, layers)

@@ -31,6 +31,11 @@ from harness.timing import interleaved_medians, measure
 CHOICES = ("auto", "sparse", "dense")
 TUNE_MODES = ("cached", "search")
 DECIDE_MIN_TIME_S = 0.01  # per sample when timing each way of running a layer on first use
+# Ways of running a layer that timed alone within this factor of its fastest are timed again
+# inside the network, where caches hold the other layers' data: ONNX Runtime ran MobileNetV2's
+# depthwise layers 2-3x slower there than alone, the direct kernel 1.3-2x.
+IN_NETWORK_WITHIN = 3.0
+IN_NETWORK_CALLS = 5      # profiled calls of the whole network per way of running
 SPARSE, TORCH = "sparse", "torch"
 # Dense libraries a layer may run on instead of PyTorch's convolution, where installed: the
 # whole network is judged against ONNX Runtime, so its dense layers may use it too.
@@ -42,6 +47,7 @@ class LayerTimes:
     """What one fused convolution measured: the timings that chose how it runs and, in
     profiled calls, its time."""
     decided: dict = field(default_factory=dict)  # runner -> seconds per call on the example
+    in_network: dict = field(default_factory=dict)  # runner -> seconds per call in the network
     calls: int = 0
     total_s: float = 0.0      # forward() wall time over profiled calls
     kernel_s: float = 0.0     # of which the convolution itself
@@ -201,7 +207,25 @@ class FusedConv(nn.Module):
         with torch.no_grad():
             self.times.decided = interleaved_medians(runners, time_one)
         self.runner = min(self.times.decided, key=self.times.decided.get)
-        self._runs = {key: run for key, run in self._runs.items() if key[0] == self.runner}
+        # the close runners' kernels stay prepared until the choice in the network
+        self.drop_other_runners(keep=self.close_runners())
+
+    def drop_other_runners(self, keep=()) -> None:
+        """Free the kernels prepared for runners other than the current one (and ``keep``)."""
+        self._runs = {key: run for key, run in self._runs.items()
+                      if key[0] == self.runner or key[0] in keep}
+
+    def close_runners(self) -> list[str]:
+        """The runners that timed alone within IN_NETWORK_WITHIN of the fastest and write
+        into the network's planned buffers (PyTorch allocates its outputs: where that cost
+        lands is not the layer's own time, and MobileNetV2 chosen with it ran 20% slower);
+        none for a layer that was not timed, or that adds a residual (only some runners
+        can)."""
+        if not self.times.decided or self.residual:
+            return []
+        best = min(self.times.decided.values())
+        return [r for r, t in self.times.decided.items()
+                if r != TORCH and t <= IN_NETWORK_WITHIN * best]
 
     def extra_repr(self) -> str:
         c = self.conv
@@ -251,6 +275,21 @@ class SparseNetwork(nn.Module):
             if on:
                 layer.times.calls, layer.times.total_s, layer.times.kernel_s = 0, 0.0, 0.0
 
+    def profiled_calls(self, example: torch.Tensor, calls: int) -> list[float]:
+        """Wall seconds of ``calls`` calls after one warm-up, each fused layer's own time
+        gathered in its ``times`` meanwhile (total_s and kernel_s over the calls)."""
+        self(example)
+        self.set_profiling(True)
+        totals = []
+        try:
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                self(example)
+                totals.append(time.perf_counter() - t0)
+        finally:
+            self.set_profiling(False)
+        return totals
+
 
 def _check_choice(choice: str) -> str:
     if choice not in CHOICES:
@@ -263,9 +302,11 @@ def sparsify(model: nn.Module, example_input: torch.Tensor, *, threads: int = 1,
              tune: str = "cached", plans: dict | None = None) -> SparseNetwork:
     """A module computing ``model``'s function (in eval mode) with fused sparse convolutions.
 
-    ``choice``: "auto" times both ways of each convolution on ``example_input``'s shapes and
-    keeps the faster (the direct kernel takes the tuning database's plan for the layer when
-    it has one); "sparse" or "dense" forces one. ``check`` compares every fused convolution's
+    ``choice``: "auto" times each way of running each convolution (sparse, PyTorch, the dense
+    libraries) on ``example_input``'s shapes and keeps the fastest, then chooses again inside
+    the network among the ways that came close (choose_in_network); the direct kernel takes
+    the tuning database's plan for the layer when it has one. "sparse" or "dense" forces
+    one. ``check`` compares every fused convolution's
     output on the example with the float64 reference (tolerance scaled to its accumulation
     length) and raises if one differs. ``tune``: "cached" takes the tuning database's plans,
     "search" searches (and stores) a plan for each direct-kernel layer that has none.
@@ -306,11 +347,61 @@ def sparsify(model: nn.Module, example_input: torch.Tensor, *, threads: int = 1,
     replace_max_pools(graph, threads, built)
     by_target = {node.target: graph.get_submodule(node.target) for node in graph.graph.nodes
                  if node.op == "call_module" and node.target.startswith("fused_")}
-    share_buffers(graph, {t: m for t, m in by_target.items() if m.uses_buffers()},
-                  (FusedConv, MaxPool))
+
+    def bind_buffers():
+        share_buffers(graph, {t: m for t, m in by_target.items() if m.uses_buffers()},
+                      (FusedConv, MaxPool))
+    bind_buffers()
     graph.graph.lint()
     graph.recompile()
-    return SparseNetwork(graph, fused, threads, notes)
+    network = SparseNetwork(graph, fused, threads, notes)
+    if choice == "auto":
+        choose_in_network(network, example_input, bind_buffers, check)
+    return network
+
+
+def choose_in_network(network: SparseNetwork, example: torch.Tensor, bind_buffers,
+                      check: bool) -> None:
+    """Choose again, by its time inside the network, how each layer runs whose runners were
+    close when timed alone (FusedConv.close_runners): every such layer runs each candidate in
+    turn, all of them in one pass of IN_NETWORK_CALLS profiled calls per runner, and takes
+    its fastest. The whole network with these choices is then timed against the first ones,
+    interleaved, and the faster set kept. ``bind_buffers`` plans the shared output buffers
+    for the current runners."""
+    options = {layer: runners for layer in network.layers()
+               if len(runners := layer.close_runners()) > 1}
+    for layer in network.layers():
+        if layer not in options:
+            layer.drop_other_runners()
+    if not options:
+        return
+    first = {layer: layer.runner for layer in options}
+    for runner in sorted({r for runners in options.values() for r in runners}):
+        for layer, runners in options.items():
+            layer.runner = runner if runner in runners else first[layer]
+        bind_buffers()
+        network.profiled_calls(example, IN_NETWORK_CALLS)
+        for layer, runners in options.items():
+            if runner in runners:
+                layer.times.in_network[runner] = layer.times.total_s / IN_NETWORK_CALLS
+    chosen = {layer: min(layer.times.in_network, key=layer.times.in_network.get)
+              for layer in options}
+
+    def time_set(runners):
+        for layer in options:
+            layer.runner = runners[layer]
+        bind_buffers()
+        return measure(lambda: network(example), repeats=3, min_time=0.0).median
+    if chosen != first:
+        sets = {"first": first, "chosen": chosen}
+        totals = interleaved_medians(list(sets), lambda name: time_set(sets[name]))
+        chosen = sets[min(totals, key=totals.get)]
+    for layer in options:
+        layer.runner = chosen[layer]
+        layer.drop_other_runners()
+        if check and layer.runner != first[layer]:
+            _check_layer(layer, layer.conv.input_shape)
+    bind_buffers()
 
 
 def fuse_residual_adds(graph: fx.GraphModule) -> None:

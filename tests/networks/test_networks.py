@@ -104,6 +104,25 @@ def test_sparsified_model_computes_the_same_function(choice):
     _same_function(model, torch.randn_like(x), net)      # another input, the same layers
 
 
+def test_close_runners_are_chosen_again_inside_the_network(monkeypatch):
+    """With every runner close, each layer times every one but PyTorch inside the network,
+    keeps one of them, frees the others' kernels, and the network computes the same
+    function."""
+    from harness.networks import sparsify as sparsify_module
+    monkeypatch.setattr(sparsify_module, "IN_NETWORK_WITHIN", 1e9)
+    model, x = mixed()
+    prune_convolutions(model, 0.8)
+    net = sparsify(model, x, choice="auto")
+    _same_function(model, x, net)
+    timed = [layer for layer in net.layers() if layer.times.in_network]
+    assert timed and all(not layer.residual for layer in timed)
+    for layer in timed:
+        assert set(layer.times.in_network) == set(layer.close_runners())
+        assert "torch" not in layer.times.in_network and "sparse" in layer.times.in_network
+        assert layer.runner in layer.times.in_network
+        assert {runner for runner, _ in layer._runs} == {layer.runner}
+
+
 def test_sparsified_output_survives_the_next_call():
     """A network output that is a fused layer's reused buffer is handed out as a copy."""
     torch.manual_seed(1)
