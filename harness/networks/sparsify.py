@@ -219,9 +219,9 @@ class FusedConv(nn.Module):
         """The runners that timed alone within IN_NETWORK_WITHIN of the fastest and write
         into the network's planned buffers (PyTorch allocates its outputs: where that cost
         lands is not the layer's own time, and MobileNetV2 chosen with it ran 20% slower);
-        none for a layer that was not timed, or that adds a residual (only some runners
-        can)."""
-        if not self.times.decided or self.residual:
+        none for a layer that was not timed, that adds a residual (only some runners can) or
+        that PyTorch runs (it could not be timed against the others)."""
+        if not self.times.decided or self.residual or self.runner == TORCH:
             return []
         best = min(self.times.decided.values())
         return [r for r, t in self.times.decided.items()
