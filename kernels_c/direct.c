@@ -95,8 +95,9 @@ long spconv_scratch_floats(const spconv_geometry *g, const spconv_plan *p)
 int spconv_direct_check(const spconv_geometry *g, const spconv_plan *p)
 {
     if (g->batch < 0 || g->channels <= 0 || g->out_channels <= 0 || g->out_height <= 0 ||
-        g->out_width <= 0 || g->stride_h <= 0 || g->stride_w <= 0 || g->pad_h < 0 || g->pad_w < 0 ||
-        g->groups < 0 || (g->groups > 1 && (g->channels % g->groups || g->out_channels % g->groups)))
+        g->out_width <= 0 || g->stride_h <= 0 || g->stride_w <= 0 || g->pad_h < 0 ||
+        g->pad_w < 0 || g->groups < 0 ||
+        (g->groups > 1 && (g->channels % g->groups || g->out_channels % g->groups)))
         return SPCONV_EGEOMETRY;
     if (p->band_rows < 0 || p->band_rows >= g->out_height)
         return SPCONV_EPLAN;

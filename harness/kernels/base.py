@@ -13,8 +13,6 @@ from harness.errors import HarnessError, ShapeError
 
 
 RELU6 = 6.0  # the cap of MobileNet's ReLU6, which the C kernels apply themselves
-# The C kernels' activation codes (SPCONV_ACT_* in kernels_c/spconv_api.h)
-ACT_NONE, ACT_RELU, ACT_RELU6 = 0, 1, 2
 
 
 class KernelError(HarnessError):
@@ -90,14 +88,6 @@ class PreparedConv:
     def fuses_relu_max(cls, relu_max: float) -> bool:
         """Whether the method applies this cap of the ReLU itself."""
         return False
-
-    @property
-    def act_code(self) -> int:
-        """The activation code the C kernels take for this ReLU (a cap other than ReLU6's is
-        applied after them)."""
-        if not self.relu:
-            return ACT_NONE
-        return ACT_RELU6 if self.relu_max == RELU6 else ACT_RELU
 
     def _cap(self, out: np.ndarray) -> None:
         """The ReLU's cap, where the method did not apply it."""

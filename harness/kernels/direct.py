@@ -109,11 +109,12 @@ class DirectSparseConv(PreparedConv):
             native.float_ptr(built, self._values),
             ffi.NULL if self._bias is None else native.float_ptr(built, self._bias))
         self._work = (native.float_ptr(built, self._padded), native.float_ptr(built, self._scratch))
+        self._act = native.activation(built, self)
 
     def _run(self, x, out):
         built = self.built
         rc = built.lib.spconv_direct(
-            self._geometry, self._plan, *self._ptrs, self.act_code,
+            self._geometry, self._plan, *self._ptrs, self._act,
             native.float_ptr(built, x), *self._work, native.float_ptr(built, out))
         native.check_rc(built, rc, "spconv_direct")
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from harness.conv.sparsity import lowered_csr
 from harness.kernels import native
-from harness.kernels.base import PreparedConv
+from harness.kernels.base import RELU6, PreparedConv
 
 
 class LoweredSparseConv(PreparedConv):
@@ -35,6 +35,11 @@ class LoweredSparseConv(PreparedConv):
         self._bias_ptr = built.ffi.NULL if self._bias is None else native.float_ptr(built, self._bias)
         self._cols_ptr = native.float_ptr(built, self._cols)
         self._scratch_ptr = native.float_ptr(built, self._scratch)
+        self._act = native.activation(built, self)
+
+    @classmethod
+    def fuses_relu_max(cls, relu_max: float) -> bool:
+        return relu_max == RELU6
 
     def _run(self, x, out):
         built, spec = self.built, self.spec
@@ -44,7 +49,7 @@ class LoweredSparseConv(PreparedConv):
                           self._row_stride)
             rc = built.lib.spconv_csr_spmm(
                 spec.out_channels, npix, *self._ptrs, self._cols_ptr, self._bias_ptr,
-                self.act_code, self.tile_vectors, self._scratch_ptr,
+                self._act, self.tile_vectors, self._scratch_ptr,
                 native.float_ptr(built, out[n]), self.threads)
             native.check_rc(self.built, rc, "spconv_csr_spmm")
 

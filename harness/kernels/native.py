@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from harness.machine.build import (BuiltKernels, aligned_zeros, float_ptr,  # noqa: F401
                                     host_kernels, int_ptr)
-from harness.kernels.base import KernelError
+from harness.kernels.base import RELU6, KernelError, PreparedConv
 
 
 def resolve(kernels: BuiltKernels | None) -> BuiltKernels:
     return kernels if kernels is not None else host_kernels()
+
+
+def activation(built: BuiltKernels, k: PreparedConv) -> int:
+    """The activation code (SPCONV_ACT_* of spconv_api.h) the C kernels take for ``k``'s
+    ReLU; a cap other than ReLU6's is applied after them (PreparedConv.fuses_relu_max)."""
+    if not k.relu:
+        return built.lib.SPCONV_ACT_NONE
+    return built.lib.SPCONV_ACT_RELU6 if k.relu_max == RELU6 else built.lib.SPCONV_ACT_RELU
 
 
 def error_message(built: BuiltKernels, rc: int) -> str:

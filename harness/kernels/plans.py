@@ -39,7 +39,8 @@ def tuning_key(spec: ConvSpec, density: float, threads: int, built: BuiltKernels
 def weights_tuning_key(w: np.ndarray, spec: ConvSpec, threads: int, built: BuiltKernels,
                        host: str) -> str:
     """tuning_key() for the density and support pattern of ``w``."""
-    return tuning_key(spec, np.count_nonzero(w) / w.size, threads, built, host, support_group(w, conv_groups=spec.groups))
+    return tuning_key(spec, np.count_nonzero(w) / w.size, threads, built, host,
+                      support_group(w, conv_groups=spec.groups))
 
 
 class TuningDB:

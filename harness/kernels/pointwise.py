@@ -134,6 +134,7 @@ class PointwiseSparseConv(PreparedConv):
                       native.float_ptr(built, self._values),
                       ffi.NULL if self._bias is None else native.float_ptr(built, self._bias))
         self._scratch_ptr = native.float_ptr(built, self._scratch)
+        self._act = native.activation(built, self)
 
     def _storage(self, w, spec) -> tuple:
         """(blkptr, colidx, values): the non-zeros block-major, in the order the kernel
@@ -163,7 +164,7 @@ class PointwiseSparseConv(PreparedConv):
     def _call(self, x, residual, out) -> None:
         built = self.built
         rc = built.lib.spconv_pointwise(
-            self._args, *self._ptrs, self.act_code, native.float_ptr(built, x),
+            self._args, *self._ptrs, self._act, native.float_ptr(built, x),
             built.ffi.NULL if residual is None else native.float_ptr(built, residual),
             self._scratch_ptr, native.float_ptr(built, out))
         native.check_rc(built, rc, "spconv_pointwise")

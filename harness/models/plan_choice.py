@@ -89,4 +89,5 @@ def chosen_plan(w: np.ndarray, spec: ConvSpec, threads: int,
     costs = cached_costs(built, detect_host(), threads)
     if costs is None:
         return None
-    return model_plan(costs, spec, np.count_nonzero(w) / w.size, threads, support_group(w, conv_groups=spec.groups))
+    return model_plan(costs, spec, np.count_nonzero(w) / w.size, threads,
+                      support_group(w, conv_groups=spec.groups))

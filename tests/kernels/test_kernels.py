@@ -376,9 +376,10 @@ def test_many_conv_groups_with_blocks_across_them_match_reference(seed):
     output channels of the groups it holds, with blocks that straddle groups, items that span
     many groups and output-channel groups of 2 within a conv group."""
     rng = np.random.default_rng(7000 + seed)
-    groups, cg, mg = int(rng.choice([6, 8, 12])), int(rng.choice([1, 1, 2, 3])), int(rng.choice([1, 2, 4]))
-    h = int(rng.integers(5, 20))
-    case = dict(input_shape=(1 + seed % 2, groups * cg, h, h + 3), weight_shape=(groups * mg, cg, 3, 3),
+    groups, cg = int(rng.choice([6, 8, 12])), int(rng.choice([1, 1, 2, 3]))
+    mg, h = int(rng.choice([1, 2, 4])), int(rng.integers(5, 20))
+    case = dict(input_shape=(1 + seed % 2, groups * cg, h, h + 3),
+                weight_shape=(groups * mg, cg, 3, 3),
                 stride=(1 + seed % 2, 1 + seed % 2), padding=(1, 1), dilation=(1, 1), groups=groups)
     out_group = 2 if mg % 2 == 0 and seed % 2 else 1
     plan = kernels.DirectPlan(int(rng.integers(1, 8)), out_group * int(rng.integers(1, 2 * groups)),
