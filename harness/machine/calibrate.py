@@ -135,7 +135,7 @@ def busy_reason(threads: int) -> str | None:
     The process's CPUs, not the calling thread's: OpenMP binds the main thread to one core at
     its first parallel region, and the others would go unprobed. CPU time this process's own
     threads spent in the pause (a library's pool still spinning) is not other work."""
-    cpus = allowed_cpus()[:threads] if hasattr(os, "sched_getaffinity") else list(range(threads))
+    cpus = allowed_cpus()[:threads]
     own = psutil.Process()
     before, own_before = psutil.cpu_times(percpu=True), own.cpu_times()
     time.sleep(BUSY_PROBE_S)
@@ -167,7 +167,7 @@ SCALING_SHARE = 0.75
 def scaling_reason(cal: dict) -> str | None:
     """Why a calibration's all-thread FMA rate cannot be the host's (far below the one-thread
     rate times the threads it ran on), or None."""
-    threads = min(cal["threads"], len(allowed_cpus()) or cal["threads"])
+    threads = min(cal["threads"], len(allowed_cpus()))
     one, every = cal["fma_gflops_1"]["best"], cal["fma_gflops_all"]["best"]
     if threads < 2 or every >= SCALING_SHARE * threads * one:
         return None

@@ -50,8 +50,13 @@ def claim_cpus(count: int, allowed: list[int]) -> CpuClaim:
 
 
 def allowed_cpus() -> list[int]:
+    """The CPUs this process may use (every CPU where the platform has no affinity)."""
     from harness import STARTUP_CPUS
-    return STARTUP_CPUS or sorted(os.sched_getaffinity(0))
+    if STARTUP_CPUS:
+        return STARTUP_CPUS
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
 @contextlib.contextmanager
