@@ -4,6 +4,8 @@ and ONNX)."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +46,22 @@ class ModelConv:
                                "cannot be swept as a catalog layer")
         return LayerShape(network, self.name, c, h, w, m, kh, self.stride[0], self.padding[0],
                           self.dilation[0], self.groups)
+
+
+def clamp_relu_cap(low, high) -> float | None:
+    """A clamp of its input to [low, high] read as a ReLU: its cap (math.inf without an upper
+    bound, 6.0 for ReLU6), or None where it is no ReLU (a lower bound other than 0, an upper
+    bound not above it, a bound that is not a number)."""
+    if not isinstance(low, numbers.Real) or low != 0:
+        return None
+    if high is None:
+        return math.inf
+    return float(high) if isinstance(high, numbers.Real) and high > 0 else None
+
+
+def relu_max_of(cap: float | None) -> float | None:
+    """A fused convolution's relu_max for a ReLU of this cap (None: uncapped, or none)."""
+    return None if cap is None or math.isinf(cap) else cap
 
 
 def fold_batchnorm(weight: np.ndarray, bias: np.ndarray | None, scale, shift, mean, var,

@@ -8,6 +8,7 @@ convolutions can still be swept: ``spconv sweep --model FILE.onnx``)."""
 
 from __future__ import annotations
 
+import math
 import operator
 
 import numpy as np
@@ -16,6 +17,7 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from harness.errors import HarnessError
+from harness.networks.layers import clamp_relu_cap
 from harness.networks.onnx_import import (STANDARD_DOMAINS, attributes, constants, layer_name,
                                           load_onnx, padding_pairs, static_shapes)
 
@@ -159,10 +161,11 @@ def _clip(b: _Builder, node, index, attrs):
     low = float(low) if low is not None else attrs.get("min")
     high = float(high) if high is not None else attrs.get("max")
     x = b.value(node.input[0])
-    if low == 0.0 and high is None:
+    cap = clamp_relu_cap(low, high)
+    if cap == math.inf:
         return b.module(node, index, nn.ReLU(), x)
-    if low == 0.0 and high is not None and high > 0.0:  # a capped ReLU (ReLU6), fused as one
-        return b.module(node, index, nn.ReLU6() if high == 6.0 else nn.Hardtanh(0.0, high), x)
+    if cap is not None:  # a capped ReLU (ReLU6), fused as one
+        return b.module(node, index, nn.ReLU6() if cap == 6.0 else nn.Hardtanh(0.0, cap), x)
     return b.call(torch.clamp, x, min=low, max=high)
 
 

@@ -23,7 +23,7 @@ from harness.networks.layers import ModelConv
 from harness.networks.memory import share_buffers
 from harness.networks.pooling import MaxPool, replace_max_pools
 from harness.networks.runtimes import torch_threads
-from harness.networks.torch_graph import (conv_chains, model_conv, relu_cap, relu_max_of,
+from harness.networks.torch_graph import (conv_chains, fused_relu_max, model_conv,
                                           residual_adds, trace)
 from harness.sweep.tuning import tuned_plan
 from harness.timing import interleaved_medians, measure
@@ -417,8 +417,8 @@ def fuse_residual_adds(graph: fx.GraphModule) -> None:
             return
         match = matches[0]
         layer = graph.get_submodule(match.fused.target)
-        layer.fuse_residual(relu=match.relu is not None, relu_max=None if match.relu is None
-                            else relu_max_of(relu_cap(graph, match.relu)))
+        layer.fuse_residual(relu=match.relu is not None,
+                            relu_max=fused_relu_max(graph, match.relu))
         with graph.graph.inserting_before(match.add):
             node = graph.graph.call_module(match.fused.target, (match.fused.args[0], match.residual))
         node.meta = dict(match.last.meta)

@@ -14,7 +14,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from harness.errors import HarnessError
-from harness.networks.layers import ModelConv, fold_batchnorm
+from harness.networks.layers import ModelConv, clamp_relu_cap, fold_batchnorm, relu_max_of
 
 _RELU_FUNCTIONS = {torch.relu, torch.relu_, nn.functional.relu}
 _RELU_METHODS = {"relu", "relu_"}
@@ -69,24 +69,19 @@ def relu_cap(graph: fx.GraphModule, node: fx.Node) -> float | None:
             bounds = [*node.args[1:3]]
             bounds += [node.kwargs.get(k, d) for k, d in
                        (("min_val", -1.0), ("max_val", 1.0))][len(bounds):]
-            return _hardtanh_cap(*bounds)
+            return clamp_relu_cap(*bounds)
         return None
     if node.op == "call_method":
         return math.inf if node.target in _RELU_METHODS else None
     if _module(graph, node, nn.ReLU) is not None:
         return math.inf
     hardtanh = _module(graph, node, nn.Hardtanh)  # nn.ReLU6 is one
-    return None if hardtanh is None else _hardtanh_cap(hardtanh.min_val, hardtanh.max_val)
+    return None if hardtanh is None else clamp_relu_cap(hardtanh.min_val, hardtanh.max_val)
 
 
-def _hardtanh_cap(low, high) -> float | None:
-    ok = isinstance(low, (int, float)) and isinstance(high, (int, float)) and low == 0 < high
-    return float(high) if ok else None
-
-
-def relu_max_of(cap: float | None) -> float | None:
-    """A fused layer's relu_max for a ReLU of this cap (None: uncapped)."""
-    return None if cap is None or math.isinf(cap) else cap
+def fused_relu_max(graph: fx.GraphModule, relu: fx.Node | None) -> float | None:
+    """The relu_max of a fused convolution whose ReLU is ``relu`` (None: none, or uncapped)."""
+    return None if relu is None else relu_max_of(relu_cap(graph, relu))
 
 
 def _sole_user(node: fx.Node) -> fx.Node | None:
@@ -195,9 +190,7 @@ def model_conv(graph: fx.GraphModule, chain: ConvChain) -> ModelConv:
                      bias=None if bias is None else np.ascontiguousarray(bias, np.float32),
                      stride=tuple(conv.stride), padding=_padding(conv),
                      dilation=tuple(conv.dilation), groups=conv.groups,
-                     relu=chain.relu is not None,
-                     relu_max=None if chain.relu is None
-                     else relu_max_of(relu_cap(graph, chain.relu)),
+                     relu=chain.relu is not None, relu_max=fused_relu_max(graph, chain.relu),
                      batchnorm=bn_name)
 
 
@@ -215,4 +208,4 @@ def import_torch(model: nn.Module, example: torch.Tensor) -> tuple[list[ModelCon
 
 
 __all__ = ["ConvChain", "trace", "conv_chains", "model_conv", "import_torch", "relu_cap",
-           "relu_max_of"]
+           "fused_relu_max"]
