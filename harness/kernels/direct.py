@@ -10,7 +10,8 @@ from harness.conv.sparsity import (band_height, block_major, direct_csr, direct_
                                    direct_layout, support_group)
 from harness.errors import ShapeError
 from harness.kernels import native
-from harness.kernels.base import RELU6, PreparedConv
+from harness.kernels.native import c_kernels_fuse
+from harness.kernels.base import PreparedConv
 from harness.kernels.direct_plan import DirectPlan, check_plan_struct
 from harness.kernels.plans import best_known_plan
 from harness.machine.hostinfo import detect_host
@@ -59,9 +60,7 @@ class DirectSparseConv(PreparedConv):
     native = True
     modelled = True
 
-    @classmethod
-    def fuses_relu_max(cls, relu_max: float) -> bool:
-        return relu_max == RELU6
+    fuses_relu_max = staticmethod(c_kernels_fuse)
 
     def __init__(self, w, bias, spec, *, relu, threads, kernels=None,
                  plan: DirectPlan | None = None, relu_max=None):

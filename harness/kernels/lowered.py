@@ -6,7 +6,8 @@ import numpy as np
 
 from harness.conv.sparsity import lowered_csr
 from harness.kernels import native
-from harness.kernels.base import RELU6, PreparedConv
+from harness.kernels.native import c_kernels_fuse
+from harness.kernels.base import PreparedConv
 
 
 class LoweredSparseConv(PreparedConv):
@@ -37,9 +38,7 @@ class LoweredSparseConv(PreparedConv):
         self._scratch_ptr = native.float_ptr(built, self._scratch)
         self._act = native.activation(built, self)
 
-    @classmethod
-    def fuses_relu_max(cls, relu_max: float) -> bool:
-        return relu_max == RELU6
+    fuses_relu_max = staticmethod(c_kernels_fuse)
 
     def _run(self, x, out):
         built, spec = self.built, self.spec

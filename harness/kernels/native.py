@@ -11,12 +11,18 @@ def resolve(kernels: BuiltKernels | None) -> BuiltKernels:
     return kernels if kernels is not None else host_kernels()
 
 
+def c_kernels_fuse(relu_max: float) -> bool:
+    """Whether the C kernels apply this cap of a ReLU themselves (ReLU6's): the
+    PreparedConv.fuses_relu_max of the methods that run them."""
+    return relu_max == RELU6
+
+
 def activation(built: BuiltKernels, k: PreparedConv) -> int:
     """The activation code (SPCONV_ACT_* of spconv_api.h) the C kernels take for ``k``'s
-    ReLU; a cap other than ReLU6's is applied after them (PreparedConv.fuses_relu_max)."""
+    ReLU; a cap they do not fuse is applied after them."""
     if not k.relu:
         return built.lib.SPCONV_ACT_NONE
-    return built.lib.SPCONV_ACT_RELU6 if k.relu_max == RELU6 else built.lib.SPCONV_ACT_RELU
+    return built.lib.SPCONV_ACT_RELU6 if c_kernels_fuse(k.relu_max) else built.lib.SPCONV_ACT_RELU
 
 
 def error_message(built: BuiltKernels, rc: int) -> str:

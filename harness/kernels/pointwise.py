@@ -10,7 +10,8 @@ import numpy as np
 from harness.conv.sparsity import block_major, pointwise_csr
 from harness.errors import ShapeError
 from harness.kernels import native
-from harness.kernels.base import RELU6, PreparedConv
+from harness.kernels.native import c_kernels_fuse
+from harness.kernels.base import PreparedConv
 from harness.machine.hostinfo import detect_host
 
 L1_SLICE_BYTES = 24 * 1024  # a chunk's slice of the input (one channel block), kept within L1
@@ -84,9 +85,7 @@ class PointwiseSparseConv(PreparedConv):
     def applies(cls, spec) -> bool:
         return is_pointwise(spec)
 
-    @classmethod
-    def fuses_relu_max(cls, relu_max: float) -> bool:
-        return relu_max == RELU6
+    fuses_relu_max = staticmethod(c_kernels_fuse)
 
     def __init__(self, w, bias, spec, *, relu, threads, kernels=None, chunk=None,
                  out_block=None, channel_block=None, through_scratch: bool | None = None,
