@@ -207,6 +207,8 @@ def run_gsl(spec: dict, data: ImageData, profile: Profile, out_dir: Path, *,
                     "checkpoint": str(checkpoint) if checkpoint else None,
                     "train_images": len(data.train_x), "profile": profile.name, "network": spec}
     seeds = [settings.seed + i for i in range(settings.seeds)]
+    for seed in seeds:  # a rerun with other settings fails now, not after the layer sweep
+        StageRecord(out_dir / f"seed-{seed}", {**run_settings, "seed": seed})
     first = make_model()
     if checkpoint is not None:
         load_checkpoint(first, checkpoint)  # a bad file fails now, not after the layer sweep

@@ -14,7 +14,8 @@ from harness.machine.isa import isa_table
 from harness.kernels.native import host_kernels
 from harness.models.mechanistic import (KernelCosts, accumulator_extra_s, direct_time,
                                         even_split, plan_for, predicted_sweet_spot,
-                                        reuse_share, support_probability)
+                                        reuse_share, steady_fixed_costs,
+                                        support_probability)
 from harness.models.pointwise_model import pointwise_time
 from harness.models.prepared import prepared_time
 
@@ -186,6 +187,21 @@ def test_costs_from_a_calibration_dict():
     costs = KernelCosts.from_calibration(cal)
     assert costs.call_overhead(2) == 2e-6 and costs.triad["l1d"] == (24 * 1024, 90.0)
     assert costs.lanes == isa_table()[isa].lanes
+
+
+def test_one_widths_high_fixed_cost_is_read_as_its_neighbours():
+    tiles = {f"1/{w}/l1/aligned": {"position_s": 1e-10 * w, "call_s": 1e-9 * w,
+                                   "few_s": [2e-9 * w, 3e-9 * w]} for w in (2, 4, 6, 8)}
+    tiles["1/6/l1/aligned"].update(call_s=20e-9, few_s=[40e-9, 60e-9])
+    steady = steady_fixed_costs(tiles)
+    assert steady["1/6/l1/aligned"]["call_s"] == pytest.approx(8e-9)   # the higher neighbour's
+    assert steady["1/6/l1/aligned"]["few_s"] == pytest.approx([16e-9, 24e-9])
+    # smooth widths, the ends and the costs per position as calibrated; the input untouched
+    assert steady["1/4/l1/aligned"] == tiles["1/4/l1/aligned"]
+    assert steady["1/2/l1/aligned"] == tiles["1/2/l1/aligned"]
+    assert steady["1/8/l1/aligned"] == tiles["1/8/l1/aligned"]
+    assert steady["1/6/l1/aligned"]["position_s"] == tiles["1/6/l1/aligned"]["position_s"]
+    assert tiles["1/6/l1/aligned"]["call_s"] == 20e-9
 
 
 def test_an_empty_batch_costs_one_call():
