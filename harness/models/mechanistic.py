@@ -211,7 +211,7 @@ def steady_fixed_costs(tiles: dict) -> dict:
         for before, key, after in zip(keys, keys[1:], keys[2:]):
             near = [tiles[k] for k in (before, key, after)]
             out[key]["call_s"] = float(np.median([t["call_s"] for t in near]))
-            if "few_s" in tiles[key]:
+            if all("few_s" in t for t in near):
                 out[key]["few_s"] = np.median([t["few_s"] for t in near], axis=0).tolist()
     return out
 
