@@ -176,15 +176,17 @@ def _conv(node, name, shapes, constants, sole) -> ModelConv:
         weight, bias = fold_batchnorm(weight, bias, scale, shift, mean, var,
                                       float(attributes(bn).get("epsilon", 1e-5)))
         last, bn_name = bn.output[0], bn.name or bn.output[0]
-    relu, relu_max = sole(last, "Relu") is not None, _clip_relu_max(sole(last, "Clip"), constants)
+    cap = _clip_relu_cap(sole(last, "Clip"), constants)
     return ModelConv(name=name, input_shape=tuple(int(d) for d in shape),
                      weight=np.ascontiguousarray(weight), bias=bias, stride=stride,
                      padding=padding, dilation=dilation, groups=int(attrs.get("group", 1)),
-                     relu=relu or relu_max is not None, relu_max=relu_max, batchnorm=bn_name)
+                     relu=sole(last, "Relu") is not None or cap is not None,
+                     relu_max=relu_max_of(cap), batchnorm=bn_name)
 
 
-def _clip_relu_max(clip, constants) -> float | None:
-    """The cap of a Clip from 0 to a positive bound (a capped ReLU: ReLU6), else None."""
+def _clip_relu_cap(clip, constants) -> float | None:
+    """A Clip read as a ReLU (harness.networks.layers.clamp_relu_cap): its cap (math.inf
+    without an upper bound), else None."""
     if clip is None:
         return None
     attrs = attributes(clip)
@@ -192,4 +194,4 @@ def _clip_relu_max(clip, constants) -> float | None:
               for i in (1, 2)]
     low = float(bounds[0]) if bounds[0] is not None else attrs.get("min")
     high = float(bounds[1]) if bounds[1] is not None else attrs.get("max")
-    return relu_max_of(clamp_relu_cap(low, high))
+    return clamp_relu_cap(low, high)

@@ -104,6 +104,24 @@ def test_operations_beyond_pytorch_export_equal_onnx_runtime(tmp_path, rng):
     _close(net(torch.from_numpy(x)), torch.from_numpy(want), rtol=1e-4)
 
 
+def test_a_clip_from_zero_is_read_as_a_relu_capped_or_not(tmp_path, rng):
+    f32 = np.float32
+    init = {"w": rng.standard_normal((4, 3, 3, 3)).astype(f32), "lo": np.array(0, f32),
+            "hi": np.array(2.5, f32), "neg": np.array(-1, f32)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c1"], pads=[1, 1, 1, 1], name="open"),
+             helper.make_node("Clip", ["c1", "lo"], ["r1"]),       # no upper bound: a ReLU
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], name="capped"),
+             helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w3"], ["c3"], name="other"),
+             helper.make_node("Clip", ["c3", "neg", "hi"], ["y"])]  # not from 0: no ReLU
+    init["w2"] = rng.standard_normal((4, 4, 3, 3)).astype(f32)
+    init["w3"] = rng.standard_normal((4, 4, 1, 1)).astype(f32)
+    path = tmp_path / "clips.onnx"
+    onnx.save(_model(nodes, init, (1, 3, 8, 8)), path)
+    convs = {c.name: (c.relu, c.relu_max) for c in import_onnx(path)[0]}
+    assert convs == {"open": (True, None), "capped": (True, 2.5), "other": (False, None)}
+
+
 def test_unsupported_operation_is_named(tmp_path, rng):
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="first"),
              helper.make_node("Mystery", ["c"], ["y"], domain="com.example", name="odd")]
