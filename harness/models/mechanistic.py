@@ -79,7 +79,8 @@ class KernelCosts:
     @classmethod
     def from_calibration(cls, cal: dict) -> "KernelCosts":
         roofs = cal["roofs"]
-        return cls(steady_fixed_costs(roofs["tiles"]), roofs["random_split"], roofs["level_bytes"],
+        return cls(steady_fixed_costs(roofs["tiles"]), roofs["random_split"],
+                   roofs["level_bytes"],
                    {int(k): v for k, v in roofs["call_s"].items()},
                    {k: (v["working_set_kib"] * 1024, v.get("best", v["median"]))
                     for k, v in cal["triad_gbps_1"].items()},
@@ -199,8 +200,9 @@ def steady_fixed_costs(tiles: dict) -> dict:
     whole) replaced by the median of its own and its two neighbouring widths'. They grow
     smoothly with the width (the accumulators a call loads and stores), but one width's can
     come out high for a whole calibration, every round alike (AVX2 on a Zen 4: width 7 at
-    6.5 ns a call between 3.8 and 3.8, where other calibrations of the same build gave 3.9-4.3
-    ns), and it then mispriced every layer that ran that width by about 10%."""
+    6.5 ns a call where widths 6 and 8 cost 3.8 ns and other calibrations of the same build
+    gave width 7 3.9-4.3 ns), and it then mispriced every layer that ran that width by about
+    10%."""
     widths: dict = {}
     for key in tiles:
         group, width, level, offsets = key.split("/")
