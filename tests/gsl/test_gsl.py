@@ -240,9 +240,11 @@ def test_pipeline_end_to_end(tmp_path):
     assert not any(re.search(r"epoch \d+/", line) for line in lines)  # no training
     for stage in ("gsl", "unguided"):
         assert again["aggregate"][f"{stage}_accuracy"] == saved["aggregate"][f"{stage}_accuracy"]
+    lines = []
     with pytest.raises(HarnessError, match="other settings"):
         run(GSLSettings(dense_epochs=2, prune_epochs=3, finetune_epochs=1, seeds=2,
-                        validation=40, timing_repeats=1, e2e_min_time=0.005), lambda *_: None)
+                        validation=40, timing_repeats=1, e2e_min_time=0.005), lines.append)
+    assert not any("guidance" in line for line in lines)  # refused before the model's work
 
 
 def test_validation_is_held_out_of_training_never_the_test_set():
