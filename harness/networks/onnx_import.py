@@ -184,14 +184,18 @@ def _conv(node, name, shapes, constants, sole) -> ModelConv:
                      relu_max=relu_max_of(cap), batchnorm=bn_name)
 
 
+def clip_bounds(clip, input_constant) -> tuple:
+    """A Clip's (min, max): its inputs 1 and 2 (opset 11 on; ``input_constant(i)`` gives
+    input i's stored value or None) where given, else its attributes; None for neither."""
+    attrs = attributes(clip)
+    return tuple(float(value) if (value := input_constant(i)) is not None else attrs.get(name)
+                 for i, name in ((1, "min"), (2, "max")))
+
+
 def _clip_relu_cap(clip, constants) -> float | None:
     """A Clip read as a ReLU (harness.networks.layers.clamp_relu_cap): its cap (math.inf
     without an upper bound), else None."""
     if clip is None:
         return None
-    attrs = attributes(clip)
-    bounds = [constants.get(clip.input[i]) if len(clip.input) > i and clip.input[i] else None
-              for i in (1, 2)]
-    low = float(bounds[0]) if bounds[0] is not None else attrs.get("min")
-    high = float(bounds[1]) if bounds[1] is not None else attrs.get("max")
-    return clamp_relu_cap(low, high)
+    return clamp_relu_cap(*clip_bounds(clip, lambda i: constants.get(clip.input[i])
+                                       if len(clip.input) > i and clip.input[i] else None))

@@ -17,9 +17,10 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from harness.errors import HarnessError
+from harness.kernels.base import RELU6
 from harness.networks.layers import clamp_relu_cap
-from harness.networks.onnx_import import (STANDARD_DOMAINS, attributes, constants, layer_name,
-                                          load_onnx, padding_pairs, static_shapes)
+from harness.networks.onnx_import import (STANDARD_DOMAINS, attributes, clip_bounds, constants,
+                                          layer_name, load_onnx, padding_pairs, static_shapes)
 
 
 class _Builder:
@@ -157,15 +158,13 @@ def _pool(kind):
 
 
 def _clip(b: _Builder, node, index, attrs):
-    low, high = b.constant(node, 1), b.constant(node, 2)  # opset 11 on: inputs
-    low = float(low) if low is not None else attrs.get("min")
-    high = float(high) if high is not None else attrs.get("max")
+    low, high = clip_bounds(node, lambda i: b.constant(node, i))
     x = b.value(node.input[0])
     cap = clamp_relu_cap(low, high)
     if cap == math.inf:
         return b.module(node, index, nn.ReLU(), x)
     if cap is not None:  # a capped ReLU (ReLU6), fused as one
-        return b.module(node, index, nn.ReLU6() if cap == 6.0 else nn.Hardtanh(0.0, cap), x)
+        return b.module(node, index, nn.ReLU6() if cap == RELU6 else nn.Hardtanh(0.0, cap), x)
     return b.call(torch.clamp, x, min=low, max=high)
 
 

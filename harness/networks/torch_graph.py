@@ -14,6 +14,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from harness.errors import HarnessError
+from harness.kernels.base import RELU6
 from harness.networks.layers import ModelConv, clamp_relu_cap, fold_batchnorm, relu_max_of
 
 _RELU_FUNCTIONS = {torch.relu, torch.relu_, nn.functional.relu}
@@ -64,7 +65,7 @@ def relu_cap(graph: fx.GraphModule, node: fx.Node) -> float | None:
         if node.target in _RELU_FUNCTIONS:
             return math.inf
         if node.target is nn.functional.relu6:
-            return 6.0
+            return RELU6
         if node.target in _HARDTANH_FUNCTIONS:
             bounds = [*node.args[1:3]]
             bounds += [node.kwargs.get(k, d) for k, d in
