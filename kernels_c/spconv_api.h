@@ -122,6 +122,11 @@ int spconv_max_pool(const float *input, int planes, int height, int width, int k
                     int kernel_w, int stride_h, int stride_w, int pad_h, int pad_w,
                     int out_height, int out_width, float *output, int threads);
 
+/* Global average pooling: output[p] = the mean of plane p's `pixels` floats, for p < planes
+   (torch's adaptive_avg_pool2d to 1x1); kernels_c/pool.c. */
+int spconv_global_avg_pool(const float *input, long planes, long pixels, float *output,
+                           int threads);
+
 /* im2col of one image for every group: cols[group][(c, r, s)][(y, x)], each row of
    out_height * out_width values starting row_stride floats after the previous one (a stride
    of whole vectors keeps every row aligned; the gap is left as it is). */

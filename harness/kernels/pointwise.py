@@ -17,7 +17,7 @@ from harness.machine.hostinfo import detect_host
 L1_SLICE_BYTES = 24 * 1024  # a chunk's slice of the input (one channel block), kept within L1
 MIN_CHUNK_VECTORS = 4       # narrower register tiles cost more loads per FMA than L2 does
 ACC_BYTES = 256 * 1024      # one work item's scratch rows kept within a quarter of an L2
-MIN_BLOCK_NNZ = 20          # non-zeros of an output channel a channel block must pay its trip with
+MIN_BLOCK_NNZ = 25          # non-zeros of an output channel a channel block must pay its trip with
 # Storing the accumulators straight from registers gained up to 21% on planes of 14x14 and
 # more with few non-zeros a row, but lost 5-8% on 7x7 ones when they ran in chunks of three
 # vectors and one lane (an AMD EPYC, Zen 5, AVX-512, bench/pointwise_store.py); as one chunk
@@ -47,18 +47,28 @@ def default_chunk(spec, vector: int, max_tile: int) -> int:
 
 
 def default_channel_block(spec, chunk: int, l1d_bytes: int, density: float) -> int:
-    """Input channels packed at a time: as many as fit L1_SLICE_BYTES where the slice of all
-    of them is more than twice ``l1d_bytes`` and such a block holds at least MIN_BLOCK_NNZ
-    non-zeros of an output channel on average, else all of them. The sums of each output row
-    wait in a scratch row between blocks: a few loads and stores a block, where a slice far
-    past L1 makes every load of every non-zero come from L2. (On ResNet-50's 1x1 layers,
-    blocks of 96 channels gained 1.17-1.47x with 512-2048 input channels at 70% but lost up to
-    20% at 90%, and up to 10% with 128-256 channels at 70%: bench/pointwise_store.py on an AMD
-    EPYC, Zen 5.)"""
-    block = max(1, min(spec.in_channels, L1_SLICE_BYTES // (4 * chunk)))
-    if 4 * spec.in_channels * chunk <= 2 * l1d_bytes or block * density < MIN_BLOCK_NNZ:
-        return spec.in_channels
-    return block
+    """Input channels packed at a time, where the slice of all of them is more than twice
+    ``l1d_bytes``: as many as fit L1_SLICE_BYTES, or, where such a block would hold fewer than
+    MIN_BLOCK_NNZ non-zeros of an output channel on average, as many as hold that many
+    (the channels then split into equal blocks); all of them where the slice is smaller, or
+    where fewer than three such blocks fit. The sums of each output row wait in a scratch row
+    between blocks: a few loads and stores a block, where a slice far past L1 makes every
+    load of every non-zero come from L2. (On ResNet-50's 1x1 layers, blocks of 96 channels
+    gained 1.17-1.47x with 512-2048 input channels at 70% but lost up to 20% at 90%, and up
+    to 10% with 128-256 channels at 70%: bench/pointwise_store.py on an AMD EPYC, Zen 5. On
+    a Zen 4, blocks of 256 channels in place of all 1024-2048 gained 1.1-1.3x at 90%; at 95%
+    two blocks of 512 lost up to 11% against all 1024, four of 512 gained up to 10% against
+    all 2048.)"""
+    channels = spec.in_channels
+    if 4 * channels * chunk <= 2 * l1d_bytes:
+        return channels
+    block = max(1, min(channels, L1_SLICE_BYTES // (4 * chunk)))
+    if block * density < MIN_BLOCK_NNZ:
+        block = -(-MIN_BLOCK_NNZ // max(density, 1e-9)) if density > 0 else channels
+        if 3 * block > channels:
+            return channels
+        block = -(-channels // (channels // block))  # equal blocks, no sliver at the end
+    return int(block)
 
 
 def default_out_block(spec, threads: int, chunk: int, channel_block: int) -> int:

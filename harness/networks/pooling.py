@@ -1,5 +1,6 @@
-"""Max pooling by the project's C kernel (kernels_c/pool.c) for the NCHW tensors that flow
-between fused convolutions; PyTorch's NCHW max pooling is scalar code."""
+"""Max pooling and global average pooling by the project's C kernels (kernels_c/pool.c) for
+the NCHW tensors that flow between fused convolutions: PyTorch's NCHW max pooling is scalar
+code, and its average pooling to 1x1 runs cold code after the fused layers."""
 
 from __future__ import annotations
 
@@ -21,6 +22,21 @@ def fast_poolable(pool: nn.MaxPool2d) -> bool:
             and all(2 * p <= k for p, k in zip(padding, kernel)))
 
 
+def runs_in_c(x: torch.Tensor) -> bool:
+    """Whether the C kernels take this input (4-D float32, no autograd)."""
+    return x.dim() == 4 and x.dtype == torch.float32 and not x.requires_grad
+
+
+def pooled_in_c(built, function: str, x: torch.Tensor, out_shape: tuple, geometry: tuple,
+                threads: int) -> torch.Tensor:
+    """``function`` of kernels_c/pool.c on ``x``: (input, *geometry, output, threads)."""
+    out = np.empty(out_shape, dtype=np.float32)
+    rc = getattr(built.lib, function)(native.float_ptr(built, x.contiguous().numpy()),
+                                      *geometry, native.float_ptr(built, out), threads)
+    native.check_rc(built, rc, function)
+    return torch.from_numpy(out)
+
+
 class MaxPool(nn.Module):
     """nn.MaxPool2d (dilation 1, floor rounding) on 4-D float32 inputs; others go to PyTorch."""
 
@@ -31,33 +47,56 @@ class MaxPool(nn.Module):
         self.stride = _pair(pool.stride or pool.kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.dtype != torch.float32 or x.requires_grad:
+        if not runs_in_c(x):
             return self.pool(x)
-        x = x.contiguous()
         n, c, h, w = x.shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
         if oh <= 0 or ow <= 0:
             return self.pool(x)
-        out = np.empty((n, c, oh, ow), dtype=np.float32)
-        built = self.built
-        rc = built.lib.spconv_max_pool(native.float_ptr(built, x.numpy()), n * c, h, w, kh, kw,
-                                       sh, sw, ph, pw, oh, ow, native.float_ptr(built, out),
-                                       self.threads)
-        native.check_rc(built, rc, "spconv_max_pool")
-        return torch.from_numpy(out)
+        return pooled_in_c(self.built, "spconv_max_pool", x, (n, c, oh, ow),
+                           (n * c, h, w, kh, kw, sh, sw, ph, pw, oh, ow), self.threads)
 
 
-def replace_max_pools(graph: fx.GraphModule, threads: int, built) -> int:
-    """Swap every exactly-computable nn.MaxPool2d of the graph for MaxPool; returns how many."""
+class GlobalAvgPool(nn.Module):
+    """nn.AdaptiveAvgPool2d to 1x1 on 4-D float32 inputs; others go to PyTorch."""
+
+    def __init__(self, pool: nn.AdaptiveAvgPool2d, threads: int, built):
+        super().__init__()
+        self.pool, self.threads, self.built = pool, threads, built
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not runs_in_c(x) or x.numel() == 0:
+            return self.pool(x)
+        n, c, h, w = x.shape
+        return pooled_in_c(self.built, "spconv_global_avg_pool", x, (n, c, 1, 1),
+                           (n * c, h * w), self.threads)
+
+
+def global_poolable(pool: nn.AdaptiveAvgPool2d) -> bool:
+    size = pool.output_size
+    return all(s == 1 for s in (size if isinstance(size, (tuple, list)) else (size,)))
+
+
+POOLS = (MaxPool, GlobalAvgPool)  # what replace_pools puts in the graph
+
+
+def replace_pools(graph: fx.GraphModule, threads: int, built) -> int:
+    """Swap every exactly-computable nn.MaxPool2d of the graph for MaxPool and every
+    nn.AdaptiveAvgPool2d to 1x1 for GlobalAvgPool; returns how many."""
     count = 0
     for node in graph.graph.nodes:
         if node.op != "call_module":
             continue
         module = graph.get_submodule(node.target)
         if isinstance(module, nn.MaxPool2d) and fast_poolable(module):
-            name = f"fast_pool_{count}"
-            graph.add_submodule(name, MaxPool(module, threads, built))
-            node.target = name
-            count += 1
+            fast = MaxPool(module, threads, built)
+        elif isinstance(module, nn.AdaptiveAvgPool2d) and global_poolable(module):
+            fast = GlobalAvgPool(module, threads, built)
+        else:
+            continue
+        name = f"fast_pool_{count}"
+        graph.add_submodule(name, fast)
+        node.target = name
+        count += 1
     return count

@@ -1,8 +1,8 @@
 """harness.sparsify: a PyTorch model rewritten so that each convolution (BatchNorm folded in,
 bias and ReLU fused) runs the sparse kernels where they measure faster than dense, and the
 fastest dense convolution (PyTorch's, or ONNX Runtime's or oneDNN's where installed)
-elsewhere; shortcut additions fuse into the pointwise kernel, max pooling runs in C, every
-other operation stays in PyTorch."""
+elsewhere; shortcut additions fuse into the pointwise kernel, max pooling and global average
+pooling run in C, every other operation stays in PyTorch."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from harness.kernels import native
 from harness.machine.hostinfo import detect_host
 from harness.networks.layers import ModelConv
 from harness.networks.memory import share_buffers
-from harness.networks.pooling import MaxPool, replace_max_pools
+from harness.networks.pooling import POOLS, replace_pools
 from harness.networks.runtimes import torch_threads
 from harness.networks.torch_graph import (conv_chains, fused_relu_max, model_conv,
                                           residual_adds, trace)
@@ -344,13 +344,13 @@ def sparsify(model: nn.Module, example_input: torch.Tensor, *, threads: int = 1,
                 if dead is not None:
                     graph.graph.erase_node(dead)
     fuse_residual_adds(graph)
-    replace_max_pools(graph, threads, built)
+    replace_pools(graph, threads, built)
     by_target = {node.target: graph.get_submodule(node.target) for node in graph.graph.nodes
                  if node.op == "call_module" and node.target.startswith("fused_")}
 
     def bind_buffers():
         share_buffers(graph, {t: m for t, m in by_target.items() if m.uses_buffers()},
-                      (FusedConv, MaxPool))
+                      (FusedConv, *POOLS))
     bind_buffers()
     graph.graph.lint()
     graph.recompile()

@@ -138,7 +138,12 @@ def test_channel_blocks_only_where_the_slice_spills_and_a_block_pays():
     block = L1_SLICE_BYTES // (4 * chunk)
     assert default_channel_block(wide, chunk, l1d, 0.3) == block  # 512 KiB slice, 29 a row
     assert block * 0.1 < MIN_BLOCK_NNZ
-    assert default_channel_block(wide, chunk, l1d, 0.1) == 2048   # too few non-zeros a block
+    # too few non-zeros in an L1-sized block: equal blocks that hold enough of them
+    assert default_channel_block(wide, chunk, l1d, 0.1) == 256
+    assert 256 * 0.1 >= MIN_BLOCK_NNZ > 128 * 0.1
+    half = ConvSpec.from_shapes((1, 1024, 14, 14), (256, 1024, 1, 1))
+    assert default_channel_block(half, chunk, l1d, 0.1) == 256
+    assert default_channel_block(half, chunk, l1d, 0.05) == 1024  # fewer than three would fit
     assert default_channel_block(narrow, chunk, l1d, 0.3) == 128  # 32 KiB: L1 holds it
     # with blocks, an item's scratch rows stay within a quarter of an L2
     assert default_out_block(wide, 1, chunk, block) * chunk * 4 <= 256 * 1024

@@ -255,3 +255,38 @@ def test_max_pool_kernel_equals_torch(seed):
     assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(pool(x)))
     assert not fast_poolable(nn.MaxPool2d(3, 2, 1, ceil_mode=True))
     assert not fast_poolable(nn.MaxPool2d(3, 2, 1, dilation=2))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_global_average_pool_kernel_equals_torch(seed):
+    from harness.machine.build import host_kernels
+    from harness.networks.pooling import GlobalAvgPool, global_poolable
+    rng = np.random.default_rng(seed)
+    pool = nn.AdaptiveAvgPool2d(1 if seed % 2 else (1, 1))
+    assert global_poolable(pool)
+    shape = (int(rng.integers(1, 3)), int(rng.integers(1, 40)), int(rng.integers(1, 20)),
+             int(rng.integers(1, 20)))
+    x = torch.from_numpy(rng.standard_normal(shape).astype(np.float32) * 10 + 3)
+    if seed == 0:
+        x[0, 0, 0, 0] = float("nan")  # a plane with a NaN averages to NaN
+    got = GlobalAvgPool(pool, 1 + seed % 2, host_kernels())(x)
+    want = pool(x.double()).float()
+    assert got.shape == want.shape
+    assert torch.equal(got.isnan(), want.isnan())
+    # float32 sums: within a few ulps of the plane's magnitude per summed pixel
+    bound = 4 * np.finfo(np.float32).eps * x.abs().amax(dim=(2, 3), keepdim=True)
+    assert torch.all(torch.nan_to_num(got - want).abs() <= torch.nan_to_num(bound))
+    assert not global_poolable(nn.AdaptiveAvgPool2d(2))
+    assert not global_poolable(nn.AdaptiveAvgPool2d((1, None)))
+
+
+def test_sparsify_runs_the_pools_in_c():
+    from harness.networks.pooling import GlobalAvgPool, MaxPool
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 8, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 4)).eval()
+    x = torch.randn(1, 3, 10, 10)
+    net = sparsify(model, x, choice="sparse")
+    kinds = [type(m) for m in net.modules()]
+    assert MaxPool in kinds and GlobalAvgPool in kinds
+    _same_function(model, x, net)
