@@ -14,6 +14,10 @@ from harness.kernels.native import c_kernels_fuse
 from harness.kernels.base import PreparedConv
 from harness.machine.hostinfo import detect_host
 
+# What a prepared kernel's work items are (its describe() holds them): recorded with every
+# sweep row of this method, so that a stored run is priced as it ran, whatever the defaults
+# become.
+CONFIG_FIELDS = ("chunk", "channel_block", "out_block")
 L1_SLICE_BYTES = 24 * 1024  # a chunk's slice of the input (one channel block), kept within L1
 MIN_CHUNK_VECTORS = 4       # narrower register tiles cost more loads per FMA than L2 does
 ACC_BYTES = 256 * 1024      # one work item's scratch rows kept within a quarter of an L2

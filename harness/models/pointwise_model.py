@@ -39,6 +39,7 @@ from harness.machine.hostinfo import detect_host
 from harness.models.mechanistic import (KernelCosts, even_split, nonzero_bytes,
                                         unpredictable_count)
 from harness.models.rows import row_density, row_spec
+from harness.sweep.record import pointwise_config_of
 
 
 def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: int,
@@ -117,12 +118,14 @@ def default_pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, t
 
 
 def pointwise_zero_shot(costs: KernelCosts, rows: pd.DataFrame) -> np.ndarray:
-    """Predicted seconds of a sweep's pointwise-kernel rows on this host, each as the kernel
-    ran it by default."""
+    """Predicted seconds of a sweep's pointwise-kernel rows on this host, each with the work
+    items it recorded (harness.sweep.record), or the kernel's defaults where it has none."""
     l1d = detect_host().caches_kib.get("l1d", 32) * 1024
     out = []
     for _, r in rows.iterrows():
-        spec = row_spec(r)
-        out.append(default_pointwise_time(costs, spec, row_density(r, spec), int(r["threads"]),
-                                          l1d))
+        spec, threads = row_spec(r), int(r["threads"])
+        density, config = row_density(r, spec), pointwise_config_of(r)
+        out.append(default_pointwise_time(costs, spec, density, threads, l1d) if config is None
+                   else pointwise_time(costs, spec, density, threads=threads,
+                                       **config)["total_s"])
     return np.array(out)

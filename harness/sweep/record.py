@@ -4,7 +4,9 @@
 (a CSV's "True", "1.0" or empty cell included), so no reader has to guess a column's type.
 
 The direct kernel's plan is recorded as one ``plan_<field>`` column per field of DirectPlan,
-derived from that dataclass: the plan's fields are declared there and nowhere else.
+derived from that dataclass: the plan's fields are declared there and nowhere else. The
+pointwise kernel's work items likewise, as ``pointwise_<field>`` columns from its
+CONFIG_FIELDS.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.kernels.direct_plan import DirectPlan
+from harness.kernels.pointwise import CONFIG_FIELDS as POINTWISE_FIELDS
 
 STATUSES = ("ok", "incorrect", "build_error", "runtime_error", "skipped")
 PLAN_PREFIX = "plan_"
+POINTWISE_PREFIX = "pointwise_"
 
 _PLAN_TYPES = {"int": int, "bool": bool, str(int): int, str(bool): bool}
 # name, type, whether the results table carries it. Types: str, int, float, bool, and
@@ -37,6 +41,7 @@ _FIELDS: list[tuple[str, Any, bool]] = [
     ("error_ratio", float, True), ("worker", str, True), ("tuned", str, True),
     *((PLAN_PREFIX + f.name, _PLAN_TYPES[str(f.type)], True)
       for f in dataclasses.fields(DirectPlan)),
+    *((POINTWISE_PREFIX + name, int, True) for name in POINTWISE_FIELDS),
     ("profile", str, True), ("isa", str, True), ("ran_isa", str, True), ("uncapped", bool, True),
     ("caps", str, True), ("emulated", bool, True), ("fallback", bool, True),
     ("not_reproduced", str, True), ("host", str, True),
@@ -111,9 +116,21 @@ def from_mapping(data, where: str = "row") -> PointRow:
     if missing:
         raise HarnessError(f"{where}: row lacks the field {missing[0]!r}")
     try:
-        return PointRow(**{k: _convert(k, v) for k, v in data.items() if k in _TYPES})
+        row = PointRow(**{k: _convert(k, v) for k, v in data.items() if k in _TYPES})
     except (TypeError, ValueError) as exc:
         raise HarnessError(f"{where}: {exc}") from None
+    return _with_pointwise_config(row)
+
+
+def _with_pointwise_config(row: PointRow) -> PointRow:
+    """A row stored before its pointwise columns existed, filled from the kernel's own
+    description in ``details`` (points.jsonl keeps it), where that has them."""
+    details = row.details if isinstance(row.details, dict) else {}
+    missing = {POINTWISE_PREFIX + name: details.get(name) for name in POINTWISE_FIELDS
+               if getattr(row, POINTWISE_PREFIX + name) is None}
+    if not missing or any(isinstance(v, bool) or not isinstance(v, int) for v in missing.values()):
+        return row
+    return updated(row, **missing)
 
 
 def updated(row: PointRow, **values) -> PointRow:
@@ -134,6 +151,16 @@ def plan_of(row) -> DirectPlan | None:
     if any(values[name] is None for name in required):
         return None
     return DirectPlan(**{k: v for k, v in values.items() if v is not None})
+
+
+def pointwise_config_of(row) -> dict | None:
+    """The pointwise kernel's work items a row (a PointRow or a table row) ran with
+    (CONFIG_FIELDS: chunk, channel_block, out_block), if recorded (runs before they were
+    have none)."""
+    get = row.get if hasattr(row, "get") else lambda k: getattr(row, k, None)
+    values = {name: _convert(POINTWISE_PREFIX + name, get(POINTWISE_PREFIX + name))
+              for name in POINTWISE_FIELDS}
+    return None if any(v is None for v in values.values()) else values
 
 
 def table_dtypes() -> dict:

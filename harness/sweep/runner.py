@@ -14,12 +14,14 @@ from harness.conv.weights import generated_weights, sweep_input
 from harness.errors import BuildError, HarnessError
 from harness.kernels.base import KernelError
 from harness.kernels.direct import default_plan
+from harness.kernels.pointwise import CONFIG_FIELDS as POINTWISE_FIELDS, PointwiseSparseConv
 from harness.machine.build import BuiltKernels
 from harness.machine.caps import caps_in_effect, dense_caps
 from harness.machine.isa import wider
 from harness.machine.profiles import not_reproduced
 from harness.sweep.plan import SweepConfig, SweepPoint
-from harness.sweep.record import PointRow, make_row, updated
+from harness.sweep.record import (PLAN_PREFIX, POINTWISE_PREFIX, PointRow, make_row,
+                                  updated)
 from harness.kernels.plans import TuningDB
 from harness.sweep.tuning import tuned_plan
 from harness.timing import CacheEvictor, PoolSettler, measure, steadiest
@@ -102,8 +104,10 @@ class PointRunner:
         plan = details.get("plan")
         if method.tunable:
             row = updated(row, tuned=source or details["plan_source"])
-        row = updated(row, details=details,  # the plan also as columns the model fit can use
-                      **{f"plan_{key}": value for key, value in (plan or {}).items()},
+        row = updated(row, details=details,  # the plan also as columns the models can use
+                      **{f"{PLAN_PREFIX}{key}": value for key, value in (plan or {}).items()},
+                      **{POINTWISE_PREFIX + key: details[key] for key in POINTWISE_FIELDS
+                         if isinstance(k, PointwiseSparseConv)},
                       **self._level(details.get("isa")))
         out = np.full(spec.output_shape, np.nan, dtype=np.float32)
         try:

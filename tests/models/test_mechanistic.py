@@ -328,6 +328,23 @@ def test_prepared_kernels_are_priced_as_prepared(rng):
     assert prepared_time(costs, dense) is None
 
 
+def test_a_stored_pointwise_row_is_priced_with_the_work_items_it_recorded():
+    import pandas as pd
+    from harness.models.pointwise_model import default_pointwise_time, pointwise_zero_shot
+    costs = synthetic_costs()
+    row = dict(batch=1, in_channels=1024, height=14, width=14, out_channels=256, kernel=1,
+               stride=1, padding=0, dilation=1, groups=1, threads=1, nnz=1024 * 256 // 10)
+    recorded = dict(pointwise_chunk=64, pointwise_channel_block=1024, pointwise_out_block=256)
+    spec = ConvSpec.from_shapes((1, 1024, 14, 14), (256, 1024, 1, 1))
+    density = row["nnz"] / (256 * 1024)
+    as_recorded = pointwise_time(costs, spec, density, 64, 1024, 256, 1)["total_s"]
+    priced = pointwise_zero_shot(costs, pd.DataFrame([{**row, **recorded}, row]))
+    assert priced[0] == as_recorded                      # the blocks it ran with
+    l1d = detect_host().caches_kib.get("l1d", 32) * 1024
+    assert priced[1] == default_pointwise_time(costs, spec, density, 1, l1d)  # none: defaults
+    assert priced[0] != priced[1]    # today's defaults block these channels differently
+
+
 def test_reuse_share_runs_from_a_full_sweep_to_one_minus_one_over_e():
     assert reuse_share(1.0) == 1.0
     assert reuse_share(0.0) == pytest.approx(1.0 - np.exp(-1.0))

@@ -173,6 +173,13 @@ def test_a_fit_validates_the_pointwise_kernel_zero_shot_where_it_ran(tmp_path):
     assert sorted(as_run.groupby(["layer", "method"]).size().items()) == [
         (("mix", "pointwise_sparse"), 3), (("spread", "direct_sparse"), 3)]
     assert read_model_fit(out / "model_fit.json")["zero_shot_as_run"]["crossovers_compared"] <= 2
+    # the pointwise rows carry the work items they ran with, and only they do
+    frame = load_results(out)
+    point = frame[frame["method"] == "pointwise_sparse"]
+    for name in ("chunk", "channel_block", "out_block"):
+        assert (point[f"pointwise_{name}"] > 0).all()
+        assert frame.loc[frame["method"] != "pointwise_sparse", f"pointwise_{name}"].isna().all()
+    assert (point["pointwise_channel_block"] <= 64).all()
 
 
 def test_existing_run_dir_needs_resume(tmp_path):
@@ -365,3 +372,17 @@ def test_an_unknown_pattern_is_one_line_and_status_2(tmp_path, tiny_sweep, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'block:3'" in err[0] and "block:4" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_pointwise_row_stored_before_its_columns_reads_them_from_its_details():
+    from harness.sweep.record import from_mapping, pointwise_config_of
+    stored = {"key": "k", "network": "n", "layer": "l", "method": "pointwise_sparse",
+              "batch": 1, "threads": 1, "status": "ok", "profile": "host", "host": "h",
+              "build_key": "b", "details": {"chunk": 64, "channel_block": 512,
+                                            "out_block": 256, "nnz": 10}}
+    assert pointwise_config_of(from_mapping(stored)) == {"chunk": 64, "channel_block": 512,
+                                                         "out_block": 256}
+    # recorded columns win over the details; a row with neither has no configuration
+    row = from_mapping({**stored, "pointwise_chunk": 32})
+    assert pointwise_config_of(row)["chunk"] == 32
+    assert pointwise_config_of(from_mapping({**stored, "details": {"plan": {}}})) is None
