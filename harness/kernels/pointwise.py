@@ -183,7 +183,6 @@ class PointwiseSparseConv(PreparedConv):
         native.check_rc(built, rc, "spconv_pointwise")
 
     def describe(self) -> dict:
-        return {"chunk": self.chunk, "out_block": self.out_block,
-                "channel_block": self.channel_block, "nnz": self.nnz,
+        return {**{name: getattr(self, name) for name in CONFIG_FIELDS}, "nnz": self.nnz,
                 "through_scratch": self.through_scratch, "row_major": self.row_major,
                 "isa": self.built.isa, "build_key": self.built.key}

@@ -19,7 +19,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.kernels.direct_plan import DirectPlan
-from harness.kernels.pointwise import CONFIG_FIELDS as POINTWISE_FIELDS
+from harness.kernels.pointwise import CONFIG_FIELDS as POINTWISE_FIELDS, PointwiseSparseConv
 
 STATUSES = ("ok", "incorrect", "build_error", "runtime_error", "skipped")
 PLAN_PREFIX = "plan_"
@@ -125,7 +125,9 @@ def from_mapping(data, where: str = "row") -> PointRow:
 def _with_pointwise_config(row: PointRow) -> PointRow:
     """A row stored before its pointwise columns existed, filled from the kernel's own
     description in ``details`` (points.jsonl keeps it), where that has them."""
-    details = row.details if isinstance(row.details, dict) else {}
+    if row.method != PointwiseSparseConv.method or not isinstance(row.details, dict):
+        return row
+    details = row.details
     missing = {POINTWISE_PREFIX + name: details.get(name) for name in POINTWISE_FIELDS
                if getattr(row, POINTWISE_PREFIX + name) is None}
     if not missing or any(isinstance(v, bool) or not isinstance(v, int) for v in missing.values()):
