@@ -19,7 +19,6 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import numpy as np  # noqa: E402
 from scipy.stats import gmean  # noqa: E402
 
 from harness import kernels  # noqa: E402

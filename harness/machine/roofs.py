@@ -160,7 +160,7 @@ def tile_costs(built: BuiltKernels, host: HostInfo, rounds: int = ROUNDS,
     """Per tile (group g, width t), level and offsets (aligned or random): seconds per
     position and per tile call, from calls of POSITIONS[0] and POSITIONS[1] positions; and the
     share of split loads the random offsets had (loads in pieces of ``piece`` floats)."""
-    lib, vec = built.lib, built.lib.spconv_vector_floats()
+    vec = built.lib.spconv_vector_floats()
     rng = np.random.default_rng(1)
     shapes = tile_shapes(built)
     widest = max(t for _, t in shapes)
