@@ -21,6 +21,7 @@ CONFIG_FIELDS = ("chunk", "channel_block", "out_block")
 L1_SLICE_BYTES = 24 * 1024  # a chunk's slice of the input (one channel block), kept within L1
 MIN_CHUNK_VECTORS = 4       # narrower register tiles cost more loads per FMA than L2 does
 ACC_BYTES = 256 * 1024      # one work item's scratch rows kept within a quarter of an L2
+WHOLE_SLICE_L1 = 1.5        # a slice of all input channels up to this many L1s is packed whole
 MIN_BLOCK_NNZ = 25          # non-zeros of an output channel a channel block must pay its trip with
 # Storing the accumulators straight from registers gained up to 21% on planes of 14x14 and
 # more with few non-zeros a row, but lost 5-8% on 7x7 ones when they ran in chunks of three
@@ -51,20 +52,21 @@ def default_chunk(spec, vector: int, max_tile: int) -> int:
 
 
 def default_channel_block(spec, chunk: int, l1d_bytes: int, density: float) -> int:
-    """Input channels packed at a time, where the slice of all of them is more than twice
-    ``l1d_bytes``: as many as fit L1_SLICE_BYTES, or, where such a block would hold fewer than
-    MIN_BLOCK_NNZ non-zeros of an output channel on average, as many as hold that many
-    (the channels then split into equal blocks); all of them where the slice is smaller, or
-    where fewer than three such blocks fit. The sums of each output row wait in a scratch row
+    """Input channels packed at a time, where the slice of all of them is more than
+    WHOLE_SLICE_L1 times ``l1d_bytes``: as many as fit L1_SLICE_BYTES, or, where such a block
+    would hold fewer than MIN_BLOCK_NNZ non-zeros of an output channel on average, as many as
+    hold that many (the channels then split into equal blocks); all of them where the slice
+    is smaller, or where fewer than three such blocks fit. The sums of each output row wait in a scratch row
     between blocks: a few loads and stores a block, where a slice far past L1 makes every
     load of every non-zero come from L2. (On ResNet-50's 1x1 layers, blocks of 96 channels
     gained 1.17-1.47x with 512-2048 input channels at 70% but lost up to 20% at 90%, and up
     to 10% with 128-256 channels at 70%: bench/pointwise_store.py on an AMD EPYC, Zen 5. On
     a Zen 4, blocks of 256 channels in place of all 1024-2048 gained 1.1-1.3x at 90%; at 95%
     two blocks of 512 lost up to 11% against all 1024, four of 512 gained up to 10% against
-    all 2048.)"""
+    all 2048. A slice of 64 KiB, twice that Zen 4's L1, ran 1.2-1.4x faster in blocks of 96
+    channels at 40-50% and as fast at 70%; the same slice was best whole with a 48 KiB L1.)"""
     channels = spec.in_channels
-    if 4 * channels * chunk <= 2 * l1d_bytes:
+    if 4 * channels * chunk <= WHOLE_SLICE_L1 * l1d_bytes:
         return channels
     block = max(1, min(channels, L1_SLICE_BYTES // (4 * chunk)))
     if block * density < MIN_BLOCK_NNZ:

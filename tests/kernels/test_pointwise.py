@@ -145,6 +145,10 @@ def test_channel_blocks_only_where_the_slice_spills_and_a_block_pays():
     assert default_channel_block(half, chunk, l1d, 0.1) == 256
     assert default_channel_block(half, chunk, l1d, 0.05) == 1024  # fewer than three would fit
     assert default_channel_block(narrow, chunk, l1d, 0.3) == 128  # 32 KiB: L1 holds it
+    # a slice past one and a half L1s is blocked, one up to that is not
+    mid = ConvSpec.from_shapes((1, 256, 56, 56), (64, 256, 1, 1))  # 64 KiB at chunks of 64
+    assert default_channel_block(mid, chunk, 32 * 1024, 0.5) == block
+    assert default_channel_block(mid, chunk, 48 * 1024, 0.5) == 256
     # with blocks, an item's scratch rows stay within a quarter of an L2
     assert default_out_block(wide, 1, chunk, block) * chunk * 4 <= 256 * 1024
     assert default_out_block(narrow, 1, chunk, 128) == 512  # one block: every channel an item
