@@ -56,25 +56,26 @@ def default_channel_block(spec, chunk: int, l1d_bytes: int, density: float) -> i
     WHOLE_SLICE_L1 times ``l1d_bytes``: as many as fit L1_SLICE_BYTES, or, where such a block
     would hold fewer than MIN_BLOCK_NNZ non-zeros of an output channel on average, as many as
     hold that many (the channels then split into equal blocks); all of them where the slice
-    is smaller, or where fewer than three such blocks fit. The sums of each output row wait in a scratch row
-    between blocks: a few loads and stores a block, where a slice far past L1 makes every
-    load of every non-zero come from L2. (On ResNet-50's 1x1 layers, blocks of 96 channels
-    gained 1.17-1.47x with 512-2048 input channels at 70% but lost up to 20% at 90%, and up
-    to 10% with 128-256 channels at 70%: bench/pointwise_store.py on an AMD EPYC, Zen 5. On
-    a Zen 4, blocks of 256 channels in place of all 1024-2048 gained 1.1-1.3x at 90%; at 95%
-    two blocks of 512 lost up to 11% against all 1024, four of 512 gained up to 10% against
-    all 2048. A slice of 64 KiB, twice that Zen 4's L1, ran 1.2-1.4x faster in blocks of 96
-    channels at 40-50% and as fast at 70%; the same slice was best whole with a 48 KiB L1.)"""
+    is smaller, or where fewer than three such blocks fit. The sums of each output row wait
+    in a scratch row between blocks: a few loads and stores a block, where a slice far past
+    L1 makes every load of every non-zero come from L2. (On ResNet-50's 1x1 layers, blocks
+    of 96 channels gained 1.17-1.47x with 512-2048 input channels at 70% but lost up to 20%
+    at 90%, and up to 10% with 128-256 channels at 70%: bench/pointwise_store.py on an AMD
+    EPYC, Zen 5. On a Zen 4, blocks of 256 channels in place of all 1024-2048 gained
+    1.1-1.3x at 90%; at 95% two blocks of 512 lost up to 11% against all 1024, four of 512
+    gained up to 10% against all 2048. A slice of 64 KiB, twice that Zen 4's L1, ran 1.2-1.4x
+    faster in blocks of 96 channels at 40-50% and as fast at 70%; the same slice was best
+    whole with a 48 KiB L1.)"""
     channels = spec.in_channels
     if 4 * channels * chunk <= WHOLE_SLICE_L1 * l1d_bytes:
         return channels
     block = max(1, min(channels, L1_SLICE_BYTES // (4 * chunk)))
     if block * density < MIN_BLOCK_NNZ:
-        block = -(-MIN_BLOCK_NNZ // max(density, 1e-9)) if density > 0 else channels
+        block = int(np.ceil(MIN_BLOCK_NNZ / density)) if density > 0 else channels
         if 3 * block > channels:
             return channels
         block = -(-channels // (channels // block))  # equal blocks, no sliver at the end
-    return int(block)
+    return block
 
 
 def default_out_block(spec, threads: int, chunk: int, channel_block: int) -> int:

@@ -157,8 +157,7 @@ def plan_of(row) -> DirectPlan | None:
 
 def pointwise_config_of(row) -> dict | None:
     """The pointwise kernel's work items a row (a PointRow or a table row) ran with
-    (CONFIG_FIELDS: chunk, channel_block, out_block), if recorded (runs before they were
-    have none)."""
+    (CONFIG_FIELDS: chunk, channel_block, out_block), if recorded."""
     get = row.get if hasattr(row, "get") else lambda k: getattr(row, k, None)
     values = {name: _convert(POINTWISE_PREFIX + name, get(POINTWISE_PREFIX + name))
               for name in POINTWISE_FIELDS}
