@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any
 
 import pandas as pd
@@ -119,18 +120,20 @@ def from_mapping(data, where: str = "row") -> PointRow:
         row = PointRow(**{k: _convert(k, v) for k, v in data.items() if k in _TYPES})
     except (TypeError, ValueError) as exc:
         raise HarnessError(f"{where}: {exc}") from None
-    return _with_pointwise_config(row)
+    return with_pointwise_config(row)
 
 
-def _with_pointwise_config(row: PointRow) -> PointRow:
-    """A row stored before its pointwise columns existed, filled from the kernel's own
-    description in ``details`` (points.jsonl keeps it), where that has them."""
+def with_pointwise_config(row: PointRow) -> PointRow:
+    """A pointwise-kernel row with its ``pointwise_<field>`` columns filled from the kernel's
+    own description in ``details`` where they are empty: as the sweep measures it, and for a
+    row stored before those columns existed (points.jsonl keeps the details)."""
     if row.method != PointwiseSparseConv.method or not isinstance(row.details, dict):
         return row
     details = row.details
     missing = {POINTWISE_PREFIX + name: details.get(name) for name in POINTWISE_FIELDS
                if getattr(row, POINTWISE_PREFIX + name) is None}
-    if not missing or any(isinstance(v, bool) or not isinstance(v, int) for v in missing.values()):
+    if not missing or any(isinstance(v, bool) or not isinstance(v, numbers.Integral)
+                          for v in missing.values()):
         return row
     return updated(row, **missing)
 
@@ -143,11 +146,16 @@ def as_json(row: PointRow) -> dict:
     return dataclasses.asdict(row)
 
 
+def _recorded(row, prefix: str, names) -> dict:
+    """The columns ``prefix + name`` of a row (a PointRow or a table row), by name, each of
+    its declared type (None where empty)."""
+    get = row.get if hasattr(row, "get") else lambda k: getattr(row, k, None)
+    return {name: _convert(prefix + name, get(prefix + name)) for name in names}
+
+
 def plan_of(row) -> DirectPlan | None:
     """The direct kernel's plan a row (a PointRow or a table row) ran with, if recorded."""
-    get = row.get if hasattr(row, "get") else lambda k: getattr(row, k, None)
-    values = {f.name: _convert(PLAN_PREFIX + f.name, get(PLAN_PREFIX + f.name))
-              for f in dataclasses.fields(DirectPlan)}
+    values = _recorded(row, PLAN_PREFIX, [f.name for f in dataclasses.fields(DirectPlan)])
     required = [f.name for f in dataclasses.fields(DirectPlan)
                 if f.default is dataclasses.MISSING]
     if any(values[name] is None for name in required):
@@ -158,9 +166,7 @@ def plan_of(row) -> DirectPlan | None:
 def pointwise_config_of(row) -> dict | None:
     """The pointwise kernel's work items a row (a PointRow or a table row) ran with
     (CONFIG_FIELDS: chunk, channel_block, out_block), if recorded."""
-    get = row.get if hasattr(row, "get") else lambda k: getattr(row, k, None)
-    values = {name: _convert(POINTWISE_PREFIX + name, get(POINTWISE_PREFIX + name))
-              for name in POINTWISE_FIELDS}
+    values = _recorded(row, POINTWISE_PREFIX, POINTWISE_FIELDS)
     return None if any(v is None for v in values.values()) else values
 
 

@@ -14,14 +14,13 @@ from harness.conv.weights import generated_weights, sweep_input
 from harness.errors import BuildError, HarnessError
 from harness.kernels.base import KernelError
 from harness.kernels.direct import default_plan
-from harness.kernels.pointwise import CONFIG_FIELDS as POINTWISE_FIELDS, PointwiseSparseConv
 from harness.machine.build import BuiltKernels
 from harness.machine.caps import caps_in_effect, dense_caps
 from harness.machine.isa import wider
 from harness.machine.profiles import not_reproduced
 from harness.sweep.plan import SweepConfig, SweepPoint
-from harness.sweep.record import (PLAN_PREFIX, POINTWISE_PREFIX, PointRow, make_row,
-                                  updated)
+from harness.sweep.record import (PLAN_PREFIX, PointRow, make_row, updated,
+                                  with_pointwise_config)
 from harness.kernels.plans import TuningDB
 from harness.sweep.tuning import tuned_plan
 from harness.timing import CacheEvictor, PoolSettler, measure, steadiest
@@ -104,11 +103,10 @@ class PointRunner:
         plan = details.get("plan")
         if method.tunable:
             row = updated(row, tuned=source or details["plan_source"])
-        row = updated(row, details=details,  # the plan also as columns the models can use
-                      **{f"{PLAN_PREFIX}{key}": value for key, value in (plan or {}).items()},
-                      **{POINTWISE_PREFIX + key: details[key] for key in POINTWISE_FIELDS
-                         if isinstance(k, PointwiseSparseConv)},
-                      **self._level(details.get("isa")))
+        row = with_pointwise_config(updated(  # plans also as columns the models can use
+            row, details=details,
+            **{f"{PLAN_PREFIX}{key}": value for key, value in (plan or {}).items()},
+            **self._level(details.get("isa"))))
         out = np.full(spec.output_shape, np.nan, dtype=np.float32)
         try:
             k(x, out=out)
