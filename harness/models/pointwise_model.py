@@ -11,7 +11,7 @@ block of input channels:
   chunk, at the calibrated cost of a call of that many positions, plus, where the slice (with
   a row's non-zeros and output, which pass through L1 between two reads of its lines) is
   past L1, the calibrated extra cost per position of streaming it from the level that holds
-  it;
+  it, for the share of reads that miss L1 (l1_miss_share);
 - non-zeros: the item's rows' values and indices, streamed again for every chunk, from where
   all of the layer's lie, at what the triad rate of that working set costs over L1's
   (ResNet-50's 1x1 layers of 512-2048 channels hold 0.4-12 MB of them at 30% sparsity);
@@ -40,6 +40,15 @@ from harness.models.mechanistic import (KernelCosts, even_split, nonzero_bytes,
                                         unpredictable_count)
 from harness.models.rows import row_density, row_spec
 from harness.sweep.record import pointwise_config_of
+
+
+def l1_miss_share(swept: float, l1_bytes: float) -> float:
+    """The share of a row's reads of the slice that miss L1 when ``swept`` bytes pass through
+    it between two reads of a line. Each output row reads the channel rows of its own
+    non-zeros, a random subset of the slice, so a line comes back after a random number of
+    other reads, and under LRU it is still held with about the chance that L1 holds any line
+    of what passes: l1/swept (a sequential sweep past L1, the direct kernel's, finds none)."""
+    return max(0.0, 1.0 - l1_bytes / swept)
 
 
 def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: int,
@@ -72,7 +81,8 @@ def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: in
             # each row sweeps the slice in channel order: between two reads of a line, the
             # slice, one row's non-zeros (value and index) and its output pass through L1
             swept = slice_bytes + nonzero_bytes(1) * positions + 2 * 4.0 * floats
-            extra = costs.position_s(1, width, swept, 0.0) - l1_price
+            extra = l1_miss_share(swept, costs.l1_bytes) * (
+                costs.position_s(1, width, max(swept, 2 * costs.l1_bytes), 0.0) - l1_price)
             tiles += rows * (nonempty * costs.short_call_s(1, width, per_row) + positions * extra)
             misses = min(nonempty, 1.0 - nonempty) + nonempty * unpredictable_count(n, p)
             branches += rows * misses * costs.branch_miss_s

@@ -16,7 +16,7 @@ from harness.models.mechanistic import (KernelCosts, accumulator_extra_s, direct
                                         even_split, plan_for, predicted_sweet_spot,
                                         reuse_share, steady_fixed_costs,
                                         support_probability)
-from harness.models.pointwise_model import pointwise_time
+from harness.models.pointwise_model import l1_miss_share, pointwise_time
 from harness.models.prepared import prepared_time
 
 CONV3 = ConvSpec.from_shapes((1, 256, 13, 13), (384, 256, 3, 3), 1, 1)
@@ -303,6 +303,24 @@ def test_pointwise_channel_blocks_trade_round_trips_for_slices_in_l1():
     flat = synthetic_costs(slow_l2=1.0)
     assert (pointwise_time(flat, POINTWISE, 0.3, 64, 96, 256, 1)["tiles_s"]
             > pointwise_time(flat, POINTWISE, 0.3, 64, 1024, 256, 1)["tiles_s"])
+
+
+def test_a_slice_past_l1_is_missed_in_proportion_to_its_size():
+    # each output row reads its own non-zeros' channel rows, a random subset of the slice:
+    # a line read again is still in L1 with about the chance that L1 holds any line of it
+    assert l1_miss_share(10_000, 20_000) == 0.0
+    assert l1_miss_share(40_000, 20_000) == pytest.approx(0.5)
+    assert l1_miss_share(80_000, 20_000) == pytest.approx(0.75)
+    slow, flat = synthetic_costs(slow_l2=4.0), synthetic_costs(slow_l2=1.0)
+
+    def extra(channels):  # the tiles' price over that of the same slice in L1
+        return (pointwise_time(slow, POINTWISE, 0.1, 64, channels, 256, 1)["tiles_s"]
+                - pointwise_time(flat, POINTWISE, 0.1, 64, channels, 256, 1)["tiles_s"])
+    row = 4 * 64  # bytes of a channel's row of a chunk of 64 pixels
+    assert extra(int(0.8 * slow.l1_bytes) // row) == 0.0
+    # slices of 128 and 256 KiB (L1 48 KiB): both past twice L1, yet the smaller one still
+    # finds more of its lines in L1
+    assert 0.0 < extra(512) < 0.85 * extra(1024)
 
 
 def test_prepared_kernels_are_priced_as_prepared(rng):
