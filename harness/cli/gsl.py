@@ -12,7 +12,7 @@ from harness.store.files import writable_dir
 
 
 def build_parser(prog: str = "run_gsl.py") -> argparse.ArgumentParser:
-    from harness.gsl.settings import NETWORKS, GSLSettings, TrainSettings
+    from harness.gsl.settings import NETWORKS, PRECISIONS, GSLSettings, TrainSettings
     d, t = GSLSettings(), TrainSettings()
     p = common.ArgumentParser(prog=prog, formatter_class=common.HelpFormatter, description=(
         "Guided Sparsity Learning: train a network on Fashion-MNIST (or MNIST) to convergence, "
@@ -60,6 +60,14 @@ def build_parser(prog: str = "run_gsl.py") -> argparse.ArgumentParser:
     p.add_argument("--rewind", type=common.number("--rewind", low=0, high=1, open_low=True),
                    default=t.rewind, help="pruning and fine-tuning restart the learning rate "
                    "at this share of the peak, then anneal it to zero")
+    p.add_argument("--distill", type=common.number("--distill", low=0, high=1), default=t.distill,
+                   help="after dense training (pruning, fine-tuning and the dense model of the "
+                   "same budget alike): the weight of the dense model's soft targets in the "
+                   "loss (knowledge distillation); 0: labels only")
+    p.add_argument("--precision", choices=PRECISIONS, default=t.precision,
+                   help="training's forward passes: bf16 (bfloat16; weights, gradients and "
+                        "updates stay float32), fp32, or auto: bf16 where the CPU computes it "
+                        "natively (AVX512_BF16 or AMX), else fp32. Evaluation is float32")
     p.add_argument("--augment", action="store_true",
                    help="train on random flips and shifts of up to 2 pixels (pays only with "
                         "more epochs than the default)")
@@ -100,6 +108,7 @@ def _run(args) -> int:
     from harness.gsl.datasets import load_idx_dataset, synthetic_dataset
     from harness.gsl.pipeline import run_gsl
     from harness.gsl.settings import GSLSettings, PruneSettings, TrainSettings
+    from harness.gsl.training import resolve_precision
 
     profile, _, _ = common.load_target(args)  # refuses an ISA the host lacks before training
     if args.dataset == "synthetic":
@@ -129,7 +138,9 @@ def _run(args) -> int:
         validation=args.validation, max_target=args.max_target, layer_cap=args.layer_cap,
         allocation=args.allocation,
         compare_unguided=not args.no_compare, dense_same_budget=not args.no_dense_same_budget)
-    train = TrainSettings(lr=args.lr, rewind=args.rewind, augment=args.augment)
+    train = TrainSettings(lr=args.lr, rewind=args.rewind, augment=args.augment,
+                          distill=args.distill,
+                          precision=resolve_precision(args.precision))
     summary = run_gsl(spec, data, profile, out, train=train, settings=settings,
                       checkpoint=checkpoint,
                       prune=PruneSettings(method=args.method, block=block_group(args.pattern)))

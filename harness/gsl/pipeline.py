@@ -127,6 +127,17 @@ class SeedRun:
                  f"(validation {record['val_accuracy']:.2f}%, epoch {record['epoch']})")
         return record
 
+    def teacher(self) -> nn.Module | None:
+        """A frozen copy of the dense model, whose soft targets the later stages learn from
+        where ``distill`` is set: the dense model of the same budget as much as the pruned
+        ones, so that it stays the same procedure less the pruning."""
+        if self.train.distill <= 0:
+            return None
+        teacher = copy.deepcopy(self.model).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        return teacher
+
     def dense_same_budget(self) -> dict:
         """The dense model trained on for as many epochs as pruning and fine-tuning take, with
         the same rewound schedule: the fair dense reference for the pruned networks."""
@@ -135,7 +146,8 @@ class SeedRun:
         longer = copy.deepcopy(self.model)
         chosen = train_epochs(longer, self.data, self.settings.prune_epochs + self.settings.finetune_epochs,
                               self.train, kind="rewind", seed=self.seed * 1000 + 3, log=self.log,
-                              phase=f"seed {self.seed} dense (same budget)")
+                              phase=f"seed {self.seed} dense (same budget)",
+                              teacher=self.teacher())
         record = record_of(longer, self.data, chosen)
         self.stages.record("dense_same_budget", record)
         return record
@@ -155,7 +167,8 @@ class SeedRun:
         chosen = train_epochs(model, self.data, s.prune_epochs + s.finetune_epochs, self.train,
                               kind="rewind", pruner=pruner, prune_epochs=s.prune_epochs,
                               seed=self.seed * 1000 + (1 if uniform_target is None else 2),
-                              log=self.log, phase=f"seed {self.seed} {stage}", history=history)
+                              log=self.log, phase=f"seed {self.seed} {stage}", history=history,
+                              teacher=self.teacher())
         weights = conv_weights(model)
         record = record_of(model, self.data, chosen, conv_sparsity=conv_sparsity(weights),
                            layers={n: {"kind": st.kind, "reason": st.reason}

@@ -21,7 +21,9 @@ from harness.gsl.pipeline import run_gsl  # noqa: E402
 from harness.gsl.pruning import GuidedPruner, sparsity  # noqa: E402
 from harness.gsl.settings import GSLSettings, PruneSettings, TrainSettings  # noqa: E402
 from harness.gsl.summary import aggregate  # noqa: E402
-from harness.gsl.training import accuracy, augmented, train_epochs  # noqa: E402
+from harness.gsl.training import (BF16_FLAGS, accuracy, augmented,  # noqa: E402
+                                  distillation_loss, resolve_precision, train_epochs)
+from harness.machine.hostinfo import detect_host  # noqa: E402
 from harness.machine.profiles import HOST_PROFILE, load_profile  # noqa: E402
 
 
@@ -274,6 +276,40 @@ def test_training_keeps_the_epoch_with_the_best_validation_accuracy():
     train_epochs(ReferenceNet(classes=4, width=4), data, 10, frozen, log=lambda *_: None,
                  history=history)
     assert len(history) == 3
+
+
+def test_precision_auto_is_bf16_only_where_the_cpu_computes_it():
+    native = any(f in detect_host().features for f in BF16_FLAGS)
+    assert resolve_precision("auto") == ("bf16" if native else "fp32")
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    with pytest.raises(HarnessError, match="precision must be one of"):
+        resolve_precision("fp16")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_training_learns_in_either_precision_and_keeps_float32_weights(precision):
+    torch.manual_seed(0)
+    data, model, _, _ = small_setup()
+    before = accuracy(model, data.val_x, data.val_y)
+    settings = TrainSettings(batch_size=32, augment=False, lr=0.02, precision=precision)
+    chosen = train_epochs(model, data, 4, settings, log=lambda *_: None)
+    assert chosen["val_accuracy"] >= max(before + 25.0, 50.0)  # 4 classes: chance is 25%
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_a_student_learns_from_the_teachers_soft_targets_alone():
+    logits = torch.randn(8, 4)
+    assert float(distillation_loss(logits, logits, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distillation_loss(logits, -logits, 4.0)) > 0.0
+    torch.manual_seed(0)
+    data, teacher, _, _ = small_setup()
+    train_epochs(teacher, data, 4, QUICK, log=lambda *_: None)
+    # distill 1: the labels weigh nothing, so all a student learns comes from the teacher
+    soft_only = TrainSettings(batch_size=32, augment=False, lr=0.02, distill=1.0)
+    student = ReferenceNet(classes=4, width=4)
+    train_epochs(student, data, 8, soft_only, log=lambda *_: None, teacher=teacher)
+    assert accuracy(student, data.test_x, data.test_y) >= 50.0  # 4 classes: chance is 25%
+    assert not teacher.training  # the teacher only predicts
 
 
 def test_augmentation_flips_and_shifts():
