@@ -39,7 +39,7 @@ class TrainSettings:
                                 # cost accuracy at the default budget of a few epochs)
     patience: int = 3           # epochs without a better validation accuracy before stopping
     rewind: float = 0.5         # pruning and fine-tuning restart at this share of the peak rate
-    distill: float = 0.0        # after dense training: the weight of the dense model's soft
+    distill: float = 0.5        # after dense training: the weight of the dense model's soft
                                 # targets in the loss (knowledge distillation), 0: labels only
     temperature: float = 4.0    # of the soft targets
     precision: str = "auto"     # "bf16": forward passes in bfloat16 (weights, gradients and
