@@ -22,8 +22,9 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def resolve_precision(precision: str) -> str:
-    """"auto" made concrete for this host: bf16 where it computes bfloat16 natively (training
-    the reference network 1.75-2x as fast as in float32 on an AMD EPYC, Zen 4), else fp32."""
+    """The precision to train in on this host: "auto" is bf16 where the CPU computes bfloat16
+    natively (the reference network trains 1.75-2x as fast as in float32 on an AMD EPYC,
+    Zen 4), else fp32."""
     if precision not in PRECISIONS:
         raise HarnessError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision != "auto":
