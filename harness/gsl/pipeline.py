@@ -128,15 +128,10 @@ class SeedRun:
         return record
 
     def teacher(self) -> nn.Module | None:
-        """A frozen copy of the dense model, whose soft targets the later stages learn from
-        where ``distill`` is set: the dense model of the same budget as much as the pruned
-        ones, so that it stays the same procedure less the pruning."""
-        if self.train.distill <= 0:
-            return None
-        teacher = copy.deepcopy(self.model).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        return teacher
+        """A copy of the dense model (only run, never trained) whose soft targets the later
+        stages learn from where ``distill`` is set: the dense model of the same budget as much
+        as the pruned ones, so that it stays the same procedure less the pruning."""
+        return copy.deepcopy(self.model).eval() if self.train.distill > 0 else None
 
     def dense_same_budget(self) -> dict:
         """The dense model trained on for as many epochs as pruning and fine-tuning take, with

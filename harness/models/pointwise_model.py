@@ -78,8 +78,8 @@ def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: in
             positions = p * n
             nonempty = 1.0 - (1.0 - p) ** n
             per_row = positions / nonempty if nonempty else 0.0
-            # each row sweeps the slice in channel order: between two reads of a line, the
-            # slice, one row's non-zeros (value and index) and its output pass through L1
+            # between two reads of a line, at most the slice, one row's non-zeros (value and
+            # index) and its output pass through L1
             swept = slice_bytes + nonzero_bytes(1) * positions + 2 * 4.0 * floats
             extra = l1_miss_share(swept, costs.l1_bytes) * (
                 costs.position_s(1, width, max(swept, 2 * costs.l1_bytes), 0.0) - l1_price)
