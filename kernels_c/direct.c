@@ -87,9 +87,17 @@ static int group_count(const spconv_geometry *g, const spconv_plan *p)
     return (g->out_channels + p->out_group - 1) / p->out_group;
 }
 
+/* Room for the lane maps of a whole band and of the last, shorter one (spconv_lane). */
+static long lanes_floats(const spconv_geometry *g, const spconv_plan *p)
+{
+    return round_up_vec(2 * run_floats(g, p) / VEC_FLOATS *
+                        (long)(sizeof(spconv_lane) / sizeof(float)));
+}
+
+/* The lane maps, then each thread's accumulators (sums kept between channel blocks). */
 long spconv_scratch_floats(const spconv_geometry *g, const spconv_plan *p)
 {
-    return (long)p->threads * p->out_channel_block * run_floats(g, p);
+    return lanes_floats(g, p) + (long)p->threads * p->out_channel_block * run_floats(g, p);
 }
 
 int spconv_direct_check(const spconv_geometry *g, const spconv_plan *p)
@@ -268,6 +276,12 @@ static void pad_channel(const spconv_geometry *g, const row_window *win, const f
         return;
     }
     const int sh = g->stride_h, sw = g->stride_w;
+    if (sh == 1 && sw == 1) {  /* one plane: no phases to step through per row */
+        float *to = dst + (long)(h0 + g->pad_h - win->first) * g->plane_w + g->pad_w;
+        for (int h = h0; h < h1; ++h, to += g->plane_w)
+            copy_floats(to, src + (long)h * g->width, g->width);
+        return;
+    }
     /* a 1x1 kernel's taps read row (column) phase 0 only */
     const int read_sh = g->kernel_h > 1 ? sh : 1, read_sw = g->kernel_w > 1 ? sw : 1;
     const long phase = (long)g->plane_h * g->plane_w;
@@ -314,17 +328,32 @@ void spconv_pad_repeat(long reps, const spconv_geometry *g, int channels, const 
                         copy);
 }
 
-/* Write `rows` output rows of one channel from its accumulator run: drop junk columns, apply
-   the activation act. */
-static void store_rows(const spconv_geometry *g, const float *acc, int rows, int act, float *out)
+/* The lane map of a band of `rows` output rows: run position y * plane_w + x is output
+   y * out_width + x where x < out_width, so a vector's valid lanes land consecutively. */
+static void build_lanes(const spconv_geometry *g, int rows, spconv_lane *lanes)
 {
-    for (int y = 0; y < rows; ++y) {
-        const float *src = acc + (long)y * g->plane_w;
-        float *dst = out + (long)y * g->out_width;
-        if (act)
-            for (int x = 0; x < g->out_width; ++x) dst[x] = float_act(src[x], act);
-        else
-            copy_floats(dst, src, g->out_width);
+    const long vectors = rows_run_floats(g, rows) / VEC_FLOATS, end = (long)rows * g->plane_w;
+    for (long v = 0; v < vectors; ++v) {
+        spconv_lane l = {0, 0, 0u, 0u};
+        const long first = v * VEC_FLOATS, last = first + VEC_FLOATS < end ? first + VEC_FLOATS
+                                                                           : end;
+        for (long i = first; i < last;) {  /* segments of one row's valid or junk columns */
+            const long y = i / g->plane_w, x = i % g->plane_w;
+            const long to = x < g->out_width ? i + g->out_width - x : i + g->plane_w - x;
+            const long stop = to < last ? to : last;
+            if (x < g->out_width)
+                for (long j = i; j < stop; ++j) {
+                    const unsigned lane = (unsigned)(j - first);
+                    if (!l.count)
+                        l.offset = (int)(y * g->out_width + x);
+                    l.mask |= 1u << lane;
+                    if (VEC_FLOATS <= 8)
+                        l.perm |= lane << (3 * l.count);
+                    ++l.count;
+                }
+            i = stop;
+        }
+        lanes[v] = l;
     }
 }
 
@@ -374,29 +403,26 @@ static const int *block_row(const spconv_geometry *g, const spconv_plan *p, cons
     return blkptr + (long)cb * (group_count(g, p) + 1);
 }
 
-/* One channel block's non-zeros for output-channel groups [q0, q1) over a run of `run`
-   floats (their accumulators acc_stride floats apart): with tiles outside output channels,
-   register tile by register tile (the even split of tile.h, as spconv_accumulate makes it),
-   so a tile reads only its rows of the block, which stay in L1 while every output channel
-   streams through them; else each group over the whole run. */
-static void accumulate_block(const spconv_plan *p, const int *row, const int *colidx,
-                             const float *values, int q0, int q1, const float *block,
-                             float *acc_base, long run, long acc_stride)
+/* One channel block's non-zeros for the rows of r (output-channel groups, over a run of
+   r.n floats): with tiles outside output channels, register tile by register tile (the even
+   split of tile.h, as spconv_accumulate makes it), so a tile reads only its rows of the
+   block, which stay in L1 while every output channel streams through them; else each group
+   over the whole run. */
+static void accumulate_block(const spconv_plan *p, spconv_acc_rows r)
 {
-    const int G = p->out_group;
-    spconv_acc_rows r = {.acc = acc_base, .acc_stride = G * acc_stride, .n = run, .group = G,
-                         .group_stride = acc_stride,
-                         .sparse = {.base = block, .rowptr = row + q0, .rowptr_stride = 1,
-                                    .colidx = colidx, .values = values, .rows = q1 - q0}};
     if (!p->tiles_outer) {
         spconv_accumulate_rows(&r, p->tile_vectors);
         return;
     }
-    tile_walk walk = tile_walk_begin(run / VEC_FLOATS, p->tile_vectors);
+    float *const acc = r.acc;
+    const float *const block = r.sparse.base;
+    const spconv_lane *const lanes = r.lanes;
+    tile_walk walk = tile_walk_begin(r.n / VEC_FLOATS, p->tile_vectors);
     for (long t = 0, start = 0; t < walk.ntiles; ++t) {
         const long end = tile_walk_next(&walk);
-        r.acc = acc_base + start * VEC_FLOATS;
+        r.acc = acc + start * VEC_FLOATS;
         r.sparse.base = block + start * VEC_FLOATS;
+        r.lanes = lanes ? lanes + start : NULL;
         r.n = (end - start) * VEC_FLOATS;
         spconv_accumulate_rows(&r, p->tile_vectors);
         start = end;
@@ -421,6 +447,13 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
     const int mblocks = (g->out_channels + mb - 1) / mb;
     const int band = band_rows(g, p), bands = (g->out_height + band - 1) / band;
     const long items = (long)g->batch * bands * mblocks;
+    const int last_rows = g->out_height - (bands - 1) * band;
+    spconv_lane *const band_lanes = (spconv_lane *)scratch;
+    spconv_lane *const last_lanes = last_rows == band ? band_lanes
+                                                      : band_lanes + acc_stride / VEC_FLOATS;
+    build_lanes(g, band, band_lanes);
+    if (last_rows != band)
+        build_lanes(g, last_rows, last_lanes);
 
 #pragma omp parallel num_threads(p->threads)
     {
@@ -429,7 +462,7 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
 #else
         const int tid = 0;
 #endif
-        float *acc_base = scratch + (long)tid * mb * acc_stride;
+        float *acc_base = scratch + lanes_floats(g, p) + (long)tid * mb * acc_stride;
         float *own_block = padded + (long)tid * block_slot_floats(g, p);
 
         if (p->shared_padding) {
@@ -463,28 +496,35 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                 : whole_image(g);
 
             /* the item's groups [q0, q1) (whole groups fit its out_channel_block, a multiple
-               of the group); accumulators of channels past m1 (a last, partial group) start at
-               zero and are never stored */
+               of the group); with several channel blocks the sums wait in the accumulators
+               between blocks, which start at the bias; those of channels past m1 (a last,
+               partial group) start at zero and are never stored */
             const int q0 = m0 / G, q1 = (m1 + G - 1) / G;
-            for (int m = m0; m < q1 * G; ++m) {
-                float *acc = acc_base + (long)(m - m0) * acc_stride;
-                const float b = bias && m < m1 ? bias[m] : 0.0f;
-                for (long i = 0; i < run; ++i) acc[i] = b;
-            }
+            if (ncb > 1)
+                for (int m = m0; m < q1 * G; ++m) {
+                    float *acc = acc_base + (long)(m - m0) * acc_stride;
+                    const float b = bias && m < m1 ? bias[m] : 0.0f;
+                    for (long i = 0; i < run; ++i) acc[i] = b;
+                }
+            float *out_m0 = output + (n * g->out_channels + m0) * out_plane +
+                            (long)y0 * g->out_width;
             /* Channel blocks outermost: a block is padded once per work item (unless padding
                is shared) and stays in cache while every output channel of the item streams its
                non-zeros through it. Blocks no channel of the item reads (other groups) are
-               skipped: not even padded. */
+               skipped: not even padded. The last block's sums go from the registers to the
+               output, for every channel of the item (those it has no non-zeros of too). */
             for (int cb = 0; cb < ncb; ++cb) {
                 const int *row = block_row(g, p, blkptr, cb);
+                const int last = cb == ncb - 1;
                 int lo, hi;
                 block_groups(g, p, cb, q0, q1, &lo, &hi);
-                if (row[hi] == row[lo])
+                const int work = row[hi] > row[lo];
+                if (!work && !last)
                     continue;
-                const float *block = own_block;
-                if (p->shared_padding) {
+                const float *block = own_block;  /* not padded, not read, without work */
+                if (work && p->shared_padding) {
                     block = padded + n * image_floats(g, p) + cb * block_slot_floats(g, p);
-                } else {
+                } else if (work) {
                     const int c0 = cb * bc, c1 = c0 + bc < g->channels ? c0 + bc : g->channels;
                     for (int c = c0; c < c1; ++c)
                         pad_channel(g, &win, in_n + c * in_plane, own_block + (c - c0) * plane,
@@ -493,13 +533,25 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                         prefetch_channels(g, &win, in_n, c1,
                                           c1 + bc < g->channels ? c1 + bc : g->channels);
                 }
-                accumulate_block(p, row, colidx, values, lo, hi, block,
-                                 acc_base + (long)(lo - q0) * G * acc_stride, run, acc_stride);
+                if (last)
+                    lo = q0, hi = q1;
+                spconv_acc_rows r = {
+                    .acc = acc_base + (long)(lo - q0) * G * acc_stride,
+                    .acc_stride = G * acc_stride, .n = run, .group = G,
+                    .group_stride = acc_stride,
+                    .sparse = {.base = block, .rowptr = row + lo, .rowptr_stride = 1,
+                               .colidx = colidx, .values = values, .rows = hi - lo}};
+                if (last) {
+                    r.from_bias = ncb == 1;
+                    r.bias = bias ? bias + (long)lo * G : NULL;
+                    r.lanes = rows == band ? band_lanes : last_lanes;
+                    r.out = out_m0 + (long)(lo - q0) * G * out_plane;
+                    r.out_stride = out_plane;
+                    r.act = act;
+                    r.channels = m1 - (long)lo * G;
+                }
+                accumulate_block(p, r);
             }
-            for (int m = m0; m < m1; ++m)
-                store_rows(g, acc_base + (long)(m - m0) * acc_stride, rows, act,
-                           output + (n * g->out_channels + m) * out_plane +
-                               (long)y0 * g->out_width);
         }
     }
     return 0;

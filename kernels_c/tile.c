@@ -4,7 +4,58 @@
 #include "simd.h"
 #include "tile.h"
 
-typedef void (*tile_fn)(float *acc, const float *base, const int *colidx,
+/* The ends of one tile: where its group's sums start and where they go (spconv_acc_rows's
+   choices for one row, the pointers at the tile's first vector). */
+typedef struct {
+    float *acc;
+    long acc_stride;           /* between the group's channels */
+    int from_bias;
+    const float *bias;         /* the group's first channel's, or NULL */
+    const spconv_lane *lanes;  /* NULL: the sums go back to acc */
+    float *out;
+    long out_stride;
+    int act;
+    long channels;             /* channels of the group that exist (with from_bias or lanes) */
+} tile_io;
+
+static inline vec_t io_start(const tile_io *io, int g, int v)
+{
+    if (!io->from_bias)
+        return vec_load(io->acc + g * io->acc_stride + (long)v * VEC_FLOATS);
+    return vec_set1(io->bias && g < io->channels ? io->bias[g] : 0.0f);
+}
+
+static inline void io_end(const tile_io *io, int g, int v, vec_t x)
+{
+    if (!io->lanes) {
+        vec_store(io->acc + g * io->acc_stride + (long)v * VEC_FLOATS, x);
+    } else if (g < io->channels) {
+        const spconv_lane *l = &io->lanes[v];
+        vec_store_lanes(io->out + g * io->out_stride + l->offset, vec_act(x, io->act), l->mask,
+                        l->perm, l->count);
+    }
+}
+
+/* The same ends for the tile `v` vectors further along the run. */
+static inline tile_io io_at(const tile_io *io, long v)
+{
+    tile_io t = *io;
+    t.acc += v * VEC_FLOATS;
+    if (t.lanes)
+        t.lanes += v;
+    return t;
+}
+
+/* Row k's ends (its group's first channel is k * group). */
+static inline tile_io row_io(const spconv_acc_rows *r, long k)
+{
+    const long c = k * r->group;
+    return (tile_io){r->acc + k * r->acc_stride, r->group_stride, r->from_bias,
+                     r->bias ? r->bias + c : 0, r->lanes, r->out ? r->out + c * r->out_stride : 0,
+                     r->out_stride, r->act, r->channels - c};
+}
+
+typedef void (*tile_fn)(const tile_io *io, const float *base, const int *colidx,
                         const float *values, int nnz);
 
 /* A tile of T vectors has T chains of FMAs, and every non-zero adds one FMA to each: a chain
@@ -49,32 +100,34 @@ typedef void (*tile_fn)(float *acc, const float *base, const int *colidx,
                     a[v] = vec_add(a[v], more_[k][v]);                                   \
     }
 
-/* acc[0..T vectors) += the products of the nnz non-zeros at colidx and values. */
+/* T vectors of sums from io's start, plus the products of the nnz non-zeros at colidx and
+   values, to io's end. */
 #define TILE_BODY(T)                                                                     \
     {                                                                                    \
         vec_t a[T];                                                                      \
-        _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v) a[v] = vec_load(acc + v * VEC_FLOATS); \
+        _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v) a[v] = io_start(io, 0, v);  \
         ACCUMULATE_PRODUCTS(T, a)                                                        \
-        _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v) vec_store(acc + v * VEC_FLOATS, a[v]); \
+        _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v) io_end(io, 0, v, a[v]);     \
     }
 
 #define DEFINE_TILE(T)                                                                   \
-    static void tile_##T(float *acc, const float *base, const int *colidx,              \
+    static void tile_##T(const tile_io *io, const float *base, const int *colidx,       \
                          const float *values, int nnz)                                   \
         TILE_BODY(T)
 
-/* Every row of r in one tile of T vectors, rows without non-zeros skipped: the loop over
-   rows inside, so a row costs the loop's step and not a call's (with few non-zeros a row,
-   as at high sparsity, the calls cost as much as the work). */
+/* Every row of r in one tile of T vectors, rows without non-zeros skipped (unless their sums
+   go to the output): the loop over rows inside, so a row costs the loop's step and not a
+   call's (with few non-zeros a row, as at high sparsity, the calls cost as much as the
+   work). */
 #define DEFINE_ROWS(T)                                                                   \
     static void rows_##T(const spconv_acc_rows *r)                                       \
     {                                                                                    \
         const float *base = r->sparse.base;                                              \
         for (long k = 0; k < r->sparse.rows; ++k) {                                      \
             const spconv_sparse_row row = spconv_row(&r->sparse, k, 1);                  \
-            if (row.npos <= 0)                                                           \
+            if (row.npos <= 0 && !r->lanes)                                              \
                 continue;                                                                \
-            float *acc = r->acc + k * r->acc_stride;                                     \
+            const tile_io io_ = row_io(r, k), *io = &io_;                                \
             const int *colidx = row.colidx;                                              \
             const float *values = row.values;                                            \
             const int nnz = row.npos;                                                    \
@@ -105,25 +158,37 @@ static const tile_fn tiles[MAX_TILE + 1] = {0, TILE_WIDTHS(TILE_ENTRY)};
 static void (*const acc_rows[MAX_TILE + 1])(const spconv_acc_rows *) = {
     0, TILE_WIDTHS(ROWS_ENTRY)};
 
-void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
-                       const float *values, int nnz, int tile_vectors)
+/* One output channel's run of n floats, tile by tile (the even split of tile.h). */
+static void accumulate_run(const tile_io *io, long n, const float *base, const int *colidx,
+                           const float *values, int nnz, int tile_vectors)
 {
     const long vectors = n / VEC_FLOATS;
     long v = 0;
-    if (nnz <= 0 || vectors <= 0)
+    if ((nnz <= 0 && !io->lanes) || vectors <= 0)
         return;
     if (vectors <= tile_vectors) {  /* one tile: skip the divisions of the even split */
-        tiles[vectors](acc, base, colidx, values, nnz);
+        tiles[vectors](io, base, colidx, values, nnz);
         return;
     }
     tile_walk walk = tile_walk_begin(vectors, tile_vectors);
     for (long t = 0; t < walk.ntiles; ++t) {
         const long end = tile_walk_next(&walk);
-        const int width = (int)(end - v);
-        tiles[width](acc + v * VEC_FLOATS, base + v * VEC_FLOATS, colidx, values, nnz);
+        const tile_io at = io_at(io, v);
+        tiles[end - v](&at, base + v * VEC_FLOATS, colidx, values, nnz);
         v = end;
     }
 }
+
+void spconv_accumulate(float *acc, long n, const float *base, const int *colidx,
+                       const float *values, int nnz, int tile_vectors)
+{
+    const tile_io io = {.acc = acc};
+    accumulate_run(&io, n, base, colidx, values, nnz, tile_vectors);
+}
+
+static void accumulate_group_run(const tile_io *io, long n, const float *base,
+                                 const int *colidx, const float *values, int npos, int group,
+                                 int tile_vectors);
 
 void spconv_accumulate_rows(const spconv_acc_rows *r, int tile_vectors)
 {
@@ -136,10 +201,11 @@ void spconv_accumulate_rows(const spconv_acc_rows *r, int tile_vectors)
     }
     for (long k = 0; k < r->sparse.rows; ++k) {
         const spconv_sparse_row row = spconv_row(&r->sparse, k, r->group);
-        if (row.npos > 0)  /* a call per empty group cost 2 ns */
-            spconv_accumulate_group(r->acc + k * r->acc_stride, r->group_stride, r->n,
-                                    r->sparse.base, row.colidx, row.values, row.npos, r->group,
-                                    tile_vectors);
+        if (row.npos > 0 || r->lanes) {  /* a call per empty group cost 2 ns */
+            const tile_io io = row_io(r, k);
+            accumulate_group_run(&io, r->n, r->sparse.base, row.colidx, row.values, row.npos,
+                                 r->group, tile_vectors);
+        }
     }
 }
 
@@ -147,17 +213,17 @@ void spconv_accumulate_rows(const spconv_acc_rows *r, int tile_vectors)
    loaded once for all of them (one load per `group` FMAs instead of one per FMA). The group's
    T input vectors, its accumulators and one weight broadcast fill the registers:
    T * (group + 1) + 1 <= VEC_REGISTERS. */
-typedef void (*group_tile_fn)(float *acc, long acc_stride, const float *base, const int *colidx,
+typedef void (*group_tile_fn)(const tile_io *io, const float *base, const int *colidx,
                               const float *values, int npos);
 
 #define DEFINE_GROUP_TILE(G, T)                                                          \
-    static void group_tile_##G##_##T(float *acc, long acc_stride, const float *base,     \
+    static void group_tile_##G##_##T(const tile_io *io, const float *base,               \
                                      const int *colidx, const float *values, int npos)   \
     {                                                                                    \
         vec_t a[G][T];                                                                   \
         _Pragma("GCC unroll 8") for (int g = 0; g < G; ++g)                              \
             _Pragma("GCC unroll 16") for (int v = 0; v < T; ++v)                         \
-                a[g][v] = vec_load(acc + g * acc_stride + v * VEC_FLOATS);               \
+                a[g][v] = io_start(io, g, v);                                            \
         for (int j = 0; j < npos; ++j) {                                                 \
             const float *p = base + colidx[j];                                           \
             vec_t x[T];                                                                  \
@@ -171,7 +237,7 @@ typedef void (*group_tile_fn)(float *acc, long acc_stride, const float *base, co
         }                                                                                \
         _Pragma("GCC unroll 8") for (int g = 0; g < G; ++g)                              \
             _Pragma("GCC unroll 16") for (int v = 0; v < T; ++v)                         \
-                vec_store(acc + g * acc_stride + v * VEC_FLOATS, a[g][v]);               \
+                io_end(io, g, v, a[g][v]);                                               \
     }
 
 #define GROUP_TILE_MAX(G) ((VEC_REGISTERS - 1) / ((G) + 1))
@@ -207,25 +273,33 @@ int spconv_max_group_tile(int group)
                                  : group == 4 ? GROUP_TILE_MAX(4) : 0;
 }
 
-void spconv_accumulate_group(float *acc, long acc_stride, long n, const float *base,
-                             const int *colidx, const float *values, int npos, int group,
-                             int tile_vectors)
+static void accumulate_group_run(const tile_io *io, long n, const float *base,
+                                 const int *colidx, const float *values, int npos, int group,
+                                 int tile_vectors)
 {
     const long vectors = n / VEC_FLOATS;
-    if (npos <= 0 || vectors <= 0)
+    if ((npos <= 0 && !io->lanes) || vectors <= 0)
         return;
     if (group == 1) {
-        spconv_accumulate(acc, n, base, colidx, values, npos, tile_vectors);
+        accumulate_run(io, n, base, colidx, values, npos, tile_vectors);
         return;
     }
     const group_tile_fn *table = group == 2 ? group2_tiles : group4_tiles;
     tile_walk walk = tile_walk_begin(vectors, tile_vectors);
     for (long t = 0, v = 0; t < walk.ntiles; ++t) {
         const long end = tile_walk_next(&walk);
-        table[end - v](acc + v * VEC_FLOATS, acc_stride, base + v * VEC_FLOATS, colidx, values,
-                       npos);
+        const tile_io at = io_at(io, v);
+        table[end - v](&at, base + v * VEC_FLOATS, colidx, values, npos);
         v = end;
     }
+}
+
+void spconv_accumulate_group(float *acc, long acc_stride, long n, const float *base,
+                             const int *colidx, const float *values, int npos, int group,
+                             int tile_vectors)
+{
+    const tile_io io = {.acc = acc, .acc_stride = acc_stride};
+    accumulate_group_run(&io, n, base, colidx, values, npos, group, tile_vectors);
 }
 
 /* Output tiles: as the tiles above, but the accumulators start at the bias (or at the sums of

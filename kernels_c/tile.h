@@ -34,16 +34,37 @@ static inline spconv_sparse_row spconv_row(const spconv_sparse_rows *s, long k, 
                                ptr[1] - ptr[0]};
 }
 
+/* Where one vector of an accumulator run goes in the output: its `count` valid lanes (the set
+   bits of `mask`, in lane order) to `offset` onwards, consecutive there; `perm` lists those
+   lanes 3 bits each (8-lane vectors only). Lanes of junk columns are dropped. */
+typedef struct {
+    int offset, count;
+    unsigned mask, perm;
+} spconv_lane;
+
 /* spconv_accumulate_group() for the rows of `sparse`, each a group of `group` output channels
    (1, 2 or 4) sharing one support (`group` values per position): row k's accumulators at
    acc + k * acc_stride, its channels group_stride floats apart; rows without any are skipped.
-   One call runs all the rows (see spconv_accumulate_out_rows). */
+   One call runs all the rows (see spconv_accumulate_out_rows).
+
+   The sums start from the accumulators, or with from_bias from bias[c] (0 without bias) for
+   channel c = k * group + g, acc unread. With lanes they end in the output, not in acc: channel
+   c's vector v through lanes[v] to out + c * out_stride, the activation act applied; rows
+   without non-zeros are written too, and channels from `channels` on (a last, partial group)
+   are neither read from bias nor written. */
 typedef struct {
     float *acc;
     long acc_stride, n;
     int group;
     long group_stride;
     spconv_sparse_rows sparse;
+    int from_bias;
+    const float *bias;
+    const spconv_lane *lanes;
+    float *out;
+    long out_stride;
+    int act;
+    long channels;
 } spconv_acc_rows;
 
 void spconv_accumulate_rows(const spconv_acc_rows *r, int tile_vectors);

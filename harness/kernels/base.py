@@ -24,7 +24,7 @@ def as_float32_array(name: str, a, shape=None) -> np.ndarray:
         raise ShapeError(f"{name} must be a numpy array, got {type(a).__name__}")
     if a.dtype != np.float32:
         raise ShapeError(f"{name} must be float32, got {a.dtype}")
-    if shape is not None and a.shape != tuple(shape):
+    if shape is not None and a.shape != shape and a.shape != tuple(shape):
         raise ShapeError(f"{name} has shape {a.shape}, expected {tuple(shape)}")
     return np.ascontiguousarray(a)
 
@@ -80,6 +80,8 @@ class PreparedConv:
             raise ShapeError(f"relu_max caps a ReLU: it needs relu=True and a positive value, "
                              f"got relu={relu!r}, relu_max={relu_max!r}")
         self.spec, self.relu, self.threads = spec, bool(relu), threads
+        # held, not recomputed per call: a call of a small layer takes a few microseconds
+        self._input_shape, self._output_shape = spec.input_shape, spec.output_shape
         self.relu_max = None if relu_max is None else float(relu_max)
         self._cap_after = (None if self.relu_max is None or self.fuses_relu_max(self.relu_max)
                            else self.relu_max)
@@ -95,13 +97,13 @@ class PreparedConv:
             np.minimum(out, self._cap_after, out=out)
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        x = as_float32_array("input", x, self.spec.input_shape)
+        x = as_float32_array("input", x, self._input_shape)
         if out is None:
-            out = np.empty(self.spec.output_shape, dtype=np.float32)
-        elif out.shape != self.spec.output_shape or out.dtype != np.float32 or \
+            out = np.empty(self._output_shape, dtype=np.float32)
+        elif out.shape != self._output_shape or out.dtype != np.float32 or \
                 not out.flags.c_contiguous:
             raise ShapeError(f"out must be a C-contiguous float32 array of shape "
-                             f"{self.spec.output_shape}")
+                             f"{self._output_shape}")
         self.run_into(x, out)
         return out
 

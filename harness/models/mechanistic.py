@@ -20,8 +20,9 @@ Per work item (one band of output rows of one image for one block of output chan
 - padding: the rows of every channel of every block it reads, copied into the padded layout
   (once per image with shared padding), at the calibrated cost per row of the copy path and
   row width (or the triad rate of the working sets it moves between, if that is slower);
-  accumulators set to the bias and output rows stored at the triad rate of the working set
-  each moves within;
+  with several input-channel blocks, accumulators set to the bias (the sums wait there
+  between blocks) at the triad rate of their working set; the outputs, which the last block's
+  tiles write from the registers, at the triad rate of the layer's output;
 - non-zeros: the item's values and column indices, streamed once per item from where all of
   the layer's lie, at what the triad rate of that working set costs over L1's (a layer's
   non-zeros at 30-70% sparsity are megabytes: 13 MB for a 3x3 layer of 512 channels at 30%);
@@ -370,6 +371,7 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
     # at a group's edge, or the last block fewer)
     p = support_probability(density, G, pattern)
     overlaps = block_overlaps(spec.in_channels, c_group, bc, spec.groups)
+    blocks = -(-spec.in_channels // bc)
     weight_bytes = -(-spec.out_channels // G) * p * area * c_group * nonzero_bytes(G)
 
     pad_row_s = costs.input_row_s(spec, layout)
@@ -443,8 +445,8 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
         return {"tiles_s": tiles, "split_loads_s": splits, "reloads_s": reloads + once,
                 "weights_s": streaming,
                 "padding_s": 0.0 if plan.shared_padding else pad_s(channels_read, rows),
-                "accumulators_s": costs.stream_s(acc_bytes, acc_bytes),
-                "stores_s": costs.stream_s(stored, acc_bytes) + costs.stream_s(stored, out_bytes)}
+                "accumulators_s": costs.stream_s(acc_bytes, acc_bytes) if blocks > 1 else 0.0,
+                "stores_s": costs.stream_s(stored, out_bytes)}
 
     # the items in the kernel's order (image, band, block of output channels), handed to
     # whichever thread is free first (schedule(dynamic, 1))
