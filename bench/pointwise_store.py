@@ -24,14 +24,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 from harness import kernels  # noqa: E402
-from harness.conv.layers import network_layers  # noqa: E402
 from harness.conv.sparsity import check_sparsity  # noqa: E402
 from harness.conv.verify import expected_output  # noqa: E402
 from harness.conv.weights import generated_weights, sweep_input  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.kernels.pointwise import is_pointwise  # noqa: E402
 from harness.machine.hostinfo import detect_host  # noqa: E402
-from problems import run_bench, verified_medians  # noqa: E402
+from problems import layers_of, run_bench, verified_medians  # noqa: E402
 
 VARIANTS = {  # name -> the kernel's options ({}: its defaults)
     "default": {},
@@ -39,7 +38,6 @@ VARIANTS = {  # name -> the kernel's options ({}: its defaults)
     "earlier": {"channel_block": 1 << 30, "through_scratch": True},
     "row-major": {"row_major": True},
 }
-GSL_PREFIX = "gsl-"
 ITEMS_A_THREAD = 4  # the earlier rule of default_out_block
 EARLIER_ITEMS = "earlier items"
 
@@ -52,16 +50,6 @@ def earlier_items(spec, threads: int, kernel) -> dict:
     if items < want:
         block = min(block, max(1, -(-spec.out_channels // -(-want // items))))
     return {"out_block": block}
-
-
-def layers_of(network: str):
-    """A catalog network's layers, or a GSL network's (its convolutions on a 28x28 image)."""
-    if not network.startswith(GSL_PREFIX):
-        return network_layers(network)
-    import torch
-    from harness.gsl.network import build_network, conv_shapes
-    model = build_network(network[len(GSL_PREFIX):], classes=10, width=32, in_channels=1)
-    return list(conv_shapes(model, torch.zeros(1, 1, 28, 28), network).values())
 
 
 def main() -> int:

@@ -13,6 +13,20 @@ from harness.errors import HarnessError
 from harness.timing import interleaved_medians, measure
 
 
+GSL_PREFIX = "gsl-"
+
+
+def layers_of(network: str):
+    """A catalog network's layers, or a GSL network's (gsl-reference, gsl-bottleneck: its
+    convolutions on a 28x28 image; that needs PyTorch)."""
+    if not network.startswith(GSL_PREFIX):
+        return network_layers(network)
+    import torch
+    from harness.gsl.network import build_network, conv_shapes
+    model = build_network(network[len(GSL_PREFIX):], classes=10, width=32, in_channels=1)
+    return list(conv_shapes(model, torch.zeros(1, 1, 28, 28), network).values())
+
+
 def run_bench(main) -> int:
     """Run a benchmark's main(); a user's mistake is one line and exit status 2."""
     try:

@@ -328,6 +328,20 @@ void spconv_pad_repeat(long reps, const spconv_geometry *g, int channels, const 
                         copy);
 }
 
+/* Write `rows` output rows of one channel from its accumulator run (through_scratch): drop
+   junk columns, apply the activation act. */
+static void store_rows(const spconv_geometry *g, const float *acc, int rows, int act, float *out)
+{
+    for (int y = 0; y < rows; ++y) {
+        const float *src = acc + (long)y * g->plane_w;
+        float *dst = out + (long)y * g->out_width;
+        if (act)
+            for (int x = 0; x < g->out_width; ++x) dst[x] = float_act(src[x], act);
+        else
+            copy_floats(dst, src, g->out_width);
+    }
+}
+
 /* The lane map of a band of `rows` output rows: run position y * plane_w + x is output
    y * out_width + x where x < out_width, so a vector's valid lanes land consecutively. */
 static void build_lanes(const spconv_geometry *g, int rows, spconv_lane *lanes)
@@ -500,7 +514,7 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                between blocks, which start at the bias; those of channels past m1 (a last,
                partial group) start at zero and are never stored */
             const int q0 = m0 / G, q1 = (m1 + G - 1) / G;
-            if (ncb > 1)
+            if (ncb > 1 || p->through_scratch)
                 for (int m = m0; m < q1 * G; ++m) {
                     float *acc = acc_base + (long)(m - m0) * acc_stride;
                     const float b = bias && m < m1 ? bias[m] : 0.0f;
@@ -512,10 +526,11 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                is shared) and stays in cache while every output channel of the item streams its
                non-zeros through it. Blocks no channel of the item reads (other groups) are
                skipped: not even padded. The last block's sums go from the registers to the
-               output, for every channel of the item (those it has no non-zeros of too). */
+               output, for every channel of the item (those it has no non-zeros of too), unless
+               the sums go through the scratch runs. */
             for (int cb = 0; cb < ncb; ++cb) {
                 const int *row = block_row(g, p, blkptr, cb);
-                const int last = cb == ncb - 1;
+                const int last = cb == ncb - 1 && !p->through_scratch;
                 int lo, hi;
                 block_groups(g, p, cb, q0, q1, &lo, &hi);
                 const int work = row[hi] > row[lo];
@@ -552,6 +567,10 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                 }
                 accumulate_block(p, r);
             }
+            if (p->through_scratch)
+                for (int m = m0; m < m1; ++m)
+                    store_rows(g, acc_base + (long)(m - m0) * acc_stride, rows, act,
+                               out_m0 + (long)(m - m0) * out_plane);
         }
     }
     return 0;

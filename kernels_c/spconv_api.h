@@ -30,6 +30,10 @@ typedef struct {
                                vector is loaded once per group; out_channel_block is a
                                multiple of it */
     int threads;            /* OpenMP threads for this call */
+    int through_scratch;    /* 1: the earlier kernel, kept to measure against: every channel's
+                               sums set to the bias in a scratch run, accumulated there, then
+                               copied out; 0: the last block's tiles write the output from
+                               the registers */
 } spconv_plan;
 
 /* The activation a kernel applies to its outputs (its `act` argument): none, ReLU, or ReLU6

@@ -63,10 +63,12 @@ class DirectSparseConv(PreparedConv):
     fuses_relu_max = staticmethod(c_kernels_fuse)
 
     def __init__(self, w, bias, spec, *, relu, threads, kernels=None,
-                 plan: DirectPlan | None = None, relu_max=None):
+                 plan: DirectPlan | None = None, relu_max=None, through_scratch: bool = False):
         """``plan`` None takes the best plan known (harness.kernels.plans.best_known_plan):
         the tuning database's for this shape, density bucket, thread count, build and host,
-        else the performance model's, else the default plan."""
+        else the performance model's, else the default plan. ``through_scratch`` runs the
+        earlier kernel, which accumulates every output channel in a scratch run and copies
+        it out (kept to measure against; bench/direct_store.py)."""
         super().__init__(spec, relu=relu, threads=threads, relu_max=relu_max)
         built = self.built = native.resolve(kernels)
         ffi, lib = built.ffi, built.lib
@@ -88,7 +90,8 @@ class DirectSparseConv(PreparedConv):
             block_channels=layout.block_channels, tiles_outer=int(plan.tiles_outer),
             shared_padding=int(plan.shared_padding),
             band_rows=band if band < spec.out_height else 0, out_group=plan.out_group,
-            threads=threads))
+            threads=threads, through_scratch=int(through_scratch)))
+        self.through_scratch = bool(through_scratch)
         rc = lib.spconv_direct_check(self._geometry, self._plan)
         if rc:  # the kernel's own check: one source for what it accepts
             raise ShapeError(f"direct_sparse cannot run plan {plan} on {built.isa}: "
@@ -119,5 +122,6 @@ class DirectSparseConv(PreparedConv):
 
     def describe(self) -> dict:
         return {"plan": asdict(self.plan), "plan_source": self.plan_source, "nnz": self.nnz,
+                "through_scratch": self.through_scratch,
                 "positions": self.positions,
                 "isa": self.built.isa, "build_key": self.built.key}

@@ -69,7 +69,7 @@ def plan_axes() -> tuple[str, ...]:
 # the fields the wrapper fills in.
 _C_RENAMED = {"channel_block": "block_channels"}
 _C_ELSEWHERE = ("aligned",)
-_C_DERIVED = ("channel_blocks", "threads")
+_C_DERIVED = ("channel_blocks", "threads", "through_scratch")
 _checked_builds: set[str] = set()
 
 

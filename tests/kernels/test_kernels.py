@@ -7,6 +7,7 @@ from harness import kernels
 from harness.machine.build import build, host_kernels
 from harness.conv.convspec import ConvSpec
 from harness.errors import HarnessError, ShapeError
+from harness.kernels.base import RELU6
 from harness.machine.hostinfo import detect_host
 from harness.machine.isa import isa_table
 from harness.machine.profiles import HOST_PROFILE, BuildTarget, load_profile
@@ -347,6 +348,29 @@ def test_a_registered_native_plugin_gets_the_sweeps_build(monkeypatch):
 def _grouped_plan(rng, group, max_tile, **layout):
     return kernels.DirectPlan(int(rng.integers(1, max_tile + 1)), group * int(rng.integers(1, 4)),
                               int(rng.integers(1, 9)), out_group=group, **layout)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_output_paths_match_reference(seed):
+    """Both ways the sums reach the output: from the registers through the lane map (with one
+    input-channel block no accumulator is touched; with several, the last block's tiles
+    write), and the earlier kernel's scratch runs copied out; on random shapes, bands and
+    output-channel groups, with bias and activation."""
+    rng = np.random.default_rng(6000 + seed)
+    case = random_case(rng)
+    spec = ConvSpec.from_shapes(case["input_shape"], case["weight_shape"], case["stride"],
+                                case["padding"], case["dilation"], case["groups"])
+    group = (1, 2, 4)[seed % 3]
+    one_block = seed % 2 == 0
+    plan = kernels.DirectPlan(
+        int(rng.integers(1, 4)), group * int(rng.integers(1, 4)),
+        spec.in_channels if one_block else int(rng.integers(1, 3)),
+        tiles_outer=seed % 4 < 2, out_group=group,
+        band_rows=int(rng.integers(0, spec.out_height)))
+    for through_scratch in (False, True):
+        check_method("direct_sparse", case, float(rng.choice([0.5, 0.9, 0.999999])), rng,
+                     relu=bool(seed % 2), relu_max=RELU6 if seed % 4 == 1 else None, threads=1,
+                     plan=plan, through_scratch=through_scratch)
 
 
 @pytest.mark.parametrize("seed", range(16))
