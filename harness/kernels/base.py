@@ -24,7 +24,7 @@ def as_float32_array(name: str, a, shape=None) -> np.ndarray:
         raise ShapeError(f"{name} must be a numpy array, got {type(a).__name__}")
     if a.dtype != np.float32:
         raise ShapeError(f"{name} must be float32, got {a.dtype}")
-    if shape is not None and a.shape != shape and a.shape != tuple(shape):
+    if shape is not None and a.shape != tuple(shape):
         raise ShapeError(f"{name} has shape {a.shape}, expected {tuple(shape)}")
     return np.ascontiguousarray(a)
 
