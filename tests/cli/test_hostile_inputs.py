@@ -190,6 +190,18 @@ def test_bench_scripts_refuse_bad_sparsities(script, sparsity, needle):
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("script, args, needle", [
+    ("direct_store.py", ["--sparsity", "2"], "sparsity must be in [0, 1)"),
+    ("direct_store.py", ["--network", "nonesuch"], "nonesuch"),
+    ("direct_store.py", ["--threads", "0"], "--threads and --batch must be at least 1"),
+    ("gsl_retime.py", ["tests"], "is not a finished GSL run"),
+])
+def test_store_and_retime_benches_refuse_bad_input(script, args, needle):
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / script), *args], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--layer", "alexnet:conv9"], "alexnet has no layer 'conv9'"),
     (["--layer", "alexnet:conv2"], "has 2 groups"),
