@@ -17,7 +17,8 @@ class GSLSettings:
     seeds: int = 3            # independent trainings, seed, seed+1, ...
     seed: int = 0
     validation: int = 5000    # training images held out for model selection
-    max_target: float = 0.92  # cap on each layer's sweet-spot target: sets the weight budget
+    max_target: float = 0.94  # cap on each layer's sweet-spot target: sets the weight budget
+    #                           (0.92 kept 0.16 points more accuracy, but 4.0-4.3x, not 5x)
     layer_cap: float = 0.95   # allocation by time gives no layer more sparsity than this
     allocation: str = "time"  # "time": spend the remaining weights where they cost least time;
     #                           "sweet-spot": every layer at its own sweet-spot target
