@@ -13,7 +13,6 @@ printed per layer: the medians and the earlier kernel's time over the default's.
     python bench/direct_store.py [--network gsl-reference] [--sparsity 0.95]
 """
 
-import argparse
 import os
 import sys
 
@@ -22,27 +21,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 from harness import kernels  # noqa: E402
-from harness.conv.sparsity import check_sparsity  # noqa: E402
 from harness.conv.verify import expected_output  # noqa: E402
 from harness.conv.weights import generated_weights, sweep_input  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.machine.hostinfo import detect_host  # noqa: E402
-from problems import layers_of, run_bench, verified_medians  # noqa: E402
+from problems import layer_bench_args, layers_of, run_bench, verified_medians  # noqa: E402
 
 VARIANTS = {"default": False, "earlier": True}  # name -> through_scratch
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--network", default="gsl-reference")
-    ap.add_argument("--sparsity", type=float, default=0.95)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=7)
-    args = ap.parse_args()
-    check_sparsity(args.sparsity)
-    if args.threads < 1 or args.batch < 1:
-        raise HarnessError("--threads and --batch must be at least 1")
+    args = layer_bench_args(__doc__, "gsl-reference", 0.95)
     layers = [l for l in layers_of(args.network)
               if kernels.sparse_method_for(l.spec(args.batch)) == "direct_sparse"]
     if not layers:

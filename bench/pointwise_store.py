@@ -15,7 +15,6 @@ default. Usage:
     python bench/pointwise_store.py [--network resnet50|gsl-bottleneck] [--sparsity 0.9]
 """
 
-import argparse
 import os
 import sys
 
@@ -24,13 +23,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 from harness import kernels  # noqa: E402
-from harness.conv.sparsity import check_sparsity  # noqa: E402
 from harness.conv.verify import expected_output  # noqa: E402
 from harness.conv.weights import generated_weights, sweep_input  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.kernels.pointwise import is_pointwise  # noqa: E402
 from harness.machine.hostinfo import detect_host  # noqa: E402
-from problems import layers_of, run_bench, verified_medians  # noqa: E402
+from problems import layer_bench_args, layers_of, run_bench, verified_medians  # noqa: E402
 
 VARIANTS = {  # name -> the kernel's options ({}: its defaults)
     "default": {},
@@ -53,16 +51,7 @@ def earlier_items(spec, threads: int, kernel) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--network", default="resnet50")
-    ap.add_argument("--sparsity", type=float, default=0.9)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=7)
-    args = ap.parse_args()
-    check_sparsity(args.sparsity)
-    if args.threads < 1 or args.batch < 1:
-        raise HarnessError("--threads and --batch must be at least 1")
+    args = layer_bench_args(__doc__, "resnet50", 0.9)
     layers = [l for l in layers_of(args.network) if is_pointwise(l.spec(args.batch))]
     if not layers:
         raise HarnessError(f"{args.network} has no 1x1 layers without padding")

@@ -1,6 +1,7 @@
 """The layers the benchmarks time: generated weights, input and reference output, the same
 for every benchmark so their numbers compare."""
 
+import argparse
 import sys
 
 import numpy as np
@@ -25,6 +26,22 @@ def layers_of(network: str):
     from harness.gsl.network import build_network, conv_shapes
     model = build_network(network[len(GSL_PREFIX):], classes=10, width=32, in_channels=1)
     return list(conv_shapes(model, torch.zeros(1, 1, 28, 28), network).values())
+
+
+def layer_bench_args(doc: str, network: str, sparsity: float):
+    """The options of a benchmark over one network's layers at one sparsity (--network,
+    --sparsity, --threads, --batch, --rounds), checked: a bad value is a HarnessError."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--network", default=network)
+    ap.add_argument("--sparsity", type=float, default=sparsity)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args()
+    check_sparsity(args.sparsity)
+    if args.threads < 1 or args.batch < 1:
+        raise HarnessError("--threads and --batch must be at least 1")
+    return args
 
 
 def run_bench(main) -> int:
