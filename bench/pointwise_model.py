@@ -58,7 +58,8 @@ def main() -> int:
                                         expected_output(x, w, None, spec, relu=False),
                                         layer.name, rounds=2)["pointwise"]
             predicted = pointwise_time(costs, spec, np.count_nonzero(w) / w.size, k.chunk,
-                                       k.channel_block, k.out_block, args.threads)
+                                       k.channel_block, k.out_block, args.threads,
+                                       in_place=k.in_place)
             errors.append(predicted["total_s"] / measured - 1)
             parts = " ".join(f"{name[:-2]} {v * 1e6:.0f}" for name, v in predicted.items()
                              if name != "total_s")

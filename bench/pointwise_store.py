@@ -1,17 +1,17 @@
 #!/usr/bin/env python3
 """The pointwise kernel's variants, side by side: its default (input channels in blocks whose
 slice stays in L1, the last block's sums stored from registers straight to the output, the
-non-zeros stored block-major), all input channels in one block, the earlier kernel (one block,
-each output row accumulated in a scratch row and copied out), the default with the earlier
-work items (output channels split until every thread has four items), and the default with
-the earlier storage (the non-zeros row by row).
+non-zeros stored block-major, the input read in place where the rule of in_place_default
+says), all input channels in one block, the earlier kernel (one block, each output row
+accumulated in a scratch row and copied out), the default with every chunk packed, the
+default with the earlier work items (output channels split until every thread has four
+items), and the default with the earlier storage (the non-zeros row by row).
 
 For every 1x1 layer without padding of a catalog network (or of a GSL network for 28x28
 images, such as gsl-bottleneck; that needs PyTorch) at one sparsity (random weights, batch 1,
 one thread by default), each variant is verified against the float64 reference, then they are
-timed in interleaved rounds; printed per layer: the medians, the earlier kernel's, the earlier
-work items' and the earlier storage's time over the default's, and the useful GFLOP/s of the
-default. Usage:
+timed in interleaved rounds; printed per layer: the medians, each other variant's time over
+the default's, and the useful GFLOP/s of the default. Usage:
     python bench/pointwise_store.py [--network resnet50|gsl-bottleneck] [--sparsity 0.9]
 """
 
@@ -35,6 +35,7 @@ VARIANTS = {  # name -> the kernel's options ({}: its defaults)
     "one block": {"channel_block": 1 << 30, "through_scratch": False},
     "earlier": {"channel_block": 1 << 30, "through_scratch": True},
     "row-major": {"row_major": True},
+    "packed": {"in_place": False},
 }
 ITEMS_A_THREAD = 4  # the earlier rule of default_out_block
 EARLIER_ITEMS = "earlier items"
@@ -76,15 +77,17 @@ def main() -> int:
         useful = 2.0 * np.count_nonzero(w) * spec.out_height * spec.out_width * args.batch
         times = "  ".join(f"{name} {t[name] * 1e6:7.1f} us" for name in totals)
         print(f"  {layer.name:22s} {spec.in_channels:4d}->{spec.out_channels:<4d} "
-              f"{spec.height:2d}x{spec.width:<2d} {times}  {t['earlier'] / t['default']:.2f}x "
-              f"{t[EARLIER_ITEMS] / t['default']:.2f}x {t['row-major'] / t['default']:.2f}x "
+              f"{spec.height:2d}x{spec.width:<2d} {times}  {over_default(t)} "
               f"({useful / t['default'] / 1e9:.1f} useful GFLOP/s)")
     times = ", ".join(f"{name} {totals[name] * 1e3:.3f} ms" for name in totals)
-    print(f"all {len(layers)} layers once: {times}; earlier over default "
-          f"{totals['earlier'] / totals['default']:.2f}x, earlier items over default "
-          f"{totals[EARLIER_ITEMS] / totals['default']:.2f}x, row-major over default "
-          f"{totals['row-major'] / totals['default']:.2f}x")
+    print(f"all {len(layers)} layers once: {times}; over default: {over_default(totals)}")
     return 0
+
+
+def over_default(times: dict) -> str:
+    """Every other variant's time over the default's."""
+    return ", ".join(f"{name} {t / times['default']:.2f}x" for name, t in times.items()
+                     if name != "default")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,12 @@
    register tiles; block after block, and after the last one it writes its chunk once. With
    more than one block (many input channels: every channel's slice would not fit L1) the sums
    wait in a scratch row per output channel between blocks. The last chunk is zero-filled to
-   whole vectors, so no load reads past the input. */
+   whole vectors, so no load reads past the input.
+
+   In place (a plan choice at stride 1), a chunk of whole vectors is not packed: its tiles
+   read the input where it lies. That saves a copy of the chunk, every channel of it (a
+   sparse layer's items read few), at the price of those few L1 sets and, on planes that are
+   not whole vectors, of loads that straddle cache lines; a last, partial chunk is packed. */
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -59,19 +64,24 @@ static inline void pack_row(float *dst, const float *src, long len)
     }
 }
 
+/* Prefetch the `ahead` pixels from p of channels [c0, c1): the next chunk's rows are more
+   streams than the hardware prefetchers follow. */
+static void prefetch_block(const spconv_pointwise_args *a, const float *x, int c0, int c1,
+                           long p, long ahead)
+{
+    for (int c = c0; c < c1; ++c)
+        for (long i = 0; i < ahead; i += 16)
+            __builtin_prefetch(x + c * a->in_pixels + p + i);
+}
+
 /* Pack channels [c0, c1) of the chunk [p0, p0 + len) into the slice, each row chunk floats
    apart, prefetching the `ahead` floats of the next chunk. */
 static void pack_block(const spconv_pointwise_args *a, const float *x, int c0, int c1, long p0,
                        long len, long ahead, float *slice)
 {
-    for (int c = c0; c < c1; ++c) {
-        const float *row = x + c * a->in_pixels + p0;
-        pack_row(slice + (long)(c - c0) * a->chunk, row, len);
-        /* the next chunk of this row: the rows are more streams than the hardware
-           prefetchers follow */
-        for (long i = 0; i < ahead; i += 16)
-            __builtin_prefetch(row + len + i);
-    }
+    for (int c = c0; c < c1; ++c)
+        pack_row(slice + (long)(c - c0) * a->chunk, x + c * a->in_pixels + p0, len);
+    prefetch_block(a, x, c0, c1, p0 + len, ahead);
 }
 
 /* pack_block at a stride: output pixel p of the chunk gathered from input row
@@ -113,8 +123,8 @@ static inline long chunk_start(long k, long vectors, long chunks, long pixels)
 }
 
 int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const int *colidx,
-                     const float *values, const float *bias, int act, const float *input,
-                     const float *residual, float *scratch, float *output)
+                     const int *in_colidx, const float *values, const float *bias, int act,
+                     const float *input, const float *residual, float *scratch, float *output)
 {
     const long pixels = a->pixels, chunk = a->chunk;
     if (a->batch < 0 || a->channels <= 0 || a->out_channels <= 0 || pixels <= 0 ||
@@ -127,6 +137,8 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
     const int strided = a->stride_h > 1 || a->stride_w > 1;
     if (!strided && (a->in_pixels != pixels || a->in_width != a->out_width))
         return SPCONV_EGEOMETRY;
+    if (a->in_place && (strided || !in_colidx))
+        return SPCONV_EPLAN;
     if (a->tile_vectors < 1 || a->tile_vectors > MAX_TILE)
         return SPCONV_EPLAN;
     const long vectors = (pixels + VEC_FLOATS - 1) / VEC_FLOATS;
@@ -167,10 +179,19 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
                         const int c1 = c0 + a->channel_block < a->channels
                                            ? c0 + a->channel_block : a->channels;
                         const int last = cb == cblocks - 1;
-                        if (strided)
+                        /* where the non-zeros' tiles read: the input itself (a chunk of whole
+                           vectors, in place), or the packed slice */
+                        const float *src = slice;
+                        const int *cols = colidx;
+                        if (a->in_place && len == padded) {
+                            src = x + (long)c0 * a->in_pixels + p0;
+                            cols = in_colidx;
+                            prefetch_block(a, x, c0, c1, p0 + len, ahead);
+                        } else if (strided) {
                             pack_block_strided(a, x, c0, c1, p0, len, slice);
-                        else
+                        } else {
                             pack_block(a, x, c0, c1, p0, len, ahead, slice);
+                        }
                         const int *ptr0 = blkptr + cb * block_step + m0 * row_step;
                         const float *res0 =
                             residual ? residual + n * out_per_image + (long)m0 * pixels + p0 : NULL;
@@ -185,8 +206,8 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
                                 .bias = bias ? bias + m0 : NULL,
                                 .partial = cb ? rows : NULL, .partial_stride = chunk,
                                 .residual = res0, .act = act,
-                                .sparse = {.base = slice, .rowptr = ptr0,
-                                           .rowptr_stride = row_step, .colidx = colidx,
+                                .sparse = {.base = src, .rowptr = ptr0,
+                                           .rowptr_stride = row_step, .colidx = cols,
                                            .values = values, .rows = m1 - m0}};
                             spconv_accumulate_out_rows(&r, a->tile_vectors);
                             continue;
@@ -199,7 +220,7 @@ int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const in
                                 for (long i = 0; i < padded; ++i)
                                     acc[i] = b0;
                             }
-                            spconv_accumulate(acc, padded, slice, colidx + ptr[0],
+                            spconv_accumulate(acc, padded, src, cols + ptr[0],
                                               values + ptr[0], ptr[1] - ptr[0], a->tile_vectors);
                             if (!last)
                                 continue;

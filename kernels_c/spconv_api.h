@@ -90,8 +90,10 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
    input-channel block b are [blkptr[b * (out_channels + 1) + m], blkptr[b * (out_channels +
    1) + m + 1]); or, with row_major, row by row: [blkptr[m * (channel_blocks + 1) + b],
    blkptr[m * (channel_blocks + 1) + b + 1]). colidx[j] = (c_j - b * channel_block) * chunk
-   (offsets into the packed slice of one block and chunk); chunk (pixels per work item) is a
-   multiple of the vector length; scratch holds spconv_pointwise_scratch_floats() floats.
+   (offsets into the packed slice of one block and chunk); with in_place, in_colidx[j] =
+   (c_j - b * channel_block) * in_pixels (offsets into the input itself), else NULL. chunk
+   (pixels per work item) is a multiple of the vector length; scratch holds
+   spconv_pointwise_scratch_floats() floats.
    residual (NULL or the output's shape) is added before the activation. */
 typedef struct {
     int batch, channels, out_channels;
@@ -113,11 +115,13 @@ typedef struct {
     int through_scratch;    /* 1: each output row is accumulated in a scratch row, then copied
                                out (the earlier kernel, kept to measure against); 0: the
                                accumulators go from registers straight to the output */
+    int in_place;           /* 1 (stride 1 only): chunks of whole vectors read the input where
+                               it lies, through in_colidx, instead of packing a slice first */
 } spconv_pointwise_args;
 
 long spconv_pointwise_scratch_floats(const spconv_pointwise_args *a);
 int spconv_pointwise(const spconv_pointwise_args *a, const int *blkptr, const int *colidx,
-                     const float *values, const float *bias, int act, const float *input,
+                     const int *in_colidx, const float *values, const float *bias, int act, const float *input,
                      const float *residual, float *scratch, float *output);
 
 /* Max pooling of `planes` NCHW planes, torch.nn.functional.max_pool2d's semantics with

@@ -6,7 +6,8 @@ of the layer.
 Per work item (one chunk of pixels of one image, one block of output channels) and channel
 block of input channels:
 - packing: the block's rows of the chunk copied into a slice, read from where the input lies
-  (at a stride, gathered from an input that many times larger);
+  (at a stride, gathered from an input that many times larger); none for a chunk of whole
+  vectors read in place;
 - tiles: every output channel with non-zeros in the block runs one register tile over the
   chunk, at the calibrated cost of a call of that many positions, plus, where the slice (with
   a row's non-zeros and output, which pass through L1 between two reads of its lines) is
@@ -34,7 +35,8 @@ import numpy as np
 import pandas as pd
 
 from harness.conv.convspec import ConvSpec
-from harness.kernels.pointwise import default_channel_block, default_chunk, default_out_block
+from harness.kernels.pointwise import (default_channel_block, default_chunk, default_out_block,
+                                       in_place_default)
 from harness.machine.hostinfo import detect_host
 from harness.models.mechanistic import (KernelCosts, even_split, nonzero_bytes,
                                         unpredictable_count)
@@ -53,11 +55,11 @@ def l1_miss_share(swept: float, l1_bytes: float) -> float:
 
 def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: int,
                    channel_block: int, out_block: int, threads: int,
-                   residual: bool = False) -> dict:
+                   residual: bool = False, in_place: bool = False) -> dict:
     """Predicted seconds of one call of the pointwise kernel with ``chunk`` pixels per item,
     ``channel_block`` input channels packed at a time and ``out_block`` output channels per
-    item (adding a ``residual`` of the output's shape), and its parts (summed over the
-    items, per thread)."""
+    item (adding a ``residual`` of the output's shape; reading chunks of whole vectors
+    ``in_place``), and its parts (summed over the items, per thread)."""
     lanes = costs.lanes
     pixels = spec.out_pixels
     vectors = -(-pixels // lanes)
@@ -67,14 +69,14 @@ def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: in
     out_bytes = 4.0 * spec.batch * m * pixels
     weight_bytes = nonzero_bytes(1) * p * c * m
 
-    def item(width: int, rows: int) -> dict:
+    def item(width: int, rows: int, packed: bool) -> dict:
         """One work item: a chunk of ``width`` vectors for ``rows`` output channels."""
         floats = width * lanes
         l1_price = float(costs.tile(1, width, "l1", "aligned")["position_s"])
         packing = tiles = branches = sums = 0.0
         for n in blocks:
             slice_bytes = 4.0 * n * floats
-            packing += costs.stream_s(slice_bytes, in_bytes)
+            packing += costs.stream_s(slice_bytes, in_bytes) if packed else 0.0
             positions = p * n
             nonempty = 1.0 - (1.0 - p) ** n
             per_row = positions / nonempty if nonempty else 0.0
@@ -101,9 +103,12 @@ def pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, chunk: in
     # the items in the kernel's order (image, chunk, block of output channels), split into
     # contiguous equal shares by its static schedule
     kinds, order = {}, []
-    for width in even_split(vectors, max(1, chunk // lanes)):  # the kernel's chunk_start
+    widths = even_split(vectors, max(1, chunk // lanes))  # the kernel's chunk_start
+    for k, width in enumerate(widths):
+        # in place, only a last chunk that is not whole vectors is packed
+        packed = not in_place or (k == len(widths) - 1 and pixels % lanes != 0)
         for m0 in range(0, m, out_block):
-            key = (width, min(out_block, m - m0))
+            key = (width, min(out_block, m - m0), packed)
             if key not in kinds:
                 kinds[key] = item(*key)
             order.append(key)
@@ -123,8 +128,9 @@ def default_pointwise_time(costs: KernelCosts, spec: ConvSpec, density: float, t
     default (harness.kernels.pointwise) on a host of ``l1d_bytes`` of L1 data cache."""
     chunk = default_chunk(spec, costs.lanes, costs.max_tile)
     block = default_channel_block(spec, chunk, l1d_bytes, density)
-    return pointwise_time(costs, spec, density, chunk, block,
-                          default_out_block(spec, threads, chunk, block), threads)["total_s"]
+    out_block = default_out_block(spec, threads, chunk, block)
+    return pointwise_time(costs, spec, density, chunk, block, out_block, threads,
+                          in_place=in_place_default(spec, density, out_block))["total_s"]
 
 
 def pointwise_zero_shot(costs: KernelCosts, rows: pd.DataFrame) -> np.ndarray:

@@ -25,4 +25,5 @@ def prepared_time(costs: KernelCosts, kernel: PreparedConv,
         return direct_time(costs, spec, density, kernel.plan, kernel.threads,
                            pattern)["total_s"]
     return pointwise_time(costs, spec, density, kernel.chunk, kernel.channel_block,
-                          kernel.out_block, kernel.threads, residual)["total_s"]
+                          kernel.out_block, kernel.threads, residual,
+                          in_place=kernel.in_place)["total_s"]

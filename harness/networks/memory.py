@@ -12,6 +12,12 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from harness.machine.build import aligned_zeros
+
+# Buffers start on a whole vector (of the widest ISA), so no kernel's vector load of an
+# activation straddles two cache lines where a plane is whole vectors.
+VECTOR_BYTES = 64
+
 # Operations whose result is a new tensor (never a view of, or written into, an input): a
 # buffer read by one of them is dead once it has run. Anything else may alias its input, so
 # the buffer stays alive as long as that operation's result does.
@@ -59,7 +65,7 @@ def share_buffers(graph: fx.GraphModule, layers: dict[str, nn.Module], fresh_mod
         match = next((i for i, (end, size, _) in enumerate(free) if end < here and size == floats),
                      None)
         if match is None:
-            buffer = np.empty(floats, dtype=np.float32)
+            buffer = aligned_zeros(floats, VECTOR_BYTES)
             count += 1
         else:
             buffer = free.pop(match)[2]

@@ -42,7 +42,7 @@ _FIELDS: list[tuple[str, Any, bool]] = [
     ("error_ratio", float, True), ("worker", str, True), ("tuned", str, True),
     *((PLAN_PREFIX + f.name, _PLAN_TYPES[str(f.type)], True)
       for f in dataclasses.fields(DirectPlan)),
-    *((POINTWISE_PREFIX + name, int, True) for name in POINTWISE_FIELDS),
+    *((POINTWISE_PREFIX + name, kind, True) for name, kind in POINTWISE_FIELDS.items()),
     ("profile", str, True), ("isa", str, True), ("ran_isa", str, True), ("uncapped", bool, True),
     ("caps", str, True), ("emulated", bool, True), ("fallback", bool, True),
     ("not_reproduced", str, True), ("host", str, True),
@@ -130,12 +130,21 @@ def with_pointwise_config(row: PointRow) -> PointRow:
     if row.method != PointwiseSparseConv.method or not isinstance(row.details, dict):
         return row
     details = row.details
-    missing = {POINTWISE_PREFIX + name: details.get(name) for name in POINTWISE_FIELDS
+    missing = {name: details.get(name) for name in POINTWISE_FIELDS
                if getattr(row, POINTWISE_PREFIX + name) is None}
-    if not missing or any(isinstance(v, bool) or not isinstance(v, numbers.Integral)
-                          for v in missing.values()):
+    if missing.get("in_place", False) is None:
+        missing["in_place"] = False  # stored before the kernel could read in place: it packed
+    if not missing or not all(_is_a(value, POINTWISE_FIELDS[name])
+                              for name, value in missing.items()):
         return row
-    return updated(row, **missing)
+    return updated(row, **{POINTWISE_PREFIX + name: v for name, v in missing.items()})
+
+
+def _is_a(value, kind) -> bool:
+    """``value`` is of ``kind`` (int or bool, a bool not counting as an int)."""
+    if kind is bool:
+        return isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def updated(row: PointRow, **values) -> PointRow:
@@ -165,8 +174,11 @@ def plan_of(row) -> DirectPlan | None:
 
 def pointwise_config_of(row) -> dict | None:
     """The pointwise kernel's work items a row (a PointRow or a table row) ran with
-    (CONFIG_FIELDS: chunk, channel_block, out_block), if recorded."""
+    (CONFIG_FIELDS: chunk, channel_block, out_block, in_place), if recorded (a row stored
+    before in_place existed packed every chunk)."""
     values = _recorded(row, POINTWISE_PREFIX, POINTWISE_FIELDS)
+    if values["in_place"] is None:
+        values["in_place"] = False
     return None if any(v is None for v in values.values()) else values
 
 

@@ -74,7 +74,7 @@ def main(cache_dir: str, cases: int) -> int:
 def pointwise_case_ok(built, rng, i: int) -> bool:
     """A 1x1 layer through the pointwise kernel: odd pixel counts (partial vectors and chunks),
     partial output- and input-channel blocks, both output paths and storage orders, strides
-    1-3 (pixels gathered)."""
+    1-3 (pixels gathered), the input read in place at stride 1."""
     batch, c, m = 1 + i % 3, int(rng.integers(1, 40)), int(rng.integers(1, 30))
     x = rng.standard_normal((batch, c, int(rng.integers(1, 15)), int(rng.integers(1, 15))))
     x = x.astype(np.float32)
@@ -87,7 +87,8 @@ def pointwise_case_ok(built, rng, i: int) -> bool:
                         method="pointwise_sparse",
                         stride=stride, threads=1 + i % 2, kernels=built, chunk=vector * (1 + i % 3),
                         out_block=1 + i % 5, channel_block=1 + i % 7,
-                        through_scratch=i % 4 == 3, row_major=i % 2 == 1)
+                        through_scratch=i % 4 == 3, row_major=i % 2 == 1,
+                        in_place=stride == (1, 1) and i % 4 != 3)
     out = np.full(k.spec.output_shape, np.nan, np.float32)
     k(x, out=out)
     if not verify(out, expected_output(x, w, b, k.spec, True, cap)).ok:

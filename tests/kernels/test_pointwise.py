@@ -31,7 +31,8 @@ def run(w, b, x, *, relu, threads, built=None, stride=1, **options):
 def test_random_pointwise_layers_match_reference(seed):
     """Pixel counts that are not whole vectors or chunks, one to many channels, partial
     output- and input-channel blocks, batches, threads, both output paths, every density, and
-    strides 1-4 (unequal ones too) over odd and even planes, both storage orders."""
+    strides 1-4 (unequal ones too) over odd and even planes, both storage orders, the input
+    packed or read in place."""
     rng = np.random.default_rng(seed)
     batch, c, m = int(rng.integers(1, 4)), int(rng.integers(1, 70)), int(rng.integers(1, 40))
     h, w = int(rng.integers(1, 20)), int(rng.integers(1, 20))
@@ -45,7 +46,8 @@ def test_random_pointwise_layers_match_reference(seed):
         chunk=None if chunk is None else -(-chunk // vector) * vector,
         out_block=None if seed % 4 else int(rng.integers(1, m + 1)),
         channel_block=None if seed % 3 == 1 else int(rng.integers(1, c + 1)),
-        through_scratch=[None, False, True][seed % 3], row_major=seed % 5 == 2)
+        through_scratch=[None, False, True][seed % 3], row_major=seed % 5 == 2,
+        in_place=None if stride != (1, 1) else [None, True, False][seed // 4 % 3])
 
 
 def test_every_isa_path_the_host_runs(isa_build, rng):
@@ -99,7 +101,8 @@ def test_output_tiles_match_the_scratch_row_kernel_bit_for_bit(isa_build, rng):
     """The accumulators stored straight from registers (the default) and the earlier kernel
     through a scratch row compute the same sums in the same order, residual and ReLU
     included, on every ISA path and on rows that end in a partial vector or a partial tile;
-    other input-channel blocks split the sums elsewhere (narrow tiles spread a block's
+    so does the input read in place instead of packed; other input-channel blocks split the
+    sums elsewhere (narrow tiles spread a block's
     non-zeros over several accumulator sets), so they agree to rounding."""
     for c, m, h, w, chunk in [(37, 19, 5, 7, None), (5, 3, 3, 3, None), (64, 33, 11, 13, 96),
                               (9, 70, 28, 28, None), (6, 5, 25, 25, 560)]:  # 560: > 1 tile
@@ -114,17 +117,22 @@ def test_output_tiles_match_the_scratch_row_kernel_bit_for_bit(isa_build, rng):
         for relu in (False, True):
             for res in (None, residual):
                 outs = []
-                for through_scratch, channel_block in [(False, None), (True, None), (False, 4),
-                                                       (True, 4), (False, 7)]:
+                for through_scratch, channel_block, in_place in [
+                        (False, None, False), (True, None, False), (False, 4, False),
+                        (True, 4, False), (False, None, True), (False, 4, True),
+                        (False, 7, False)]:
                     k = kernels.prepare(weights, b, input_shape=x.shape, relu=relu,
                                         method="pointwise_sparse", threads=2, kernels=isa_build,
                                         through_scratch=through_scratch,
-                                        channel_block=channel_block, **options)
+                                        channel_block=channel_block, in_place=in_place,
+                                        **options)
                     out = np.full(k.spec.output_shape, 7.0, np.float32)
                     k.run_with_residual(x, res, out)
                     outs.append(out)
                 np.testing.assert_array_equal(outs[0], outs[1])  # one block
                 np.testing.assert_array_equal(outs[2], outs[3])  # blocks of 4 channels
+                np.testing.assert_array_equal(outs[0], outs[4])  # read in place
+                np.testing.assert_array_equal(outs[2], outs[5])
                 for other in outs[2:]:
                     np.testing.assert_allclose(other, outs[0], rtol=1e-5, atol=1e-5)
 
@@ -179,3 +187,26 @@ def test_a_plane_narrower_than_a_chunk_is_one_chunk(rng):
     assert k.chunk == vector * -(-49 // vector)
     assert k.through_scratch == (k.chunk < 4 * vector)
     assert kernels.prepare(w, input_shape=(1, 16, 3, 3), method="pointwise_sparse").through_scratch
+
+
+def test_input_read_in_place_from_any_address(rng):
+    """In place, the tiles read the caller's input where it lies: at an address that is not
+    a whole vector (a view one float into its buffer), and where the last chunk is packed
+    because the plane is not whole vectors."""
+    w = random_sparse_weights((21, 40, 1, 1), 0.9, rng)
+    for h, width in [(8, 8), (7, 9)]:
+        buffer = rng.standard_normal(1 + 2 * 40 * h * width).astype(np.float32)
+        x = buffer[1:].reshape(2, 40, h, width)
+        run(w, None, x, relu=False, threads=2, in_place=True)
+
+
+def test_in_place_is_the_default_where_the_input_is_read_little(rng):
+    x = np.zeros((1, 64, 14, 14), np.float32)
+    sparse, dense = (random_sparse_weights((64, 64, 1, 1), s, rng) for s in (0.97, 0.5))
+    assert kernels.prepare(sparse, input_shape=x.shape, method="pointwise_sparse").in_place
+    assert not kernels.prepare(dense, input_shape=x.shape, method="pointwise_sparse").in_place
+    strided = kernels.prepare(sparse, input_shape=x.shape, method="pointwise_sparse", stride=2)
+    assert not strided.in_place
+    with pytest.raises(ShapeError, match="in place at stride 1 only"):
+        kernels.prepare(sparse, input_shape=x.shape, method="pointwise_sparse", stride=2,
+                        in_place=True)

@@ -381,7 +381,10 @@ def test_a_pointwise_row_stored_before_its_columns_reads_them_from_its_details()
               "build_key": "b", "details": {"chunk": 64, "channel_block": 512,
                                             "out_block": 256, "nnz": 10}}
     assert pointwise_config_of(from_mapping(stored)) == {"chunk": 64, "channel_block": 512,
-                                                         "out_block": 256}
+                                                         "out_block": 256, "in_place": False}
+    # stored after the kernel could read its input in place: as recorded
+    later = from_mapping({**stored, "details": {**stored["details"], "in_place": True}})
+    assert pointwise_config_of(later)["in_place"] is True
     # recorded columns win over the details; a row with neither has no configuration
     row = from_mapping({**stored, "pointwise_chunk": 32})
     assert pointwise_config_of(row)["chunk"] == 32
