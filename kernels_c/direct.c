@@ -485,14 +485,22 @@ static void accumulate_block(const spconv_plan *p, spconv_acc_rows r)
     }
 }
 
-int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
-                  const int *blkptr, const int *colidx, const float *values,
-                  const float *bias, int act, const float *input,
-                  float *padded, float *scratch, float *output)
+/* The lane maps at the start of the scratch: a band's, then the last band's where it has
+   fewer rows (else the same map). */
+static spconv_lane *last_lanes_of(const spconv_geometry *g, const spconv_plan *p, float *scratch)
 {
-    const int err = spconv_direct_check(g, p);
-    if (err)
-        return err;
+    const int band = band_rows(g, p), bands = (g->out_height + band - 1) / band;
+    const int last_rows = g->out_height - (bands - 1) * band;
+    return (spconv_lane *)scratch + (last_rows == band ? 0 : run_floats(g, p) / VEC_FLOATS);
+}
+
+/* One thread's share of the work items (called in a parallel region, or alone on one thread:
+   a parallel region of one thread cost 0.8 us a call, as much as a small layer's products). */
+static void direct_work(const spconv_geometry *g, const spconv_plan *p,
+                        const int *blkptr, const int *colidx, const float *values,
+                        const float *bias, int act, const float *input,
+                        float *padded, float *scratch, float *output)
+{
     const long plane = spconv_channel_plane(g);
     const long copy = (long)p->block_channels * plane;
     const long acc_stride = run_floats(g, p);
@@ -503,16 +511,9 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
     const int mblocks = (g->out_channels + mb - 1) / mb;
     const int band = band_rows(g, p), bands = (g->out_height + band - 1) / band;
     const long items = (long)g->batch * bands * mblocks;
-    const int last_rows = g->out_height - (bands - 1) * band;
-    spconv_lane *const band_lanes = (spconv_lane *)scratch;
-    spconv_lane *const last_lanes = last_rows == band ? band_lanes
-                                                      : band_lanes + acc_stride / VEC_FLOATS;
-    build_lanes(g, band, band_lanes);
-    if (last_rows != band)
-        build_lanes(g, last_rows, last_lanes);
-
-#pragma omp parallel num_threads(p->threads)
-    {
+    const spconv_lane *const band_lanes = (const spconv_lane *)scratch;
+    const spconv_lane *const last_lanes = last_lanes_of(g, p, scratch);
+    {  /* this thread's accumulators and padded block */
 #ifdef _OPENMP
         const int tid = omp_get_thread_num();
 #else
@@ -615,5 +616,26 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
                                out_m0 + (long)(m - m0) * out_plane);
         }
     }
+}
+
+int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
+                  const int *blkptr, const int *colidx, const float *values,
+                  const float *bias, int act, const float *input,
+                  float *padded, float *scratch, float *output)
+{
+    const int err = spconv_direct_check(g, p);
+    if (err)
+        return err;
+    const int band = band_rows(g, p), bands = (g->out_height + band - 1) / band;
+    const int last_rows = g->out_height - (bands - 1) * band;
+    build_lanes(g, band, (spconv_lane *)scratch);
+    if (last_rows != band)
+        build_lanes(g, last_rows, last_lanes_of(g, p, scratch));
+    if (p->threads == 1) {
+        direct_work(g, p, blkptr, colidx, values, bias, act, input, padded, scratch, output);
+        return 0;
+    }
+#pragma omp parallel num_threads(p->threads)
+    direct_work(g, p, blkptr, colidx, values, bias, act, input, padded, scratch, output);
     return 0;
 }
