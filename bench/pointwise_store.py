@@ -3,8 +3,8 @@
 slice stays in L1, the last block's sums stored from registers straight to the output, the
 non-zeros stored block-major, the input read in place where the rule of in_place_default
 says), all input channels in one block, the earlier kernel (one block, each output row
-accumulated in a scratch row and copied out), the default with every chunk packed, the
-default with the earlier work items (output channels split until every thread has four
+accumulated in a scratch row and copied out), the default with every chunk packed and with
+every chunk read in place (at stride 1), the default with the earlier work items (output channels split until every thread has four
 items), and the default with the earlier storage (the non-zeros row by row).
 
 For every 1x1 layer without padding of a catalog network (or of a GSL network for 28x28
@@ -36,6 +36,7 @@ VARIANTS = {  # name -> the kernel's options ({}: its defaults)
     "earlier": {"channel_block": 1 << 30, "through_scratch": True},
     "row-major": {"row_major": True},
     "packed": {"in_place": False},
+    "in place": {"in_place": True},  # at stride 1 only: strided layers pack (gather) always
 }
 ITEMS_A_THREAD = 4  # the earlier rule of default_out_block
 EARLIER_ITEMS = "earlier items"
@@ -67,6 +68,8 @@ def main() -> int:
         expected = expected_output(x, w, None, spec, relu=True)
 
         def prepare(options):
+            if spec.stride != (1, 1):
+                options = {**options, "in_place": False}
             return kernels.prepare(w, input_shape=x.shape, relu=True, method="pointwise_sparse",
                                    stride=spec.stride, threads=args.threads, **options)
         prepared = {name: prepare(options) for name, options in VARIANTS.items()}

@@ -327,9 +327,9 @@ static void pad_channel(const spconv_geometry *g, const row_window *win, const f
         if (q < read_sh && sw == 1) {
             copy_floats(phase_row + g->pad_w, row, g->width);
         } else if (q < read_sh && sw == 2 && read_sw == 2) {
-            /* column phase c starts at padded column c, source column c - pad_w (at j0 = 1
-               where that is before the row): the phase starting at an even source column
-               takes the even ones; the other, the odd ones */
+            /* column phase c holds source columns j * 2 + c - pad_w from its first one
+               inside the row, at j0: the phase whose first is even takes the even columns,
+               the other the odd ones */
             float *starts[2];
             for (int c = 0; c < 2; ++c) {
                 const int j0 = c >= g->pad_w ? 0 : (g->pad_w - c + 1) / 2;
