@@ -120,6 +120,20 @@ class DirectSparseConv(PreparedConv):
             native.float_ptr(built, x), *self._work, native.float_ptr(built, out))
         native.check_rc(built, rc, "spconv_direct")
 
+    def address_runner(self, out):
+        if self._cap_after is not None or not self.spec.batch:
+            return None
+        built = self.built
+        ffi, direct = built.ffi, built.lib.spconv_direct
+        head = (self._geometry, self._plan, *self._ptrs, self._act)
+        tail = (*self._work, native.float_ptr(built, out))
+
+        def run(x_address: int) -> None:
+            rc = direct(*head, ffi.cast("float *", x_address), *tail)
+            if rc:
+                native.check_rc(built, rc, "spconv_direct")
+        return run
+
     def describe(self) -> dict:
         return {"plan": asdict(self.plan), "plan_source": self.plan_source, "nnz": self.nnz,
                 "through_scratch": self.through_scratch,

@@ -203,6 +203,21 @@ class PointwiseSparseConv(PreparedConv):
         self._call(x, residual, out)
         self._cap(out)
 
+    def address_runner(self, out):
+        if self._cap_after is not None or not self.spec.batch:
+            return None
+        built = self.built
+        ffi, pointwise = built.ffi, built.lib.spconv_pointwise
+        head = (self._args, *self._ptrs, self._act)
+        tail = (self._scratch_ptr, native.float_ptr(built, out))
+
+        def run(x_address: int, residual_address: int = 0) -> None:
+            rc = pointwise(*head, ffi.cast("float *", x_address),
+                           ffi.cast("float *", residual_address), *tail)
+            if rc:
+                native.check_rc(built, rc, "spconv_pointwise")
+        return run
+
     def _call(self, x, residual, out) -> None:
         built = self.built
         rc = built.lib.spconv_pointwise(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -54,6 +55,20 @@ class LayerTimes:
     kernel_s: float = 0.0     # of which the convolution itself
 
 
+class Run(NamedTuple):
+    """A fused layer's prepared kernel for one input shape, the output buffer every call
+    writes afresh (an array and the tensor over it), and the kernel's runner by address
+    (PreparedConv.address_runner), bound to that buffer, where it has one."""
+    kernel: kernels.PreparedConv
+    out: np.ndarray
+    tensor: torch.Tensor
+    by_address: Callable | None
+
+    @classmethod
+    def of(cls, kernel: kernels.PreparedConv, out: np.ndarray) -> "Run":
+        return cls(kernel, out, torch.from_numpy(out), kernel.address_runner(out))
+
+
 class FusedConv(nn.Module):
     """One convolution of the model, BatchNorm folded in and ReLU fused, run one of several
     ways (``runner``): "sparse" (the pointwise kernel for 1x1 layers without padding, the
@@ -70,12 +85,11 @@ class FusedConv(nn.Module):
         self.residual = False  # forward takes a second tensor, added before the activation
         self.times = LayerTimes()
         self.profiling = False
-        # Per (runner, input shape): the prepared kernel and one output buffer (an array and
-        # the tensor over it) that every call writes afresh; a fresh array per call would cost
-        # page faults on every large output. Within one pass of the network each fused layer
+        # Per (runner, input shape): a Run, whose one output buffer every call writes
+        # afresh; a fresh array per call would cost page faults on every large output. Within one pass of the network each fused layer
         # runs once, so its output is consumed before it is overwritten; SparseNetwork copies
         # a network output that is such a buffer.
-        self._runs: dict[tuple, tuple] = {}
+        self._runs: dict[tuple, Run] = {}
 
     @property
     def sparse(self) -> bool:
@@ -84,7 +98,7 @@ class FusedConv(nn.Module):
     def kernel(self, shape: tuple) -> kernels.PreparedConv:
         """The prepared kernel of the current runner for inputs of ``shape``, prepared on
         first use."""
-        return self._run_for(tuple(shape))[0]
+        return self._run_for(tuple(shape)).kernel
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.float32 or not x.is_contiguous() or x.requires_grad:
@@ -111,12 +125,12 @@ class FusedConv(nn.Module):
                 k = kernels.prepare(c.weight, c.bias, plan=plan, **args)
             out = aligned_zeros(int(np.prod(k.spec.output_shape)), VECTOR_BYTES).reshape(
                 k.spec.output_shape)
-            run = self._runs[(self.runner, shape)] = (k, out, torch.from_numpy(out))
+            run = self._runs[(self.runner, shape)] = Run.of(k, out)
         return run
 
     def prepared_kernels(self) -> list[kernels.PreparedConv]:
         """The kernels the current runner has prepared, one per input shape it has run."""
-        return [run[0] for (runner, _), run in self._runs.items() if runner == self.runner]
+        return [run.kernel for (runner, _), run in self._runs.items() if runner == self.runner]
 
     def _searched_plan(self, spec):
         host = detect_host()
@@ -142,16 +156,22 @@ class FusedConv(nn.Module):
 
     def run_kernel(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         x = self._input(x)
-        k, out, y = self._runs.get((self.runner, x.shape)) or self._run_for(tuple(x.shape))
+        run = self._runs.get((self.runner, x.shape)) or self._run_for(tuple(x.shape))
         t0 = time.perf_counter() if self.profiling else 0.0
-        if residual is None:
-            k.run_into(x.numpy(), out)
-        else:  # only kernels that fuse a residual get one (fuses_residuals)
+        if residual is not None:  # only kernels that fuse a residual get one (fuses_residuals)
             residual = residual.detach().to(torch.float32).contiguous()
-            k.run_with_residual(x.numpy(), residual.numpy(), out)
+        if run.by_address is None:
+            if residual is None:
+                run.kernel.run_into(x.numpy(), run.out)
+            else:
+                run.kernel.run_with_residual(x.numpy(), residual.numpy(), run.out)
+        elif residual is None:
+            run.by_address(x.data_ptr())
+        else:
+            run.by_address(x.data_ptr(), residual.data_ptr())
         if self.profiling:
             self.times.kernel_s += time.perf_counter() - t0
-        return y
+        return run.tensor
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if not self.profiling:
@@ -181,14 +201,14 @@ class FusedConv(nn.Module):
         """Write the outputs of the model's own input shape into ``buffer``, which other
         layers share (harness.networks.memory plans when it is free)."""
         shape = self.conv.input_shape
-        k, out, _ = self._run_for(shape)
-        if out.shape != tuple(out_shape):
+        run = self._run_for(shape)
+        if run.out.shape != tuple(out_shape):
             raise HarnessError(f"{self.conv.name}: planned an output of {out_shape}, the "
-                               f"kernel writes {out.shape}")
-        self._runs[(self.runner, shape)] = (k, buffer, torch.from_numpy(buffer))
+                               f"kernel writes {run.out.shape}")
+        self._runs[(self.runner, shape)] = Run.of(run.kernel, buffer)
 
     def buffers_in_use(self) -> list[np.ndarray]:
-        return [out for _, out, _ in self._runs.values()]
+        return [run.out for run in self._runs.values()]
 
     def decide(self, shape: tuple, choice: str) -> None:
         """How this layer runs: as asked ("sparse", or "dense": PyTorch), or (auto) the fastest

@@ -196,6 +196,10 @@ def test_mobilenetv2_sparsified_end_to_end():
     runs = {layer.conv.name: layer for layer in net.layers()}
     depthwise = runs["features.1.depthwise.0"].conv
     assert len(runs) == 52 and depthwise.relu and depthwise.relu_max == 6.0
+    # every layer ran its kernel by address, residual adds fused into some of them
+    assert all(run.by_address is not None for layer in net.layers()
+               for run in layer._runs.values())
+    assert any(layer.residual for layer in net.layers())
     graph = net.graph_module
     assert not any(isinstance(graph.get_submodule(n.target), nn.ReLU6)
                    for n in graph.graph.nodes if n.op == "call_module")
