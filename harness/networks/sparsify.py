@@ -86,9 +86,10 @@ class FusedConv(nn.Module):
         self.times = LayerTimes()
         self.profiling = False
         # Per (runner, input shape): a Run, whose one output buffer every call writes
-        # afresh; a fresh array per call would cost page faults on every large output. Within one pass of the network each fused layer
-        # runs once, so its output is consumed before it is overwritten; SparseNetwork copies
-        # a network output that is such a buffer.
+        # afresh; a fresh array per call would cost page faults on every large output.
+        # Within one pass of the network each fused layer runs once, so its output is
+        # consumed before it is overwritten; SparseNetwork copies a network output that is
+        # such a buffer.
         self._runs: dict[tuple, Run] = {}
 
     @property
