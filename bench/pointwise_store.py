@@ -4,8 +4,9 @@ slice stays in L1, the last block's sums stored from registers straight to the o
 non-zeros stored block-major, the input read in place where the rule of in_place_default
 says), all input channels in one block, the earlier kernel (one block, each output row
 accumulated in a scratch row and copied out), the default with every chunk packed and with
-every chunk read in place (at stride 1), the default with the earlier work items (output channels split until every thread has four
-items), and the default with the earlier storage (the non-zeros row by row).
+every chunk read in place (at stride 1), the default with the earlier work items (output
+channels split until every thread has four items), and the default with the earlier storage
+(the non-zeros row by row).
 
 For every 1x1 layer without padding of a catalog network (or of a GSL network for 28x28
 images, such as gsl-bottleneck; that needs PyTorch) at one sparsity (random weights, batch 1,

@@ -485,13 +485,19 @@ static void accumulate_block(const spconv_plan *p, spconv_acc_rows r)
     }
 }
 
+/* Output rows of the last band (the others have band_rows()). */
+static int last_band_rows(const spconv_geometry *g, const spconv_plan *p)
+{
+    const int band = band_rows(g, p);
+    return g->out_height - (g->out_height - 1) / band * band;
+}
+
 /* The lane maps at the start of the scratch: a band's, then the last band's where it has
    fewer rows (else the same map). */
 static spconv_lane *last_lanes_of(const spconv_geometry *g, const spconv_plan *p, float *scratch)
 {
-    const int band = band_rows(g, p), bands = (g->out_height + band - 1) / band;
-    const int last_rows = g->out_height - (bands - 1) * band;
-    return (spconv_lane *)scratch + (last_rows == band ? 0 : run_floats(g, p) / VEC_FLOATS);
+    const int same = last_band_rows(g, p) == band_rows(g, p);
+    return (spconv_lane *)scratch + (same ? 0 : run_floats(g, p) / VEC_FLOATS);
 }
 
 /* One thread's share of the work items (called in a parallel region, or alone on one thread:
@@ -626,8 +632,7 @@ int spconv_direct(const spconv_geometry *g, const spconv_plan *p,
     const int err = spconv_direct_check(g, p);
     if (err)
         return err;
-    const int band = band_rows(g, p), bands = (g->out_height + band - 1) / band;
-    const int last_rows = g->out_height - (bands - 1) * band;
+    const int band = band_rows(g, p), last_rows = last_band_rows(g, p);
     build_lanes(g, band, (spconv_lane *)scratch);
     if (last_rows != band)
         build_lanes(g, last_rows, last_lanes_of(g, p, scratch));

@@ -114,24 +114,22 @@ class DirectSparseConv(PreparedConv):
         self._act = native.activation(built, self)
 
     def _run(self, x, out):
-        built = self.built
-        rc = built.lib.spconv_direct(
-            self._geometry, self._plan, *self._ptrs, self._act,
-            native.float_ptr(built, x), *self._work, native.float_ptr(built, out))
-        native.check_rc(built, rc, "spconv_direct")
+        self._run_pointers(native.float_ptr(self.built, x), native.float_ptr(self.built, out))
+
+    def _run_pointers(self, x_ptr, out_ptr) -> None:
+        """The kernel on C pointers."""
+        rc = self.built.lib.spconv_direct(self._geometry, self._plan, *self._ptrs, self._act,
+                                          x_ptr, *self._work, out_ptr)
+        native.check_rc(self.built, rc, "spconv_direct")
 
     def address_runner(self, out):
         if self._cap_after is not None or not self.spec.batch:
             return None
-        built = self.built
-        ffi, direct = built.ffi, built.lib.spconv_direct
-        head = (self._geometry, self._plan, *self._ptrs, self._act)
-        tail = (*self._work, native.float_ptr(built, out))
+        cast, call = self.built.ffi.cast, self._run_pointers
+        out_ptr = native.float_ptr(self.built, out)
 
         def run(x_address: int) -> None:
-            rc = direct(*head, ffi.cast("float *", x_address), *tail)
-            if rc:
-                native.check_rc(built, rc, "spconv_direct")
+            call(cast("float *", x_address), out_ptr)
         return run
 
     def describe(self) -> dict:

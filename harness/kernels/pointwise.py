@@ -206,25 +206,25 @@ class PointwiseSparseConv(PreparedConv):
     def address_runner(self, out):
         if self._cap_after is not None or not self.spec.batch:
             return None
-        built = self.built
-        ffi, pointwise = built.ffi, built.lib.spconv_pointwise
-        head = (self._args, *self._ptrs, self._act)
-        tail = (self._scratch_ptr, native.float_ptr(built, out))
+        cast, call = self.built.ffi.cast, self._call_pointers
+        out_ptr = native.float_ptr(self.built, out)
 
         def run(x_address: int, residual_address: int = 0) -> None:
-            rc = pointwise(*head, ffi.cast("float *", x_address),
-                           ffi.cast("float *", residual_address), *tail)
-            if rc:
-                native.check_rc(built, rc, "spconv_pointwise")
+            call(cast("float *", x_address), cast("float *", residual_address), out_ptr)
         return run
 
     def _call(self, x, residual, out) -> None:
         built = self.built
-        rc = built.lib.spconv_pointwise(
-            self._args, *self._ptrs, self._act, native.float_ptr(built, x),
+        self._call_pointers(
+            native.float_ptr(built, x),
             built.ffi.NULL if residual is None else native.float_ptr(built, residual),
-            self._scratch_ptr, native.float_ptr(built, out))
-        native.check_rc(built, rc, "spconv_pointwise")
+            native.float_ptr(built, out))
+
+    def _call_pointers(self, x_ptr, residual_ptr, out_ptr) -> None:
+        """The kernel on C pointers (residual_ptr NULL: none)."""
+        rc = self.built.lib.spconv_pointwise(self._args, *self._ptrs, self._act, x_ptr,
+                                             residual_ptr, self._scratch_ptr, out_ptr)
+        native.check_rc(self.built, rc, "spconv_pointwise")
 
     def describe(self) -> dict:
         return {**{name: getattr(self, name) for name in CONFIG_FIELDS}, "nnz": self.nnz,

@@ -18,6 +18,12 @@ from harness.machine.build import aligned_zeros
 # activation straddles two cache lines where a plane is whole vectors.
 VECTOR_BYTES = 64
 
+
+def activation_buffer(shape: tuple) -> np.ndarray:
+    """A float32 array of ``shape`` for a layer's outputs, aligned to VECTOR_BYTES."""
+    return aligned_zeros(math.prod(shape), VECTOR_BYTES).reshape(shape)
+
+
 # Operations whose result is a new tensor (never a view of, or written into, an input): a
 # buffer read by one of them is dead once it has run. Anything else may alias its input, so
 # the buffer stays alive as long as that operation's result does.
@@ -65,7 +71,7 @@ def share_buffers(graph: fx.GraphModule, layers: dict[str, nn.Module], fresh_mod
         match = next((i for i, (end, size, _) in enumerate(free) if end < here and size == floats),
                      None)
         if match is None:
-            buffer = aligned_zeros(floats, VECTOR_BYTES)
+            buffer = activation_buffer((floats,))
             count += 1
         else:
             buffer = free.pop(match)[2]

@@ -19,10 +19,9 @@ from harness import kernels
 from harness.conv.verify import expected_output, verify
 from harness.errors import HarnessError
 from harness.kernels import native
-from harness.machine.build import aligned_zeros
 from harness.machine.hostinfo import detect_host
 from harness.networks.layers import ModelConv
-from harness.networks.memory import VECTOR_BYTES, share_buffers
+from harness.networks.memory import activation_buffer, share_buffers
 from harness.networks.pooling import POOLS, replace_pools
 from harness.networks.runtimes import torch_threads
 from harness.networks.torch_graph import (conv_chains, fused_relu_max, model_conv,
@@ -124,9 +123,8 @@ class FusedConv(nn.Module):
             else:  # the direct kernel, with its plan
                 plan = self.plan or (self._searched_plan(spec) if self.search else None)
                 k = kernels.prepare(c.weight, c.bias, plan=plan, **args)
-            out = aligned_zeros(int(np.prod(k.spec.output_shape)), VECTOR_BYTES).reshape(
-                k.spec.output_shape)
-            run = self._runs[(self.runner, shape)] = Run.of(k, out)
+            run = self._runs[(self.runner, shape)] = Run.of(
+                k, activation_buffer(k.spec.output_shape))
         return run
 
     def prepared_kernels(self) -> list[kernels.PreparedConv]:
