@@ -26,8 +26,8 @@ Per work item (one band of output rows of one image for one block of output chan
 - non-zeros: the item's values and column indices, streamed once per item from where all of
   the layer's lie, at what the triad rate of that working set costs over L1's (a layer's
   non-zeros at 30-70% sparsity are megabytes: 13 MB for a 3x3 layer of 512 channels at 30%);
-then the items, at their real sizes, are handed to the threads as the kernel's dynamic
-schedule does, and one call's overhead is added. Expected counts (positions per block,
+then the items, at their real sizes, are dealt to the threads in turn as the kernel deals
+them, and one call's overhead is added. Expected counts (positions per block,
 blocks with any) come from the density and the pattern: uniform random supports, or
 supports shared by blocks of output channels.
 """
@@ -448,8 +448,8 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
                 "accumulators_s": costs.stream_s(acc_bytes, acc_bytes) if blocks > 1 else 0.0,
                 "stores_s": costs.stream_s(stored, out_bytes)}
 
-    # the items in the kernel's order (image, band, block of output channels), handed to
-    # whichever thread is free first (schedule(dynamic, 1))
+    # the items in the kernel's order (image, band, block of output channels), dealt to the
+    # threads in turn
     kinds, order = {}, []
     for y0 in range(0, spec.out_height, band):
         for m0 in range(0, spec.out_channels, mb):
@@ -459,9 +459,8 @@ def direct_time(costs: KernelCosts, spec: ConvSpec, density: float, plan: Direct
             order.append(key)
     order *= spec.batch
     finish = [0.0] * threads
-    for key in order:
-        i = int(np.argmin(finish))
-        finish[i] += sum(kinds[key].values())
+    for i, key in enumerate(order):
+        finish[i % threads] += sum(kinds[key].values())
     parts = {k: sum(kinds[key][k] for key in order) / threads  # none for an empty batch
              for k in next(iter(kinds.values()))}
     shared = pad_s(spec.batch * spec.in_channels, spec.out_height) / threads \
