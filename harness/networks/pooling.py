@@ -9,6 +9,7 @@ import torch
 from torch import fx, nn
 
 from harness.kernels import native
+from harness.networks.memory import activation_buffer
 
 
 def _pair(v) -> tuple[int, int]:
@@ -27,22 +28,45 @@ def runs_in_c(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.dtype == torch.float32 and not x.requires_grad
 
 
-def pooled_in_c(built, function: str, x: torch.Tensor, out_shape: tuple, geometry: tuple,
-                threads: int) -> torch.Tensor:
-    """``function`` of kernels_c/pool.c on ``x``: (input, *geometry, output, threads)."""
-    out = np.empty(out_shape, dtype=np.float32)
-    rc = getattr(built.lib, function)(native.float_ptr(built, x.contiguous().numpy()),
-                                      *geometry, native.float_ptr(built, out), threads)
-    native.check_rc(built, rc, function)
-    return torch.from_numpy(out)
+class PooledInC(nn.Module):
+    """A pool run by a function of kernels_c/pool.c, (input, *geometry, output, threads), into
+    an output buffer kept for each input shape: the network uses a pool's output within the
+    call (SparseNetwork copies one it returns). A fresh array, and the conversions of both
+    tensors to C pointers, cost 50-70 us a call inside ResNet-50 (its code cold), as much as
+    the pooling itself; the input is passed by address."""
+
+    function = ""
+
+    def __init__(self, threads: int, built):
+        super().__init__()
+        self.threads, self.built = threads, built
+        self._outputs: dict[tuple, tuple[np.ndarray, torch.Tensor, object]] = {}
+
+    def pooled(self, x: torch.Tensor, out_shape: tuple, geometry: tuple) -> torch.Tensor:
+        entry = self._outputs.get(out_shape)
+        if entry is None:
+            out = activation_buffer(out_shape)
+            entry = self._outputs[out_shape] = (out, torch.from_numpy(out),
+                                                native.float_ptr(self.built, out))
+        _, tensor, out_ptr = entry
+        x = x.contiguous()
+        rc = getattr(self.built.lib, self.function)(
+            self.built.ffi.cast("float *", x.data_ptr()), *geometry, out_ptr, self.threads)
+        native.check_rc(self.built, rc, self.function)
+        return tensor
+
+    def buffers_in_use(self) -> list[np.ndarray]:
+        return [out for out, _, _ in self._outputs.values()]
 
 
-class MaxPool(nn.Module):
+class MaxPool(PooledInC):
     """nn.MaxPool2d (dilation 1, floor rounding) on 4-D float32 inputs; others go to PyTorch."""
 
+    function = "spconv_max_pool"
+
     def __init__(self, pool: nn.MaxPool2d, threads: int, built):
-        super().__init__()
-        self.pool, self.threads, self.built = pool, threads, built
+        super().__init__(threads, built)
+        self.pool = pool
         self.kernel, self.padding = _pair(pool.kernel_size), _pair(pool.padding)
         self.stride = _pair(pool.stride or pool.kernel_size)
 
@@ -54,23 +78,23 @@ class MaxPool(nn.Module):
         oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
         if oh <= 0 or ow <= 0:
             return self.pool(x)
-        return pooled_in_c(self.built, "spconv_max_pool", x, (n, c, oh, ow),
-                           (n * c, h, w, kh, kw, sh, sw, ph, pw, oh, ow), self.threads)
+        return self.pooled(x, (n, c, oh, ow), (n * c, h, w, kh, kw, sh, sw, ph, pw, oh, ow))
 
 
-class GlobalAvgPool(nn.Module):
+class GlobalAvgPool(PooledInC):
     """nn.AdaptiveAvgPool2d to 1x1 on 4-D float32 inputs; others go to PyTorch."""
 
+    function = "spconv_global_avg_pool"
+
     def __init__(self, pool: nn.AdaptiveAvgPool2d, threads: int, built):
-        super().__init__()
-        self.pool, self.threads, self.built = pool, threads, built
+        super().__init__(threads, built)
+        self.pool = pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not runs_in_c(x) or x.numel() == 0:
             return self.pool(x)
         n, c, h, w = x.shape
-        return pooled_in_c(self.built, "spconv_global_avg_pool", x, (n, c, 1, 1),
-                           (n * c, h * w), self.threads)
+        return self.pooled(x, (n, c, 1, 1), (n * c, h * w))
 
 
 def global_poolable(pool: nn.AdaptiveAvgPool2d) -> bool:

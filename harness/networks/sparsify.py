@@ -268,16 +268,18 @@ class SparseNetwork(nn.Module):
         super().__init__()
         self.graph_module, self.threads, self.notes = graph, threads, notes
         self.fused = layers
+        self._pools = [m for m in graph.modules() if isinstance(m, POOLS)]
 
     def forward(self, *args):
         with torch_threads(self.threads), torch.no_grad():
             return self._detached(self.graph_module(*args))
 
     def _detached(self, result):
-        """``result`` with every tensor that is a fused layer's reused buffer copied, so that
-        the next call cannot overwrite what the caller holds."""
+        """``result`` with every tensor that is a fused layer's or a pool's reused buffer
+        copied, so that the next call cannot overwrite what the caller holds."""
         if isinstance(result, torch.Tensor):
-            buffers = {b.ctypes.data for layer in self.layers() for b in layer.buffers_in_use()}
+            buffers = {b.ctypes.data for owner in (*self.layers(), *self._pools)
+                       for b in owner.buffers_in_use()}
             return result.clone() if result.untyped_storage().data_ptr() in buffers else result
         if isinstance(result, (tuple, list)):
             return type(result)(self._detached(r) for r in result)

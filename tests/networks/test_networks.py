@@ -149,10 +149,15 @@ def test_a_layer_pytorch_wins_alone_is_timed_against_the_kernels_inside(monkeypa
         assert layer.runner in layer.times.in_network
 
 
-def test_sparsified_output_survives_the_next_call():
-    """A network output that is a fused layer's reused buffer is handed out as a copy."""
+@pytest.mark.parametrize("last", ["conv", "max pool", "average pool"])
+def test_sparsified_output_survives_the_next_call(last):
+    """A network output that is a fused layer's or a pool's reused buffer (or a view of one)
+    is handed out as a copy."""
     torch.manual_seed(1)
-    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1)).eval()
+    tail = {"conv": [], "max pool": [nn.MaxPool2d(2)],
+            "average pool": [nn.AdaptiveAvgPool2d(1), nn.Flatten()]}[last]
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1),
+                          *tail).eval()
     x = torch.randn(1, 4, 9, 9)
     net = sparsify(model, x, choice="sparse")
     first = net(x)
