@@ -544,10 +544,9 @@ static void direct_work(const spconv_geometry *g, const spconv_plan *p,
         /* A work item: one band of output rows of one image for one block of output channels
            (the output-channel blocks of one band next to each other, so threads working at
            the same time read the same input rows). Items go round the threads in a fixed
-           order, so that a thread gets the same items, and their weights and outputs are
-           still in its own cache, at the next call: handed out first come, first served, the
-           two items of AlexNet's conv3 on two threads changed threads in a third of the
-           calls, and each thread's half ran 10% slower than alone. */
+           order, so that a thread gets the same items at the next call, their weights and
+           outputs still in its own cache (handed out first come, first served, the two items
+           of AlexNet's conv3 on two threads changed threads in a third of the calls). */
         for (long item = tid; item < items; item += nthreads) {
             const long n = item / ((long)bands * mblocks);
             const int y0 = (int)(item / mblocks % bands) * band;
