@@ -292,6 +292,22 @@ def test_max_pool_kernel_equals_torch(seed):
     assert not fast_poolable(nn.MaxPool2d(3, 2, 1, dilation=2))
 
 
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 2, 1), (2, 2, 0), (3, 2, 0)])
+def test_max_pool_kernel_equals_torch_on_the_usual_pools(kernel, stride, padding):
+    """The pools with their own one-pass loop (3 and 2 wide at stride 2), NaNs included, on
+    odd and even widths."""
+    from harness.machine.build import host_kernels
+    from harness.networks.pooling import MaxPool
+    rng = np.random.default_rng(kernel * 10 + padding)
+    pool = nn.MaxPool2d(kernel, stride, padding)
+    for width in (kernel, 9, 16, 37):
+        x = torch.from_numpy(rng.standard_normal((1, 3, 7, width)).astype(np.float32))
+        x[torch.from_numpy(rng.random(x.shape) < 0.05)] = float("nan")
+        got, want = MaxPool(pool, 1, host_kernels())(x), pool(x)
+        assert torch.equal(got.isnan(), want.isnan())
+        assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(want))
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_global_average_pool_kernel_equals_torch(seed):
     from harness.machine.build import host_kernels
