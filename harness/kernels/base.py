@@ -128,6 +128,11 @@ class PreparedConv:
         as much as a small layer's products)."""
         return None
 
+    def _whole_by_address(self) -> bool:
+        """Whether a call by address computes the whole output: no cap of the ReLU left for
+        numpy after the kernel, and a batch to run."""
+        return self._cap_after is None and bool(self.spec.batch)
+
     def describe(self) -> dict:
         """Method-specific facts recorded with every timing (plan, library, settings)."""
         return {}

@@ -123,7 +123,7 @@ class DirectSparseConv(PreparedConv):
         native.check_rc(self.built, rc, "spconv_direct")
 
     def address_runner(self, out):
-        if self._cap_after is not None or not self.spec.batch:
+        if not self._whole_by_address():
             return None
         cast, call = self.built.ffi.cast, self._run_pointers
         out_ptr = native.float_ptr(self.built, out)

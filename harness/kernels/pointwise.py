@@ -204,7 +204,7 @@ class PointwiseSparseConv(PreparedConv):
         self._cap(out)
 
     def address_runner(self, out):
-        if self._cap_after is not None or not self.spec.batch:
+        if not self._whole_by_address():
             return None
         cast, call = self.built.ffi.cast, self._call_pointers
         out_ptr = native.float_ptr(self.built, out)
