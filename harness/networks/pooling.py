@@ -4,7 +4,6 @@ code, and its average pooling to 1x1 runs cold code after the fused layers."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import fx, nn
 
@@ -40,23 +39,28 @@ class PooledInC(nn.Module):
     def __init__(self, threads: int, built):
         super().__init__()
         self.threads, self.built = threads, built
-        self._outputs: dict[tuple, tuple[np.ndarray, torch.Tensor, object]] = {}
+        # per output shape: the tensor over the buffer (which keeps the array alive), the
+        # buffer as a C pointer and its address
+        self._outputs: dict[tuple, tuple[torch.Tensor, object, int]] = {}
 
     def pooled(self, x: torch.Tensor, out_shape: tuple, geometry: tuple) -> torch.Tensor:
         entry = self._outputs.get(out_shape)
         if entry is None:
             out = activation_buffer(out_shape)
-            entry = self._outputs[out_shape] = (out, torch.from_numpy(out),
-                                                native.float_ptr(self.built, out))
-        _, tensor, out_ptr = entry
+            entry = self._outputs[out_shape] = (torch.from_numpy(out),
+                                                native.float_ptr(self.built, out),
+                                                out.ctypes.data)
+        tensor, out_ptr, _ = entry
         x = x.contiguous()
         rc = getattr(self.built.lib, self.function)(
             self.built.ffi.cast("float *", x.data_ptr()), *geometry, out_ptr, self.threads)
         native.check_rc(self.built, rc, self.function)
         return tensor
 
-    def buffers_in_use(self) -> list[np.ndarray]:
-        return [out for out, _, _ in self._outputs.values()]
+    def holds_buffer(self, address: int) -> bool:
+        """Whether one of the output buffers this pool's calls write again starts at
+        ``address``."""
+        return any(start == address for _, _, start in self._outputs.values())
 
 
 class MaxPool(PooledInC):

@@ -56,16 +56,18 @@ class LayerTimes:
 
 class Run(NamedTuple):
     """A fused layer's prepared kernel for one input shape, the output buffer every call
-    writes afresh (an array and the tensor over it), and the kernel's runner by address
-    (PreparedConv.address_runner), bound to that buffer, where it has one."""
+    writes afresh (an array, the tensor over it and its address), and the kernel's runner by
+    address (PreparedConv.address_runner), bound to that buffer, where it has one."""
     kernel: kernels.PreparedConv
     out: np.ndarray
     tensor: torch.Tensor
+    address: int
     by_address: Callable | None
 
     @classmethod
     def of(cls, kernel: kernels.PreparedConv, out: np.ndarray) -> "Run":
-        return cls(kernel, out, torch.from_numpy(out), kernel.address_runner(out))
+        return cls(kernel, out, torch.from_numpy(out), out.ctypes.data,
+                   kernel.address_runner(out))
 
 
 class FusedConv(nn.Module):
@@ -206,8 +208,10 @@ class FusedConv(nn.Module):
                                f"kernel writes {run.out.shape}")
         self._runs[(self.runner, shape)] = Run.of(run.kernel, buffer)
 
-    def buffers_in_use(self) -> list[np.ndarray]:
-        return [run.out for run in self._runs.values()]
+    def holds_buffer(self, address: int) -> bool:
+        """Whether one of the output buffers this layer's calls write again starts at
+        ``address``."""
+        return any(run.address == address for run in self._runs.values())
 
     def decide(self, shape: tuple, choice: str) -> None:
         """How this layer runs: as asked ("sparse", or "dense": PyTorch), or (auto) the fastest
@@ -278,9 +282,10 @@ class SparseNetwork(nn.Module):
         """``result`` with every tensor that is a fused layer's or a pool's reused buffer
         copied, so that the next call cannot overwrite what the caller holds."""
         if isinstance(result, torch.Tensor):
-            buffers = {b.ctypes.data for owner in (*self.layers(), *self._pools)
-                       for b in owner.buffers_in_use()}
-            return result.clone() if result.untyped_storage().data_ptr() in buffers else result
+            address = result.untyped_storage().data_ptr()
+            reused = any(owner.holds_buffer(address)
+                         for owner in (*self.fused.values(), *self._pools))
+            return result.clone() if reused else result
         if isinstance(result, (tuple, list)):
             return type(result)(self._detached(r) for r in result)
         if isinstance(result, dict):
