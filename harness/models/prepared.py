@@ -7,7 +7,7 @@ from __future__ import annotations
 from harness.kernels.base import PreparedConv
 from harness.kernels.direct import DirectSparseConv
 from harness.kernels.pointwise import PointwiseSparseConv
-from harness.models.mechanistic import KernelCosts, direct_time
+from harness.models.mechanistic import KernelCosts, direct_time, group_pattern
 from harness.models.pointwise_model import pointwise_time
 
 
@@ -20,10 +20,9 @@ def prepared_time(costs: KernelCosts, kernel: PreparedConv,
         return None
     density = kernel.nnz / (spec.out_channels * spec.reduction_length)
     if isinstance(kernel, DirectSparseConv):
-        group = kernel.plan.out_group  # > 1 only for weights whose groups share a support
-        pattern = f"block:{group}" if group > 1 else "random"
+        # out_group > 1 only for weights whose groups share a support
         return direct_time(costs, spec, density, kernel.plan, kernel.threads,
-                           pattern)["total_s"]
+                           group_pattern(kernel.plan.out_group))["total_s"]
     return pointwise_time(costs, spec, density, kernel.chunk, kernel.channel_block,
                           kernel.out_block, kernel.threads, residual,
                           in_place=kernel.in_place)["total_s"]

@@ -55,6 +55,24 @@ def test_the_model_moves_only_the_choices_it_ranks_well(weights):
     assert plan_choice.model_plan(costs, CONV3, 0.1001, 1) is plan  # memoised on the costs
 
 
+@pytest.mark.parametrize("group, pattern", [(1, "random"), (2, "block:2"), (4, "block:4")])
+def test_plans_for_weights_whose_groups_share_a_support_are_priced_as_that_pattern(
+        group, pattern, monkeypatch):
+    """Not as the union of ``group`` random supports: blocks of 4 channels at 90% would be
+    priced with 3.4 times their positions."""
+    built = host_kernels()
+    costs = synthetic_costs(lanes=built.lib.spconv_vector_floats(),
+                            max_tile=built.lib.spconv_max_tile_vectors())
+    priced = set()
+
+    def recording(*args, **kwargs):
+        priced.add(kwargs.get("pattern", args[5] if len(args) > 5 else "random"))
+        return direct_time(*args, **kwargs)
+    monkeypatch.setattr(plan_choice, "direct_time", recording)
+    plan = plan_choice.model_plan(costs, CONV3, 0.1, 1, group)
+    assert plan.out_group == group and priced == {pattern}
+
+
 def test_prepare_runs_the_model_plan_once_the_host_is_calibrated(weights, rng, monkeypatch,
                                                                   tmp_path):
     built, host = host_kernels(), detect_host()
