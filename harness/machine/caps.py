@@ -12,6 +12,7 @@ row that ran above its profile's level is marked instead of compared.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from harness.machine.hostinfo import HostInfo
@@ -73,8 +74,13 @@ def openblas_level(architecture: str | None) -> str | None:
 
 
 def onednn_level(isa_text: str | None) -> str | None:
-    """The level of oneDNN's own name for its ISA ("Intel AVX2", "Intel SSE4.1", ...)."""
+    """The level of oneDNN's own name for its ISA ("Intel AVX2", "Intel SSE4.1", ...). AVX10
+    is AVX-512's successor ("Intel AVX 10.1" on a Xeon with AVX-512 FP16), 512 bits wide
+    unless named /256."""
     text = (isa_text or "").upper().replace("-", "")
+    avx10 = re.search(r"AVX\s*10(\.\d+)?(/(\d+))?", text)
+    if avx10:
+        return "avx2" if avx10.group(3) == "256" else "avx512"
     if "AVX512" in text or "AMX" in text:
         return "avx512"
     if "AVX2" in text:

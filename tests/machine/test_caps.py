@@ -30,6 +30,11 @@ def test_caps_follow_the_profile_level_below_the_host():
 def test_library_reports_map_to_levels():
     assert onednn_level("Intel AVX-512 with AVX512BW, AVX512VL, and AVX512DQ extensions") == "avx512"
     assert onednn_level("Intel AVX2") == "avx2" and onednn_level("Intel SSE4.1") == "sse4.2"
+    # PyTorch 2.13's oneDNN on a Xeon with AVX-512 FP16 names AVX-512's successor
+    assert onednn_level("Intel AVX 10.1") == "avx512"
+    assert onednn_level("Intel AVX10.2/512 with AMX") == "avx512"
+    assert onednn_level("Intel AVX10.1/256") == "avx2"
+    assert onednn_level("Intel AVX") == "sse4.2"
     assert openblas_level("Haswell") == "avx2" and openblas_level("Zen") == "avx2"
     assert openblas_level("Nehalem") == "sse4.2" and openblas_level("SkylakeX") == "avx512"
     assert openblas_level("SomethingNew") is None
