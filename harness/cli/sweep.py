@@ -422,8 +422,9 @@ def _sweep(args, argv, cfg, store) -> int:
                     cfg, store, points, lambda: _executor(args, cfg, claim.cpus),
                     progress=not args.no_progress, should_stop=stop.requested)
                 if again:
-                    print(f"note: {again} points slower than a denser point of their curve "
-                          f"timed again; {faster} came back faster and were kept",
+                    print(f"note: {again} points out of order on their curve (slower than "
+                          "a denser point, or than a sparser one by more than the non-zeros "
+                          f"they add) timed again; {faster} came back faster and were kept",
                           file=sys.stderr)
     except KeyboardInterrupt:  # a second Ctrl-C: give up on the point in flight
         pass

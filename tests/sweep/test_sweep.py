@@ -105,8 +105,24 @@ def test_a_point_slower_than_a_denser_one_is_timed_again_and_the_faster_kept(
     assert sparse.loc[0.5, "median_s"] == 1.0 and sparse.loc[0.9, "median_s"] == kept
     assert sparse.loc[0.9, "attempts"] == (2 if kept == again else 1)
     err = capsys.readouterr().err
-    assert ("1 points slower than a denser point of their curve timed again; "
+    assert ("1 points out of order on their curve (slower than a denser point, or than a "
+            "sparser one by more than the non-zeros they add) timed again; "
             f"{int(kept == again)} came back faster" in err) == bool(retries)
+
+
+def test_points_out_of_order_or_out_of_proportion_on_their_curve_are_found():
+    """AlexNet conv4 on a busy Intel Xeon: 1.71 ms at 50% against 0.96 at 60% (1.78x the time
+    for 1.25x the non-zeros), and 40% past what 70% scaled by its non-zeros allows (30% is
+    within 15% of it); 95% is slower than 90% (out of order)."""
+    from harness.sweep.recheck import out_of_order
+    times = {0.3: 1.84, 0.4: 1.99, 0.5: 1.71, 0.6: 0.96, 0.7: 0.70, 0.9: 0.31, 0.95: 0.33}
+    frame = pd.DataFrame([{"network": "alexnet", "layer": "conv4", "method": "direct_sparse",
+                           "pattern": "random", "batch": 1, "threads": 1, "status": "ok",
+                           "dense": False, "sparsity": s, "median_s": t, "key": f"k{s}"}
+                          for s, t in times.items()])
+    assert out_of_order(frame) == {"k0.4", "k0.5", "k0.95"}
+    steady = frame.assign(median_s=[0.3 + 2.0 * (1 - s) for s in times])  # fixed + per non-zero
+    assert out_of_order(steady) == set()
 
 
 def test_resume_under_another_build_measures_again_and_keeps_the_latest_rows(tmp_path, capsys):
