@@ -7,7 +7,7 @@ noisy-point retries (harness.timing.steadiest) do not see it: in one ResNet-50 s
 EPYC (Zen 4), layer4.0.conv1 took 2.61 ms at 40% sparsity and 2.03 ms at 30%, and 1.9 ms at
 40% when timed again, which moved its measured crossover by 0.07; on an Intel Xeon, AlexNet
 conv4 took 1.71 ms at 50% and 0.96 ms at 60% (1.78x for 1.25x the non-zeros), its measured
-crossover 0.53 where other runs gave 0.42-0.44. After a sweep each such point is timed once
+crossover 0.53 where a run an hour earlier gave 0.44. After a sweep each such point is timed once
 more and the faster of its two timings kept.
 """
 
