@@ -4,7 +4,8 @@ last-level cache, instead of one buffer per layer that evicts them (ResNet-50's 
 2-3x slower inside the network than alone before). A layer takes the free buffer freed last
 that holds its output, whatever its size: that one is likeliest still in the caches (and
 ResNet-50 then needs 4 buffers, 10 MiB, where buffers of one size each needed 12, 12 MiB;
-it ran 1.02-1.13x faster on two threads of an Intel Xeon, docs/measurements.md)."""
+on two threads of an Intel Xeon it ran 0.99-1.13x as fast, median 1.08x over seven runs:
+bench/buffer_plans.py)."""
 
 from __future__ import annotations
 
@@ -58,11 +59,14 @@ def last_read(graph: fx.GraphModule, node: fx.Node, order: dict, fresh_modules: 
     return end
 
 
-def share_buffers(graph: fx.GraphModule, layers: dict[str, nn.Module], fresh_modules: tuple) -> int:
+def share_buffers(graph: fx.GraphModule, layers: dict[str, nn.Module], fresh_modules: tuple,
+                  *, any_size: bool = True) -> int:
     """Give the fused layers (by submodule name) output buffers that they share where their
     lifetimes do not overlap; returns how many buffers the network uses. A layer reads its
     input while it writes its output, so a buffer is reused only after its last read; of the
-    free ones large enough, the one freed last (the smallest of those)."""
+    free ones large enough, the one freed last (the smallest of those). ``any_size`` False:
+    only a free buffer of the output's own size, the first freed (the planner before, kept to
+    measure against: bench/buffer_plans.py)."""
     order = {node: i for i, node in enumerate(graph.graph.nodes)}
     free: list[tuple[float, np.ndarray]] = []  # (free after position, buffer)
     count = 0
@@ -72,9 +76,11 @@ def share_buffers(graph: fx.GraphModule, layers: dict[str, nn.Module], fresh_mod
         shape = tuple(node.meta["tensor_meta"].shape)
         floats = int(np.prod(shape))
         here = order[node]
-        fits = [i for i, (end, buffer) in enumerate(free) if end < here and buffer.size >= floats]
+        fits = [i for i, (end, buffer) in enumerate(free) if end < here and
+                (buffer.size >= floats if any_size else buffer.size == floats)]
         if fits:
-            buffer = free.pop(max(fits, key=lambda i: (free[i][0], -free[i][1].size)))[1]
+            pick = max(fits, key=lambda i: (free[i][0], -free[i][1].size)) if any_size else fits[0]
+            buffer = free.pop(pick)[1]
         else:
             buffer = activation_buffer((floats,))
             count += 1
