@@ -23,6 +23,13 @@ def block_group(pattern: str) -> int:
     return int(pattern.split(":")[1]) if pattern.startswith("block:") else 1
 
 
+def group_pattern(group: int) -> str:
+    """The pattern of weights whose support is shared by blocks of ``group`` output channels
+    (what a plan's out_group above 1 is chosen for), "random" for a group of one: block_group's
+    inverse."""
+    return f"block:{group}" if group > 1 else "random"
+
+
 def is_block(pattern: str) -> bool:
     """Whether rows of this pattern hold a block structure (they are not what the models of
     unstructured sparsity are fitted to)."""

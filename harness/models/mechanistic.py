@@ -263,12 +263,6 @@ def unpredictable_count(slots: int, p: float) -> float:
     return float(1.0 - pmf.max() / total) if total > 0 else 0.0
 
 
-def group_pattern(group: int) -> str:
-    """The pattern of weights whose support is shared by blocks of ``group`` output channels
-    (what a plan's out_group above 1 is chosen for), "random" for a group of one."""
-    return f"block:{group}" if group > 1 else "random"
-
-
 def support_probability(density: float, group: int, pattern: str) -> float:
     """Probability that a position is in a group's support: the pattern's blocks share one
     support (a multiple of the group), else the union of ``group`` random supports."""

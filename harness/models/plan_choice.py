@@ -22,13 +22,14 @@ import numpy as np
 
 from harness.conv.convspec import ConvSpec
 from harness.conv.sparsity import support_group
+from harness.conv.weights import group_pattern
 from harness.kernels.direct import plan_with_tile
 from harness.kernels.direct_plan import OUT_GROUPS, DirectPlan
 from harness.machine.build import BuiltKernels, cache_root
 from harness.machine.calibrate import cached_calibration
 from harness.machine.hostinfo import HostInfo, detect_host
 from harness.machine.isa import isa_table
-from harness.models.mechanistic import KernelCosts, direct_time, group_pattern
+from harness.models.mechanistic import KernelCosts, direct_time
 from harness.sweep.tuning import multistart_search, plan_space_of
 
 HELD_AXES = ("out_channel_block", "shared_padding", "band_rows", "out_group")

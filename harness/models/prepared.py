@@ -4,10 +4,11 @@ blocks (harness.models.pointwise_model)."""
 
 from __future__ import annotations
 
+from harness.conv.weights import group_pattern
 from harness.kernels.base import PreparedConv
 from harness.kernels.direct import DirectSparseConv
 from harness.kernels.pointwise import PointwiseSparseConv
-from harness.models.mechanistic import KernelCosts, direct_time, group_pattern
+from harness.models.mechanistic import KernelCosts, direct_time
 from harness.models.pointwise_model import pointwise_time
 
 
