@@ -150,6 +150,24 @@ def test_a_calibration_the_host_drifted_from_is_measured_again(fake_calibration,
     assert "FMA rate is now 80 GFLOP/s, the calibration's 100" in capsys.readouterr().err
 
 
+def test_a_burst_of_load_through_one_drift_probe_is_no_drift(fake_calibration, monkeypatch,
+                                                             tmp_path):
+    built, host = host_kernels(), detect_host()
+    calibrate.calibration(built, host, 1, cache_dir=tmp_path)
+    probes = iter([80.0, 99.0, 60.0])  # the first probe slowed by the neighbours, the second not
+    seen = []
+
+    def probe(built, threads, repeats):
+        seen.append(next(probes))
+        return {"median": seen[-1], "best": seen[-1]}
+
+    monkeypatch.setattr(calibrate, "fma_peak", probe)
+    monkeypatch.setattr(calibrate, "drift_reason", DRIFT_REASON)
+    monkeypatch.setattr(calibrate, "DRIFT_PAUSE_S", 0.0)
+    calibrate.calibration(built, host, 1, cache_dir=tmp_path)
+    assert fake_calibration == [1] and seen == [80.0, 99.0]  # the cache serves
+
+
 DRIFT_REASON = calibrate.drift_reason
 
 
