@@ -3,6 +3,7 @@
 #include "spconv_api.h"
 #include "simd.h"
 #include "tile.h"
+#include "tile_products.h"
 
 /* The ends of one tile: where its group's sums start and where they go (spconv_acc_rows's
    choices for one row, the pointers at the tile's first vector). */
@@ -58,48 +59,6 @@ static inline tile_io row_io(const spconv_acc_rows *r, long k)
 typedef void (*tile_fn)(const tile_io *io, const float *base, const int *colidx,
                         const float *values, int nnz);
 
-/* A tile of T vectors has T chains of FMAs, and every non-zero adds one FMA to each: a chain
-   waits the FMA latency (about 4 cycles) between its steps, so with fewer than CHAINS chains
-   the latency binds, not the loads (a 7x7 plane is a tile of 4 AVX-512 vectors). Narrow tiles
-   therefore spread the non-zeros over SETS(T) sets of accumulators, position j into set
-   j % SETS(T) (the last, partial round into the first set), summed into the first at the end. */
-#define CHAINS 8
-#define SETS(T) ((T) >= CHAINS ? 1 : (CHAINS + (T) - 1) / (T))
-
-/* One non-zero's products into the accumulator set x. */
-#define ADD_PRODUCTS(T, x, j)                                                            \
-    {                                                                                    \
-        const vec_t w_ = vec_set1(values[j]);                                            \
-        const float *p_ = base + colidx[j];                                              \
-        _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                             \
-            x[v] = vec_fma(w_, vec_load(p_ + v * VEC_FLOATS), x[v]);                     \
-    }
-
-/* a[0..T) += values[j] * base[colidx[j] + 0..T vectors), for j < nnz: the loop every tile
-   runs between setting its accumulators up and storing them. */
-#define ACCUMULATE_PRODUCTS(T, a)                                                        \
-    {                                                                                    \
-        enum { S_ = SETS(T) };                                                           \
-        vec_t more_[S_ > 1 ? S_ - 1 : 1][T];                                             \
-        int j = 0;                                                                       \
-        if (S_ > 1) {                                                                    \
-            _Pragma("GCC unroll 8") for (int k = 0; k < S_ - 1; ++k)                     \
-                _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                     \
-                    more_[k][v] = vec_set1(0.0f);                                        \
-            for (; j + S_ <= nnz; j += S_) {                                             \
-                ADD_PRODUCTS(T, a, j)                                                    \
-                _Pragma("GCC unroll 8") for (int k = 0; k < S_ - 1; ++k)                 \
-                    ADD_PRODUCTS(T, more_[k], j + 1 + k)                                 \
-            }                                                                            \
-        }                                                                                \
-        for (; j < nnz; ++j)                                                             \
-            ADD_PRODUCTS(T, a, j)                                                        \
-        if (S_ > 1)                                                                      \
-            _Pragma("GCC unroll 8") for (int k = 0; k < S_ - 1; ++k)                     \
-                _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                     \
-                    a[v] = vec_add(a[v], more_[k][v]);                                   \
-    }
-
 /* T vectors of sums from io's start, plus the products of the nnz non-zeros at colidx and
    values, to io's end. */
 #define TILE_BODY(T)                                                                     \
@@ -135,18 +94,6 @@ typedef void (*tile_fn)(const tile_io *io, const float *base, const int *colidx,
         }                                                                                \
     }
 
-/* The tile widths this build has (up to MAX_TILE), as an X-macro list: X(T) for each. */
-#define TILE_WIDTHS_8(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8)
-#define TILE_WIDTHS_14(X) X(9) X(10) X(11) X(12) X(13) X(14)
-#define TILE_WIDTHS_28(X) X(15) X(16) X(17) X(18) X(19) X(20) X(21) X(22) X(23) X(24) \
-    X(25) X(26) X(27) X(28)
-#if MAX_TILE >= 28
-#define TILE_WIDTHS(X) TILE_WIDTHS_8(X) TILE_WIDTHS_14(X) TILE_WIDTHS_28(X)
-#elif MAX_TILE >= 14
-#define TILE_WIDTHS(X) TILE_WIDTHS_8(X) TILE_WIDTHS_14(X)
-#else
-#define TILE_WIDTHS(X) TILE_WIDTHS_8(X)
-#endif
 #define TILE_ENTRY(T) tile_##T,
 
 #define ROWS_ENTRY(T) rows_##T,
@@ -300,113 +247,4 @@ void spconv_accumulate_group(float *acc, long acc_stride, long n, const float *b
 {
     const tile_io io = {.acc = acc, .acc_stride = acc_stride};
     accumulate_group_run(&io, n, base, colidx, values, npos, group, tile_vectors);
-}
-
-/* Output tiles: as the tiles above, but the accumulators start at the bias (or at the sums of
-   earlier channel blocks) and go from registers straight to the output, the residual added
-   and the activation applied on the way: no accumulator row is initialised, stored and copied out
-   (for a layer with few non-zeros per output channel those round trips cost as many loads as
-   the products). */
-
-/* out[0..n) = act(x + residual), n below one vector for the last one of a row. */
-static inline void store_output(float *out, long n, vec_t x, const float *residual, int act)
-{
-    if (n >= VEC_FLOATS) {
-        if (residual)
-            x = vec_add(x, vec_load(residual));
-        vec_store(out, vec_act(x, act));
-        return;
-    }
-#if defined(SPCONV_ISA_AVX512)
-    const __mmask16 m = (__mmask16)((1u << n) - 1);
-    if (residual)
-        x = vec_add(x, _mm512_maskz_loadu_ps(m, residual));
-    _mm512_mask_storeu_ps(out, m, vec_act(x, act));
-#else
-    float t[VEC_FLOATS];
-    vec_store(t, x);
-    for (long i = 0; i < n; ++i) {
-        const float y = residual ? t[i] + residual[i] : t[i];
-        out[i] = float_act(y, act);
-    }
-#endif
-}
-
-/* Row k of r, one tile of T vectors at column `first` (of `valid` floats). */
-#define OUT_TILE(T, r, k, first, valid)                                                   \
-    {                                                                                     \
-        const spconv_sparse_row row_ = spconv_row(&(r)->sparse, (k), 1);                 \
-        const int *colidx = row_.colidx;                                                  \
-        const float *values = row_.values;                                                \
-        const int nnz = row_.npos;                                                        \
-        const float *base = (r)->sparse.base + (first);                                   \
-        const float *partial =                                                            \
-            (r)->partial ? (r)->partial + (k) * (r)->partial_stride + (first) : 0;        \
-        const float *residual =                                                           \
-            (r)->residual ? (r)->residual + (k) * (r)->out_stride + (first) : 0;          \
-        float *out = (r)->out + (k) * (r)->out_stride + (first);                          \
-        const vec_t bias = vec_set1((r)->bias ? (r)->bias[k] : 0.0f);                     \
-        vec_t a[T];                                                                       \
-        _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                              \
-            a[v] = partial ? vec_load(partial + v * VEC_FLOATS) : bias;                   \
-        ACCUMULATE_PRODUCTS(T, a)                                                         \
-        _Pragma("GCC unroll 32") for (int v = 0; v < T; ++v)                              \
-            store_output(out + v * VEC_FLOATS, (valid) - (long)v * VEC_FLOATS, a[v],      \
-                         residual ? residual + v * VEC_FLOATS : 0, (r)->act);            \
-    }
-
-/* Row k's output just past this chunk (the next chunk's), prefetched for writing. */
-static inline void prefetch_next_output(const spconv_out_rows *r, long k)
-{
-    float *next = r->out + k * r->out_stride + r->valid;
-    for (long i = 0; i < r->prefetch; i += 16)
-        __builtin_prefetch(next + i, 1);
-}
-
-typedef void (*out_tile_fn)(const spconv_out_rows *r, long k, long first, long valid);
-
-/* One tile of one row (rows wider than one tile). */
-#define DEFINE_OUT_TILE(T)                                                                \
-    static void out_tile_##T(const spconv_out_rows *r, long k, long first, long valid)    \
-        OUT_TILE(T, r, k, first, valid)
-#define OUT_TILE_ENTRY(T) out_tile_##T,
-
-/* Every row, one tile each (rows of at most T vectors): the loop over rows inside. */
-#define DEFINE_OUT_ROWS(T)                                                                \
-    static void out_rows_##T(const spconv_out_rows *r)                                    \
-    {                                                                                     \
-        for (long k = 0; k < r->sparse.rows; ++k) {                                       \
-            prefetch_next_output(r, k);                                                   \
-            OUT_TILE(T, r, k, 0, r->valid)                                                \
-        }                                                                                 \
-    }
-#define OUT_ROWS_ENTRY(T) out_rows_##T,
-
-TILE_WIDTHS(DEFINE_OUT_TILE)
-TILE_WIDTHS(DEFINE_OUT_ROWS)
-
-static const out_tile_fn out_tiles[MAX_TILE + 1] = {0, TILE_WIDTHS(OUT_TILE_ENTRY)};
-static void (*const out_rows[MAX_TILE + 1])(const spconv_out_rows *) = {
-    0, TILE_WIDTHS(OUT_ROWS_ENTRY)};
-
-void spconv_accumulate_out_rows(const spconv_out_rows *r, int tile_vectors)
-{
-    const long vectors = (r->valid + VEC_FLOATS - 1) / VEC_FLOATS;
-    if (vectors <= 0 || r->sparse.rows <= 0)
-        return;
-    if (vectors <= tile_vectors) {
-        out_rows[vectors](r);
-        return;
-    }
-    for (long k = 0; k < r->sparse.rows; ++k) {
-        prefetch_next_output(r, k);
-        tile_walk walk = tile_walk_begin(vectors, tile_vectors);
-        for (long t = 0, v = 0; t < walk.ntiles; ++t) {
-            const long end = tile_walk_next(&walk);
-            const long first = v * VEC_FLOATS;
-            const long last = end * VEC_FLOATS < r->valid ? end * VEC_FLOATS : r->valid;
-            out_tiles[end - v](r, k, first, last - first);
-            v = end;
-        }
-    }
 }

@@ -1,7 +1,9 @@
 """Compile the C kernels of ``kernels_c/`` through cffi (API mode) with a profile's flags.
 
 cffi generates the extension's C wrapper; the compiler is invoked here directly so that the
-exact command line can be recorded and its own error message shown. Built modules are cached
+exact command line can be recorded and its own error message shown. The sources compile one
+process each, in parallel on the CPUs this process may use, and link into one module: what the
+recorded single compiler call does file by file. Built modules are cached
 under a name derived from a hash of everything that affects the binary (sources, headers,
 flags, compiler version, Python ABI), built in a temporary directory and moved into place
 atomically, so an unchanged build is never recompiled and concurrent builds do not collide.
@@ -26,6 +28,7 @@ from pathlib import Path
 import cffi
 import contextlib
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -119,7 +122,24 @@ def _make_ffi(module: str) -> cffi.FFI:
     return ffi
 
 
+def _run_compiler(command: tuple[str, ...], target: BuildTarget) -> None:
+    """Run one compiler command; its first error line as a BuildError if it fails."""
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"compiling the kernels for {target.profile.name} timed out") from None
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        errors = [ln for ln in lines if "error" in ln.lower()]
+        message = (errors or lines or [f"exit status {proc.returncode}"])[0]
+        raise BuildError(f"compiling the kernels for profile {target.profile.name} failed: "
+                         f"{message.strip()}")
+
+
 def _compile(target: BuildTarget, extra: tuple[str, ...], module: str, dest: Path) -> tuple[str, ...]:
+    """Compile the kernels into ``dest``; the compiler call that builds them in one step, as
+    recorded (the build runs it file by file, in parallel: the register tiles' files take
+    most of the time)."""
     compiler = shutil.which(target.profile.compiler)
     ffi = _make_ffi(module)
     writable_dir(dest.parent, "kernel builds (set $SPCONV_CACHE_DIR to another directory)")
@@ -128,29 +148,25 @@ def _compile(target: BuildTarget, extra: tuple[str, ...], module: str, dest: Pat
         with contextlib.redirect_stdout(io.StringIO()):  # cffi announces the file
             ffi.emit_c_code(str(wrapper))
         out = Path(tmp) / dest.name
-        command = (
-            compiler, *_cflags(target, extra), "-shared",
-            f"-I{sysconfig.get_paths()['include']}", f"-I{kernel_dir()}",
-            str(wrapper), *(str(p) for p in _sources() if p.suffix == ".c"),
-            "-o", str(out), "-lm",
-        )
-        try:
-            proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        except subprocess.TimeoutExpired:
-            raise BuildError(f"compiling the kernels for {target.profile.name} timed out") from None
-        if proc.returncode != 0:
-            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-            errors = [ln for ln in lines if "error" in ln.lower()]
-            message = (errors or lines or [f"exit status {proc.returncode}"])[0]
-            raise BuildError(f"compiling the kernels for profile {target.profile.name} failed: "
-                             f"{message.strip()}")
+        flags = _cflags(target, extra)
+        includes = (f"-I{sysconfig.get_paths()['include']}", f"-I{kernel_dir()}")
+        sources = [wrapper, *(p for p in _sources() if p.suffix == ".c")]
+        objects = [Path(tmp) / f"{i}-{src.stem}.o" for i, src in enumerate(sources)]
+        jobs = [(compiler, *flags, *includes, "-c", str(src), "-o", str(obj))
+                for src, obj in zip(sources, objects)]
+        workers = max(1, min(len(jobs), len(os.sched_getaffinity(0))))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda job: _run_compiler(job, target), jobs))  # the first error raises
+        _run_compiler((compiler, *flags, "-shared", *map(str, objects), "-o", str(out), "-lm"),
+                      target)
         if not out.is_file() or out.stat().st_size == 0:
             raise BuildError(f"compiler {target.profile.compiler!r} of profile "
                              f"{target.profile.name} exited without writing the kernels; is it "
                              "a C compiler?")
         os.replace(out, dest)  # atomic: a concurrent loader sees the old file or the new one
-    # Record the command as it would be run in place, not in the vanished temporary directory.
-    return tuple(str(dest) if c == str(out) else c for c in command)
+    # Recorded as it would be run in place, not in the vanished temporary directory.
+    return (compiler, *flags, "-shared", *includes, str(wrapper), *map(str, sources[1:]),
+            "-o", str(dest), "-lm")
 
 
 _loaded: dict[str, BuiltKernels] = {}
