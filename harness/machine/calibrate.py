@@ -236,20 +236,32 @@ def calibration(built: BuiltKernels, host: HostInfo, threads: int, *,
 
 
 def cached_calibration(built: BuiltKernels, host: HostInfo, threads: int, *,
-                       cache_dir: Path | None = None) -> dict | None:
+                       cache_dir: Path | None = None, any_build: bool = False) -> dict | None:
     """A calibration of this build on this host already in the cache, without measuring:
     the one of ``threads`` threads, else any other (the kernel costs are per thread; only the
-    call overhead of the thread counts differs). None where there is none or it is damaged."""
+    call overhead of the thread counts differs). None where there is none or it is damaged.
+
+    ``any_build``: where this build has none, the newest one of another build of the same
+    instruction set on this host (the kernels changed since it was taken). Good enough to rank
+    plans by, where a fit or a prediction needs the build's own: after a change of the
+    kernels, prepare() took the default plan until the host was calibrated again, and
+    AlexNet's conv2-5 at 90% ran 1.09-1.21x slower with it than with the plans of the
+    earlier build's calibration."""
     path = calibration_path(built, host, threads, cache_dir)
+    other, other_time = None, -1.0
     for candidate in [path, *sorted(path.parent.glob("calibration-*.json"))]:
         try:
             cal = read_json(candidate, SCHEMA, VERSION)
+            mtime = candidate.stat().st_mtime
         except (StoreError, OSError):
             continue
-        if (_complete(cal) and cal.get("build_key") == built.key
-                and cal.get("host") == host.cpu_model):
+        if not _complete(cal) or cal.get("host") != host.cpu_model:
+            continue
+        if cal.get("build_key") == built.key:
             return cal
-    return None
+        if any_build and cal.get("isa") == built.isa and mtime > other_time:
+            other, other_time = cal, mtime
+    return other
 
 
 def calibrated_profile(profile: Profile, cal: dict) -> Profile:

@@ -73,11 +73,12 @@ _costs: dict[tuple, KernelCosts] = {}
 
 
 def cached_costs(built: BuiltKernels, host: HostInfo, threads: int) -> KernelCosts | None:
-    """The calibrated costs of ``built`` on ``host`` for ``threads``, or None where the cache
-    holds no calibration of them (nothing is measured here)."""
+    """The calibrated costs of ``built`` on ``host`` for ``threads`` (or, where the cache
+    holds none of this build, of an earlier build of its instruction set: they rank plans
+    well enough), or None where it holds neither (nothing is measured here)."""
     key = (str(cache_root()), built.key, host.cpu_model, threads)
     if key not in _costs:  # looked for again until found: a sweep may calibrate meanwhile
-        cal = cached_calibration(built, host, threads)
+        cal = cached_calibration(built, host, threads, any_build=True)
         if cal is None:
             return None
         _costs[key] = KernelCosts.from_calibration(cal)

@@ -79,7 +79,7 @@ def test_prepare_runs_the_model_plan_once_the_host_is_calibrated(weights, rng, m
     costs = synthetic_costs(lanes=built.lib.spconv_vector_floats(),
                             max_tile=built.lib.spconv_max_tile_vectors())
     calibrated = {"cal": None}
-    monkeypatch.setattr(plan_choice, "cached_calibration", lambda *a: calibrated["cal"])
+    monkeypatch.setattr(plan_choice, "cached_calibration", lambda *a, **k: calibrated["cal"])
     monkeypatch.setattr(plan_choice, "_costs", {})
     db = TuningDB(tmp_path / "tuning.json")
     monkeypatch.setattr(kernels.plans, "TuningDB", lambda: db)
@@ -116,4 +116,23 @@ def test_a_cached_calibration_of_this_build_and_host_is_found_for_any_thread_cou
     write_json(calibration_path(built, host, 2, tmp_path), SCHEMA, VERSION, cal)
     found = cached_calibration(built, host, 1, cache_dir=tmp_path)
     assert found is not None and found["threads"] == 2 and found["build_key"] == built.key
+
+
+def test_an_earlier_build_of_the_same_instruction_set_prices_plans_until_this_one_is_calibrated(
+        tmp_path):
+    import os
+    built, host = host_kernels(), detect_host()
+    cal = calibration_of(synthetic_costs(), built, host)
+    for n, (key, isa) in enumerate([("older build", built.isa), ("newer build", built.isa),
+                                    ("another isa", "not-" + built.isa)]):
+        path = calibration_path(built, host, 2 + n, tmp_path)
+        write_json(path, SCHEMA, VERSION, {**cal, "build_key": key, "isa": isa})
+        os.utime(path, (1e9 + n, 1e9 + n))  # taken in this order
+    assert cached_calibration(built, host, 1, cache_dir=tmp_path) is None
+    found = cached_calibration(built, host, 1, cache_dir=tmp_path, any_build=True)
+    assert found["build_key"] == "newer build"  # the newest of the same instruction set
+    write_json(calibration_path(built, host, 1, tmp_path), SCHEMA, VERSION, cal)
+    for any_build in (False, True):  # this build's own, once there is one
+        found = cached_calibration(built, host, 1, cache_dir=tmp_path, any_build=any_build)
+        assert found["build_key"] == built.key
 
