@@ -1,6 +1,7 @@
 """Plans chosen by the mechanistic model for layers the tuning database has no plan for."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -120,7 +121,6 @@ def test_a_cached_calibration_of_this_build_and_host_is_found_for_any_thread_cou
 
 def test_an_earlier_build_of_the_same_instruction_set_prices_plans_until_this_one_is_calibrated(
         tmp_path):
-    import os
     built, host = host_kernels(), detect_host()
     cal = calibration_of(synthetic_costs(), built, host)
     for n, (key, isa) in enumerate([("older build", built.isa), ("newer build", built.isa),
@@ -135,4 +135,3 @@ def test_an_earlier_build_of_the_same_instruction_set_prices_plans_until_this_on
     for any_build in (False, True):  # this build's own, once there is one
         found = cached_calibration(built, host, 1, cache_dir=tmp_path, any_build=any_build)
         assert found["build_key"] == built.key
-
