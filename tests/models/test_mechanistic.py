@@ -255,7 +255,9 @@ def test_padding_is_priced_per_row_of_its_copy_path():
 
 
 def test_padding_calibration_on_this_host():
-    out = roofs.padding_costs(host_kernels(), rounds=1)
+    # the fastest of three rounds: the strided 1x1 path's rows of 7 and 224 floats differ by
+    # a few nanoseconds, and one round on a shared host once timed them the other way round
+    out = roofs.padding_costs(host_kernels(), rounds=3)
     assert set(out) == set(roofs.PAD_PATHS)
     for path in out.values():
         assert path["widths"] == list(roofs.PAD_WIDTHS)
