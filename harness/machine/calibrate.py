@@ -206,8 +206,9 @@ def calibration(built: BuiltKernels, host: HostInfo, threads: int, *,
     unless the host's speed has drifted from it since (drift_reason).
 
     A damaged cache file is moved aside (reported) and measured afresh. A calibration taken
-    while the host is busy is used for this run but not cached (a busy host halves the FMA
-    peak that every later fit and percent of peak would divide by)."""
+    while the host is busy (other work on its CPUs, threads that do not scale, or an FMA rate
+    the host no longer shows right after) is used for this run but not cached (a busy host
+    halves the FMA peak that every later fit and percent of peak would divide by)."""
     path = calibration_path(built, host, threads, cache_dir)
     if not refresh:
         try:
@@ -224,7 +225,11 @@ def calibration(built: BuiltKernels, host: HostInfo, threads: int, *,
             print(f"note: {drift}; calibrating afresh", file=sys.stderr)
     before = busy_reason(threads)
     result = run_calibration(built, host, threads)
-    busy = before or busy_reason(threads) or scaling_reason(result)
+    # a calibration the drift check would take afresh at once caught a busy minute (or a
+    # quiet one) that the probes of the CPUs cannot see: a neighbour on the same core left the
+    # AVX2 build's FMA rate at 68 GFLOP/s, where the host reached 107 minutes later
+    busy = (before or busy_reason(threads) or scaling_reason(result)
+            or drift_reason(built, result))
     result["busy"] = busy
     if busy:
         print(f"warning: the host was busy during calibration ({busy}); its numbers are used "

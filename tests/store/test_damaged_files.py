@@ -108,6 +108,24 @@ def test_busy_calibration_is_not_cached_and_refresh_measures_again(fake_calibrat
     assert fake_calibration == [1, 1, 1]
 
 
+def test_a_calibration_the_host_outruns_right_after_is_not_cached(fake_calibration, monkeypatch,
+                                                                  tmp_path, capsys):
+    built, host = host_kernels(), detect_host()
+    rate = {"now": 150.0}  # the calibration measured 100: a busy minute the CPUs' probe missed
+    monkeypatch.setattr(calibrate, "fma_peak",
+                        lambda built, threads, repeats: {"median": rate["now"],
+                                                         "best": rate["now"]})
+    monkeypatch.setattr(calibrate, "drift_reason", DRIFT_REASON)
+    monkeypatch.setattr(calibrate, "DRIFT_PAUSE_S", 0.0)
+    busy = calibrate.calibration(built, host, 1, cache_dir=tmp_path)["busy"]
+    assert busy == "the host's FMA rate is now 150 GFLOP/s, the calibration's 100"
+    assert not calibrate.calibration_path(built, host, 1, tmp_path).exists()
+    assert "not cached" in capsys.readouterr().err
+    rate["now"] = 104.0  # within the drift share: kept
+    assert calibrate.calibration(built, host, 1, cache_dir=tmp_path)["busy"] is None
+    assert calibrate.calibration_path(built, host, 1, tmp_path).exists()
+
+
 def test_a_calibration_whose_threads_shared_one_core_is_not_cached(fake_calibration,
                                                                    monkeypatch, tmp_path, capsys):
     """Two threads at one core's FMA rate (the second vCPU taken by the hypervisor) is no
