@@ -126,7 +126,7 @@ DRIFT_SHARE = 0.08
 # Probes of the FMA rate before a calibration counts as drifted, each of three samples, the
 # best kept: a burst of the neighbours' load outlasts one probe (0.2 s) more often than three
 # spread over a second, where a changed host stays changed. One probe took the calibration
-# afresh (33-45 s) several times in one test session on that Xeon (191 against 215 GFLOP/s).
+# afresh (33-45 s) several times in one run of the tests on that Xeon (191 against 215 GFLOP/s).
 DRIFT_PROBES = 3
 DRIFT_PAUSE_S = 0.3
 
