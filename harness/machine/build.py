@@ -154,7 +154,10 @@ def _compile(target: BuildTarget, extra: tuple[str, ...], module: str, dest: Pat
         objects = [Path(tmp) / f"{i}-{src.stem}.o" for i, src in enumerate(sources)]
         jobs = [(compiler, *flags, *includes, "-c", str(src), "-o", str(obj))
                 for src, obj in zip(sources, objects)]
-        workers = max(1, min(len(jobs), len(os.sched_getaffinity(0))))
+        from harness.machine.cpus import allowed_cpus  # it keeps its cache beside the builds
+        # the process's CPUs, not the calling thread's (OpenMP binds it to one at its first
+        # parallel region), and a platform without affinity compiles on every CPU
+        workers = max(1, min(len(jobs), len(allowed_cpus())))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(lambda job: _run_compiler(job, target), jobs))  # the first error raises
         _run_compiler((compiler, *flags, "-shared", *map(str, objects), "-o", str(out), "-lm"),
