@@ -77,12 +77,16 @@ def cached_costs(built: BuiltKernels, host: HostInfo, threads: int) -> KernelCos
     holds none of this build, of an earlier build of its instruction set: they rank plans
     well enough), or None where it holds neither (nothing is measured here)."""
     key = (str(cache_root()), built.key, host.cpu_model, threads)
-    if key not in _costs:  # looked for again until found: a sweep may calibrate meanwhile
-        cal = cached_calibration(built, host, threads, any_build=True)
-        if cal is None:
-            return None
-        _costs[key] = KernelCosts.from_calibration(cal)
-    return _costs[key]
+    if key in _costs:
+        return _costs[key]
+    # looked for again until this build's own is found: a sweep may calibrate meanwhile
+    cal = cached_calibration(built, host, threads, any_build=True)
+    if cal is None:
+        return None
+    found = (str(cache_root()), cal["build_key"], host.cpu_model, threads)
+    if found not in _costs:
+        _costs[found] = KernelCosts.from_calibration(cal)
+    return _costs[found]
 
 
 def chosen_plan(w: np.ndarray, spec: ConvSpec, threads: int,

@@ -135,3 +135,19 @@ def test_an_earlier_build_of_the_same_instruction_set_prices_plans_until_this_on
     for any_build in (False, True):  # this build's own, once there is one
         found = cached_calibration(built, host, 1, cache_dir=tmp_path, any_build=any_build)
         assert found["build_key"] == built.key
+
+
+def test_an_earlier_builds_costs_serve_until_this_build_is_calibrated(monkeypatch):
+    built, host = host_kernels(), detect_host()
+    own = calibration_of(synthetic_costs(), built, host)
+    earlier = {**own, "build_key": "an earlier build"}
+    found = {"cal": earlier}
+    monkeypatch.setattr(plan_choice, "cached_calibration", lambda *a, **k: found["cal"])
+    monkeypatch.setattr(plan_choice, "_costs", {})
+    first = plan_choice.cached_costs(built, host, 1)
+    assert first is not None and plan_choice.cached_costs(built, host, 1) is first  # memoised
+    found["cal"] = own  # a sweep calibrated this build meanwhile: looked for again, found
+    mine = plan_choice.cached_costs(built, host, 1)
+    assert mine is not first
+    found["cal"] = earlier
+    assert plan_choice.cached_costs(built, host, 1) is mine  # this build's own, from now on
