@@ -226,8 +226,8 @@ def calibration(built: BuiltKernels, host: HostInfo, threads: int, *,
     before = busy_reason(threads)
     result = run_calibration(built, host, threads)
     # a calibration the drift check would take afresh at once caught a busy minute (or a
-    # quiet one) that the probes of the CPUs cannot see: a neighbour on the same core left the
-    # AVX2 build's FMA rate at 68 GFLOP/s, where the host reached 107 minutes later
+    # quiet one) that the probe of the CPUs did not see: one left the AVX2 build's FMA rate
+    # at 68 GFLOP/s, where the host reached 107 minutes later
     busy = (before or busy_reason(threads) or scaling_reason(result)
             or drift_reason(built, result))
     result["busy"] = busy
